@@ -1,0 +1,110 @@
+"""Regret curves and summaries across seeds, with 95% confidence bands.
+
+Bands are two-sided Student-t intervals for the mean across seeds:
+mean +/- t_{0.975, S-1} * sd / sqrt(S), with sd the sample standard deviation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.stats
+from numpy.typing import ArrayLike
+
+from bandits.types import Trajectory
+
+
+class Band(NamedTuple):
+    """Mean and two-sided confidence interval of a curve across seeds."""
+
+    mean: np.ndarray  # (T,)
+    low: np.ndarray  # (T,)
+    high: np.ndarray  # (T,)
+
+
+def cumulative_regret(trajectory: Trajectory) -> np.ndarray:
+    """Cumulative pseudo-regret per seed, (S, T) (or (T,) for one run)."""
+    return np.cumsum(np.asarray(trajectory.regret, dtype=np.float64), axis=-1)
+
+
+def mean_band(values: ArrayLike, confidence: float = 0.95) -> Band:
+    """Mean over axis 0 with a Student-t confidence band.
+
+    Args:
+      values: (S, ...) one row per seed.
+      confidence: coverage of the two-sided interval.
+
+    Returns:
+      A `Band`; with a single seed the band collapses to the mean.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    mean = values.mean(axis=0)
+    if n < 2:
+        return Band(mean, mean.copy(), mean.copy())
+    half = half_width(values, confidence)
+    return Band(mean, mean - half, mean + half)
+
+
+def half_width(values: ArrayLike, confidence: float = 0.95) -> np.ndarray:
+    """Half-width of the Student-t interval for the mean over axis 0."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    if n < 2:
+        return np.zeros(values.shape[1:])
+    sem = values.std(axis=0, ddof=1) / np.sqrt(n)
+    return scipy.stats.t.ppf(0.5 + confidence / 2, df=n - 1) * sem
+
+
+def optimal_action_fraction(trajectory: Trajectory) -> np.ndarray:
+    """Running fraction of rounds in which the chosen arm was optimal, (S, T)."""
+    optimal = np.asarray(trajectory.optimal, dtype=np.float64)
+    steps = np.arange(1, optimal.shape[-1] + 1)
+    return np.cumsum(optimal, axis=-1) / steps
+
+
+class Summary(NamedTuple):
+    """Final-regret summary of one agent across seeds."""
+
+    agent: str
+    seeds: int
+    horizon: int
+    final_regret_mean: float
+    final_regret_low: float
+    final_regret_high: float
+    final_regret_std: float
+    optimal_fraction: float
+    mean_reward: float
+
+
+def summarize(agent: str, trajectory: Trajectory, confidence: float = 0.95) -> Summary:
+    """Final cumulative regret with its confidence interval, and related rates."""
+    final = cumulative_regret(trajectory)[..., -1].reshape(-1)
+    band = mean_band(final[:, None], confidence)
+    optimal = np.asarray(trajectory.optimal, dtype=np.float64)
+    reward = np.asarray(trajectory.reward, dtype=np.float64)
+    return Summary(
+        agent=agent,
+        seeds=int(final.shape[0]),
+        horizon=int(np.shape(trajectory.regret)[-1]),
+        final_regret_mean=float(band.mean[0]),
+        final_regret_low=float(band.low[0]),
+        final_regret_high=float(band.high[0]),
+        final_regret_std=float(final.std(ddof=1)) if final.size > 1 else 0.0,
+        optimal_fraction=float(optimal.mean()),
+        mean_reward=float(reward.mean()),
+    )
+
+
+def loglog_slope(curve: ArrayLike, start: int, stop: int) -> float:
+    """Least-squares slope of log(curve[t-1]) against log(t) for t in [start, stop].
+
+    A cumulative-regret curve growing like t^a has slope a: ~1 for linear regret,
+    ~0.5 for sqrt(T) regret, -> 0 for logarithmic regret.
+    """
+    curve = np.asarray(curve, dtype=np.float64)
+    t = np.unique(np.geomspace(start, stop, num=50).astype(int))
+    y = curve[t - 1]
+    slope, _ = np.polyfit(np.log(t), np.log(y), 1)
+    return float(slope)
