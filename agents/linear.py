@@ -2,7 +2,7 @@
 
 Every agent here keeps ridge-regression statistics per parameter block m:
 
-    A_m = lambda I + sum_t x_t x_t^T,   b_m = sum_t r_t x_t,   theta_hat_m = A_m^{-1} b_m
+    A_m = lambda I + sum_t x_t x_t^T,  b_m = sum_t r_t x_t,  theta_hat_m = A_m^{-1} b_m
 
 updated in O(f^2) per round with Sherman-Morrison (never an inverse per step).
 
@@ -52,11 +52,12 @@ def _mean_and_variance(
     if features == "context":
         x = obs.context.astype(dtype)
         mean = state.theta_hat @ x
-        variance = jnp.einsum("i,kij,j->k", x, state.precision_inv, x)
+        # (A_k^{-1} x) . x: a batched mat-vec that reads A^{-1} once, in its layout.
+        variance = jnp.sum((state.precision_inv @ x) * x, axis=-1)
     else:
         X = obs.arms.astype(dtype)
         mean = X @ state.theta_hat[0]
-        variance = jnp.einsum("ki,ij,kj->k", X, state.precision_inv[0], X)
+        variance = jnp.sum((X @ state.precision_inv[0]) * X, axis=-1)
     return mean, jnp.maximum(variance, 0.0)
 
 

@@ -26,7 +26,9 @@ def register(name: str, description: str = ""):
 
     def wrap(factory: Callable[..., Agent]) -> Callable[..., Agent]:
         doc = (factory.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = AgentEntry(name, factory, description or (doc[0] if doc else ""))
+        _REGISTRY[name] = AgentEntry(
+            name, factory, description or (doc[0] if doc else "")
+        )
         return factory
 
     return wrap
@@ -73,7 +75,9 @@ def make(name: str, **hyperparams: Any) -> Agent:
             f"{name!r}; allowed: {', '.join(allowed)}"
         )
     missing = [
-        k for k, v in allowed.items() if v is inspect.Parameter.empty and k not in hyperparams
+        k
+        for k, v in allowed.items()
+        if v is inspect.Parameter.empty and k not in hyperparams
     ]
     if missing:
         raise BanditConfigError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +28,9 @@ def simulate(
 ) -> Trajectory:
     """Runs one agent on one environment instance for `horizon` steps.
 
-    The loop is a single `jax.lax.scan`; it can be jitted and vmapped. Per-step
-    keys come from one split of `key` (reset, init, then one per step).
+    The loop is a single `jax.lax.scan`; it can be jitted and vmapped. Keys: `key`
+    splits into (reset, init, steps); the steps key splits into one key per round,
+    and each round's key into (act, env, update).
 
     Args:
       key: a JAX PRNG key.
@@ -40,37 +42,55 @@ def simulate(
     Returns:
       A `Trajectory` whose leaves have leading shape (T,).
     """
-    trajectory, _ = _simulate(key, env, params, agent, horizon)
+    trajectory, _ = _simulate(key, env, params, agent, horizon, check_each_step=False)
     return trajectory
 
 
 def _simulate(
-    key: jax.Array, env: Env, params: EnvParams, agent: Agent, horizon: int
+    key: jax.Array,
+    env: Env,
+    params: EnvParams,
+    agent: Agent,
+    horizon: int,
+    check_each_step: bool,
 ) -> tuple[Trajectory, jax.Array]:
-    """`simulate` plus the first step at which the agent state was non-finite."""
+    """`simulate`, plus a finiteness report on the agent's state.
+
+    With `check_each_step=False` (the fast path) the report is a bool: is the final
+    state finite. With `check_each_step=True` it is the first step after which the
+    state was non-finite (-1 if never), at the cost of a reduction per step.
+    """
     key_reset, key_init, key_steps = jax.random.split(key, 3)
     obs, env_state = env.reset(key_reset, params)
     agent_state = agent.init(key_init)
-    step_keys = jax.random.split(key_steps, horizon)
-    first_bad = jnp.asarray(-1, jnp.int32)
+    # All per-round keys are derived up front, outside the loop: (T, 3) keys.
+    round_keys = jax.vmap(lambda k: jax.random.split(k, 3))(
+        jax.random.split(key_steps, horizon)
+    )
 
     def step(carry, inputs):
         obs, env_state, agent_state, first_bad = carry
-        t, key_t = inputs
-        key_act, key_env, key_update = jax.random.split(key_t, 3)
+        t, keys_t = inputs
+        key_act, key_env, key_update = keys_t[0], keys_t[1], keys_t[2]
         action = jnp.asarray(agent.act(key_act, agent_state, obs), jnp.int32)
         next_obs, env_state, feedback = env.step(key_env, env_state, action, params)
-        agent_state = agent.update(key_update, agent_state, obs, action, feedback.reward)
+        agent_state = agent.update(
+            key_update, agent_state, obs, action, feedback.reward
+        )
         record = _record(obs, action, feedback.reward, feedback.expected_rewards)
-        finite = _all_finite(agent_state)
-        first_bad = jnp.where((first_bad < 0) & ~finite, t, first_bad)
+        if check_each_step:
+            bad_now = (first_bad < 0) & ~_all_finite(agent_state)
+            first_bad = jnp.where(bad_now, t, first_bad)
         return (next_obs, env_state, agent_state, first_bad), record
 
     steps = jnp.arange(horizon, dtype=jnp.int32)
-    (_, _, _, first_bad), trajectory = jax.lax.scan(
-        step, (obs, env_state, agent_state, first_bad), (steps, step_keys)
+    first_bad = jnp.asarray(-1, jnp.int32)
+    (_, _, agent_state, first_bad), trajectory = jax.lax.scan(
+        step, (obs, env_state, agent_state, first_bad), (steps, round_keys)
     )
-    return trajectory, first_bad
+    if check_each_step:
+        return trajectory, first_bad
+    return trajectory, _all_finite(agent_state)
 
 
 def _record(
@@ -107,15 +127,15 @@ def seed_list(seeds: int | Sequence[int]) -> list[int]:
     if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
         return list(range(positive_int("seeds", int(seeds))))
     try:
-        values = [int(s) for s in seeds]  # type: ignore[union-attr]
+        values = [operator.index(s) for s in seeds]  # type: ignore[union-attr]
     except TypeError:
         raise BanditConfigError(
             f"seeds must be a positive integer or a list of integers, got {seeds!r}"
         ) from None
     if not values:
         raise BanditConfigError("seeds must not be empty")
-    if any(s < 0 for s in values):
-        raise BanditConfigError(f"seeds must be >= 0, got {values}")
+    if any(s < 0 or s >= 2**32 for s in values):
+        raise BanditConfigError(f"seeds must be integers in [0, 2**32), got {values}")
     return values
 
 
@@ -149,31 +169,65 @@ def run(
     seed_values = seed_list(seeds)
     if params is None:
         params = env.default_params()
-    keys = jnp.stack([jax.random.key(s) for s in seed_values])
-    trajectory, first_bad = _run_compiled(env, agent, horizon, resample_params)(
-        keys, params
+    keys = _seed_keys(seed_values)
+    program = _run_compiled(env, agent, horizon, resample_params, False)
+    trajectory, finite = program(keys, params)
+    trajectory = jax.tree_util.tree_map(
+        lambda leaf: leaf[: len(seed_values)], trajectory
     )
     if check_finite:
-        first_bad = np.asarray(first_bad)
-        bad = np.flatnonzero(first_bad >= 0)
+        bad = np.flatnonzero(~np.asarray(finite)[: len(seed_values)])
         if bad.size:
-            i = int(bad[0])
-            raise NonFiniteAgentStateError(
-                f"agent {agent.name!r} produced a non-finite state at seed "
-                f"{seed_values[i]}, step {int(first_bad[i])} "
-                f"({bad.size} of {len(seed_values)} seeds affected)"
+            _raise_non_finite(
+                env, agent, horizon, resample_params, params, seed_values, bad
             )
     return trajectory
 
 
+def _seed_keys(seed_values: list[int]) -> jax.Array:
+    """One key per seed, padded to a multiple of the device count and sharded.
+
+    With several devices (e.g. `jax_num_cpu_devices`, set by `bandits` to the number
+    of cores) the seed axis is split across them, so each core runs its own seeds.
+    """
+    devices = jax.local_devices()
+    padded = list(seed_values)
+    while len(padded) % len(devices):
+        padded.append(seed_values[-1])
+    keys = jax.vmap(jax.random.key)(jnp.asarray(padded, dtype=jnp.uint32))
+    if len(devices) == 1:
+        return keys
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
+    return jax.device_put(
+        keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
+    )
+
+
+def _raise_non_finite(env, agent, horizon, resample_params, params, seed_values, bad):
+    """Re-runs the failing seeds with a per-step check to name the first bad step."""
+    failing = [seed_values[i] for i in bad]
+    program = _run_compiled(env, agent, horizon, resample_params, True)
+    _, first_bad = program(_seed_keys(failing), params)
+    first_bad = np.asarray(first_bad)[: len(failing)]
+    seed, step = failing[0], int(first_bad[0])
+    where = f"step {step}" if step >= 0 else "an unknown step"
+    raise NonFiniteAgentStateError(
+        f"agent {agent.name!r} produced a non-finite (NaN or inf) state at seed "
+        f"{seed}, {where} ({len(failing)} of {len(seed_values)} seeds affected: "
+        f"{failing[:10]}{' ...' if len(failing) > 10 else ''})"
+    )
+
+
 @functools.cache
-def _run_compiled(env: Env, agent: Agent, horizon: int, resample_params: bool):
+def _run_compiled(
+    env: Env, agent: Agent, horizon: int, resample_params: bool, check_each_step: bool
+):
     """One jitted, seed-vmapped program per (env, agent, horizon) shape."""
 
     def one_seed(key: jax.Array, params: EnvParams):
         key_params, key_run = jax.random.split(key)
         if resample_params:
             params = env.sample_params(key_params)
-        return _simulate(key_run, env, params, agent, horizon)
+        return _simulate(key_run, env, params, agent, horizon, check_each_step)
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))

@@ -73,7 +73,9 @@ class LinearEnv(BanditEnv):
     def step(self, key, state, action, params):
         key_reward, key_context = jax.random.split(key)
         expected = self.expected_rewards(state, params)
-        reward = _sample_reward(key_reward, self.reward, expected[action], self.noise_std)
+        reward = _sample_reward(
+            key_reward, self.reward, expected[action], self.noise_std
+        )
         next_state = ContextState(context=self._sample_context(key_context))
         return self._observe(next_state), next_state, Feedback(reward, expected)
 
@@ -152,7 +154,9 @@ class LinearArmFeaturesEnv(BanditEnv):
     def step(self, key, state, action, params):
         key_reward, key_next = jax.random.split(key)
         expected = self.expected_rewards(state, params)
-        reward = _sample_reward(key_reward, self.reward, expected[action], self.noise_std)
+        reward = _sample_reward(
+            key_reward, self.reward, expected[action], self.noise_std
+        )
         next_state = self._sample_state(key_next)
         return self._observe(next_state), next_state, Feedback(reward, expected)
 

@@ -1,0 +1,48 @@
+"""LinUCB through `bandits.run` against a hand-written NumPy Sherman-Morrison loop.
+
+Setting (foundation issue): Linear-v0, d=20, K=10, 64 seeds, T=10,000, compile
+excluded. The NumPy reference runs one seed in the same benchmark run; the ratio of
+rounds per second is recorded (target >= 20x, ambition 50x).
+"""
+
+from __future__ import annotations
+
+import agents
+import bandits
+import envs
+from tests.benchmarks.conftest import best_time
+from tests.benchmarks.numpy_linucb import numpy_linucb_rounds
+
+NUM_ARMS, DIM, SEEDS, HORIZON = 10, 20, 64, 10_000
+REFERENCE_HORIZON = 2_000
+
+
+def test_linucb_rounds_per_second(benchmark, record_ratio):
+    env, params = envs.make("Linear-v0", num_arms=NUM_ARMS, dim=DIM)
+    agent = agents.linucb(num_arms=NUM_ARMS, dim=DIM, alpha=1.0)
+
+    def run_jax():
+        return bandits.run(env, agent, horizon=HORIZON, seeds=SEEDS, params=params)
+
+    jax_seconds = best_time(run_jax)
+    numpy_seconds = best_time(
+        lambda: numpy_linucb_rounds(REFERENCE_HORIZON, NUM_ARMS, DIM), repeats=3
+    )
+    benchmark.pedantic(run_jax, rounds=3, warmup_rounds=1)
+
+    jax_rate = SEEDS * HORIZON / jax_seconds
+    numpy_rate = REFERENCE_HORIZON / numpy_seconds
+    record_ratio(
+        "linucb_run_vs_numpy",
+        jax_rate / numpy_rate,
+        jax_rounds_per_s=jax_rate,
+        numpy_rounds_per_s=numpy_rate,
+    )
+    assert jax_rate > 0 and numpy_rate > 0
+
+
+def test_numpy_reference_rounds(benchmark):
+    """The NumPy reference alone, so its absolute time is in the saved table too."""
+    benchmark.pedantic(
+        numpy_linucb_rounds, args=(REFERENCE_HORIZON, NUM_ARMS, DIM), rounds=3
+    )
