@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -218,6 +218,100 @@ def _raise_non_finite(env, agent, horizon, resample_params, params, seed_values,
     )
 
 
+def sweep(
+    env: Env,
+    agent_fn: Callable[..., Agent],
+    hyperparameters: Mapping[str, Sequence[float]],
+    *,
+    horizon: int,
+    seeds: int | Sequence[int],
+    params: EnvParams | None = None,
+    resample_params: bool = False,
+    check_finite: bool = True,
+) -> Trajectory:
+    """Runs a grid of traced hyperparameter settings x seeds as ONE compiled program.
+
+    `agent_fn(**setting)` is called inside `jit` with each float hyperparameter as a
+    traced scalar, so the whole grid is a `vmap` (settings) of a `vmap` (seeds) of
+    one `scan` (time). Only hyperparameters that agents accept as traced values
+    (floats such as `alpha`, `epsilon`, `v`, learning rates) can be swept this way;
+    shapes and strings need separate runs.
+
+    Args:
+      env: a functional environment.
+      agent_fn: builds the agent from keyword hyperparameters, e.g.
+        `functools.partial(agents.linucb, num_arms=10, dim=20)`. Reuse the same
+        object across calls to reuse the compiled program.
+      hyperparameters: name -> G values; every list must have the same length G
+        (zip them yourself from a product for a full grid).
+      horizon: rounds per run, T > 0.
+      seeds: a number of seeds S or an explicit list.
+      params: the problem instance; `None` uses `env.default_params()`.
+      resample_params: draw a problem instance per seed (shared across settings).
+      check_finite: raise `NonFiniteAgentStateError` if a state turns non-finite.
+
+    Returns:
+      A `Trajectory` with leaves shaped (G, S, T).
+    """
+    horizon = positive_int("horizon", horizon)
+    seed_values = seed_list(seeds)
+    names = tuple(hyperparameters)
+    if not names:
+        raise BanditConfigError("hyperparameters must name at least one value to sweep")
+    columns = [np.asarray(hyperparameters[n], dtype=np.float64) for n in names]
+    sizes = {n: c.shape for n, c in zip(names, columns, strict=True)}
+    if any(len(shape) != 1 or shape[0] == 0 for shape in sizes.values()) or (
+        len({shape[0] for shape in sizes.values()}) != 1
+    ):
+        raise BanditConfigError(
+            "hyperparameters must map each name to a non-empty 1-D list, all of the "
+            f"same length; got shapes {sizes}"
+        )
+    if params is None:
+        params = env.default_params()
+    values = tuple(jnp.asarray(c, dtype=jnp.float32) for c in columns)
+    program = _sweep_compiled(env, agent_fn, names, horizon, resample_params)
+    trajectory, finite = program(values, _seed_keys(seed_values), params)
+    trajectory = jax.tree_util.tree_map(
+        lambda leaf: leaf[:, : len(seed_values)], trajectory
+    )
+    if check_finite:
+        finite = np.asarray(finite)[:, : len(seed_values)]
+        if not finite.all():
+            setting, seed_index = np.argwhere(~finite)[0]
+            label = ", ".join(
+                f"{n}={float(c[setting]):g}"
+                for n, c in zip(names, columns, strict=True)
+            )
+            raise NonFiniteAgentStateError(
+                f"agent {agent_fn} with {label} produced a non-finite (NaN or inf) "
+                f"state at seed {seed_values[seed_index]} "
+                f"({int((~finite).sum())} runs affected)"
+            )
+    return trajectory
+
+
+@functools.cache
+def _sweep_compiled(env, agent_fn, names, horizon, resample_params):
+    def one_setting(values, keys, params):
+        agent = agent_fn(**dict(zip(names, values, strict=True)))
+        return jax.vmap(
+            lambda key: _one_seed(
+                key, params, env, agent, horizon, resample_params, False
+            )
+        )(keys)
+
+    return jax.jit(jax.vmap(one_setting, in_axes=(0, None, None)))
+
+
+def _one_seed(key, params, env, agent, horizon, resample_params, check_each_step):
+    """One seed's run: the seed's key splits into (problem instance, run)."""
+    key_params, key_run = jax.random.split(key)
+    if resample_params:
+        params = env.sample_params(key_params)
+    return _simulate(key_run, env, params, agent, horizon, check_each_step)
+
+
 @functools.cache
 def _run_compiled(
     env: Env, agent: Agent, horizon: int, resample_params: bool, check_each_step: bool
@@ -225,9 +319,8 @@ def _run_compiled(
     """One jitted, seed-vmapped program per (env, agent, horizon) shape."""
 
     def one_seed(key: jax.Array, params: EnvParams):
-        key_params, key_run = jax.random.split(key)
-        if resample_params:
-            params = env.sample_params(key_params)
-        return _simulate(key_run, env, params, agent, horizon, check_each_step)
+        return _one_seed(
+            key, params, env, agent, horizon, resample_params, check_each_step
+        )
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
