@@ -3,8 +3,17 @@
 It knows no concrete environment or agent (those live in `envs` and `agents`).
 """
 
-from bandits import linalg, metrics
-from bandits.simulation import NonFiniteAgentStateError, run, seed_list, simulate
+import importlib
+
+# `_backend` configures JAX's CPU back-end on import, before anything uses it.
+from bandits import _backend, linalg, metrics  # noqa: F401
+from bandits.simulation import (
+    NonFiniteAgentStateError,
+    run,
+    seed_list,
+    simulate,
+    sweep,
+)
 from bandits.types import Agent, ArraySpec, Env, Feedback, Observation, Trajectory
 from bandits.validation import BanditConfigError
 
@@ -19,7 +28,19 @@ __all__ = [
     "Trajectory",
     "linalg",
     "metrics",
+    "progress",
+    "report",
     "run",
     "seed_list",
     "simulate",
+    "storage",
+    "sweep",
 ]
+
+_LAZY = ("progress", "report", "storage")  # keep rich/matplotlib/pyarrow off import
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f"bandits.{name}")
+    raise AttributeError(f"module 'bandits' has no attribute {name!r}")

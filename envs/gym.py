@@ -1,0 +1,523 @@
+"""Gymnasium shells around the functional bandit environments.
+
+Every id in `envs.registered()` is registered with Gymnasium as `bandits/<Id>`, so
+
+    env = gymnasium.make("bandits/Linear-v0", num_arms=5, dim=3)
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+
+    vec = gymnasium.make_vec("bandits/Linear-v0", num_envs=8,
+                             vectorization_mode="vector_entry_point")
+
+work after `import envs`. Keyword arguments go to `envs.make_env`; the shells add
+`resample_params` (draw a fresh problem instance with `sample_params` at every reset
+instead of using `default_params()`).
+
+Spaces. The observation space is a `spaces.Dict` with the keys of the env's
+`observation_spec()` (a subset of the `Observation` fields: `context`, `arms`,
+`mask`, and `history`, `history_mask` for envs with a behaviour history). Each entry
+is a finite `spaces.Box` with the spec's shape, bounds and dtype; boolean fields
+(`mask`, `history_mask`) are `Box(0, 1, shape, bool)`, which keeps the dtype
+of the functional core and passes `gymnasium.utils.env_checker.check_env` without
+warnings. Features with no columns keep their (K, 0) shape. The action space is
+`Discrete(K)`.
+
+Steps. `step(action)` returns NumPy values: the sampled reward, `terminated=False`
+and `truncated=False` (a bandit is a continuing task; `gymnasium.make(...,
+max_episode_steps=T)` adds a time limit), and an `info` dict for the observation
+that was acted on:
+
+    expected_rewards   (K,)  mu_k for every arm
+    optimal_action     ()    argmax of mu_k over the arms allowed by the mask
+    regret             ()    mu_{optimal_action} - mu_{action}  (exact pseudo-regret)
+
+Envs whose state evolves report the per-step (dynamic) oracle. Gymnasium's action
+sampler ignores masks, so a masked-out arm may be chosen; the shell passes it to the
+env and its regret, measured against the best allowed arm, may then be negative.
+
+Randomness. `reset(seed=s)` seeds `np_random` (via `super().reset`), draws two
+31-bit words from it and builds the JAX key `fold_in(key(w0), w1)`; each step splits
+that key stream inside the compiled step. A vector env reset with seed `s` gives
+sub-environment i the stream of a single env reset with seed `s + i` (Gymnasium's
+convention for `SyncVectorEnv`).
+
+Compilation. The env's reset and step are wrapped, together with the regret
+computation, in functions jitted with the env as a static argument, so each env
+configuration compiles once per process however many shells are built.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import gymnasium
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from bandits.types import ArraySpec, EnvParams, EnvState, Observation
+from bandits.validation import BanditConfigError, positive_int
+from envs.base import BanditEnv, make_env, registered
+
+NAMESPACE = "bandits"
+ENTRY_POINT = "envs.gym:BanditGymEnv"
+VECTOR_ENTRY_POINT = "envs.gym:BanditVectorEnv"
+INFO_KEYS = ("expected_rewards", "optimal_action", "regret")
+
+
+# ---------------------------------------------------------------------------
+# Pure pieces, compiled at the boundary
+
+
+class _Stream(NamedTuple):
+    """The running part of one environment stream."""
+
+    key: jax.Array  # ()  key of the next step
+    obs: Observation  # the observation the agent is about to act on
+    state: EnvState
+
+
+class _StepOut(NamedTuple):
+    """What one step reveals, for the observation that was acted on."""
+
+    reward: jax.Array  # ()
+    expected_rewards: jax.Array  # (K,)
+    optimal_action: jax.Array  # () int32
+    regret: jax.Array  # ()
+
+
+def _key_from_words(words: jax.Array) -> jax.Array:
+    """A PRNG key from two non-negative 31-bit integers, (2,) -> key."""
+    return jax.random.fold_in(jax.random.key(words[0]), words[1])
+
+
+def _start(
+    env: BanditEnv, resample: bool, key: jax.Array, params: EnvParams
+) -> tuple[_Stream, EnvParams]:
+    """Starts one stream: a problem instance (if resampled) and the first obs."""
+    key_params, key_reset, key_steps = jax.random.split(key, 3)
+    if resample:
+        params = env.sample_params(key_params)
+    obs, state = env.reset(key_reset, params)
+    return _Stream(key_steps, obs, state), params
+
+
+def _start_from_words(
+    env: BanditEnv, resample: bool, words: jax.Array, params: EnvParams
+) -> tuple[_Stream, EnvParams]:
+    return _start(env, resample, _key_from_words(words), params)
+
+
+def _advance(
+    env: BanditEnv, stream: _Stream, params: EnvParams, action: jax.Array
+) -> tuple[_Stream, _StepOut]:
+    """One env step plus the exact pseudo-regret against the best allowed arm."""
+    key_next, key_step = jax.random.split(stream.key)
+    obs, state, feedback = env.step(key_step, stream.state, action, params)
+    expected = feedback.expected_rewards
+    allowed = jnp.where(stream.obs.mask, expected, -jnp.inf)
+    optimal = jnp.argmax(allowed).astype(jnp.int32)
+    regret = expected[optimal] - expected[action]
+    reward = jnp.asarray(feedback.reward, expected.dtype)
+    return _Stream(key_next, obs, state), _StepOut(reward, expected, optimal, regret)
+
+
+@functools.partial(jax.jit, static_argnames=("env", "resample"))
+def _single_start(words, params, *, env, resample):
+    return _start_from_words(env, resample, words, params)
+
+
+@functools.partial(jax.jit, static_argnames=("env",))
+def _single_step(stream, params, action, *, env):
+    return _advance(env, stream, params, action)
+
+
+@functools.partial(jax.jit, static_argnames=("env", "resample"))
+def _vector_start(words, params, *, env, resample):
+    start = functools.partial(_start_from_words, env, resample)
+    out_axes = (0, 0 if resample else None)
+    return jax.vmap(start, in_axes=(0, None), out_axes=out_axes)(words, params)
+
+
+@functools.partial(jax.jit, static_argnames=("env", "resample", "autoreset"))
+def _vector_step(streams, params, actions, restart, *, env, resample, autoreset):
+    """Steps every sub-env; with `autoreset`, restarts those flagged in `restart`.
+
+    A restarted sub-env ignores its action (next-step autoreset): it returns the
+    first observation of a new episode, reward 0, and its stepped continuation is
+    discarded. Its new stream is started from its current key.
+    """
+    params_axis = 0 if resample else None
+    advance = functools.partial(_advance, env)
+    stepped, out = jax.vmap(advance, in_axes=(0, params_axis, 0))(
+        streams, params, actions
+    )
+    if not autoreset:
+        return stepped, params, out
+    restart_rows = functools.partial(_restart_rows, env, resample, restart, streams.key)
+    return jax.lax.cond(
+        jnp.any(restart), restart_rows, lambda x: x, (stepped, params, out)
+    )
+
+
+def _restart_rows(env, resample, restart, keys, operands):
+    """Replaces the sub-envs flagged in `restart` by fresh streams started at `keys`."""
+    stepped, params, out = operands
+    params_axis = 0 if resample else None
+    start = functools.partial(_start, env, resample)
+    fresh, fresh_params = jax.vmap(
+        start, in_axes=(0, params_axis), out_axes=(0, params_axis)
+    )(keys, params)
+    pick = functools.partial(_select_rows, restart)
+    if resample:
+        params = jax.tree.map(pick, fresh_params, params)
+    out = out._replace(reward=jnp.where(restart, 0.0, out.reward))
+    return jax.tree.map(pick, fresh, stepped), params, out
+
+
+def _select_rows(rows: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
+    """`new[i]` where `rows[i]` else `old[i]`, for leaves with a leading batch axis."""
+    rows = rows.reshape(rows.shape + (1,) * (new.ndim - 1))
+    return jnp.where(rows, new, old)
+
+
+# ---------------------------------------------------------------------------
+# Spaces and conversions
+
+
+def observation_space(env: BanditEnv) -> spaces.Dict:
+    """The Gymnasium observation space of `env`, from its `observation_spec()`.
+
+    Raises:
+      ValueError: the spec names a field that `Observation` lacks or has an
+        infinite bound.
+    """
+    spec = env.observation_spec()
+    return spaces.Dict({name: _box(env, name, field) for name, field in spec.items()})
+
+
+def _box(env: BanditEnv, name: str, field: ArraySpec) -> spaces.Box:
+    if name not in Observation._fields:
+        raise ValueError(
+            f"{type(env).__name__}.observation_spec() has field {name!r}; "
+            f"Observation fields are {', '.join(Observation._fields)}"
+        )
+    if not (math.isfinite(field.low) and math.isfinite(field.high)):
+        raise ValueError(
+            f"{type(env).__name__}.observation_spec()[{name!r}] needs finite "
+            f"bounds, got [{field.low}, {field.high}]"
+        )
+    dtype = np.dtype(field.dtype)
+    shape = tuple(int(n) for n in field.shape)
+    if dtype == np.bool_:
+        return spaces.Box(0, 1, shape, dtype=np.bool_)
+    if np.issubdtype(dtype, np.integer):
+        return spaces.Box(int(field.low), int(field.high), shape, dtype=dtype)
+    return spaces.Box(float(field.low), float(field.high), shape, dtype=dtype)
+
+
+def _numpy_obs(obs: Observation, space: spaces.Dict) -> dict[str, np.ndarray]:
+    """Fresh NumPy arrays (one per space key) in the space's dtypes."""
+    return {
+        name: np.array(getattr(obs, name), dtype=box.dtype)
+        for name, box in space.spaces.items()
+    }
+
+
+def _check_env_kwargs(resample_params: Any, render_mode: Any) -> None:
+    if not isinstance(resample_params, bool):
+        raise BanditConfigError(
+            f"resample_params must be True or False, got {resample_params!r}"
+        )
+    if render_mode is not None:
+        raise BanditConfigError(
+            f"render_mode must be None (bandit envs do not render), got {render_mode!r}"
+        )
+
+
+def _seed_words(rng: np.random.Generator, size: tuple[int, ...] = ()) -> np.ndarray:
+    """Two 31-bit words per stream drawn from `rng`, shape size + (2,)."""
+    return rng.integers(0, 2**31, size=(*size, 2), dtype=np.int64).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# Single environment
+
+
+class BanditGymEnv(gymnasium.Env):
+    """A Gymnasium `Env` around one functional bandit environment.
+
+    Args:
+      env_id: a registered id such as "Linear-v0" (the "bandits/" prefix is
+        accepted).
+      resample_params: draw a new problem instance at every reset instead of
+        using `default_params()`.
+      render_mode: must be None; bandit envs do not render.
+      **env_kwargs: passed to `envs.make_env(env_id, ...)`.
+
+    Attributes:
+      bandit_env: the functional environment.
+      params: the current problem instance.
+
+    Example:
+      >>> import gymnasium, envs
+      >>> env = gymnasium.make("bandits/Linear-v0", num_arms=4, dim=3)
+      >>> obs, info = env.reset(seed=0)
+      >>> sorted(obs)
+      ['arms', 'context', 'mask']
+      >>> _, reward, terminated, truncated, info = env.step(1)
+      >>> sorted(info), terminated, truncated
+      (['expected_rewards', 'optimal_action', 'regret'], False, False)
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(
+        self,
+        env_id: str,
+        *,
+        resample_params: bool = False,
+        render_mode: str | None = None,
+        **env_kwargs: Any,
+    ):
+        _check_env_kwargs(resample_params, render_mode)
+        self.bandit_env = make_env(env_id, **env_kwargs)
+        self.resample_params = resample_params
+        self.render_mode = render_mode
+        self.observation_space = observation_space(self.bandit_env)
+        self.action_space = spaces.Discrete(self.bandit_env.num_arms)
+        self._default_params = self.bandit_env.default_params()
+        self.params = self._default_params
+        self._stream: _Stream | None = None
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Starts a stream; `reset(seed=s)` is deterministic."""
+        super().reset(seed=seed)
+        words = _seed_words(self.np_random)
+        self._stream, self.params = _single_start(
+            words,
+            self._default_params,
+            env=self.bandit_env,
+            resample=self.resample_params,
+        )
+        return _numpy_obs(self._stream.obs, self.observation_space), {}
+
+    def step(
+        self, action: Any
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Plays `action` on the current observation; see the module docstring."""
+        if self._stream is None:
+            raise gymnasium.error.ResetNeeded("call reset() before step()")
+        action = _check_action(action, self.bandit_env.num_arms)
+        self._stream, out = _single_step(
+            self._stream, self.params, np.int32(action), env=self.bandit_env
+        )
+        out = jax.device_get(out)
+        info = {
+            "expected_rewards": np.array(out.expected_rewards),
+            "optimal_action": int(out.optimal_action),
+            "regret": float(out.regret),
+        }
+        obs = _numpy_obs(self._stream.obs, self.observation_space)
+        return obs, float(out.reward), False, False, info
+
+
+def _check_action(action: Any, num_arms: int) -> int:
+    value = np.asarray(action)
+    if (
+        value.shape != ()
+        or not np.issubdtype(value.dtype, np.integer)
+        or not 0 <= int(value) < num_arms
+    ):
+        raise ValueError(
+            f"action must be an integer in [0, {num_arms}), got {action!r}"
+        )
+    return int(value)
+
+
+# ---------------------------------------------------------------------------
+# Vector environment
+
+
+class BanditVectorEnv(VectorEnv):
+    """`num_envs` copies of one bandit environment, batched with `jax.vmap`.
+
+    Observations are dicts of arrays with a leading (num_envs,) axis; `step` takes
+    an int array of shape (num_envs,) and returns rewards, terminations and
+    truncations of that shape, and infos whose arrays (`expected_rewards`
+    (num_envs, K), `optimal_action`, `regret`) come with Gymnasium's boolean
+    `_<key>` masks. Episodes never end unless `max_episode_steps` is given; then
+    sub-environments truncate after that many steps and restart on the following
+    step (`AutoresetMode.NEXT_STEP`: on that step the action is ignored, the reward
+    is 0 and the `_<key>` info masks are False).
+
+    Args:
+      env_id: a registered id such as "Linear-v0".
+      num_envs: number of sub-environments.
+      resample_params: each sub-environment draws its own problem instance at
+        every reset; otherwise all share `default_params()`.
+      max_episode_steps: optional time limit (None: never truncate).
+      render_mode: must be None.
+      **env_kwargs: passed to `envs.make_env(env_id, ...)`.
+    """
+
+    metadata: dict[str, Any] = {  # noqa: RUF012
+        "render_modes": [],
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int = 1,
+        *,
+        resample_params: bool = False,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+        **env_kwargs: Any,
+    ):
+        _check_env_kwargs(resample_params, render_mode)
+        self.num_envs = positive_int("num_envs", num_envs)
+        if max_episode_steps is not None:
+            max_episode_steps = positive_int("max_episode_steps", max_episode_steps)
+        self.max_episode_steps = max_episode_steps
+        self.bandit_env = make_env(env_id, **env_kwargs)
+        self.resample_params = resample_params
+        self.render_mode = render_mode
+        self.single_observation_space = observation_space(self.bandit_env)
+        self.single_action_space = spaces.Discrete(self.bandit_env.num_arms)
+        self.observation_space = batch_space(
+            self.single_observation_space, self.num_envs
+        )
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._default_params = self.bandit_env.default_params()
+        self.params = self._default_params
+        self._streams: _Stream | None = None
+        self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self._restart = np.zeros(self.num_envs, dtype=bool)
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Resets every sub-env; seed s gives sub-env i the stream of seed s + i."""
+        seeds = self._seeds(seed)
+        super().reset(seed=seeds[0] if seeds is not None else None)
+        if seeds is None:
+            words = _seed_words(self.np_random, (self.num_envs,))
+        else:
+            words = np.stack([_seed_words(seeding.np_random(s)[0]) for s in seeds])
+        self._streams, self.params = _vector_start(
+            words,
+            self._default_params,
+            env=self.bandit_env,
+            resample=self.resample_params,
+        )
+        self._elapsed[:] = 0
+        self._restart[:] = False
+        return _numpy_obs(self._streams.obs, self.single_observation_space), {}
+
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Steps every sub-env with its action, shape (num_envs,)."""
+        if self._streams is None:
+            raise gymnasium.error.ResetNeeded("call reset() before step()")
+        actions = self._check_actions(actions)
+        restart = self._restart.copy()
+        self._streams, self.params, out = _vector_step(
+            self._streams,
+            self.params,
+            jnp.asarray(actions),
+            jnp.asarray(restart),
+            env=self.bandit_env,
+            resample=self.resample_params,
+            autoreset=self.max_episode_steps is not None,
+        )
+        out = jax.device_get(out)
+        self._elapsed = np.where(restart, 0, self._elapsed + 1)
+        if self.max_episode_steps is None:
+            truncated = np.zeros(self.num_envs, dtype=bool)
+        else:
+            truncated = self._elapsed >= self.max_episode_steps
+        self._restart = truncated.copy()
+        has_info = ~restart
+        info: dict[str, Any] = {}
+        for name in INFO_KEYS:
+            info[name] = np.array(getattr(out, name))
+            info[f"_{name}"] = has_info.copy()
+        obs = _numpy_obs(self._streams.obs, self.single_observation_space)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        return obs, np.array(out.reward), terminated, truncated, info
+
+    def _seeds(self, seed: int | Sequence[int] | None) -> list[int] | None:
+        if seed is None:
+            return None
+        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = [int(s) for s in seed]
+        if len(seeds) != self.num_envs:
+            raise ValueError(
+                f"seed must be an int or a list of {self.num_envs} ints (one per "
+                f"sub-environment), got {len(seeds)}"
+            )
+        return seeds
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        value = np.asarray(actions)
+        num_arms = self.bandit_env.num_arms
+        if (
+            value.shape != (self.num_envs,)
+            or not np.issubdtype(value.dtype, np.integer)
+            or np.any(value < 0)
+            or np.any(value >= num_arms)
+        ):
+            raise ValueError(
+                f"actions must be an integer array of shape ({self.num_envs},) with "
+                f"values in [0, {num_arms}), got {actions!r}"
+            )
+        return value.astype(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# Registration
+
+
+def gym_id(env_id: str) -> str:
+    """The Gymnasium id of a registered bandit env, e.g. "bandits/Linear-v0"."""
+    return f"{NAMESPACE}/{env_id.removeprefix(NAMESPACE + '/')}"
+
+
+def register_gym_envs() -> list[str]:
+    """Registers every id of `envs.registered()` with Gymnasium as `bandits/<Id>`.
+
+    Idempotent: ids already known to Gymnasium are skipped, so a module that
+    registers envs after `import envs` can call this again to expose them.
+
+    Returns:
+      The Gymnasium ids added by this call.
+    """
+    added = []
+    for env_id in registered():
+        name = gym_id(env_id)
+        if name in gymnasium.registry:
+            continue
+        gymnasium.register(
+            id=name,
+            entry_point=ENTRY_POINT,
+            vector_entry_point=VECTOR_ENTRY_POINT,
+            kwargs={"env_id": env_id},
+        )
+        added.append(name)
+    return added

@@ -1,0 +1,317 @@
+"""Contracts of the Gymnasium shells (`envs.gym`).
+
+`check_env` and the per-step info checks are parametrized over `envs.registered()`
+at collection time, so an env added by a new module is covered as soon as
+`envs/__init__.py` imports it. Every env is built with its registered defaults.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium
+import jax
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+
+import envs
+from bandits.types import Observation
+from bandits.validation import BanditConfigError
+from envs.gym import BanditGymEnv, BanditVectorEnv, gym_id, register_gym_envs
+
+ENV_IDS = list(envs.registered())
+NUM_ENVS = 4
+
+
+def _make(env_id: str, **kwargs) -> BanditGymEnv:
+    return gymnasium.make(gym_id(env_id), **kwargs).unwrapped
+
+
+def _first_allowed(obs) -> int:
+    return int(np.flatnonzero(obs["mask"])[0])
+
+
+def _rollout(env, seed: int, steps: int):
+    """Observations and rewards of `steps` steps playing the first allowed arm."""
+    obs, _ = env.reset(seed=seed)
+    observations, rewards = [obs], []
+    for _ in range(steps):
+        obs, reward, *_ = env.step(_first_allowed(obs))
+        observations.append(obs)
+        rewards.append(reward)
+    return observations, rewards
+
+
+def _same(tree_a, tree_b) -> bool:
+    leaves_a, leaves_b = jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)
+    return len(leaves_a) == len(leaves_b) and all(
+        np.array_equal(a, b) for a, b in zip(leaves_a, leaves_b, strict=True)
+    )
+
+
+def test_every_env_is_registered_with_gymnasium():
+    assert ENV_IDS, "no env registered"
+    for env_id in ENV_IDS:
+        spec = gymnasium.spec(f"bandits/{env_id}")
+        assert spec.kwargs == {"env_id": env_id}
+        assert spec.vector_entry_point is not None
+        assert not spec.nondeterministic
+
+
+def test_register_gym_envs_is_idempotent_and_picks_up_new_envs(monkeypatch):
+    assert register_gym_envs() == []
+    monkeypatch.setattr(envs.base, "_REGISTRY", dict(envs.base._REGISTRY))
+    envs.register("GymShellProbe-v0", envs.multi_armed.multi_armed, "probe", num_arms=3)
+    try:
+        assert register_gym_envs() == ["bandits/GymShellProbe-v0"]
+        assert register_gym_envs() == []
+        env = gymnasium.make("bandits/GymShellProbe-v0")
+        assert env.action_space == gymnasium.spaces.Discrete(3)
+    finally:
+        gymnasium.registry.pop("bandits/GymShellProbe-v0", None)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_check_env_passes_without_warnings(env_id):
+    with warnings.catch_warnings():
+        # Gymnasium reports soft failures (dtype, bounds, determinism) as
+        # UserWarnings; the shell must trigger none.
+        warnings.simplefilter("error", UserWarning)
+        env = gymnasium.make(gym_id(env_id))
+        check_env(env.unwrapped)
+        env.close()
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_spaces_follow_the_observation_spec(env_id):
+    env = _make(env_id)
+    spec = env.bandit_env.observation_spec()
+    assert set(env.observation_space.spaces) == set(spec)
+    assert {"context", "arms", "mask"} <= set(spec)
+    assert set(spec) <= set(Observation._fields)
+    for name, box in env.observation_space.spaces.items():
+        assert isinstance(box, gymnasium.spaces.Box)
+        assert box.shape == tuple(spec[name].shape)
+        assert np.all(np.isfinite(box.low)) and np.all(np.isfinite(box.high))
+    assert env.observation_space["mask"].dtype == np.bool_
+    assert env.action_space == gymnasium.spaces.Discrete(env.bandit_env.num_arms)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_reset_with_seed_is_reproducible(env_id):
+    env = _make(env_id)
+    first = _rollout(env, seed=7, steps=3)
+    again = _rollout(env, seed=7, steps=3)
+    assert _same(first, again)
+    # A fresh shell with the same seed replays the same stream too.
+    assert _same(first, _rollout(_make(env_id), seed=7, steps=3))
+
+
+def test_different_seeds_give_different_streams():
+    env = _make("Linear-v0")
+    obs_a, rewards_a = _rollout(env, seed=0, steps=2)
+    obs_b, rewards_b = _rollout(env, seed=1, steps=2)
+    assert not np.array_equal(obs_a[0]["context"], obs_b[0]["context"])
+    assert rewards_a != rewards_b
+    # Unseeded resets continue the generator: two in a row differ.
+    first, _ = env.reset()
+    second, _ = env.reset()
+    assert not np.array_equal(first["context"], second["context"])
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_step_info_is_consistent(env_id):
+    env = _make(env_id)
+    num_arms = env.bandit_env.num_arms
+    obs, _ = env.reset(seed=3)
+    action = _first_allowed(obs)
+    next_obs, reward, terminated, truncated, info = env.step(action)
+    assert isinstance(reward, float) and np.isfinite(reward)
+    assert terminated is False and truncated is False
+    assert next_obs in env.observation_space
+    assert set(info) == {"expected_rewards", "optimal_action", "regret"}
+    expected = info["expected_rewards"]
+    assert expected.shape == (num_arms,)
+    best = info["optimal_action"]
+    assert isinstance(best, int) and obs["mask"][best]
+    allowed = expected[obs["mask"]]
+    assert expected[best] == allowed.max()
+    assert info["regret"] == pytest.approx(float(allowed.max() - expected[action]))
+    assert info["regret"] >= 0.0
+
+    # Replaying the same observation with the optimal arm costs nothing.
+    replay_obs, _ = env.reset(seed=3)
+    assert _same(replay_obs, obs)
+    _, _, _, _, replay_info = env.step(best)
+    np.testing.assert_array_equal(replay_info["expected_rewards"], expected)
+    assert replay_info["optimal_action"] == best
+    assert replay_info["regret"] == 0.0
+
+
+def test_make_forwards_kwargs():
+    env = gymnasium.make("bandits/Linear-v0", num_arms=7, dim=3, noise_std=0.0)
+    obs, _ = env.reset(seed=0)
+    assert env.action_space == gymnasium.spaces.Discrete(7)
+    assert obs["context"].shape == (3,) and obs["context"].dtype == np.float32
+    assert obs["arms"].shape == (7, 0)
+    _, reward, _, _, info = env.step(2)
+    # noise_std=0: the reward is the expected reward of the chosen arm.
+    assert reward == pytest.approx(float(info["expected_rewards"][2]), abs=1e-6)
+    with pytest.raises(BanditConfigError, match="dim"):
+        gymnasium.make("bandits/Linear-v0", bogus=1)
+    with pytest.raises(BanditConfigError, match="resample_params"):
+        gymnasium.make("bandits/Linear-v0", resample_params="yes")
+
+
+def test_default_and_resampled_params():
+    env = _make("MultiArmed-v0", num_arms=4)
+    env.reset(seed=0)
+    assert _same(env.params, env.bandit_env.default_params())
+
+    resampling = _make("MultiArmed-v0", num_arms=4, resample_params=True)
+    resampling.reset(seed=0)
+    params_0 = resampling.params
+    resampling.reset(seed=1)
+    assert not _same(params_0, resampling.params)
+    resampling.reset(seed=0)
+    assert _same(params_0, resampling.params)
+
+
+def test_time_limit_through_gymnasium_make():
+    env = gymnasium.make("bandits/MultiArmed-v0", max_episode_steps=2)
+    env.reset(seed=0)
+    assert env.step(0)[3] is False
+    assert env.step(0)[3] is True
+
+
+def test_bad_actions_and_step_before_reset_raise():
+    env = _make("Linear-v0")  # 10 arms
+    with pytest.raises(gymnasium.error.ResetNeeded):
+        env.step(0)
+    env.reset(seed=0)
+    for action in (10, -1, 1.5, np.array([0, 1])):
+        with pytest.raises(ValueError, match=r"action must be an integer in \[0, 10\)"):
+            env.step(action)
+    env.step(np.int64(9))
+
+
+# ---------------------------------------------------------------------------
+# Vector env
+
+
+def _make_vec(env_id: str = "Linear-v0", **kwargs) -> BanditVectorEnv:
+    return gymnasium.make_vec(
+        gym_id(env_id),
+        num_envs=NUM_ENVS,
+        vectorization_mode="vector_entry_point",
+        **kwargs,
+    )
+
+
+def test_vector_env_shapes():
+    vec = _make_vec(num_arms=5, dim=3)
+    assert isinstance(vec, BanditVectorEnv)
+    assert isinstance(vec.metadata["autoreset_mode"], AutoresetMode)
+    assert vec.single_action_space == gymnasium.spaces.Discrete(5)
+    obs, info = vec.reset(seed=0)
+    assert info == {}
+    assert obs in vec.observation_space
+    assert obs["context"].shape == (NUM_ENVS, 3)
+    assert obs["arms"].shape == (NUM_ENVS, 5, 0)
+    assert obs["mask"].shape == (NUM_ENVS, 5)
+    obs, rewards, terminated, truncated, info = vec.step(np.array([0, 1, 2, 3]))
+    assert obs in vec.observation_space
+    assert rewards.shape == (NUM_ENVS,)
+    assert not terminated.any() and not truncated.any()
+    assert info["expected_rewards"].shape == (NUM_ENVS, 5)
+    assert info["optimal_action"].shape == info["regret"].shape == (NUM_ENVS,)
+    assert info["_regret"].all() and info["_expected_rewards"].all()
+    assert np.all(info["regret"] >= 0.0)
+    with pytest.raises(ValueError, match="actions must be an integer array"):
+        vec.step(np.array([0, 1, 2]))
+
+
+def test_vector_env_matches_single_envs_seeded_s_plus_i():
+    """Sub-env i of a vector env reset with seed s replays a single env seeded s + i."""
+    vec = _make_vec(num_arms=5, dim=3)
+    actions = np.array([[0, 1, 2, 3], [4, 4, 0, 1]])
+    vec_obs, _ = vec.reset(seed=10)
+    vec_steps = [vec.step(a) for a in actions]
+    for i in range(NUM_ENVS):
+        single = _make("Linear-v0", num_arms=5, dim=3)
+        obs, _ = single.reset(seed=10 + i)
+        np.testing.assert_array_equal(obs["context"], vec_obs["context"][i])
+        for t, a in enumerate(actions[:, i]):
+            obs, reward, _, _, info = single.step(int(a))
+            vec_next, vec_reward, _, _, vec_info = vec_steps[t]
+            np.testing.assert_array_equal(obs["context"], vec_next["context"][i])
+            # vmap may batch the matrix-vector product differently: float32 tolerance.
+            assert reward == pytest.approx(float(vec_reward[i]), rel=1e-5, abs=1e-6)
+            np.testing.assert_allclose(
+                info["expected_rewards"],
+                vec_info["expected_rewards"][i],
+                rtol=1e-5,
+                atol=1e-6,
+            )
+
+
+def test_vector_env_reset_is_deterministic():
+    vec = _make_vec(num_arms=5, dim=3)
+    first, _ = vec.reset(seed=3)
+    first_step = vec.step(np.zeros(NUM_ENVS, dtype=np.int64))
+    again, _ = vec.reset(seed=3)
+    again_step = vec.step(np.zeros(NUM_ENVS, dtype=np.int64))
+    assert _same(first, again)
+    assert _same(first_step, again_step)
+    other, _ = vec.reset(seed=[3, 4, 5, 7])
+    np.testing.assert_array_equal(other["context"][:3], first["context"][:3])
+    assert not np.array_equal(other["context"][3], first["context"][3])
+    unseeded, _ = vec.reset()
+    assert not np.array_equal(unseeded["context"], first["context"])
+
+
+def test_vector_env_resampled_params_are_per_env():
+    vec = _make_vec("MultiArmed-v0", num_arms=3, resample_params=True)
+    vec.reset(seed=0)
+    means = np.asarray(vec.params.means)
+    assert means.shape == (NUM_ENVS, 3)
+    assert len({tuple(row) for row in means}) == NUM_ENVS
+    shared = _make_vec("MultiArmed-v0", num_arms=3)
+    shared.reset(seed=0)
+    assert np.asarray(shared.params.means).shape == (3,)
+
+
+def test_vector_env_time_limit_and_next_step_autoreset():
+    vec = _make_vec("MultiArmedGaussian-v0", num_arms=3, max_episode_steps=2)
+    vec.reset(seed=0)
+    actions = np.zeros(NUM_ENVS, dtype=np.int64)
+    truncations = []
+    for _ in range(5):
+        _, rewards, terminated, truncated, info = vec.step(actions)
+        assert not terminated.any()
+        truncations.append(truncated.copy())
+        if truncations[-2:-1] and truncations[-2].all():
+            # The step after a truncation restarts: no reward, no info.
+            np.testing.assert_array_equal(rewards, 0.0)
+            assert not info["_regret"].any()
+        else:
+            assert info["_regret"].all()
+    np.testing.assert_array_equal(
+        [t.all() for t in truncations], [False, True, False, False, True]
+    )
+
+
+def test_vector_env_autoreset_draws_new_instances_when_resampling():
+    vec = _make_vec(
+        "MultiArmed-v0", num_arms=3, resample_params=True, max_episode_steps=1
+    )
+    vec.reset(seed=0)
+    actions = np.zeros(NUM_ENVS, dtype=np.int64)
+    before = np.asarray(vec.params.means)
+    assert vec.step(actions)[3].all()  # every sub-env truncates after one step
+    np.testing.assert_array_equal(vec.params.means, before)
+    vec.step(actions)  # ... and restarts on the next one with a new instance
+    after = np.asarray(vec.params.means)
+    assert not np.any(np.all(after == before, axis=1))

@@ -1,0 +1,343 @@
+"""Config parsing: every bad input raises BanditConfigError naming the field."""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+
+import pytest
+
+from bandits.validation import BanditConfigError
+from experiments.config import (
+    build,
+    load_config,
+    packaged_config_text,
+    packaged_configs,
+    parse_config,
+)
+
+
+def base() -> dict:
+    return {
+        "name": "unit",
+        "env": {"id": "Linear-v0", "params": {"num_arms": 4, "dim": 3}},
+        "run": {"horizon": 100, "seeds": 2},
+        "agents": [
+            {"name": "linucb", "label": "LinUCB", "hyperparameters": {"alpha": 1.0}},
+            {"name": "lints"},
+            {"name": "epsilon_greedy", "hyperparameters": {"epsilon": 0.2}},
+        ],
+    }
+
+
+def check(data: dict):
+    """Parses and builds (the two stages `load_config` runs)."""
+    return build(parse_config(data))
+
+
+def with_change(path: tuple, value) -> dict:
+    data = copy.deepcopy(base())
+    target = data
+    for key in path[:-1]:
+        target = target.setdefault(key, {}) if isinstance(key, str) else target[key]
+    target[path[-1]] = value
+    return data
+
+
+def raises(data: dict, *fragments: str):
+    with pytest.raises(BanditConfigError) as info:
+        check(data)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+    return str(info.value)
+
+
+def test_valid_config_fills_shapes_from_env():
+    experiment = check(base())
+    assert [a.label for a in experiment.config.agents] == [
+        "LinUCB",
+        "lints",
+        "epsilon_greedy",
+    ]
+    for kwargs in experiment.agent_kwargs:
+        assert kwargs["num_arms"] == 4
+        assert kwargs["dim"] == 3
+    assert experiment.config.run.seeds == (0, 1)
+    assert experiment.config.run.resample_params is False
+
+
+def test_arms_features_take_the_arm_feature_dim():
+    data = base()
+    data["env"] = {
+        "id": "LinearArmFeatures-v0",
+        "params": {"num_arms": 7, "arm_dim": 5, "context_dim": 2},
+    }
+    data["agents"] = [{"name": "linucb", "hyperparameters": {"features": "arms"}}]
+    kwargs = check(data).agent_kwargs[0]
+    assert (kwargs["num_arms"], kwargs["dim"]) == (7, 5)
+
+
+@pytest.mark.parametrize(
+    ("path", "fragments"),
+    [
+        (("horizn",), ["unknown key 'horizn' in the top level", "allowed: name, env"]),
+        (("env", "kind"), ["unknown key 'kind' in [env]", "allowed: id, params"]),
+        (("env", "params", "arms"), ["unknown key 'arms' in env.params", "num_arms"]),
+        (
+            ("run", "horizn"),
+            ["unknown key 'horizn' in [run]", "allowed: horizon, seeds"],
+        ),
+        (
+            ("agents", 0, "hyper"),
+            ["unknown key 'hyper' in agents[0]", "hyperparameters"],
+        ),
+        (
+            ("agents", 1, "hyperparameters", "alhpa"),
+            ["unknown hyperparameter 'alhpa' in agents[1].hyperparameters", "v, "],
+        ),
+        (
+            ("agents", 0, "grid", "beta"),
+            ["unknown hyperparameter 'beta' in agents[0].grid", "alpha"],
+        ),
+    ],
+)
+def test_unknown_keys_at_every_level(path, fragments):
+    raises(with_change(path, 1), *fragments)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("run", "horizon"), "100", "run.horizon must be an integer, got str"),
+        (("run", "horizon"), 1.5, "run.horizon must be an integer, got float"),
+        (("run", "horizon"), True, "run.horizon must be an integer, got bool"),
+        (("run", "seeds"), "2", "run.seeds must be a positive integer S"),
+        (("run", "seeds"), [0, "1"], "run.seeds[1] must be an integer, got str"),
+        (("run", "resample_params"), "yes", "run.resample_params must be a boolean"),
+        (("run", "output"), 3, "run.output must be a string"),
+        (("run", "curve_points"), 1, "run.curve_points must be >= 2"),
+        (("env", "id"), 3, "env.id must be a string, got int"),
+        (("env", "params"), 3, "env.params must be a table, got int"),
+        (("env", "params", "num_arms"), "4", "env.params.num_arms must be an integer"),
+        (("env", "params", "noise_std"), "x", "env.params.noise_std must be a number"),
+        (("agents",), {"name": "linucb"}, "agents must be an array of tables"),
+        (("agents",), [], "agents must list at least one agent"),
+        (("agents", 0, "name"), 3, "agents[0].name must be a string, got int"),
+        (("agents", 0, "label"), "", "agents[0].label must be a non-empty"),
+        (("agents", 0, "label"), "a\nb", "agents[0].label must be a non-empty"),
+        (
+            ("agents", 0, "hyperparameters", "alpha"),
+            "big",
+            "agents[0].hyperparameters.alpha must be a number, got str",
+        ),
+        (
+            ("agents", 0, "hyperparameters", "alpha"),
+            float("inf"),
+            "agents[0].hyperparameters.alpha must be a finite number",
+        ),
+        (
+            ("agents", 0, "hyperparameters", "features"),
+            1,
+            "agents[0].hyperparameters.features must be a string, got int",
+        ),
+        (
+            ("agents", 0, "grid"),
+            {"regularization": 1.0},
+            "agents[0].grid.regularization must be a non-empty",
+        ),
+    ],
+)
+def test_wrong_types_name_the_field(path, value, message):
+    raises(with_change(path, value), message)
+
+
+def test_missing_required_keys():
+    data = base()
+    del data["run"]
+    raises(data, "missing key 'run' in the top level")
+    data = base()
+    del data["run"]["horizon"]
+    raises(data, "missing key 'horizon' in [run]")
+    data = base()
+    del data["agents"][2]["name"]
+    raises(data, "missing key 'name' in agents[2]")
+
+
+def test_unknown_env_id_lists_known_envs():
+    raises(
+        with_change(("env", "id"), "Lineer-v0"), "env.id", "'Lineer-v0'", "Linear-v0"
+    )
+
+
+def test_gymnasium_style_env_id_is_accepted():
+    assert check(with_change(("env", "id"), "bandits/Linear-v0")).config.env.id == (
+        "Linear-v0"
+    )
+
+
+def test_unknown_agent_lists_known_agents():
+    raises(with_change(("agents", 1, "name"), "linucbb"), "agents[1].name", "linucb")
+
+
+@pytest.mark.parametrize("horizon", [0, -5])
+def test_horizon_must_be_positive(horizon):
+    raises(
+        with_change(("run", "horizon"), horizon),
+        f"run.horizon must be > 0, got {horizon}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        (0, "run.seeds must be > 0, got 0"),
+        (-3, "run.seeds must be > 0, got -3"),
+        ([], "run.seeds must not be an empty list"),
+        ([1, -1], "run.seeds[1] must be in [0, 2**32)"),
+        ([1, 2, 1], "run.seeds lists seed(s) [1] more than once"),
+    ],
+)
+def test_seeds_must_be_positive(seeds, message):
+    raises(with_change(("run", "seeds"), seeds), message)
+
+
+def test_explicit_seed_list_is_kept():
+    assert check(with_change(("run", "seeds"), [7, 3])).config.run.seeds == (7, 3)
+
+
+def test_negative_alpha_names_the_hyperparameter():
+    message = raises(
+        with_change(("agents", 0, "hyperparameters", "alpha"), -1.0),
+        "agents[0].hyperparameters.alpha must be in [0.0, inf]",
+    )
+    assert message.startswith("agents[0].hyperparameters.alpha")
+
+
+def test_zero_regularization_is_refused():
+    raises(
+        with_change(("agents", 2, "hyperparameters", "regularization"), 0.0),
+        "agents[2].hyperparameters.regularization must be > 0",
+    )
+
+
+def test_env_value_errors_name_the_parameter():
+    raises(
+        with_change(("env", "params", "dim"), 0), "env.params.dim must be a positive"
+    )
+
+
+def test_num_arms_that_disagrees_with_the_env_is_an_error():
+    raises(
+        with_change(("agents", 0, "hyperparameters", "num_arms"), 5),
+        "agents[0].hyperparameters.num_arms = 5 does not match the env",
+        "'Linear-v0' has num_arms 4",
+    )
+
+
+def test_dim_that_disagrees_with_the_env_is_an_error():
+    raises(
+        with_change(("agents", 0, "hyperparameters", "dim"), 9),
+        "agents[0].hyperparameters.dim = 9 does not match the env",
+        "context dim 3",
+    )
+
+
+def test_matching_num_arms_is_accepted():
+    data = with_change(("agents", 0, "hyperparameters", "num_arms"), 4)
+    assert check(data).agent_kwargs[0]["num_arms"] == 4
+
+
+def test_arm_features_on_an_env_without_them_is_an_error():
+    raises(
+        with_change(("agents", 0, "hyperparameters", "features"), "arms"),
+        "agents[0].hyperparameters.features = 'arms' needs per-arm features",
+    )
+
+
+def test_grid_expands_to_one_agent_per_value():
+    data = with_change(
+        ("agents", 0, "grid"), {"alpha": [0.1, 1.0], "regularization": [2.0]}
+    )
+    del data["agents"][0]["hyperparameters"]["alpha"]
+    experiment = check(data)
+    labels = [a.label for a in experiment.config.agents]
+    assert labels[:2] == [
+        "LinUCB alpha=0.1 regularization=2.0",
+        "LinUCB alpha=1.0 regularization=2.0",
+    ]
+    assert [kw["alpha"] for kw in experiment.agent_kwargs[:2]] == [0.1, 1.0]
+    assert len(experiment.agents) == 4
+
+
+def test_grid_value_errors_point_into_the_grid():
+    data = with_change(("agents", 0, "grid"), {"regularization": [1.0, 0.0]})
+    raises(data, "agents[0].grid.regularization must be > 0")
+
+
+def test_grid_and_hyperparameters_must_not_both_set_a_key():
+    data = with_change(("agents", 0, "grid"), {"alpha": [0.1, 1.0]})
+    raises(data, "agents[0].grid.alpha: 'alpha' is set in both")
+
+
+def test_labels_must_be_unique():
+    data = with_change(("agents", 1, "label"), "LinUCB")
+    raises(data, "agents[1].label 'LinUCB' is already used by agents[0]")
+
+
+def test_hash_tracks_results_not_location():
+    config = parse_config(base())
+    assert config.hash() == parse_config(base()).hash()
+    moved = parse_config(with_change(("run", "output"), "elsewhere"))
+    assert moved.hash() == config.hash()
+    changed = parse_config(with_change(("agents", 0, "hyperparameters", "alpha"), 2.0))
+    assert changed.hash() != config.hash()
+
+
+def test_to_toml_round_trips():
+    data = with_change(("agents", 0, "grid"), {"regularization": [1.0, 2.0]})
+    data["run"]["output"] = 'out "quoted"'
+    config = parse_config(data)
+    again = parse_config(tomllib.loads(config.to_toml()))
+    assert again.canonical() == config.canonical()
+    assert again.hash() == config.hash()
+    assert again.run.output == config.run.output
+
+
+def test_load_config_from_file_and_package(tmp_path):
+    assert "quickstart" in packaged_configs()
+    path = tmp_path / "quickstart.toml"
+    path.write_text(packaged_config_text("quickstart"))
+    from_file = load_config(path)
+    from_package = load_config("quickstart")
+    assert from_file == from_package
+    assert from_package.source.startswith("package:")
+    assert from_file.env.id == "Linear-v0"
+    assert dict(from_file.env.params) == {"num_arms": 10, "dim": 20}
+    assert from_file.run.horizon == 5000
+    assert from_file.run.seeds == tuple(range(32))
+    assert [a.name for a in from_file.agents] == [
+        "linucb",
+        "lints",
+        "epsilon_greedy",
+        "random",
+    ]
+    assert dict(from_file.agents[0].hyperparameters) == {"alpha": 1.0}
+
+
+def test_name_defaults_to_the_file_stem(tmp_path):
+    path = tmp_path / "my_study.toml"
+    path.write_text(
+        '[env]\nid = "Linear-v0"\n[run]\nhorizon = 10\nseeds = 1\n'
+        '[[agents]]\nname = "random"\n'
+    )
+    assert load_config(path).name == "my_study"
+
+
+def test_invalid_toml_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\nhorizon = 1")
+    with pytest.raises(BanditConfigError, match=re.escape(f"{bad} is not valid TOML")):
+        load_config(bad)
+    with pytest.raises(BanditConfigError, match="not found: no such file"):
+        load_config(tmp_path / "missing.toml")
