@@ -1,10 +1,12 @@
 """Bandit agents: pure-JAX policies built by factories (`agents.make(name, ...)`)."""
 
-from agents import linear
+from agents import basic, linear
+from agents.basic import random, thompson_bernoulli, ucb1
 from agents.linear import epsilon_greedy, lin_greedy, lints, linucb
 from agents.registry import hyperparameters, make, register, registered
 
 __all__ = [
+    "basic",
     "epsilon_greedy",
     "hyperparameters",
     "lin_greedy",
@@ -12,6 +14,9 @@ __all__ = [
     "lints",
     "linucb",
     "make",
+    "random",
     "register",
     "registered",
+    "thompson_bernoulli",
+    "ucb1",
 ]

@@ -1,0 +1,234 @@
+"""The simulation loop: determinism, seed bookkeeping, shapes, regret, input checks."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agents
+import bandits
+import envs
+from bandits import Agent, BanditConfigError, NonFiniteAgentStateError
+
+NUM_ARMS, DIM, HORIZON = 4, 3, 60
+
+# One agent object shared by the tests below, so `bandits.run` reuses its compiled
+# program (cached per env, agent, horizon) instead of compiling one per test.
+LINTS = agents.lints(NUM_ARMS, DIM)
+simulate = jax.jit(bandits.simulate, static_argnums=(1, 3, 4))
+
+
+def _env():
+    return envs.make("Linear-v0", num_arms=NUM_ARMS, dim=DIM)
+
+
+def _assert_trajectories_identical(a, b):
+    for field, x, y in zip(a._fields, a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
+
+
+def _assert_trajectories_close(a, b):
+    """Actions exactly, floats to float32 rounding (for programs fused differently)."""
+    for field, x, y in zip(a._fields, a, b, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        if np.issubdtype(x.dtype, np.inexact):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=field)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=field)
+
+
+def _row(trajectory, i):
+    return jax.tree_util.tree_map(lambda leaf: leaf[i], trajectory)
+
+
+# --- determinism and seeds ----------------------------------------------------
+
+
+def test_same_seeds_give_bit_identical_runs():
+    """Two separately built (so separately compiled) agents, same seeds."""
+    env, params = _env()
+    first = bandits.run(
+        env, agents.lints(NUM_ARMS, DIM), horizon=HORIZON, seeds=4, params=params
+    )
+    second = bandits.run(
+        env, agents.lints(NUM_ARMS, DIM), horizon=HORIZON, seeds=4, params=params
+    )
+    _assert_trajectories_identical(first, second)
+    _assert_trajectories_identical(
+        first, bandits.run(env, LINTS, horizon=HORIZON, seeds=4)
+    )
+
+
+def test_different_seeds_differ():
+    env, _ = _env()
+    traj = bandits.run(env, LINTS, horizon=HORIZON, seeds=2)
+    rewards = np.asarray(traj.reward)
+    assert not np.array_equal(rewards[0], rewards[1])
+    assert not np.array_equal(np.asarray(traj.action)[0], np.asarray(traj.action)[1])
+
+
+def test_explicit_seed_list_matches_rows_of_a_seed_count():
+    env, _ = _env()
+    all_four = bandits.run(env, LINTS, horizon=HORIZON, seeds=4)
+    only_three = bandits.run(env, LINTS, horizon=HORIZON, seeds=[3])
+    _assert_trajectories_identical(_row(only_three, 0), _row(all_four, 3))
+    reordered = bandits.run(env, LINTS, horizon=HORIZON, seeds=[2, 0])
+    _assert_trajectories_identical(_row(reordered, 0), _row(all_four, 2))
+    _assert_trajectories_identical(_row(reordered, 1), _row(all_four, 0))
+
+
+def test_simulate_equals_a_row_of_run():
+    """`run` gives seed s the key split(key(s))[1] for the run ([0] draws params)."""
+    env, params = _env()
+    batch = bandits.run(env, LINTS, horizon=HORIZON, seeds=[5, 3])
+    _, key_run = jax.random.split(jax.random.key(3))
+    single = simulate(key_run, env, params, LINTS, HORIZON)
+    _assert_trajectories_identical(single, _row(batch, 1))
+
+
+def test_resample_params_draws_one_instance_per_seed():
+    env, _ = _env()
+    seeds = [0, 1]
+    resampled = bandits.run(
+        env, LINTS, horizon=HORIZON, seeds=seeds, resample_params=True
+    )
+    shared = bandits.run(env, LINTS, horizon=HORIZON, seeds=seeds)
+    for i, seed in enumerate(seeds):
+        key_params, key_run = jax.random.split(jax.random.key(seed))
+        instance = env.sample_params(key_params)
+        expected = simulate(key_run, env, instance, LINTS, HORIZON)
+        # The instance is drawn inside the compiled program here and op by op
+        # above, so its floats may differ in the last bit.
+        _assert_trajectories_close(_row(resampled, i), expected)
+        # Same keys, different instance: the expected rewards differ.
+        assert not np.array_equal(
+            np.asarray(resampled.expected_reward)[i],
+            np.asarray(shared.expected_reward)[i],
+        )
+    # The two seeds' instances differ from each other.
+    instances = [
+        env.sample_params(jax.random.split(jax.random.key(s))[0]) for s in seeds
+    ]
+    assert not np.allclose(instances[0].theta, instances[1].theta)
+
+
+# --- shapes and regret --------------------------------------------------------
+
+
+def test_trajectory_shapes_and_regret():
+    env, params = _env()
+    seeds, horizon = 4, HORIZON
+    traj = bandits.run(env, LINTS, horizon=horizon, seeds=seeds)
+    for field, leaf in zip(traj._fields, traj, strict=True):
+        assert np.shape(leaf) == (seeds, horizon), field
+    assert traj.action.dtype == jnp.int32
+    assert traj.optimal.dtype == jnp.bool_
+    regret = np.asarray(traj.regret)
+    assert (regret >= 0).all()
+    np.testing.assert_array_equal(
+        regret, np.asarray(traj.optimal_expected_reward - traj.expected_reward)
+    )
+    np.testing.assert_array_equal(np.asarray(traj.optimal), regret == 0)
+    single = bandits.simulate(
+        jax.random.key(0), env, params, agents.random(NUM_ARMS), 7
+    )
+    for field, leaf in zip(single._fields, single, strict=True):
+        assert np.shape(leaf) == (7,), field
+
+
+def test_regret_is_against_the_best_arm_of_each_context():
+    """Recompute expected rewards theta_k . x from the env's parameters."""
+    env, params = _env()
+    traj = simulate(jax.random.key(1), env, params, LINTS, HORIZON)
+    obs, _state = env.reset(jax.random.split(jax.random.key(1), 3)[0], params)
+    mu = np.asarray(params.theta) @ np.asarray(obs.context)
+    assert float(traj.optimal_expected_reward[0]) == pytest.approx(mu.max(), rel=1e-6)
+    chosen = int(traj.action[0])
+    assert float(traj.expected_reward[0]) == pytest.approx(mu[chosen], rel=1e-6)
+
+
+# --- input checks -------------------------------------------------------------
+
+
+class _Spy:
+    """Counts how often the agent's functions are traced or called."""
+
+    def __init__(self):
+        self.calls = 0
+        inner = agents.random(NUM_ARMS)
+
+        def init(key):
+            self.calls += 1
+            return inner.init(key)
+
+        self.agent = inner._replace(init=init, name="spy")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"horizon": 0, "seeds": 2}, "horizon"),
+        ({"horizon": -1, "seeds": 2}, "horizon"),
+        ({"horizon": 2.5, "seeds": 2}, "horizon"),
+        ({"horizon": True, "seeds": 2}, "horizon"),
+        ({"horizon": 10, "seeds": 0}, "seeds"),
+        ({"horizon": 10, "seeds": []}, "seeds"),
+        ({"horizon": 10, "seeds": [-1]}, "seeds"),
+        ({"horizon": 10, "seeds": "abc"}, "seeds"),
+        ({"horizon": 10, "seeds": "12"}, "seeds"),
+        ({"horizon": 10, "seeds": [1.5]}, "seeds"),
+        ({"horizon": 10, "seeds": True}, "seeds"),
+        ({"horizon": 10, "seeds": [2**32]}, "seeds"),
+    ],
+)
+def test_bad_run_input_raises_before_compute(kwargs, field):
+    env, _ = _env()
+    spy = _Spy()
+    with pytest.raises(BanditConfigError, match=field):
+        bandits.run(env, spy.agent, **kwargs)
+    assert spy.calls == 0
+
+
+class _BrokenState(NamedTuple):
+    t: jax.Array  # () int32  rounds seen
+    value: jax.Array  # () float32  becomes NaN at round 5 if the reward there is > 0
+
+
+def _broken_agent() -> Agent:
+    """Plays arm 0; its state turns NaN after the update of round 5 when r_5 > 0."""
+
+    def init(key):
+        del key
+        return _BrokenState(jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32))
+
+    def act(key, state, obs):
+        del key, state, obs
+        return jnp.zeros((), jnp.int32)
+
+    def update(key, state, obs, action, reward):
+        del key, obs, action
+        poisoned = (state.t == 5) & (reward > 0)
+        value = jnp.where(poisoned, jnp.nan, state.value)
+        return _BrokenState(state.t + 1, value)
+
+    return Agent(init, act, update, name="broken")
+
+
+def test_non_finite_state_names_agent_seed_and_step():
+    env, _ = _env()
+    agent = _broken_agent()
+    seeds = list(range(10, 18))
+    traj = bandits.run(env, agent, horizon=20, seeds=seeds, check_finite=False)
+    positive = np.asarray(traj.reward)[:, 5] > 0
+    assert positive.any()
+    assert not positive.all(), "pick seeds where only some runs break"
+    first_bad_seed = seeds[int(np.flatnonzero(positive)[0])]
+    message = re.escape("'broken'") + r".*seed " + str(first_bad_seed) + r", step 5\b"
+    with pytest.raises(NonFiniteAgentStateError, match=message) as info:
+        bandits.run(env, agent, horizon=20, seeds=seeds)
+    assert f"{int(positive.sum())} of {len(seeds)}" in str(info.value)
