@@ -1,7 +1,8 @@
 """Bandit environments: pure-JAX cores (`envs.make`) and Gymnasium shells."""
 
-from envs import linear
+from envs import linear, multi_armed
 from envs.base import BanditEnv, hyperparameters, make, make_env, register, registered
+from envs.gym import register_gym_envs
 
 __all__ = [
     "BanditEnv",
@@ -9,6 +10,10 @@ __all__ = [
     "linear",
     "make",
     "make_env",
+    "multi_armed",
     "register",
     "registered",
 ]
+
+# Keep last: exposes every env registered above as `bandits/<Id>` in Gymnasium.
+register_gym_envs()
