@@ -1,6 +1,6 @@
 """Bandit environments: pure-JAX cores (`envs.make`) and Gymnasium shells."""
 
-from envs import linear, multi_armed
+from envs import linear, multi_armed, recommendation
 from envs.base import BanditEnv, hyperparameters, make, make_env, register, registered
 from envs.gym import register_gym_envs
 
