@@ -102,6 +102,15 @@ def _blocks(num_arms: int, features: str) -> int:
     return num_arms if features == "context" else 1
 
 
+def _ridge_predict(features: str):
+    """`predict(state, obs)`: the ridge estimate x_k^T theta_hat of every arm, (K,)."""
+
+    def predict(state: RidgeState, obs: Observation) -> jax.Array:
+        return _mean_and_variance(state, obs, features)[0]
+
+    return predict
+
+
 @register("linucb")
 def linucb(
     num_arms: int,
@@ -151,7 +160,14 @@ def linucb(
         del key
         return _ridge_update(state, obs, action, reward, features)
 
-    return Agent(init, act, update, action_probs, name="linucb")
+    return Agent(
+        init,
+        act,
+        update,
+        action_probs,
+        name="linucb",
+        predict=_ridge_predict(features),
+    )
 
 
 @register("lin_greedy")
@@ -186,7 +202,14 @@ def lin_greedy(
         del key
         return _ridge_update(state, obs, action, reward, features)
 
-    return Agent(init, act, update, action_probs, name="lin_greedy")
+    return Agent(
+        init,
+        act,
+        update,
+        action_probs,
+        name="lin_greedy",
+        predict=_ridge_predict(features),
+    )
 
 
 @register("lints")
@@ -257,7 +280,14 @@ def lints(
         del key
         return _ridge_update(state, obs, action, reward, features)
 
-    return Agent(init, act, update, action_probs, name="lints")
+    return Agent(
+        init,
+        act,
+        update,
+        action_probs,
+        name="lints",
+        predict=_ridge_predict(features),
+    )
 
 
 @register("epsilon_greedy")
@@ -303,7 +333,14 @@ def epsilon_greedy(
         del key
         return _ridge_update(state, obs, action, reward, features)
 
-    return Agent(init, act, update, action_probs, name="epsilon_greedy")
+    return Agent(
+        init,
+        act,
+        update,
+        action_probs,
+        name="epsilon_greedy",
+        predict=_ridge_predict(features),
+    )
 
 
 def _dtype(name: str):

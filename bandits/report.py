@@ -3,18 +3,31 @@
 `render(directory)` reads a results folder written through `bandits.storage`
 (manifest, curves, summaries) and writes next to them
 
-    regret.png, regret_loglog.png, optimal.png   the plots
+    regret.png, regret_loglog.png, optimal.png   the curve plots
+    sensitivity-*.png                            final regret vs each swept value
     report.md                                    linking the PNG files
     report.html                                  the same PNGs embedded as data URIs
 
-Curves show the mean across seeds with a shaded two-sided 95% Student-t band
-(`bandits.metrics.mean_band`), one colour per agent. Agents are ranked by mean
-final cumulative regret (rank 1 = lowest). Every string that comes from a config
-or a results file is escaped before it goes into HTML or Markdown.
+The page holds: the setup; the final-regret table (mean, 95% interval, rank); the
+plots (cumulative regret with 95% bands on linear and log-log axes, the fraction
+of optimal actions, and for every swept agent hyperparameter or env parameter the
+final regret against its values); the compute cost per series (compile time,
+rounds per second, peak memory); the held-out metrics of agents with a reward
+model; the commands that reproduce the results; the machine.
+
+Bands and intervals are two-sided 95% Student-t intervals across seeds
+(`bandits.metrics.mean_band`). Series are ranked by mean final cumulative
+regret (rank 1 = lowest) within each env setting. Every string that comes from
+a config or a results file is escaped before it goes into HTML or Markdown, and
+the HTML has no scripts and loads nothing from outside.
 
 Manifest keys used (all optional): `title`, `setup` (a mapping of display rows),
 `commands` (a mapping of purpose to shell command), `machine` (a mapping),
-`agents` (a list of mappings with `label`, giving the display order).
+`agents` (a list of series entries with `label`, giving the display order, and
+for sweeps `entry`, `base_label`, `grid`, `setting`, `setting_index`,
+`env_grid`, `agent_label`, `program`). Summary records (`kind = "agent"`) give
+the table values, compute cost (`compile_time_s`, `run_time_s`, `rounds_per_s`,
+`peak_memory_bytes`, `memory_increase_bytes`, `chunks`) and `prediction`.
 """
 
 from __future__ import annotations
@@ -22,7 +35,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import io
 import os
 import platform
 import re
@@ -30,19 +42,27 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from bandits import storage
-from bandits.metrics import mean_band
+from bandits import plots, storage
 
 REGRET_PNG = "regret.png"
 LOGLOG_PNG = "regret_loglog.png"
 OPTIMAL_PNG = "optimal.png"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
+SENSITIVITY_PREFIX = "sensitivity-"
+FILES = (REPORT_HTML, REPORT_MD, REGRET_PNG, LOGLOG_PNG, OPTIMAL_PNG)
+"""Files `render` writes under fixed names."""
+FILE_PATTERNS = (f"{SENSITIVITY_PREFIX}*.png",)
+"""Patterns of the other files `render` writes."""
+PREDICTION_METRICS = (
+    ("mse", "MSE"),
+    ("best_arm_accuracy", "Best-arm accuracy"),
+    ("accuracy", "Accuracy"),
+    ("recall", "Recall"),
+    ("f1", "F1"),
+    ("roc_auc", "ROC-AUC"),
+    ("log_loss", "Log-loss"),
+)
 
 
 class ReportFiles(NamedTuple):
@@ -57,6 +77,14 @@ class _Plot(NamedTuple):
     file: str
     title: str
     png: bytes
+
+
+class _Table(NamedTuple):
+    title: str
+    note: str
+    header: list[str]
+    rows: list[list[str]]
+    text_columns: tuple[int, ...]  # columns holding user text (others numbers)
 
 
 def machine_info() -> dict[str, Any]:
@@ -90,217 +118,290 @@ def render(directory: str | Path) -> ReportFiles:
     summaries_path = directory / storage.SUMMARIES
     records = storage.read_summaries(summaries_path) if summaries_path.is_file() else []
     aggregates = {r["agent"]: r for r in records if r.get("kind") == "agent"}
-    order = _agent_order(manifest, curves, aggregates)
+    entries = {
+        str(e["label"]): e
+        for e in manifest.get("agents", [])
+        if isinstance(e, Mapping) and "label" in e
+    }
+    order = list(dict.fromkeys([*entries, *aggregates, *curves]))
     curves = {label: curves[label] for label in order if label in curves}
-    colours = _colours(order)
+    colour = plots.colours(order)
 
-    plots = [
-        _Plot(REGRET_PNG, "Cumulative regret", _regret_plot(curves, colours, False)),
+    figures = [
+        _Plot(
+            REGRET_PNG, "Cumulative regret", plots.regret_plot(curves, colour, False)
+        ),
         _Plot(
             LOGLOG_PNG,
             "Cumulative regret (log-log)",
-            _regret_plot(curves, colours, True),
+            plots.regret_plot(curves, colour, True),
         ),
         _Plot(
-            OPTIMAL_PNG, "Fraction of optimal actions", _optimal_plot(curves, colours)
+            OPTIMAL_PNG,
+            "Fraction of optimal actions",
+            plots.optimal_plot(curves, colour),
         ),
     ]
-    images = tuple(storage.atomic_write_bytes(directory / p.file, p.png) for p in plots)
-    rows = _table_rows(order, aggregates)
+    for file, title, key, lines in _sensitivity(entries, aggregates):
+        figures.append(_Plot(file, title, plots.sensitivity_plot(key, lines)))
+    for old in directory.glob(FILE_PATTERNS[0]):
+        if old.name not in {p.file for p in figures}:
+            old.unlink()
+    images = tuple(
+        storage.atomic_write_bytes(directory / p.file, p.png) for p in figures
+    )
+    tables = [_regret_table(order, aggregates, entries)]
+    tables += [t for t in (_cost_table(order, aggregates, entries),) if t.rows]
+    tables += [t for t in (_prediction_table(order, aggregates),) if t.rows]
     title = str(manifest.get("title") or "Bandit experiment")
-    md = _markdown(title, manifest, rows, plots)
-    page = _html(title, manifest, rows, plots, colours)
+    md = _markdown(title, manifest, tables, figures)
+    page = _html(title, manifest, tables, figures, colour)
     markdown = storage.atomic_write_text(directory / REPORT_MD, md)
     html_path = storage.atomic_write_text(directory / REPORT_HTML, page)
     return ReportFiles(html=html_path, markdown=markdown, images=images)
 
 
 # ---------------------------------------------------------------------------
-# Data
-
-
-def _agent_order(
-    manifest: Mapping[str, Any],
-    curves: Mapping[str, Any],
-    aggregates: Mapping[str, Any],
-) -> list[str]:
-    """Agent labels in manifest order, then any others in file order."""
-    labels = [
-        str(a["label"])
-        for a in manifest.get("agents", [])
-        if isinstance(a, Mapping) and "label" in a
-    ]
-    return list(dict.fromkeys([*labels, *aggregates, *curves]))
-
-
-def _colours(labels: Sequence[str]) -> dict[str, Any]:
-    """One colour per agent: tab10 up to 10 agents, tab20 beyond (cycled)."""
-    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
-
-
-class _Row(NamedTuple):
-    rank: int | None
-    label: str
-    mean: float | None
-    low: float | None
-    high: float | None
-    optimal_fraction: float | None
-    mean_reward: float | None
-    seeds: int | None
-    rounds_per_s: float | None
-    compile_s: float | None
-
-
-def _table_rows(order: Sequence[str], aggregates: Mapping[str, Any]) -> list[_Row]:
-    """Summary rows sorted by mean final regret, with competition ranks (1, 2, 2, 4)."""
-    rows = []
-    for label in order:
-        r = aggregates.get(label, {})
-        rows.append(
-            _Row(
-                rank=None,
-                label=label,
-                mean=_num(r.get("final_regret_mean")),
-                low=_num(r.get("final_regret_low")),
-                high=_num(r.get("final_regret_high")),
-                optimal_fraction=_num(r.get("optimal_fraction")),
-                mean_reward=_num(r.get("mean_reward")),
-                seeds=r.get("seeds"),
-                rounds_per_s=_num(r.get("rounds_per_s")),
-                compile_s=_num(r.get("compile_time_s")),
-            )
-        )
-    ranked = sorted(
-        (row for row in rows if row.mean is not None), key=lambda row: row.mean or 0.0
-    )
-    out: list[_Row] = []
-    for i, row in enumerate(ranked):
-        rank = out[-1].rank if out and out[-1].mean == row.mean else i + 1
-        out.append(row._replace(rank=rank))
-    return out + [row for row in rows if row.mean is None]
+# Tables
 
 
 def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    value = _num(value)
+    if value is None:
+        return "–"
+    return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def _mib(value: Any) -> str:
+    value = _num(value)
+    return "–" if value is None else f"{value / 2**20:,.0f}"
+
+
+def _ranked(order: Sequence[str], aggregates, entries) -> list[tuple[int | None, str]]:
+    """(rank, label) sorted by setting, then mean final regret; competition ranks
+    (1, 2, 2, 4) within each env setting; series without a summary last."""
+    by_setting: dict[Any, list[tuple[float, str]]] = {}
+    missing = []
+    for label in order:
+        mean = _num(aggregates.get(label, {}).get("final_regret_mean"))
+        if mean is None:
+            missing.append(label)
+            continue
+        setting = entries.get(label, {}).get("setting_index", 0)
+        by_setting.setdefault(setting, []).append((mean, label))
+    out: list[tuple[int | None, str]] = []
+    for rows in by_setting.values():
+        rows.sort(key=lambda row: row[0])
+        previous, rank = None, 0
+        for i, (mean, label) in enumerate(rows):
+            rank = rank if mean == previous else i + 1
+            previous = mean
+            out.append((rank, label))
+    return out + [(None, label) for label in missing]
+
+
+def _regret_table(order, aggregates, entries) -> _Table:
+    settings = {e.get("setting") for e in entries.values() if e.get("setting")}
+    note = (
+        "Mean over seeds with a two-sided 95% Student-t interval; rank 1 has the "
+        "lowest mean regret"
+        + (" within its env setting." if len(settings) > 1 else ".")
+        + " Optimal fraction and mean reward are over all rounds and seeds."
+    )
+    rows = []
+    for rank, label in _ranked(order, aggregates, entries):
+        r = aggregates.get(label, {})
+        low, high = _num(r.get("final_regret_low")), _num(r.get("final_regret_high"))
+        interval = (
+            "–" if low is None or high is None else f"[{_fmt(low)}, {_fmt(high)}]"
+        )
+        rows.append(
+            [
+                str(rank) if rank is not None else "–",
+                label,
+                _fmt(r.get("final_regret_mean")),
+                interval,
+                _fmt(r.get("optimal_fraction"), 3),
+                _fmt(r.get("mean_reward"), 3),
+                str(r["seeds"]) if isinstance(r.get("seeds"), int) else "–",
+            ]
+        )
+    header = [
+        "Rank",
+        "Agent",
+        "Final regret (mean)",
+        "95% interval",
+        "Optimal fraction",
+        "Mean reward",
+        "Seeds",
+    ]
+    return _Table("Final cumulative regret", note, header, rows, (1,))
+
+
+def _cost_table(order, aggregates, entries) -> _Table:
+    note = (
+        "Compile s: the longest compile of the series' program in one worker "
+        "(each worker process compiles once; swept settings share one program). "
+        "Run s: simulation time summed over chunks, compile excluded. Rounds/s: "
+        "simulated rounds (seeds x horizon, x G for a sweep of G settings) per "
+        "second of run time in one worker. Peak memory: the worker process's "
+        "largest resident set size while a chunk ran (sampled every 5 ms); "
+        "increase: that peak minus the resident size when the chunk started."
+    )
+    rows = []
+    for label in order:
+        r = aggregates.get(label, {})
+        if not any(k in r for k in ("rounds_per_s", "compile_time_s")):
+            continue
+        rows.append(
+            [
+                label,
+                str(r.get("program") or entries.get(label, {}).get("program") or "–"),
+                str(r["chunks"]) if isinstance(r.get("chunks"), int) else "–",
+                _fmt(r.get("compile_time_s"), 3),
+                _fmt(r.get("run_time_s"), 3),
+                _fmt(r.get("rounds_per_s"), 3),
+                _mib(r.get("peak_memory_bytes")),
+                _mib(r.get("memory_increase_bytes")),
+            ]
+        )
+    header = [
+        "Agent",
+        "Program",
+        "Chunks",
+        "Compile s",
+        "Run s",
+        "Rounds/s",
+        "Peak memory MiB",
+        "Increase MiB",
+    ]
+    return _Table("Compute cost", note, header, rows, (0, 1))
+
+
+def _prediction_table(order, aggregates) -> _Table:
+    note = (
+        "Agents with a reward model (`predict`), evaluated after the last round on "
+        "fresh held-out contexts (mean over the evaluated seeds, ± the 95% "
+        "interval half-width). MSE: estimates against the exact expected rewards. "
+        "Best-arm accuracy: the highest estimate is an optimal arm. With 0/1 "
+        "rewards (Bernoulli clicks) the estimates are also scored as click "
+        "predictions against one sampled click per arm: accuracy, recall and F1 "
+        "at threshold 0.5, ROC-AUC, log-loss; for real-valued rewards these are "
+        "not defined (–)."
+    )
+    rows = []
+    for label in order:
+        prediction = aggregates.get(label, {}).get("prediction")
+        if not isinstance(prediction, Mapping):
+            continue
+        metrics = prediction.get("metrics") or {}
+        cells = [label, str(prediction.get("reward_type", "–"))]
+        for key, _ in PREDICTION_METRICS:
+            m = metrics.get(key)
+            if not isinstance(m, Mapping):
+                cells.append("–")
+                continue
+            half = (_num(m.get("high")) or 0.0) - (_num(m.get("mean")) or 0.0)
+            cells.append(f"{_fmt(m.get('mean'), 3)} ± {_fmt(half, 2)}")
+        seeds = [
+            int(m["seeds"])
+            for m in metrics.values()
+            if isinstance(m, Mapping) and isinstance(m.get("seeds"), int)
+        ]
+        cells.append(str(max(seeds)) if seeds else "–")
+        rows.append(cells)
+    header = ["Agent", "Rewards", *(name for _, name in PREDICTION_METRICS), "Seeds"]
+    return _Table(
+        "Reward-model metrics (held-out contexts)", note, header, rows, (0, 1)
+    )
 
 
 # ---------------------------------------------------------------------------
-# Plots
+# Sensitivity (final regret vs swept values)
 
 
-def _figure() -> tuple[Figure, Any]:
-    fig = Figure(figsize=(7.5, 4.5), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _plot_label(label: str) -> str:
-    """An agent label safe from matplotlib's mathtext (`$...$`)."""
-    return label.replace("$", r"\$")
-
-
-def _regret_plot(curves: Mapping[str, storage.Curves], colours, loglog: bool) -> bytes:
-    fig, ax = _figure()
-    for label, c in curves.items():
-        band = mean_band(c.cumulative_regret)
-        x = c.steps.astype(np.float64)
-        if loglog:  # log axes cannot show zero regret
-            keep = band.mean > 0
-            x, band = x[keep], type(band)(*(v[keep] for v in band))
-            band = band._replace(low=np.maximum(band.low, band.mean * 1e-3))
-        colour = colours[label]
-        ax.plot(x, band.mean, color=colour, label=_plot_label(label), lw=1.6)
-        ax.fill_between(x, band.low, band.high, color=colour, alpha=0.2, lw=0)
-    if loglog:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title("Cumulative regret, log-log (slope 1 = linear regret)")
-    else:
-        ax.set_title("Cumulative regret (mean and 95% interval across seeds)")
-    ax.set_xlabel("round t")
-    ax.set_ylabel("cumulative pseudo-regret")
-    ax.grid(True, which="both", alpha=0.3)
-    if curves:
-        ax.legend(loc="upper left", fontsize="small")
-    return _png(fig)
-
-
-def _optimal_plot(curves: Mapping[str, storage.Curves], colours) -> bytes:
-    fig, ax = _figure()
-    for label, c in curves.items():
-        band = mean_band(c.optimal_fraction)
-        colour = colours[label]
-        ax.plot(c.steps, band.mean, color=colour, label=_plot_label(label), lw=1.6)
-        ax.fill_between(
-            c.steps,
-            np.clip(band.low, 0, 1),
-            np.clip(band.high, 0, 1),
-            color=colour,
-            alpha=0.2,
-            lw=0,
+def _sensitivity(entries: Mapping[str, Mapping[str, Any]], aggregates):
+    """(file, title, key, lines) for every swept agent hyperparameter and env
+    parameter with at least two values in some family."""
+    out = []
+    for kind, field in (("agent", "grid"), ("env", "env_grid")):
+        keys = list(
+            dict.fromkeys(
+                k
+                for e in entries.values()
+                if isinstance(e.get(field), Mapping)
+                for k in e[field]
+            )
         )
-    ax.set_title("Fraction of rounds 1..t with an optimal arm (mean and 95% interval)")
-    ax.set_xlabel("round t")
-    ax.set_ylabel("fraction optimal")
-    ax.set_ylim(0, 1)
-    ax.grid(True, alpha=0.3)
-    if curves:
-        ax.legend(loc="lower right", fontsize="small")
-    return _png(fig)
+        for key in keys:
+            families: dict[tuple, dict[str, Any]] = {}
+            for label, e in entries.items():
+                values = e.get(field)
+                r = aggregates.get(label)
+                if not isinstance(values, Mapping) or key not in values or not r:
+                    continue
+                others = {k: v for k, v in values.items() if k != key}
+                setting = str(e.get("setting") or "")
+                family: tuple[Any, ...]
+                if kind == "agent":
+                    name = str(e.get("base_label", label))
+                    family = (e.get("entry"), setting, repr(others))
+                    context = [setting] if setting else []
+                else:
+                    name = str(e.get("agent_label", label))
+                    family = (name, repr(others))
+                    context = []
+                extra = " ".join(f"{k}={v}" for k, v in others.items())
+                line_label = " | ".join(
+                    x for x in [f"{name} {extra}".strip(), *context]
+                )
+                line = families.setdefault(
+                    family,
+                    {"label": line_label, "values": [], "stats": []},
+                )
+                line["values"].append(values[key])
+                line["stats"].append(
+                    tuple(
+                        _num(r.get(f"final_regret_{s}"))
+                        for s in ("mean", "low", "high")
+                    )
+                )
+            lines = [
+                plots.SensitivityLine(
+                    f["label"],
+                    f["values"],
+                    *[[stat[i] for stat in f["stats"]] for i in range(3)],
+                )
+                for f in families.values()
+                if len(f["values"]) >= 2
+                and all(None not in stat for stat in f["stats"])
+            ]
+            if lines:
+                slug = re.sub(r"[^A-Za-z0-9_-]+", "-", key)
+                what = "agent hyperparameter" if kind == "agent" else "env parameter"
+                out.append(
+                    (
+                        f"{SENSITIVITY_PREFIX}{kind}-{slug}.png",
+                        f"Sensitivity to {what} {key}",
+                        key,
+                        lines,
+                    )
+                )
+    return out
 
 
 # ---------------------------------------------------------------------------
 # Pages
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
-
-
-def _interval(row: _Row) -> str:
-    if row.low is None or row.high is None:
-        return "–"
-    return f"[{_fmt(row.low)}, {_fmt(row.high)}]"
-
-
-def _columns(row: _Row) -> list[str]:
-    return [
-        str(row.rank) if row.rank is not None else "–",
-        row.label,
-        _fmt(row.mean),
-        _interval(row),
-        _fmt(row.optimal_fraction, 3),
-        _fmt(row.mean_reward, 3),
-        str(row.seeds) if row.seeds is not None else "–",
-        _fmt(row.rounds_per_s, 3),
-        _fmt(row.compile_s, 3),
-    ]
-
-
-_HEADER = [
-    "Rank",
-    "Agent",
-    "Final regret (mean)",
-    "95% interval",
-    "Optimal fraction",
-    "Mean reward",
-    "Seeds",
-    "Rounds/s",
-    "Compile s",
-]
-
-
 def _md(text: Any) -> str:
-    """Text made inert for Markdown tables: HTML-escaped, specials backslashed."""
+    """Text made inert for Markdown: HTML-escaped, specials backslashed."""
     escaped = html.escape(str(text), quote=False)
     return re.sub(r"([\\`*_\[\]|#])", r"\\\1", escaped).replace("\n", " ")
 
@@ -342,8 +443,27 @@ def _rendered_at() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _md_table(table: _Table) -> list[str]:
+    lines = [f"## {_md(table.title)}", "", _md(table.note), ""]
+    lines.append("| " + " | ".join(_md(h) for h in table.header) + " |")
+    lines.append(
+        "|"
+        + "|".join(
+            "---" if i in table.text_columns else "---:"
+            for i in range(len(table.header))
+        )
+        + "|"
+    )
+    for row in table.rows:  # user text is escaped; numbers are ours
+        lines.append("| " + " | ".join(_md(c) for c in row) + " |")
+    return [*lines, ""]
+
+
 def _markdown(
-    title: str, manifest: Mapping[str, Any], rows: list[_Row], plots: list[_Plot]
+    title: str,
+    manifest: Mapping[str, Any],
+    tables: list[_Table],
+    figures: list[_Plot],
 ) -> str:
     lines = [f"# {_md(title)}", ""]
     setup = _items(manifest, "setup")
@@ -351,22 +471,12 @@ def _markdown(
         lines += ["## Setup", ""]
         lines += [f"- **{_md(k)}**: {_md(v)}" for k, v in setup]
         lines.append("")
-    lines += [
-        "## Final cumulative regret",
-        "",
-        "Mean over seeds with a two-sided 95% Student-t interval; rank 1 has the "
-        "lowest mean regret.",
-        "",
-        "| " + " | ".join(_HEADER) + " |",
-        "|" + "|".join("---:" if i != 1 else "---" for i in range(len(_HEADER))) + "|",
-    ]
-    for row in rows:  # only the label comes from user input; numbers stay as is
-        cells = [_md(c) if i == 1 else c for i, c in enumerate(_columns(row))]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += _md_table(tables[0])
     lines += ["## Plots", ""]
-    for plot in plots:
+    for plot in figures:
         lines += [f"![{_md(plot.title)}]({plot.file})", ""]
+    for table in tables[1:]:
+        lines += _md_table(table)
     lines += _md_commands(manifest)
     lines += ["## Machine", ""]
     lines += [f"- **{_md(k)}**: {_md(v)}" for k, v in _machine(manifest)]
@@ -385,7 +495,7 @@ def _md_commands(manifest: Mapping[str, Any]) -> list[str]:
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto;
+body { font-family: system-ui, sans-serif; max-width: 64rem; margin: 2rem auto;
        padding: 0 1rem; color: #222; line-height: 1.45; }
 table { border-collapse: collapse; margin: 1rem 0; font-size: 0.92rem; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; }
@@ -394,17 +504,48 @@ th { background: #f3f3f3; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0 1.5rem; }
 pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; }
 dt { font-weight: 600; } dd { margin: 0 0 0.4rem 1rem; }
+p.note { font-size: 0.9rem; color: #444; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; margin-right: 0.4rem;
           vertical-align: middle; border-radius: 2px; }
 """
 
 
+def _html_table(table: _Table, colour: Mapping[str, Any]) -> list[str]:
+    e = html.escape
+    parts = [
+        f"<h2>{e(table.title)}</h2>",
+        f'<p class="note">{e(table.note)}</p>',
+        "<table><thead><tr>",
+        "".join(f"<th>{e(h)}</th>" for h in table.header),
+        "</tr></thead><tbody>",
+    ]
+    label_column = table.header.index("Agent")
+    for row in table.rows:
+        tds = []
+        for i, cell in enumerate(row):
+            if i == label_column:
+                c = colour.get(cell)
+                swatch = (
+                    f'<span class="swatch" style="background:{_hex(c)}"></span>'
+                    if c is not None
+                    else ""
+                )
+                tds.append(f"<td>{swatch}{e(cell)}</td>")
+            elif i in table.text_columns:
+                tds.append(f"<td>{e(cell)}</td>")
+            else:
+                tds.append(f'<td class="num">{e(cell)}</td>')
+        parts.append("<tr>" + "".join(tds) + "</tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
 def _html(
     title: str,
     manifest: Mapping[str, Any],
-    rows: list[_Row],
-    plots: list[_Plot],
-    colours: Mapping[str, Any],
+    tables: list[_Table],
+    figures: list[_Plot],
+    colour: Mapping[str, Any],
 ) -> str:
     e = html.escape
     parts = [
@@ -419,34 +560,16 @@ def _html(
         parts.append("<h2>Setup</h2><dl>")
         parts += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in setup]
         parts.append("</dl>")
-    parts += [
-        "<h2>Final cumulative regret</h2>",
-        "<p>Mean over seeds with a two-sided 95% Student-t interval; rank 1 has the "
-        "lowest mean regret.</p>",
-        "<table><thead><tr>",
-        "".join(f"<th>{e(h)}</th>" for h in _HEADER),
-        "</tr></thead><tbody>",
-    ]
-    for row in rows:
-        cells = _columns(row)
-        colour = colours.get(row.label)
-        swatch = (
-            f'<span class="swatch" style="background:{_hex(colour)}"></span>'
-            if colour is not None
-            else ""
-        )
-        tds = [
-            f"<td>{swatch}{e(c)}</td>" if i == 1 else f'<td class="num">{e(c)}</td>'
-            for i, c in enumerate(cells)
-        ]
-        parts.append("<tr>" + "".join(tds) + "</tr>")
-    parts.append("</tbody></table><h2>Plots</h2>")
-    for plot in plots:
+    parts += _html_table(tables[0], colour)
+    parts.append("<h2>Plots</h2>")
+    for plot in figures:
         data = base64.b64encode(plot.png).decode("ascii")
         parts.append(
             f'<h3>{e(plot.title)}</h3><img alt="{e(plot.title)}" '
             f'src="data:image/png;base64,{data}">'
         )
+    for table in tables[1:]:
+        parts += _html_table(table, colour)
     commands = _items(manifest, "commands")
     if commands:
         parts.append("<h2>Reproduce</h2>")

@@ -2,9 +2,11 @@
 
 A results folder holds
 
-    manifest.json          what was run (config, its hash, finished agents, timings)
-    summaries.jsonl        one line per (agent, seed) and one aggregate line per agent
-    curves/NNN-label.parquet   per-step curves of one agent, one file per agent
+    manifest.json          what was run (config, its hash, finished series, timings)
+    summaries.jsonl        one line per (series, seed) and one aggregate line per series
+    curves/NNN-label.parquet   per-step curves of one series (agent x env setting)
+    chunks/NNNN-cCCCC.parquet  curves of one seed chunk of one series, while a run
+                               is unfinished (merged into curves/ when complete)
 
 Every file is written atomically (a temporary file in the same folder, then
 `os.replace`), so a run that is killed leaves either the old file or the new one,
@@ -18,7 +20,12 @@ rather than per-step values stay meaningful after downsampling, and they compres
 well (byte-stream-split floats, delta-coded integers, zstd): about 1 MB per agent
 for 32 seeds x 5000 steps. Long runs keep at most `max_points` steps per curve,
 log- and linearly spaced (see `curve_steps`), so that both the early transient and
-the long-run slope survive downsampling.
+the long-run slope survive downsampling; `spacing="log"` keeps log-spaced steps
+only.
+
+A chunk file is a curves file whose Parquet schema metadata also holds a JSON
+object (key `bandits.chunk`): the config hash, the chunk's seeds, its compute
+cost and any reward-model metrics. Its presence means the chunk is finished.
 """
 
 from __future__ import annotations
@@ -36,14 +43,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bandits.metrics import Summary, cumulative_regret, summarize
+from bandits.metrics import Summary, cumulative_regret, mean_band, summarize
 from bandits.types import Trajectory
 from bandits.validation import BanditConfigError
 
 MANIFEST = "manifest.json"
 SUMMARIES = "summaries.jsonl"
 CURVES_DIR = "curves"
-DEFAULT_CURVE_POINTS = 10_000
+CHUNKS_DIR = "chunks"
+CHUNK_META_KEY = b"bandits.chunk"
+DEFAULT_CURVE_POINTS = 1_000
+CURVE_SPACINGS = ("log+linear", "log")
 
 CURVE_SCHEMA = pa.schema(
     [
@@ -197,25 +207,34 @@ def _plain(obj: Any) -> Any:
 # Curves
 
 
-def curve_steps(horizon: int, max_points: int = DEFAULT_CURVE_POINTS) -> np.ndarray:
+def curve_steps(
+    horizon: int, max_points: int = DEFAULT_CURVE_POINTS, spacing: str = "log+linear"
+) -> np.ndarray:
     """The 1-based steps stored for a run of `horizon` rounds.
 
-    Every step if `horizon <= max_points`; otherwise the union of `max_points // 2`
-    log-spaced and as many linearly spaced steps in [1, T] (duplicates removed,
-    so at most `max_points` steps), always including 1 and T.
+    Every step if `horizon <= max_points`. Otherwise, for `spacing="log+linear"`,
+    the union of `max_points // 2` log-spaced and as many linearly spaced steps in
+    [1, T]; for `spacing="log"`, `max_points` log-spaced steps. Duplicates are
+    removed (so at most `max_points` steps), and 1 and T are always kept.
 
     Args:
       horizon: the number of rounds T >= 1.
       max_points: the most steps to keep, >= 2.
+      spacing: "log+linear" (the early transient and an even tail) or "log".
 
     Returns:
       An increasing (n,) int64 array with n <= max_points.
     """
     if max_points < 2:
         raise BanditConfigError(f"max_points must be >= 2, got {max_points}")
+    if spacing not in CURVE_SPACINGS:
+        raise BanditConfigError(
+            f"spacing must be one of {', '.join(map(repr, CURVE_SPACINGS))}; "
+            f"got {spacing!r}"
+        )
     if horizon <= max_points:
         return np.arange(1, horizon + 1, dtype=np.int64)
-    num_log = max_points // 2
+    num_log = max_points // 2 if spacing == "log+linear" else max_points
     log_steps = np.geomspace(1, horizon, num_log)
     lin_steps = np.linspace(1, horizon, max_points - num_log)
     steps = np.rint(np.concatenate([log_steps, lin_steps])).astype(np.int64)
@@ -226,8 +245,12 @@ def curves_from_trajectory(
     trajectory: Trajectory,
     seeds: Sequence[int],
     max_points: int = DEFAULT_CURVE_POINTS,
+    spacing: str = "log+linear",
 ) -> Curves:
-    """Cumulative curves of a `bandits.run` trajectory (leaves (S, T)) at kept steps."""
+    """Cumulative curves of a `bandits.run` trajectory (leaves (S, T)) at kept steps.
+
+    Only `regret`, `reward` and `optimal` are read.
+    """
     regret = np.atleast_2d(cumulative_regret(trajectory))
     reward = np.cumsum(
         np.atleast_2d(np.asarray(trajectory.reward, np.float64)), axis=-1
@@ -240,7 +263,7 @@ def curves_from_trajectory(
         raise BanditConfigError(
             f"got {len(seeds)} seeds for a trajectory of {regret.shape[0]} runs"
         )
-    steps = curve_steps(horizon, max_points)
+    steps = curve_steps(horizon, max_points, spacing)
     index = steps - 1
     return Curves(
         seeds=np.asarray(seeds, dtype=np.int64),
@@ -267,9 +290,21 @@ def curves_table(label: str, curves: Curves) -> pa.Table:
     return table.cast(CURVE_SCHEMA)
 
 
-def write_curves(path: str | Path, label: str, curves: Curves) -> Path:
-    """Writes one agent's curves to a Parquet file, atomically."""
+def write_curves(
+    path: str | Path,
+    label: str,
+    curves: Curves,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Writes one series' curves to a Parquet file, atomically.
+
+    `metadata` (JSON data) is stored in the schema metadata under
+    `CHUNK_META_KEY`; `read_chunk` reads it back.
+    """
     table = curves_table(label, curves)
+    if metadata is not None:
+        text = json.dumps(_plain(metadata), allow_nan=False, ensure_ascii=False)
+        table = table.replace_schema_metadata({CHUNK_META_KEY: text.encode()})
     return atomic_write(
         path,
         lambda tmp: pq.write_table(
@@ -331,6 +366,43 @@ def _curves_from_columns(columns: dict[str, np.ndarray], where: str) -> Curves:
     return Curves(seeds=seeds.astype(np.int64), steps=steps.astype(np.int64), **values)
 
 
+def read_chunk(path: str | Path) -> tuple[Curves, dict[str, Any]]:
+    """Reads a chunk file: its curves and its metadata (see `write_curves`)."""
+    path = Path(path)
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(CHUNK_META_KEY)
+    if raw is None:
+        raise BanditConfigError(f"{path} holds no chunk metadata")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BanditConfigError(f"{path}: unreadable chunk metadata: {err}") from None
+    columns = {n: table.column(n).to_numpy() for n in CURVE_SCHEMA.names[1:]}
+    return _curves_from_columns(columns, where=str(path)), meta
+
+
+def chunk_file_name(series: int, chunk: int) -> str:
+    """The file name of chunk `chunk` of series number `series`."""
+    return f"{series:04d}-c{chunk:04d}.parquet"
+
+
+def concat_curves(parts: Sequence[Curves]) -> Curves:
+    """Curves of several seed chunks (same steps) as one, seeds in the given order."""
+    if not parts:
+        raise BanditConfigError("concat_curves needs at least one part")
+    steps = parts[0].steps
+    for part in parts[1:]:
+        if not np.array_equal(part.steps, steps):
+            raise BanditConfigError("chunks to merge store different steps")
+    return Curves(
+        seeds=np.concatenate([p.seeds for p in parts]),
+        steps=steps,
+        cumulative_regret=np.concatenate([p.cumulative_regret for p in parts]),
+        cumulative_reward=np.concatenate([p.cumulative_reward for p in parts]),
+        cumulative_optimal=np.concatenate([p.cumulative_optimal for p in parts]),
+    )
+
+
 def curve_file_name(index: int, label: str) -> str:
     """A safe, ordered file name for agent number `index` with `label`."""
     slug = re.sub(r"[^A-Za-z0-9._=-]+|\.\.+", "-", label)
@@ -362,6 +434,41 @@ def seed_records(
         }
         for i, seed in enumerate(seeds)
     ]
+
+
+def curve_seed_records(label: str, curves: Curves) -> list[dict[str, Any]]:
+    """`seed_records` from stored curves (the last stored step is the horizon T)."""
+    horizon = int(curves.steps[-1])
+    return [
+        {
+            "kind": "seed",
+            "agent": label,
+            "seed": int(seed),
+            "horizon": horizon,
+            "final_regret": float(curves.cumulative_regret[i, -1]),
+            "optimal_fraction": float(curves.cumulative_optimal[i, -1] / horizon),
+            "mean_reward": float(curves.cumulative_reward[i, -1] / horizon),
+        }
+        for i, seed in enumerate(curves.seeds)
+    ]
+
+
+def curve_summary(label: str, curves: Curves, confidence: float = 0.95) -> Summary:
+    """`bandits.metrics.summarize` from stored curves (final values at step T)."""
+    final = curves.cumulative_regret[:, -1]
+    horizon = int(curves.steps[-1])
+    band = mean_band(final[:, None], confidence)
+    return Summary(
+        agent=label,
+        seeds=int(final.shape[0]),
+        horizon=horizon,
+        final_regret_mean=float(band.mean[0]),
+        final_regret_low=float(band.low[0]),
+        final_regret_high=float(band.high[0]),
+        final_regret_std=float(final.std(ddof=1)) if final.size > 1 else 0.0,
+        optimal_fraction=float(np.mean(curves.cumulative_optimal[:, -1]) / horizon),
+        mean_reward=float(np.mean(curves.cumulative_reward[:, -1]) / horizon),
+    )
 
 
 def agent_record(

@@ -58,6 +58,8 @@ class Agent(NamedTuple):
       action_probs: optional `action_probs(key, state, obs) -> (K,)` propensities
         of the action `act` would take, for off-policy evaluation.
       name: a short display name.
+      predict: optional `predict(state, obs) -> (K,)` the agent's estimate of
+        every arm's expected reward (its reward model), for held-out evaluation.
     """
 
     init: Callable[[jax.Array], AgentState]
@@ -69,6 +71,7 @@ class Agent(NamedTuple):
         None
     )
     name: str = "agent"
+    predict: Callable[[AgentState, Observation], jax.Array] | None = None
 
 
 class ArraySpec(NamedTuple):

@@ -1,12 +1,15 @@
-"""The `bandits` command line: run experiments, re-render reports, list components.
+"""The `bandits` command line: run experiments, re-render reports, compare, bench.
 
-    bandits run [CONFIG] [--out DIR] [--overwrite] [--quiet]
+    bandits run [CONFIG] [--out DIR] [--overwrite] [--quiet] [--chunk-size N]
+                [--executor local|dask] [--scheduler ADDRESS] [--workers N]
     bandits report DIR
+    bandits compare DIR_A DIR_B [--out DIR]
+    bandits bench [--compare] [--no-run] [-k EXPR] [--root DIR] [--storage DIR]
     bandits list
 
 CONFIG is a TOML file or the name of a packaged config (default: "quickstart").
 Bad input ends with a one-line `error: ...` on stderr and exit status 2; an agent
-whose state becomes NaN/inf ends with exit status 1 (finished agents are kept).
+whose state becomes NaN/inf ends with exit status 1 (finished chunks are kept).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUN_ERROR
     except KeyboardInterrupt:
         print(
-            "interrupted; finished agents are stored, rerun to resume", file=sys.stderr
+            "interrupted; finished chunks are stored, rerun to resume", file=sys.stderr
         )
         return 130
 
@@ -75,6 +78,38 @@ def _parser() -> argparse.ArgumentParser:
         help="replace results of a different config in the folder",
     )
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument(
+        "--chunk-size",
+        type=int,
+        metavar="N",
+        help="seeds per compiled batch and stored chunk (overrides run.chunk_size; "
+        "part of the config hash)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where chunks run: worker processes on this machine (default) or a "
+        "Dask cluster",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --executor dask)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local worker processes (default: one per core)",
+    )
+    run.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds to wait for the Dask scheduler and a first worker (default 5)",
+    )
     run.set_defaults(handler=_run)
 
     report = sub.add_parser(
@@ -84,6 +119,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("directory", metavar="DIR", help="a results folder")
     report.set_defaults(handler=_report)
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare the final regret of two results folders",
+        description="Final regret per series in two results folders, the difference "
+        "B - A with a 95% interval, and whether the intervals overlap. Writes "
+        "compare.md and compare.html.",
+    )
+    compare.add_argument("dir_a", metavar="DIR_A", help="baseline results folder")
+    compare.add_argument("dir_b", metavar="DIR_B", help="results folder to compare")
+    compare.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write the comparison (default DIR_B/compare)",
+    )
+    compare.set_defaults(handler=_compare)
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the pytest benchmarks (as `make bench`); compare with the last run",
+        description="Run tests/benchmarks of a source checkout with pytest-benchmark, "
+        "saving the run as JSON; --compare shows the change against the last saved "
+        "run.",
+    )
+    bench.add_argument(
+        "--compare", action="store_true", help="compare with the last saved run"
+    )
+    bench.add_argument(
+        "--no-run",
+        action="store_true",
+        help="do not run; with --compare, compare the last two saved runs",
+    )
+    bench.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k filter")
+    bench.add_argument("--root", metavar="DIR", help="the source checkout")
+    bench.add_argument(
+        "--storage", metavar="DIR", help="saved runs (default ROOT/.benchmarks)"
+    )
+    bench.set_defaults(handler=_bench)
 
     list_ = sub.add_parser(
         "list",
@@ -96,16 +169,37 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from experiments.config import load_config
+    from experiments.executors import make_executor
     from experiments.runner import run_experiment
 
     config = load_config(args.config)
-    result = run_experiment(
-        config,
-        args.out,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        command=_command_from(args),
+    if args.chunk_size is not None:
+        if args.chunk_size < 1:
+            raise BanditConfigError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+        run = dataclasses.replace(config.run, chunk_size=args.chunk_size)
+        config = dataclasses.replace(config, run=run)
+    executor = make_executor(
+        args.executor, args.scheduler, args.workers, args.connect_timeout
+    )
+    try:
+        result = run_experiment(
+            config,
+            args.out,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            command=_command_from(args),
+            executor=executor,
+        )
+    finally:
+        close = getattr(executor, "close", None)
+        if close is not None:
+            close()
+    print(
+        f"computed {len(result.computed)} chunk(s), reused {len(result.reused)} "
+        "stored chunk(s)"
     )
     if result.skipped:
         print(f"reused stored results of: {', '.join(result.skipped)}")
@@ -121,6 +215,10 @@ def _command_from(args: argparse.Namespace) -> str:
         parts += ["--out", args.out]
     if args.overwrite:
         parts.append("--overwrite")
+    if args.chunk_size is not None:
+        parts += ["--chunk-size", str(args.chunk_size)]
+    if args.executor != "local":
+        parts += ["--executor", args.executor, "--scheduler", args.scheduler or ""]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -134,6 +232,35 @@ def _report(args: argparse.Namespace) -> int:
     print(f"report: {files.html}")
     print(f"        {files.markdown}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from bandits import compare
+
+    for directory in (args.dir_a, args.dir_b):
+        if not Path(directory).is_dir():
+            raise BanditConfigError(f"results folder {directory!r} does not exist")
+    comparison = compare.compare_results(args.dir_a, args.dir_b)
+    out = Path(args.out) if args.out else Path(args.dir_b) / "compare"
+    markdown, page = compare.write_compare(comparison, out)
+    print(compare.format_text(comparison), end="")
+    print(f"comparison: {page}")
+    print(f"            {markdown}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from experiments.bench import bench
+
+    if args.no_run and not args.compare:
+        raise BanditConfigError("--no-run only makes sense with --compare")
+    return bench(
+        compare=args.compare,
+        run=not args.no_run,
+        root=args.root,
+        storage=args.storage,
+        keyword=args.keyword,
+    )
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -1,17 +1,23 @@
 """Experiment configs: TOML files parsed into frozen dataclasses, checked up front.
 
-A config names one environment, a horizon and seeds, and a list of agents:
+A config names one environment (optionally a grid of env parameters), a horizon
+and seeds, and a list of agents (optionally grids of hyperparameters):
 
     name = "quickstart"                  # optional; default: the file's stem
     [env]
     id = "Linear-v0"                     # an `envs` registry id (`bandits list`)
     params = { num_arms = 10, dim = 20 }
+    grid = { noise_std = [0.5, 1.0] }    # one env setting per grid point (cartesian)
     [run]
     horizon = 5000                       # rounds T per run
     seeds = 32                           # S (seeds 0..S-1) or a list of seeds
     resample_params = false              # a fresh problem instance per seed
     output = "results/quickstart"        # results folder (`--out` overrides)
-    curve_points = 10000                 # most steps kept per stored curve
+    chunk_size = "auto"                  # seeds per compiled batch (an int or "auto")
+    curve_points = 1000                  # most steps kept per stored curve
+    curve_spacing = "log+linear"         # or "log": which steps are kept
+    prediction_seeds = 4                 # seeds whose reward model is evaluated
+    prediction_contexts = 1000           # held-out contexts per evaluated seed
     [[agents]]
     name = "linucb"                      # an `agents` registry name
     label = "LinUCB"                     # display label, unique (default: name)
@@ -22,21 +28,20 @@ A config names one environment, a horizon and seeds, and a list of agents:
 arms, and the context dimension (features = "context", the default) or the per-arm
 feature dimension (features = "arms"). Everything is checked before any compute
 starts: unknown keys, wrong types, unknown env ids, agent names and
-hyperparameter names, and the values themselves (every env and agent is built).
-Errors are `BanditConfigError`s that name the field path, e.g.
-`agents[2].hyperparameters.alpha must be in [0.0, inf], got -1.0`.
+hyperparameter names, and the values themselves (every env setting and every
+agent in it is built). Errors are `BanditConfigError`s that name the field path,
+e.g. `agents[2].hyperparameters.alpha must be in [0.0, inf], got -1.0`.
+
+How grids run (sweeps, chunks) is planned by `experiments.sweep`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib.resources
-import inspect
 import itertools
 import json
-import math
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,136 +50,68 @@ from typing import Any
 
 import agents as agent_registry
 import envs as env_registry
-from bandits.storage import DEFAULT_CURVE_POINTS
+from bandits.storage import CURVE_SPACINGS, DEFAULT_CURVE_POINTS
 from bandits.types import Agent, Env
 from bandits.validation import BanditConfigError
+from experiments.checks import check_keys as _check_keys
+from experiments.checks import check_type as _check_type
+from experiments.checks import check_value as _check_value
+from experiments.checks import is_int as _is_int
+from experiments.checks import positive_int as _positive_int
+from experiments.checks import table as _table
+from experiments.checks import type_name as _type_name
+from experiments.schema import (
+    DEFAULT_PREDICTION_CONTEXTS,
+    DEFAULT_PREDICTION_SEEDS,
+    AgentConfig,
+    EnvConfig,
+    EnvSetting,
+    Experiment,
+    ExperimentConfig,
+    RunConfig,
+    auto_chunk_size,
+    env_settings,
+)
+from experiments.schema import frozen as _frozen
+from experiments.schema import frozen_value as _frozen_value
+from experiments.toml_writer import display_value
+
+__all__ = [
+    "FROM_ENV",
+    "AgentConfig",
+    "EnvConfig",
+    "EnvSetting",
+    "Experiment",
+    "ExperimentConfig",
+    "RunConfig",
+    "auto_chunk_size",
+    "build",
+    "env_settings",
+    "env_shapes",
+    "load_config",
+    "make_agent",
+    "make_env",
+    "packaged_config_text",
+    "packaged_configs",
+    "parse_config",
+]
 
 TOP_KEYS = ("name", "env", "run", "agents")
-ENV_KEYS = ("id", "params")
-RUN_KEYS = ("horizon", "seeds", "resample_params", "output", "curve_points")
+ENV_KEYS = ("id", "params", "grid")
+RUN_KEYS = (
+    "horizon",
+    "seeds",
+    "resample_params",
+    "output",
+    "chunk_size",
+    "curve_points",
+    "curve_spacing",
+    "prediction_seeds",
+    "prediction_contexts",
+)
 AGENT_KEYS = ("name", "label", "hyperparameters", "grid")
 FROM_ENV = ("num_arms", "dim")
 PACKAGED_CONFIGS = "configs"
-
-
-@dataclasses.dataclass(frozen=True)
-class EnvConfig:
-    """The environment: a registry id and its keyword parameters."""
-
-    id: str
-    """Registered id, e.g. "Linear-v0"."""
-    params: Mapping[str, Any]
-    """Keyword arguments of the env factory (read-only)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """How long, how often and where."""
-
-    horizon: int
-    """Rounds per run, T > 0."""
-    seeds: tuple[int, ...]
-    """The seeds, one run per seed per agent."""
-    resample_params: bool = False
-    """Draw a fresh problem instance per seed instead of the env's default one."""
-    output: str | None = None
-    """Results folder; `None` means `results/<name>`."""
-    curve_points: int = DEFAULT_CURVE_POINTS
-    """Most steps stored per curve; longer runs keep log+linear spaced steps."""
-
-
-@dataclasses.dataclass(frozen=True)
-class AgentConfig:
-    """One agent to run (a grid in the file expands to several of these)."""
-
-    name: str
-    """Registry name, e.g. "linucb"."""
-    label: str
-    """Unique display label."""
-    hyperparameters: Mapping[str, Any]
-    """Keyword arguments as written (grid values merged in), read-only."""
-    index: int
-    """Position of the `[[agents]]` table in the file, for error messages."""
-    grid_keys: tuple[str, ...] = ()
-    """Hyperparameters whose value came from `grid`."""
-
-    def path(self, key: str) -> str:
-        """The config path of hyperparameter `key`, e.g. `agents[1].grid.alpha`."""
-        table = "grid" if key in self.grid_keys else "hyperparameters"
-        return f"agents[{self.index}].{table}.{key}"
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-    """A whole, validated experiment."""
-
-    name: str
-    env: EnvConfig
-    run: RunConfig
-    agents: tuple[AgentConfig, ...]
-    source: str | None = dataclasses.field(default=None, compare=False, repr=False)
-    """Where the config came from (a path or `package:experiments/configs/...`)."""
-    text: str | None = dataclasses.field(default=None, compare=False, repr=False)
-    """The TOML text as given, kept with the results."""
-
-    def canonical(self) -> dict[str, Any]:
-        """Everything that determines the results, as plain JSON data.
-
-        The name, the output folder and the source are left out: they do not
-        change the results.
-        """
-        return {
-            "env": {"id": self.env.id, "params": _plain(self.env.params)},
-            "run": {
-                "horizon": self.run.horizon,
-                "seeds": list(self.run.seeds),
-                "resample_params": self.run.resample_params,
-                "curve_points": self.run.curve_points,
-            },
-            "agents": [
-                {
-                    "name": a.name,
-                    "label": a.label,
-                    "hyperparameters": _plain(a.hyperparameters),
-                }
-                for a in self.agents
-            ],
-        }
-
-    def to_toml(self) -> str:
-        """The config as TOML (grids expanded), parseable back to an equal config."""
-        lines = [f"name = {_toml_value(self.name)}", "", "[env]"]
-        lines += [f"id = {_toml_value(self.env.id)}"]
-        lines += [f"params = {_toml_value(dict(self.env.params))}", "", "[run]"]
-        for key, value in self.canonical()["run"].items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        if self.run.output is not None:
-            lines.append(f"output = {_toml_value(self.run.output)}")
-        for agent in self.agents:
-            lines += ["", "[[agents]]", f"name = {_toml_value(agent.name)}"]
-            lines.append(f"label = {_toml_value(agent.label)}")
-            lines.append(
-                f"hyperparameters = {_toml_value(dict(agent.hyperparameters))}"
-            )
-        return "\n".join(lines) + "\n"
-
-    def hash(self) -> str:
-        """SHA-256 of the canonical JSON form (sorted keys)."""
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-    """A config with its environment and agents built (ready to run)."""
-
-    config: ExperimentConfig
-    env: Env
-    agents: tuple[Agent, ...]
-    """One built agent per `config.agents` entry."""
-    agent_kwargs: tuple[Mapping[str, Any], ...]
-    """The full keyword arguments each agent was built with (env-filled included)."""
-
 
 # ---------------------------------------------------------------------------
 # Loading
@@ -285,11 +222,31 @@ def _parse_env(table: Mapping[str, Any]) -> EnvConfig:
         )
     env_id = env_id.removeprefix("bandits/")
     params = _table("env.params", table.get("params", {}))
+    grid = _table("env.grid", table.get("grid", {}))
     allowed = env_registry.hyperparameters(env_id)
     _check_keys(params, list(allowed), f"env.params (env {env_id!r})")
+    unknown = [k for k in grid if k not in allowed]
+    if unknown:
+        raise BanditConfigError(
+            f"unknown parameter {unknown[0]!r} in env.grid (env {env_id!r}); "
+            f"allowed: {', '.join(allowed)}"
+        )
     for key, value in params.items():
         _check_value(f"env.params.{key}", value, allowed[key])
-    return EnvConfig(env_id, MappingProxyType(_frozen(params)))
+    for key, values in grid.items():
+        path = f"env.grid.{key}"
+        if key in params:
+            raise BanditConfigError(
+                f"{path}: {key!r} is set in both env.params and env.grid; keep one"
+            )
+        _check_grid_list(path, values, allowed[key])
+    return EnvConfig(
+        env_id,
+        MappingProxyType(_frozen(params)),
+        MappingProxyType(
+            {k: tuple(_frozen_value(v) for v in vs) for k, vs in grid.items()}
+        ),
+    )
 
 
 def _parse_run(table: Mapping[str, Any]) -> RunConfig:
@@ -308,7 +265,41 @@ def _parse_run(table: Mapping[str, Any]) -> RunConfig:
     )
     if points < 2:
         raise BanditConfigError(f"run.curve_points must be >= 2, got {points}")
-    return RunConfig(horizon, seeds, resample, output, points)
+    chunk = table.get("chunk_size", "auto")
+    if chunk != "auto":
+        if not _is_int(chunk):
+            raise BanditConfigError(
+                'run.chunk_size must be a positive integer or "auto", got '
+                f"{chunk!r} ({_type_name(chunk)})"
+            )
+        chunk = _positive_int("run.chunk_size", chunk)
+    spacing = table.get("curve_spacing", "log+linear")
+    if spacing not in CURVE_SPACINGS:
+        raise BanditConfigError(
+            f"run.curve_spacing must be one of {', '.join(map(repr, CURVE_SPACINGS))}"
+            f"; got {spacing!r}"
+        )
+    prediction_seeds = table.get("prediction_seeds", DEFAULT_PREDICTION_SEEDS)
+    if not _is_int(prediction_seeds) or prediction_seeds < 0:
+        raise BanditConfigError(
+            f"run.prediction_seeds must be an integer >= 0 (0 turns the reward-model "
+            f"evaluation off), got {prediction_seeds!r}"
+        )
+    contexts = _positive_int(
+        "run.prediction_contexts",
+        table.get("prediction_contexts", DEFAULT_PREDICTION_CONTEXTS),
+    )
+    return RunConfig(
+        horizon,
+        seeds,
+        resample,
+        output,
+        points,
+        None if chunk == "auto" else chunk,
+        spacing,
+        min(prediction_seeds, len(seeds)),
+        contexts,
+    )
 
 
 def _parse_seeds(value: Any) -> tuple[int, ...]:
@@ -369,19 +360,16 @@ def _parse_agent(index: int, raw: Mapping[str, Any]) -> list[AgentConfig]:
             raise BanditConfigError(
                 f"{path}: {key!r} is set in both hyperparameters and grid; keep one"
             )
-        if not isinstance(values, list) or not values:
-            raise BanditConfigError(
-                f"{path} must be a non-empty array of values, got {_type_name(values)}"
-            )
-        for i, value in enumerate(values):
-            _check_value(f"{path}[{i}]", value, allowed[key])
+        _check_grid_list(path, values, allowed[key])
     if not grid:
-        return [AgentConfig(name, label, MappingProxyType(_frozen(hyper)), index)]
+        return [
+            AgentConfig(name, label, MappingProxyType(_frozen(hyper)), index, (), label)
+        ]
     keys = tuple(grid)
     out = []
     for point in itertools.product(*(grid[k] for k in keys)):
         suffix = " ".join(
-            f"{k}={_toml_text(v)}" for k, v in zip(keys, point, strict=True)
+            f"{k}={display_value(v)}" for k, v in zip(keys, point, strict=True)
         )
         params = {**hyper, **dict(zip(keys, point, strict=True))}
         out.append(
@@ -391,9 +379,23 @@ def _parse_agent(index: int, raw: Mapping[str, Any]) -> list[AgentConfig]:
                 MappingProxyType(_frozen(params)),
                 index,
                 grid_keys=keys,
+                base_label=label,
             )
         )
     return out
+
+
+def _check_grid_list(path: str, values: Any, default: Any) -> None:
+    if not isinstance(values, list) or not values:
+        raise BanditConfigError(
+            f"{path} must be a non-empty array of values, got {_type_name(values)}"
+        )
+    for i, value in enumerate(values):
+        _check_value(f"{path}[{i}]", value, default)
+    seen = [json.dumps(v) for v in values]
+    repeated = sorted({v for v in seen if seen.count(v) > 1})
+    if repeated:
+        raise BanditConfigError(f"{path} lists value(s) {', '.join(repeated)} twice")
 
 
 def _check_unique_labels(agents_: Sequence[AgentConfig]) -> None:
@@ -413,46 +415,73 @@ def _check_unique_labels(agents_: Sequence[AgentConfig]) -> None:
 
 
 def build(config: ExperimentConfig) -> Experiment:
-    """Builds the environment and every agent, checking every value.
+    """Builds every env setting and every agent in it, checking every value.
 
     `num_arms` and `dim` are filled from the environment where the agent takes
     them; a value given in the config that disagrees with the env is an error.
     """
-    try:
-        env = env_registry.make_env(config.env.id, **config.env.params)
-    except BanditConfigError as err:
-        raise _with_path(
-            err, config.env.params, lambda k: f"env.params.{k}", "env.params"
-        ) from None
-    built, kwargs_list = [], []
-    for agent in config.agents:
-        kwargs = _agent_kwargs(agent, env, config.env.id)
+    envs_, agents_by_setting, kwargs_by_setting = [], [], []
+    settings = config.settings
+    for setting in settings:
+        where = f" (env setting {setting.label})" if setting.label else ""
         try:
-            items = tuple(kwargs.items())
-            try:
-                hash(items)
-            except TypeError:  # an unhashable value: build without the memo
-                built.append(agent_registry.make(agent.name, **kwargs))
-            else:
-                factory = agent_registry.registered()[agent.name].factory
-                built.append(_make_agent(agent.name, items, factory))
+            env = make_env(config.env.id, setting.params)
         except BanditConfigError as err:
             raise _with_path(
-                err, kwargs, agent.path, f"agents[{agent.index}] ({agent.label!r})"
+                err,
+                setting.params,
+                lambda k: f"env.{'grid' if k in config.env.grid else 'params'}.{k}",
+                "env.params",
+                where,
             ) from None
-        kwargs_list.append(MappingProxyType(kwargs))
-    return Experiment(config, env, tuple(built), tuple(kwargs_list))
+        built, kwargs_list = [], []
+        for agent in config.agents:
+            kwargs = _agent_kwargs(agent, env, config.env.id, where)
+            try:
+                built.append(make_agent(agent.name, kwargs))
+            except BanditConfigError as err:
+                raise _with_path(
+                    err,
+                    kwargs,
+                    agent.path,
+                    f"agents[{agent.index}] ({agent.label!r})",
+                    where,
+                ) from None
+            kwargs_list.append(MappingProxyType(kwargs))
+        envs_.append(env)
+        agents_by_setting.append(tuple(built))
+        kwargs_by_setting.append(tuple(kwargs_list))
+    return Experiment(
+        config, tuple(envs_), tuple(agents_by_setting), tuple(kwargs_by_setting)
+    )
+
+
+def make_env(env_id: str, params: Mapping[str, Any]) -> Env:
+    """The static environment `env_id` with `params` (lists become tuples)."""
+    return env_registry.make_env(env_id, **_frozen(params))
+
+
+def make_agent(name: str, kwargs: Mapping[str, Any]) -> Agent:
+    """`agents.make(name, **kwargs)`, memoised when the values are hashable.
+
+    The same name and hyperparameters give the same `Agent` object, so its
+    jitted simulation is compiled once per process. Lists become tuples.
+    """
+    items = tuple(_frozen(kwargs).items())
+    try:
+        hash(items)
+    except TypeError:  # an unhashable value: build without the memo
+        return agent_registry.make(name, **dict(items))
+    factory = agent_registry.registered()[name].factory
+    return _make_agent(name, items, factory)
 
 
 @functools.lru_cache(maxsize=256)
 def _make_agent(
     name: str, kwargs: tuple[tuple[str, Any], ...], factory: Callable[..., Agent]
 ) -> Agent:
-    """`agents.make`, memoised: the same name and hyperparameters give the same
-    `Agent` object, so its jitted simulation is compiled once per process.
-
-    `factory` (the registered one) is part of the cache key only.
-    """
+    """`agents.make`, memoised; `factory` (the registered one) is part of the key
+    only, so that re-registering a name builds afresh."""
     del factory
     return agent_registry.make(name, **dict(kwargs))
 
@@ -471,7 +500,9 @@ def env_shapes(env: Env, features: str = "context") -> dict[str, int]:
     return {"num_arms": int(env.num_arms), "dim": dim}
 
 
-def _agent_kwargs(agent: AgentConfig, env: Env, env_id: str) -> dict[str, Any]:
+def _agent_kwargs(
+    agent: AgentConfig, env: Env, env_id: str, where: str = ""
+) -> dict[str, Any]:
     accepted = agent_registry.hyperparameters(agent.name)
     kwargs = dict(agent.hyperparameters)
     features = kwargs.get("features", accepted.get("features", "context"))
@@ -479,7 +510,8 @@ def _agent_kwargs(agent: AgentConfig, env: Env, env_id: str) -> dict[str, Any]:
     if features == "arms" and shapes["dim"] == 0:
         raise BanditConfigError(
             f"{agent.path('features')} = 'arms' needs per-arm features, but env "
-            f"{env_id!r} has none (arm feature dim 0); use features = 'context'"
+            f"{env_id!r}{where} has none (arm feature dim 0); use features = "
+            "'context'"
         )
     for key in FROM_ENV:
         if key not in accepted:
@@ -493,15 +525,19 @@ def _agent_kwargs(agent: AgentConfig, env: Env, env_id: str) -> dict[str, Any]:
             )
             raise BanditConfigError(
                 f"{agent.path(key)} = {kwargs[key]!r} does not match the env: "
-                f"{env_id!r} has {what} {expected} (leave it out to take it from "
-                "the env)"
+                f"{env_id!r}{where} has {what} {expected} (leave it out to take it "
+                "from the env)"
             )
         kwargs[key] = expected
     return kwargs
 
 
 def _with_path(
-    err: BanditConfigError, kwargs: Mapping[str, Any], path_of, fallback: str
+    err: BanditConfigError,
+    kwargs: Mapping[str, Any],
+    path_of,
+    fallback: str,
+    where: str = "",
 ) -> BanditConfigError:
     """Rewrites "alpha must be ..." into "<path of alpha> must be ..."."""
     message = str(err)
@@ -510,125 +546,5 @@ def _with_path(
             message.startswith(key)
             and not message[len(key) : len(key) + 1].isidentifier()
         ):
-            return BanditConfigError(path_of(key) + message[len(key) :])
-    return BanditConfigError(f"{fallback}: {message}")
-
-
-# ---------------------------------------------------------------------------
-# Small checks
-
-
-def _table(path: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BanditConfigError(f"{path} must be a table, got {_type_name(value)}")
-    return value
-
-
-def _check_keys(
-    table: Mapping[str, Any],
-    allowed: Sequence[str],
-    where: str,
-    required: Sequence[str] = (),
-) -> None:
-    for key in table:
-        if key not in allowed:
-            raise BanditConfigError(
-                f"unknown key {key!r} in {where}; allowed: {', '.join(allowed)}"
-            )
-    for key in required:
-        if key not in table:
-            raise BanditConfigError(f"missing key {key!r} in {where}")
-
-
-def _check_type(path: str, value: Any, kind: type, description: str) -> None:
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise BanditConfigError(
-            f"{path} must be {description}, got {_type_name(value)}"
-        )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_int(path: str, value: Any) -> int:
-    if not _is_int(value):
-        raise BanditConfigError(f"{path} must be an integer, got {_type_name(value)}")
-    if value <= 0:
-        raise BanditConfigError(f"{path} must be > 0, got {value}")
-    return value
-
-
-def _check_value(path: str, value: Any, default: Any) -> None:
-    """Checks a parameter value's TOML type against its default's type."""
-    if isinstance(value, dict):
-        raise BanditConfigError(f"{path} must be a single value, got a table")
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            if isinstance(item, dict | list):
-                raise BanditConfigError(
-                    f"{path}[{i}] must be a number, string or boolean, got "
-                    f"{_type_name(item)}"
-                )
-    elif not isinstance(value, bool | int | float | str):
-        raise BanditConfigError(
-            f"{path} must be a number, string or boolean, got {_type_name(value)}"
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise BanditConfigError(f"{path} must be a finite number, got {value}")
-    if default is inspect.Parameter.empty or default is None:
-        return
-    if isinstance(default, bool):
-        _check_type(path, value, bool, "a boolean (true or false)")
-    elif isinstance(default, int):
-        _check_type(path, value, int, "an integer")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise BanditConfigError(f"{path} must be a number, got {_type_name(value)}")
-    elif isinstance(default, str):
-        _check_type(path, value, str, "a string")
-    elif isinstance(default, tuple | list):
-        _check_type(path, value, list, "an array")
-
-
-def _type_name(value: Any) -> str:
-    names = {dict: "table", list: "array", bool: "bool", str: "str", int: "int"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _frozen(table: Mapping[str, Any]) -> dict[str, Any]:
-    """Arrays become tuples so that values are hashable (jit static config)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-
-
-def _plain(table: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in table.items()}
-
-
-def _toml_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_text(v) for v in value) + "]"
-    return str(value)
-
-
-def _toml_value(value: Any) -> str:
-    """A TOML literal for the scalar, array and table values a config can hold."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        items = (f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{ " + ", ".join(items) + " }" if value else "{}"
-    raise BanditConfigError(f"cannot write {value!r} ({_type_name(value)}) as TOML")
-
-
-def _toml_key(key: str) -> str:
-    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
-    return key if bare else json.dumps(key, ensure_ascii=False)
+            return BanditConfigError(path_of(key) + message[len(key) :] + where)
+    return BanditConfigError(f"{fallback}{where}: {message}")

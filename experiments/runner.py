@@ -1,18 +1,27 @@
-"""The experiment runner: every agent of a config on its environment, stored, reported.
+"""The experiment runner: plan, run chunks on an executor, store, resume, report.
 
-For each agent, in config order, `bandits.run` simulates all seeds in one jitted,
-seed-vmapped call; its curves and summaries are written as soon as it finishes
-(atomically), and the manifest records it as done. The manifest also records the
-config's hash, so
+`run_experiment` expands a config into series (agent x env setting) and tasks
+(compiled program x seed chunk, see `experiments.sweep`), runs the tasks that are
+not stored yet on an executor (`experiments.executors`), and writes
 
-  * rerunning the same config into the same folder skips the finished agents
-    (a killed run resumes where it stopped);
-  * a folder holding results of a different config is refused, and nothing in it
-    is touched, unless `overwrite=True`.
+  * one chunk file per (series, seed chunk) as soon as its task finishes
+    (atomically: temporary file, then rename), under `chunks/`;
+  * when every chunk of a series is stored: its merged curves (`curves/`), its
+    summary lines (`summaries.jsonl`) and its manifest entry; then its chunk
+    files are removed;
+  * the report (`bandits.report.render`) at the end.
 
-Compile time (tracing, lowering, XLA) is measured apart from run time through
-JAX's compile events (`bandits.progress.CompileClock`); rounds per second count
-simulated rounds (seeds x horizon) per second of run time.
+The manifest records the config's hash, so
+
+  * rerunning the same config into the same folder skips every stored chunk (a
+    killed run resumes; only the tasks that were in flight are recomputed, and
+    `manifest["last_run"]` lists which chunks this call computed);
+  * a folder holding results of a different config is refused before anything
+    runs, and nothing in it is touched, unless `overwrite=True`.
+
+Compile time is measured apart from run time through JAX's compile events
+(`bandits.progress.CompileClock`); rounds per second count simulated rounds
+(seeds x horizon, x G for a sweep) per second of run time, in the worker.
 """
 
 from __future__ import annotations
@@ -20,36 +29,38 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import shlex
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
+import pyarrow.parquet as pq
 import rich.markup
 from rich.console import Console
 
-import bandits
 from bandits import report, storage
-from bandits.progress import CompileClock, task_progress
+from bandits.progress import chunk_progress
 from bandits.validation import BanditConfigError
-from experiments.config import AgentConfig, ExperimentConfig, build
+from experiments import evaluation
+from experiments.config import ExperimentConfig, build
+from experiments.executors import Executor, LocalExecutor
+from experiments.sweep import Plan, Series, plan
+from experiments.tasks import curves_from_result
 
-FORMAT = "bandits-results/1"
+FORMAT = "bandits-results/2"
 CONFIG_COPY = "config.toml"
 CONFIDENCE = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
 class AgentRun:
-    """What happened to one agent in a call of `run_experiment`."""
+    """What happened to one series (agent x env setting) in a call."""
 
     label: str
     skipped: bool
-    """True if the results were already stored (resumed run)."""
-    wall_time_s: float | None = None
-    compile_time_s: float | None = None
-    run_time_s: float | None = None
-    rounds_per_s: float | None = None
+    """True if every chunk was already stored (resumed run)."""
+    computed_chunks: int = 0
+    reused_chunks: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,15 +70,19 @@ class ExperimentResult:
     output: Path
     report: report.ReportFiles
     agents: tuple[AgentRun, ...]
+    computed: tuple[str, ...] = ()
+    """Chunk files computed in this call (`chunks/` names)."""
+    reused: tuple[str, ...] = ()
+    """Chunk files that were already stored (merged series count in full)."""
 
     @property
     def ran(self) -> list[str]:
-        """Labels of the agents simulated in this call."""
+        """Labels of the series with at least one chunk simulated in this call."""
         return [a.label for a in self.agents if not a.skipped]
 
     @property
     def skipped(self) -> list[str]:
-        """Labels of the agents whose stored results were reused."""
+        """Labels of the series whose stored results were reused in full."""
         return [a.label for a in self.agents if a.skipped]
 
 
@@ -88,8 +103,9 @@ def run_experiment(
     progress: bool = True,
     console: Console | None = None,
     command: str | None = None,
+    executor: Executor | None = None,
 ) -> ExperimentResult:
-    """Runs every agent of `config`, stores the results and renders the report.
+    """Runs every unfinished chunk of `config`, stores results, renders the report.
 
     Args:
       config: a validated config (`experiments.config.load_config`).
@@ -98,74 +114,262 @@ def run_experiment(
       progress: show a rich progress display.
       console: where progress goes (default: stderr).
       command: the command line to record in the report.
+      executor: where tasks run (default: `LocalExecutor()`, one single-device
+        worker process per core).
 
     Returns:
       An `ExperimentResult`.
 
     Raises:
-      BanditConfigError: bad config, or `out` holds other results (before any
-        compute starts).
-      bandits.NonFiniteAgentStateError: an agent's state became NaN/inf; agents
-        finished before it stay stored.
+      BanditConfigError: bad config, `out` holds other results, or the executor
+        cannot run (before any compute starts and before `out` is touched).
+      bandits.NonFiniteAgentStateError: an agent's state became NaN/inf; the
+        chunks finished before it stay stored.
     """
     experiment = build(config)  # every env and agent, before anything runs
+    digest = config.hash()
+    the_plan = plan(experiment, digest)
+    executor = executor or LocalExecutor()
+    executor.check()
     directory = output_dir(config, out)
     manifest = _prepare(directory, config, overwrite, command)
-    done = {a["label"]: a for a in manifest["agents"]}
-    records = _kept_records(directory, done)
-    params = experiment.env.default_params()
+    state = _State(directory, config, the_plan, manifest, digest)
+    pending = [t for t in the_plan.tasks if not state.task_done(t)]
+    reused = tuple(state.stored_chunk_names())
     console = console or Console(stderr=True)
-    runs: list[AgentRun] = []
-    with task_progress(console, enabled=progress) as bar:
-        for index, (agent_config, agent, kwargs) in enumerate(
-            zip(config.agents, experiment.agents, experiment.agent_kwargs, strict=True)
+    computed: list[str] = []
+    started = _now()
+    clock = time.perf_counter()
+    compiled = 0
+    with chunk_progress(console, enabled=progress) as bar:
+        task_id = bar.add_task(
+            rich.markup.escape(config.name),
+            total=len(the_plan.tasks),
+            completed=len(the_plan.tasks) - len(pending),
+            detail=f"{executor.describe()}",
+        )
+        by_key = {t.spec["task"]: t for t in pending}
+        for finished, (spec, result) in enumerate(
+            executor.run([t.spec for t in pending]), 1
         ):
-            description = rich.markup.escape(agent_config.label)
-            if agent_config.label in done:
-                task = bar.add_task(description, total=1, detail="stored")
-                bar.update(task, completed=1)
-                runs.append(AgentRun(agent_config.label, skipped=True))
-                continue
-            task = bar.add_task(description, total=None, detail="compiling")
-
-            def running(task=task):
-                bar.update(task, detail="running")
-
-            with CompileClock(on_compiled=running) as clock:
-                trajectory = bandits.run(
-                    experiment.env,
-                    agent,
-                    horizon=config.run.horizon,
-                    seeds=config.run.seeds,
-                    params=params,
-                    resample_params=config.run.resample_params,
-                )
-                trajectory = jax.device_get(trajectory)
-            rounds = config.run.horizon * len(config.run.seeds)
-            run = AgentRun(
-                agent_config.label,
-                skipped=False,
-                wall_time_s=clock.wall_s,
-                compile_time_s=clock.compile_s,
-                run_time_s=clock.run_s,
-                rounds_per_s=rounds / clock.run_s if clock.run_s > 0 else None,
-            )
-            entry = _store_agent(
-                directory, index, agent_config, kwargs, trajectory, run, config, records
-            )
-            manifest["agents"] = _ordered(config, [*manifest["agents"], entry])
-            manifest["updated"] = _now()
-            storage.write_manifest(directory, manifest)
-            runs.append(run)
+            task = by_key[spec["task"]]
+            state.store_task(task, result)
+            computed += list(task.files)
+            compiled += result["cost"]["compile_s"] > 0
             bar.update(
-                task,
-                total=1,
-                completed=1,
-                detail=f"{_rate(run.rounds_per_s)} rounds/s, compile "
-                f"{run.compile_time_s:.1f}s",
+                task_id,
+                advance=1,
+                detail=f"{compiled} compiled, {len(pending) - finished} left, "
+                f"{_rate(result['cost']['rounds_per_s'])} rounds/s, "
+                f"{executor.describe()}",
             )
+        state.finalize_all()
+    manifest = state.manifest
+    manifest["last_run"] = {
+        "started": started,
+        "finished": _now(),
+        "wall_time_s": time.perf_counter() - clock,
+        "executor": executor.describe(),
+        "computed_chunks": computed,
+        "reused_chunks": list(reused),
+    }
+    storage.write_manifest(directory, manifest)
     files = report.render(directory)
-    return ExperimentResult(directory, files, tuple(runs))
+    runs = []
+    for series in the_plan.series:
+        names = set(the_plan.chunk_files(series.index))
+        done_here = len(names & set(computed))
+        runs.append(
+            AgentRun(
+                series.label,
+                skipped=done_here == 0,
+                computed_chunks=done_here,
+                reused_chunks=len(names) - done_here,
+            )
+        )
+    return ExperimentResult(directory, files, tuple(runs), tuple(computed), reused)
+
+
+# ---------------------------------------------------------------------------
+# Stored state of a results folder
+
+
+class _State:
+    """What is stored in a results folder, and how to add to it."""
+
+    def __init__(
+        self,
+        directory: Path,
+        config: ExperimentConfig,
+        the_plan: Plan,
+        manifest: dict[str, Any],
+        digest: str,
+    ):
+        self.directory = directory
+        self.config = config
+        self.plan = the_plan
+        self.manifest = manifest
+        self.digest = digest
+        self.chunks = directory / storage.CHUNKS_DIR
+        labels = {s.label for s in the_plan.series}
+        self.finished = {
+            e["label"]: e
+            for e in manifest.get("agents", [])
+            if isinstance(e, dict)
+            and e.get("label") in labels
+            and (directory / str(e.get("curves", ""))).is_file()
+        }
+        manifest["agents"] = list(self.finished.values())
+        self.records = _kept_records(directory, self.finished)
+        self._remove_stale_files()
+
+    def _remove_stale_files(self) -> None:
+        """Temporary files of a killed write, and chunks this plan does not use."""
+        for folder in (self.directory, self.chunks, self.directory / "curves"):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+        if not self.chunks.is_dir():
+            return
+        wanted = {f for t in self.plan.tasks for f in t.files}
+        for file in self.chunks.glob("*.parquet"):
+            if file.name not in wanted or not self._chunk_valid(file):
+                file.unlink()
+
+    def _chunk_valid(self, file: Path) -> bool:
+        try:
+            meta = pq.read_schema(file).metadata or {}
+            raw = meta.get(storage.CHUNK_META_KEY)
+            return raw is not None and f'"{self.digest}"' in raw.decode("utf-8")
+        except (OSError, ValueError):
+            return False
+
+    def series_done(self, series: Series) -> bool:
+        return series.label in self.finished
+
+    def task_done(self, task) -> bool:
+        program = self.plan.programs[task.program]
+        return all(
+            self.series_done(self.plan.series[s]) or (self.chunks / f).is_file()
+            for s, f in zip(program.series, task.files, strict=True)
+        )
+
+    def stored_chunk_names(self) -> list[str]:
+        """Chunk names already stored, counting merged series in full."""
+        names = []
+        for series in self.plan.series:
+            for name in self.plan.chunk_files(series.index):
+                if self.series_done(series) or (self.chunks / name).is_file():
+                    names.append(name)
+        return names
+
+    def store_task(self, task, result: Mapping[str, Any]) -> None:
+        """Writes the chunk files of a finished task, then merges whole series."""
+        program = self.plan.programs[task.program]
+        seeds = self.plan.chunks[task.chunk]
+        for s, name, out in zip(
+            program.series, task.files, result["series"], strict=True
+        ):
+            series = self.plan.series[s]
+            if out["label"] != series.label:
+                raise RuntimeError(
+                    f"task {task.key} returned {out['label']!r} for {series.label!r}"
+                )
+            meta = {
+                "config_hash": self.digest,
+                "task": task.key,
+                "series": series.index,
+                "chunk": task.chunk,
+                "seeds": list(seeds),
+                "cost": result["cost"],
+                "prediction": out["prediction"],
+                "worker": result.get("worker", {}),
+            }
+            storage.write_curves(
+                self.chunks / name, series.label, curves_from_result(out), meta
+            )
+        for s in program.series:
+            self.finalize(self.plan.series[s])
+
+    def finalize_all(self) -> None:
+        for series in self.plan.series:
+            self.finalize(series)
+
+    def finalize(self, series: Series) -> None:
+        """Merges a series whose chunks are all stored (no-op otherwise)."""
+        if self.series_done(series):
+            return
+        files = [self.chunks / f for f in self.plan.chunk_files(series.index)]
+        if not all(f.is_file() for f in files):
+            return
+        parts, metas = zip(*(storage.read_chunk(f) for f in files), strict=True)
+        curves = storage.concat_curves(parts)
+        file_name = storage.curve_file_name(series.index, series.label)
+        curves_name = f"{storage.CURVES_DIR}/{file_name}"
+        storage.write_curves(self.directory / curves_name, series.label, curves)
+        entry = self._entry(series, curves_name, metas)
+        self.records[:] = [r for r in self.records if r.get("agent") != series.label]
+        self.records += storage.curve_seed_records(series.label, curves)
+        summary = storage.curve_summary(series.label, curves, CONFIDENCE)
+        extra = {k: v for k, v in entry.items() if k not in ("label", "curves")}
+        self.records.append(storage.summary_record(summary, CONFIDENCE, **extra))
+        order = {s.label: s.index for s in self.plan.series}
+        self.records.sort(
+            key=lambda r: (order.get(r.get("agent"), len(order)), r["kind"] != "seed")
+        )
+        storage.write_summaries(self.directory / storage.SUMMARIES, self.records)
+        self.finished[series.label] = entry
+        self.manifest["agents"] = sorted(
+            self.finished.values(), key=lambda e: order.get(e["label"], len(order))
+        )
+        self.manifest["updated"] = _now()
+        storage.write_manifest(self.directory, self.manifest)
+        for file in files:
+            file.unlink(missing_ok=True)
+
+    def _entry(self, series: Series, curves_name: str, metas) -> dict[str, Any]:
+        config = self.config
+        agent = config.agents[series.agent]
+        setting = config.settings[series.setting]
+        program = self.plan.program_of(series.index)
+        kwargs = {
+            **program.kwargs,
+            **{k: agent.hyperparameters[k] for k in program.swept},
+        }
+        costs = [m["cost"] for m in metas]
+        run_s = sum(c["run_s"] for c in costs)
+        rounds = sum(c["rounds"] for c in costs)
+        prediction = [p for m in metas for p in (m.get("prediction") or [])]
+        entry: dict[str, Any] = {
+            "label": series.label,
+            "name": agent.name,
+            "agent_label": agent.label,
+            "base_label": agent.base_label or agent.label,
+            "entry": agent.index,
+            "setting": setting.label,
+            "setting_index": setting.index,
+            "grid": dict(agent.grid_values),
+            "env_grid": dict(setting.values),
+            "hyperparameters": kwargs,
+            "program": program.kind,
+            "curves": curves_name,
+            "finished": _now(),
+            "chunks": len(metas),
+            "compile_time_s": max(c["compile_s"] for c in costs),
+            "compile_time_total_s": sum(c["compile_s"] for c in costs),
+            "run_time_s": run_s,
+            "wall_time_s": sum(c["wall_s"] for c in costs),
+            "rounds_per_s": rounds / run_s if run_s > 0 else None,
+            "peak_memory_bytes": max(c["peak_memory_bytes"] for c in costs),
+            "memory_increase_bytes": max(c["memory_increase_bytes"] for c in costs),
+        }
+        if prediction:
+            entry["prediction"] = {
+                "reward_type": evaluation.reward_type(prediction),
+                "contexts": config.run.prediction_contexts,
+                "metrics": evaluation.aggregate(prediction, CONFIDENCE),
+            }
+        return entry
 
 
 # ---------------------------------------------------------------------------
@@ -182,13 +386,6 @@ def _prepare(
     existing = _existing_manifest(directory)
     if existing is not None and existing.get("config_hash") == digest and not overwrite:
         manifest = existing
-        manifest["agents"] = [
-            a
-            for a in existing.get("agents", [])
-            if isinstance(a, dict)
-            and (directory / str(a.get("curves", ""))).is_file()
-            and a.get("label") in {c.label for c in config.agents}
-        ]
     else:
         if not overwrite:
             _refuse_foreign(directory, existing, digest)
@@ -246,85 +443,24 @@ def _clear_results(directory: Path) -> None:
     """Removes the files a run writes (and nothing else) from `directory`."""
     if not directory.is_dir():
         return
-    names = [
-        storage.MANIFEST,
-        storage.SUMMARIES,
-        CONFIG_COPY,
-        report.REPORT_HTML,
-        report.REPORT_MD,
-        report.REGRET_PNG,
-        report.LOGLOG_PNG,
-        report.OPTIMAL_PNG,
-    ]
+    names = [storage.MANIFEST, storage.SUMMARIES, CONFIG_COPY, *report.FILES]
     for name in names:
         (directory / name).unlink(missing_ok=True)
-    curves = directory / storage.CURVES_DIR
-    if curves.is_dir():
-        for file in curves.glob("*.parquet"):
+    for pattern in report.FILE_PATTERNS:
+        for file in directory.glob(pattern):
             file.unlink()
+    for folder in (storage.CURVES_DIR, storage.CHUNKS_DIR):
+        if (directory / folder).is_dir():
+            for file in (directory / folder).glob("*.parquet"):
+                file.unlink()
 
 
 def _kept_records(directory: Path, done: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Summary lines of finished agents (lines of an unfinished agent are dropped)."""
+    """Summary lines of finished series (lines of unfinished ones are dropped)."""
     path = directory / storage.SUMMARIES
     if not path.is_file() or not done:
         return []
     return [r for r in storage.read_summaries(path) if r.get("agent") in done]
-
-
-def _store_agent(
-    directory: Path,
-    index: int,
-    agent: AgentConfig,
-    kwargs: Mapping[str, Any],
-    trajectory: bandits.Trajectory,
-    run: AgentRun,
-    config: ExperimentConfig,
-    records: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """Writes curves, then summaries; returns the manifest entry (written last)."""
-    seeds = list(config.run.seeds)
-    curves_name = f"{storage.CURVES_DIR}/{storage.curve_file_name(index, agent.label)}"
-    curves = storage.curves_from_trajectory(trajectory, seeds, config.run.curve_points)
-    storage.write_curves(directory / curves_name, agent.label, curves)
-    timing = {
-        "wall_time_s": run.wall_time_s,
-        "compile_time_s": run.compile_time_s,
-        "run_time_s": run.run_time_s,
-        "rounds_per_s": run.rounds_per_s,
-    }
-    hyper = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
-    records[:] = [r for r in records if r.get("agent") != agent.label]
-    records += storage.seed_records(agent.label, trajectory, seeds)
-    records.append(
-        storage.agent_record(
-            agent.label,
-            trajectory,
-            CONFIDENCE,
-            agent_name=agent.name,
-            hyperparameters=hyper,
-            **timing,
-        )
-    )
-    order = {a.label: i for i, a in enumerate(config.agents)}
-    records.sort(
-        key=lambda r: (order.get(r.get("agent"), len(order)), r["kind"] != "seed")
-    )
-    storage.write_summaries(directory / storage.SUMMARIES, records)
-    return {
-        "label": agent.label,
-        "name": agent.name,
-        "hyperparameters": hyper,
-        "curves": curves_name,
-        "finished": _now(),
-        **timing,
-    }
-
-
-def _ordered(config: ExperimentConfig, entries: list[dict[str, Any]]) -> list[dict]:
-    order = {a.label: i for i, a in enumerate(config.agents)}
-    unique = {e["label"]: e for e in entries}
-    return sorted(unique.values(), key=lambda e: order.get(e["label"], len(order)))
 
 
 def _setup(config: ExperimentConfig) -> dict[str, str]:
@@ -335,29 +471,37 @@ def _setup(config: ExperimentConfig) -> dict[str, str]:
     for a in config.agents:
         hyper = ", ".join(f"{k}={v!r}" for k, v in a.hyperparameters.items())
         agents_.append(f"{a.label} = {a.name}({hyper})")
-    return {
-        "Environment": f"{config.env.id}({params})",
-        "Horizon": str(config.run.horizon),
-        "Seeds": f"{len(seeds)} ("
-        + (f"0..{len(seeds) - 1}" if contiguous else ", ".join(map(str, seeds)))
-        + ")",
-        "Problem instance": "fresh per seed"
-        if config.run.resample_params
-        else "the env's default instance, shared by all seeds",
-        "Agents": "; ".join(agents_),
-        "Config hash": config.hash()[:12],
-    }
+    setup = {"Environment": f"{config.env.id}({params})"}
+    if config.env.grid:
+        setup["Env grid"] = "; ".join(
+            f"{k} in {list(v)!r}" for k, v in config.env.grid.items()
+        )
+    setup.update(
+        {
+            "Horizon": str(config.run.horizon),
+            "Seeds": f"{len(seeds)} ("
+            + (f"0..{len(seeds) - 1}" if contiguous else ", ".join(map(str, seeds)))
+            + f"), in chunks of {config.run.resolved_chunk_size}",
+            "Problem instance": "fresh per seed"
+            if config.run.resample_params
+            else "the env's default instance, shared by all seeds",
+            "Agents": "; ".join(agents_),
+            "Config hash": config.hash()[:12],
+        }
+    )
+    return setup
 
 
 def _commands(
     config: ExperimentConfig, directory: Path, command: str | None
 ) -> dict[str, str]:
+    del config
     out = shlex.quote(str(directory))
     copy = shlex.quote(str(directory / CONFIG_COPY))
     commands = {}
     if command:
         commands["The command that produced these results"] = command
-    commands["Recompute every agent from the stored config"] = (
+    commands["Recompute every chunk from the stored config"] = (
         f"bandits run {copy} --out {out} --overwrite"
     )
     commands["Re-render this report from the stored results"] = f"bandits report {out}"

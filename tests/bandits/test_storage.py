@@ -168,3 +168,72 @@ def test_manifest_round_trip_and_missing_manifest(tmp_path):
         "config_hash": "abc",
         "agents": [{"label": "A", "x": 1.5}],
     }
+
+
+def test_log_spacing_keeps_only_log_spaced_steps():
+    steps = storage.curve_steps(1_000_000, 100, spacing="log")
+    assert steps[0] == 1 and steps[-1] == 1_000_000 and steps.size <= 100
+    # Log spacing: consecutive kept steps grow by a roughly constant factor, so
+    # the tail is sparse (the last gap is about T * (1 - 10**(-6/99)) ~ 13% of T).
+    assert np.max(np.diff(steps)) > 100_000
+    with pytest.raises(BanditConfigError, match="spacing must be one of"):
+        storage.curve_steps(10, 5, spacing="linear")
+
+
+def test_chunk_files_round_trip_curves_and_metadata(tmp_path):
+    curves = storage.curves_from_trajectory(fake_trajectory(2, 30), [4, 5])
+    meta = {"config_hash": "abc", "seeds": [4, 5], "cost": {"run_s": 0.5}}
+    path = tmp_path / storage.chunk_file_name(3, 1)
+    assert path.name == "0003-c0001.parquet"
+    storage.write_curves(path, "A <b>", curves, meta)
+    back, back_meta = storage.read_chunk(path)
+    assert back_meta == meta
+    np.testing.assert_array_equal(back.cumulative_regret, curves.cumulative_regret)
+    np.testing.assert_array_equal(back.seeds, [4, 5])
+    # A chunk file is also a plain curves file.
+    assert list(storage.read_curves(path)) == ["A <b>"]
+    plain = storage.write_curves(tmp_path / "plain.parquet", "A", curves)
+    with pytest.raises(BanditConfigError, match="holds no chunk metadata"):
+        storage.read_chunk(plain)
+
+
+def test_concat_curves_stacks_seed_chunks_in_order():
+    trajectory = fake_trajectory(5, 40)
+    whole = storage.curves_from_trajectory(trajectory, [0, 1, 2, 3, 4], 10)
+    parts = [
+        storage.curves_from_trajectory(
+            trajectory._replace(
+                **{
+                    f: getattr(trajectory, f)[rows]
+                    for f in ("regret", "reward", "optimal")
+                }
+            ),
+            seeds,
+            10,
+        )
+        for rows, seeds in ((slice(0, 2), [0, 1]), (slice(2, 5), [2, 3, 4]))
+    ]
+    merged = storage.concat_curves(parts)
+    for field in whole._fields:
+        np.testing.assert_array_equal(getattr(merged, field), getattr(whole, field))
+    other = storage.curves_from_trajectory(fake_trajectory(1, 40), [9], 20)
+    with pytest.raises(BanditConfigError, match="different steps"):
+        storage.concat_curves([parts[0], other])
+
+
+def test_summaries_from_curves_match_summaries_from_trajectories():
+    trajectory = fake_trajectory(4, 300)
+    # Downsampled curves still end at step T, so final values are exact.
+    curves = storage.curves_from_trajectory(trajectory, [0, 1, 2, 3], max_points=20)
+    got, want = storage.curve_summary("A", curves), metrics.summarize("A", trajectory)
+    assert got.agent == want.agent and got._asdict().keys() == want._asdict().keys()
+    # Rewards are cumulated in float64 here and averaged directly there.
+    assert got[1:] == pytest.approx(want[1:], rel=1e-6)
+    from_curves = storage.curve_seed_records("A", curves)
+    from_trajectory = storage.seed_records("A", trajectory, [0, 1, 2, 3])
+    for a, b in zip(from_curves, from_trajectory, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == (
+                b[key] if isinstance(a[key], str) else pytest.approx(b[key], rel=1e-6)
+            ), key

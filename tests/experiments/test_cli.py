@@ -1,4 +1,5 @@
-"""The `bandits` CLI and the runner: smoke runs, re-rendering, resume, refusal."""
+"""The `bandits` CLI and the runner: smoke runs, re-rendering, resume, refusal,
+bad input that must leave results untouched."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import bandits
 from bandits import storage
 from bandits.validation import BanditConfigError
 from experiments import cli
@@ -24,6 +24,7 @@ params = {{ num_arms = 3, dim = 4 }}
 [run]
 horizon = {horizon}
 seeds = 2
+prediction_seeds = {predictions}
 [[agents]]
 name = "linucb"
 label = "{label}"
@@ -34,11 +35,43 @@ name = "random"
 
 
 def tiny_config(
-    tmp_path: Path, *, alpha: float = 1.0, label: str = "LinUCB", horizon: int = 200
+    tmp_path: Path,
+    *,
+    alpha: float = 1.0,
+    label: str = "LinUCB",
+    horizon: int = 200,
+    predictions: int = 0,
 ) -> Path:
     path = tmp_path / f"tiny-{alpha}-{horizon}.toml"
-    path.write_text(TINY.format(alpha=alpha, label=label, horizon=horizon))
+    path.write_text(
+        TINY.format(alpha=alpha, label=label, horizon=horizon, predictions=predictions)
+    )
     return path
+
+
+RESULT_FIELDS = (
+    "kind",
+    "agent",
+    "seed",
+    "seeds",
+    "horizon",
+    "final_regret",
+    "final_regret_mean",
+    "final_regret_low",
+    "final_regret_high",
+    "final_regret_std",
+    "optimal_fraction",
+    "mean_reward",
+    "prediction",
+)
+
+
+def result_numbers(directory: Path) -> list[dict]:
+    """Summary lines without timings (what must be reproducible)."""
+    return [
+        {k: r[k] for k in RESULT_FIELDS if k in r}
+        for r in storage.read_summaries(directory)
+    ]
 
 
 def bandits_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -56,7 +89,7 @@ def bandits_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def smoke(tmp_path_factory):
     """One subprocess run of a tiny config (T=200, 2 seeds, 2 agents)."""
     tmp_path = tmp_path_factory.mktemp("smoke")
-    config = tiny_config(tmp_path)
+    config = tiny_config(tmp_path, predictions=2)
     out = tmp_path / "out"
     result = bandits_cli("run", str(config), "--out", str(out), cwd=tmp_path)
     return result, out
@@ -65,6 +98,7 @@ def smoke(tmp_path_factory):
 def test_run_writes_results_and_report(smoke):
     result, out = smoke
     assert result.returncode == 0, result.stderr
+    assert "computed 2 chunk(s), reused 0 stored chunk(s)" in result.stdout
     assert f"report:  {out / 'report.html'}" in result.stdout
     for name in [
         "report.html",
@@ -94,7 +128,23 @@ def test_run_writes_results_and_report(smoke):
     }
     assert manifest["agents"][0]["rounds_per_s"] > 0
     assert manifest["agents"][0]["compile_time_s"] > 0
+    assert manifest["agents"][0]["peak_memory_bytes"] > 0
     assert manifest["config_hash"] == load_config(out / "config.toml").hash()
+    assert sorted(manifest["last_run"]["computed_chunks"]) == [
+        "0000-c0000.parquet",
+        "0001-c0000.parquet",
+    ]
+    assert not list((out / "chunks").glob("*"))  # merged into curves/
+    # LinUCB has a reward model: evaluated on held-out contexts (Gaussian rewards,
+    # so MSE and best-arm accuracy only); random has none.
+    linucb, random = (r for r in records if r["kind"] == "agent")
+    assert linucb["prediction"]["reward_type"] == "real"
+    assert linucb["prediction"]["metrics"]["mse"]["seeds"] == 2
+    assert linucb["prediction"]["metrics"]["roc_auc"] is None
+    assert "prediction" not in random
+    markdown = (out / "report.md").read_text()
+    for section in ("Compute cost", "Reward-model metrics (held-out contexts)"):
+        assert f"## {section}" in markdown
 
 
 def test_report_rerenders_from_stored_files(smoke, tmp_path):
@@ -130,19 +180,6 @@ def test_report_of_a_missing_folder_is_an_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def count_runs(monkeypatch) -> list[str]:
-    """Records the agent name of every `bandits.run` call the runner makes."""
-    calls: list[str] = []
-    real_run = bandits.run
-
-    def counting_run(env, agent, **kwargs):
-        calls.append(agent.name)
-        return real_run(env, agent, **kwargs)
-
-    monkeypatch.setattr(bandits, "run", counting_run)
-    return calls
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """An in-process run of a tiny config (T=50, 2 seeds, 2 agents)."""
@@ -157,63 +194,123 @@ def files_of(directory: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def test_rerun_resumes_and_skips_finished_agents(finished, tmp_path, monkeypatch):
+def test_rerun_resumes_and_skips_finished_series(finished, tmp_path):
     config_path, done = finished
     config = load_config(config_path)
     out = Path(shutil.copytree(done, tmp_path / "out"))
     linucb_file = out / "curves" / "000-LinUCB.parquet"
     stamp = linucb_file.stat().st_mtime_ns
 
-    # Simulate a run killed while the second agent was running.
+    # As if the run had been killed before the second series was merged.
     manifest = storage.read_manifest(out)
     finished_at = manifest["agents"][0]["finished"]
     manifest["agents"] = manifest["agents"][:1]
     storage.write_manifest(out, manifest)
     (out / "curves" / "001-random.parquet").unlink()
 
-    calls = count_runs(monkeypatch)
     second = run_experiment(config, out, progress=False)
-    assert calls == ["random"]
+    assert second.computed == ("0001-c0000.parquet",)
+    assert second.reused == ("0000-c0000.parquet",)
     assert second.skipped == ["LinUCB"] and second.ran == ["random"]
     assert linucb_file.stat().st_mtime_ns == stamp
     manifest = storage.read_manifest(out)
     assert [a["label"] for a in manifest["agents"]] == ["LinUCB", "random"]
     assert manifest["agents"][0]["finished"] == finished_at
+    assert manifest["last_run"]["computed_chunks"] == ["0001-c0000.parquet"]
     records = storage.read_summaries(out)
     assert sum(r["kind"] == "agent" for r in records) == 2
     assert sum(r["kind"] == "seed" for r in records) == 4
+    assert result_numbers(out) == result_numbers(done)  # the same numbers again
 
-    calls.clear()
     third = run_experiment(config, out, progress=False)
-    assert calls == [] and third.skipped == ["LinUCB", "random"]
+    assert third.computed == () and third.skipped == ["LinUCB", "random"]
 
 
-def test_a_different_config_is_refused_unless_overwrite(
-    finished, tmp_path, monkeypatch, capsys
-):
+def test_a_different_config_is_refused_unless_overwrite(finished, tmp_path, capsys):
     _, done = finished
     out = Path(shutil.copytree(done, tmp_path / "out"))
     before = files_of(out)
     other = tmp_path / "other.toml"  # the same env and run, fewer agents
-    other.write_text(TINY.format(alpha=1.0, label="LinUCB", horizon=50).split("[[")[0])
+    other.write_text(
+        TINY.format(alpha=1.0, label="LinUCB", horizon=50, predictions=0).split("[[")[0]
+    )
     with other.open("a") as f:
         f.write('[[agents]]\nname = "random"\n')
-    calls = count_runs(monkeypatch)
     with pytest.raises(BanditConfigError, match="holds results of a different config"):
         run_experiment(load_config(other), out, progress=False)
     assert cli.main(["run", str(other), "--out", str(out)]) == cli.EXIT_CONFIG_ERROR
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--overwrite" in err and "\n" not in err
-    assert calls == []
     assert files_of(out) == before
 
     result = run_experiment(load_config(other), out, overwrite=True, progress=False)
-    assert result.ran == ["random"] and calls == ["random"]
+    assert result.ran == ["random"] and result.computed == ("0000-c0000.parquet",)
     manifest = storage.read_manifest(out)
     assert manifest["config_hash"] == load_config(other).hash()
     assert [a["label"] for a in manifest["agents"]] == ["random"]
     assert [p.name for p in (out / "curves").iterdir()] == ["000-random.parquet"]
     assert {r["agent"] for r in storage.read_summaries(out)} == {"random"}
+
+
+def test_a_changed_chunk_size_is_a_different_config(finished, tmp_path, capsys):
+    config_path, done = finished
+    out = Path(shutil.copytree(done, tmp_path / "out"))
+    before = files_of(out)
+    args = ["run", str(config_path), "--out", str(out), "--chunk-size", "1"]
+    assert cli.main(args) == cli.EXIT_CONFIG_ERROR
+    assert "holds results of a different config" in capsys.readouterr().err
+    assert files_of(out) == before
+
+
+def test_unreachable_scheduler_is_refused_before_anything_runs(
+    finished, tmp_path, capsys
+):
+    pytest.importorskip("distributed")
+    config_path, done = finished
+    out = Path(shutil.copytree(done, tmp_path / "out"))
+    before = files_of(out)
+    args = ["run", str(config_path), "--out", str(out), "--executor", "dask"]
+    # Port 9 (discard) on localhost: nothing listens there.
+    args += ["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1"]
+    assert cli.main(args) == cli.EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --scheduler: cannot reach the Dask scheduler at")
+    assert "nothing was run" in err and "\n" not in err
+    assert files_of(out) == before
+    fresh = tmp_path / "fresh"
+    assert cli.main([*args[:3], str(fresh), *args[4:]]) == cli.EXIT_CONFIG_ERROR
+    assert not fresh.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--scheduler", "tcp://x:1"], "--scheduler is only used with --executor dask"),
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--chunk-size", "0"], "--chunk-size must be >= 1"),
+        (["--executor", "dask"], "--scheduler ADDRESS is required"),
+    ],
+)
+def test_bad_run_options_are_one_line_errors(tmp_path, capsys, extra, message):
+    out = tmp_path / "o"
+    code = cli.main(["run", str(tiny_config(tmp_path)), "--out", str(out), *extra])
+    assert code == cli.EXIT_CONFIG_ERROR
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_grid_over_a_missing_hyperparameter_is_refused(tmp_path, capsys):
+    config = tmp_path / "grid.toml"
+    config.write_text(
+        TINY.format(alpha=1.0, label="LinUCB", horizon=10, predictions=0).replace(
+            "hyperparameters = { alpha = 1.0 }", "grid = { beta = [1.0, 2.0] }"
+        )
+    )
+    out = tmp_path / "o"
+    assert cli.main(["run", str(config), "--out", str(out)]) == cli.EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err
+    assert "unknown hyperparameter 'beta' in agents[0].grid (agent 'linucb')" in err
+    assert not out.exists()
 
 
 def test_a_foreign_non_empty_folder_is_refused(tmp_path):

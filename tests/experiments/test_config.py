@@ -341,3 +341,109 @@ def test_invalid_toml_and_missing_files(tmp_path):
         load_config(bad)
     with pytest.raises(BanditConfigError, match="not found: no such file"):
         load_config(tmp_path / "missing.toml")
+
+
+# --- env grids, chunks, curve spacing, reward-model evaluation ------------------
+
+
+def test_env_grid_expands_to_settings_and_builds_each():
+    data = with_change(("env", "grid"), {"noise_std": [0.5, 2.0], "scale": [1.0]})
+    experiment = check(data)
+    settings = experiment.config.settings
+    assert [s.label for s in settings] == [
+        "noise_std=0.5 scale=1.0",
+        "noise_std=2.0 scale=1.0",
+    ]
+    assert dict(settings[1].params) == {
+        "num_arms": 4,
+        "dim": 3,
+        "noise_std": 2.0,
+        "scale": 1.0,
+    }
+    assert [env.noise_std for env in experiment.envs] == [0.5, 2.0]
+    assert len(experiment.agents_by_setting) == 2
+    assert experiment.env is experiment.envs[0]
+
+
+def test_an_env_grid_over_a_shape_fills_agent_shapes_per_setting():
+    data = with_change(("env", "grid"), {"dim": [3, 5]})
+    del data["env"]["params"]["dim"]
+    experiment = check(data)
+    assert [kw[0]["dim"] for kw in experiment.kwargs_by_setting] == [3, 5]
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"noise_sd": [1.0]}, "unknown parameter 'noise_sd' in env.grid"),
+        ({"noise_std": []}, "env.grid.noise_std must be a non-empty array"),
+        ({"noise_std": 1.0}, "env.grid.noise_std must be a non-empty array"),
+        ({"noise_std": [1.0, "x"]}, "env.grid.noise_std[1] must be a number"),
+        ({"noise_std": [1.0, 1.0]}, "env.grid.noise_std lists value(s) 1.0 twice"),
+        ({"num_arms": [4]}, "env.grid.num_arms: 'num_arms' is set in both"),
+        ({"noise_std": [0.5, -1.0]}, "env.grid.noise_std must be in [0.0, inf]"),
+    ],
+)
+def test_env_grid_errors_name_the_field(grid, message):
+    message_got = raises(with_change(("env", "grid"), grid), message)
+    if "must be in" in message:  # a value error names the failing setting
+        assert "(env setting noise_std=-1.0)" in message_got
+
+
+def test_agent_grid_over_a_missing_hyperparameter_is_refused():
+    message = raises(
+        with_change(("agents", 0, "grid"), {"alpah": [0.1, 1.0]}),
+        "unknown hyperparameter 'alpah' in agents[0].grid (agent 'linucb')",
+    )
+    assert "allowed: num_arms, dim, alpha" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("chunk_size", 0, "run.chunk_size must be > 0"),
+        ("chunk_size", "big", 'run.chunk_size must be a positive integer or "auto"'),
+        ("chunk_size", 2.0, 'run.chunk_size must be a positive integer or "auto"'),
+        ("curve_spacing", "linear", "run.curve_spacing must be one of"),
+        ("prediction_seeds", -1, "run.prediction_seeds must be an integer >= 0"),
+        ("prediction_contexts", 0, "run.prediction_contexts must be > 0"),
+    ],
+)
+def test_run_options_are_checked(key, value, message):
+    raises(with_change(("run", key), value), message)
+
+
+def test_auto_chunk_size_depends_on_the_config_only():
+    from experiments.config import auto_chunk_size
+
+    assert auto_chunk_size(horizon=100, num_seeds=2) == 2
+    assert auto_chunk_size(horizon=10_000, num_seeds=64) == 32
+    assert auto_chunk_size(horizon=10_000, num_seeds=20) == 20
+    # 64 MiB / (24 bytes x 10^6 rounds) = 2.8 -> 2 seeds per chunk.
+    assert auto_chunk_size(horizon=1_000_000, num_seeds=64) == 2
+    assert auto_chunk_size(horizon=10**9, num_seeds=64) == 1
+
+
+def test_hash_covers_chunk_size_and_storage_options():
+    config = parse_config(base())
+    assert config.run.chunk_size is None and config.run.resolved_chunk_size == 2
+    explicit = parse_config(with_change(("run", "chunk_size"), 2))
+    assert explicit.hash() == config.hash()  # "auto" resolves to the same size
+    for key, value in [
+        ("chunk_size", 1),
+        ("curve_spacing", "log"),
+        ("prediction_seeds", 0),
+        ("curve_points", 50),
+    ]:
+        assert parse_config(with_change(("run", key), value)).hash() != config.hash()
+    gridded = parse_config(with_change(("env", "grid"), {"noise_std": [1.0]}))
+    assert gridded.hash() != config.hash()
+
+
+def test_to_toml_round_trips_env_grids_and_run_options():
+    data = with_change(("env", "grid"), {"noise_std": [0.5, 2.0]})
+    data["run"].update(chunk_size=3, curve_spacing="log", prediction_seeds=1)
+    config = parse_config(data)
+    again = parse_config(tomllib.loads(config.to_toml()))
+    assert again.canonical() == config.canonical()
+    assert again.settings == config.settings

@@ -1,0 +1,87 @@
+"""Small type and key checks for parsed TOML tables, raising `BanditConfigError`
+with the field path (used by `experiments.config`)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bandits.validation import BanditConfigError
+
+
+def table(path: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BanditConfigError(f"{path} must be a table, got {type_name(value)}")
+    return value
+
+
+def check_keys(
+    table: Mapping[str, Any],
+    allowed: Sequence[str],
+    where: str,
+    required: Sequence[str] = (),
+) -> None:
+    for key in table:
+        if key not in allowed:
+            raise BanditConfigError(
+                f"unknown key {key!r} in {where}; allowed: {', '.join(allowed)}"
+            )
+    for key in required:
+        if key not in table:
+            raise BanditConfigError(f"missing key {key!r} in {where}")
+
+
+def check_type(path: str, value: Any, kind: type, description: str) -> None:
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise BanditConfigError(f"{path} must be {description}, got {type_name(value)}")
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(path: str, value: Any) -> int:
+    if not is_int(value):
+        raise BanditConfigError(f"{path} must be an integer, got {type_name(value)}")
+    if value <= 0:
+        raise BanditConfigError(f"{path} must be > 0, got {value}")
+    return value
+
+
+def check_value(path: str, value: Any, default: Any) -> None:
+    """Checks a parameter value's TOML type against its default's type."""
+    if isinstance(value, dict):
+        raise BanditConfigError(f"{path} must be a single value, got a table")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, dict | list):
+                raise BanditConfigError(
+                    f"{path}[{i}] must be a number, string or boolean, got "
+                    f"{type_name(item)}"
+                )
+    elif not isinstance(value, bool | int | float | str):
+        raise BanditConfigError(
+            f"{path} must be a number, string or boolean, got {type_name(value)}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BanditConfigError(f"{path} must be a finite number, got {value}")
+    if default is inspect.Parameter.empty or default is None:
+        return
+    if isinstance(default, bool):
+        check_type(path, value, bool, "a boolean (true or false)")
+    elif isinstance(default, int):
+        check_type(path, value, int, "an integer")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BanditConfigError(f"{path} must be a number, got {type_name(value)}")
+    elif isinstance(default, str):
+        check_type(path, value, str, "a string")
+    elif isinstance(default, tuple | list):
+        check_type(path, value, list, "an array")
+
+
+def type_name(value: Any) -> str:
+    names = {dict: "table", list: "array", bool: "bool", str: "str", int: "int"}
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,285 @@
+"""Held-out evaluation of an agent's reward model (`Agent.predict`).
+
+For an agent that exposes `predict(state, obs) -> (K,)` estimates of every arm's
+expected reward, the final state of a run is evaluated on fresh contexts the
+agent never saw:
+
+1. the run of the seed is replayed to its final state (the same keys as
+   `bandits.run`, so the same actions; a test checks this against the kernel);
+2. M held-out observations are drawn with `env.reset` from a key stream of the
+   seed that the run does not use (`fold_in(seed key, HELDOUT_STREAM)`), and for
+   each one every arm is pulled once with `env.step` (an independent reward per
+   arm) next to its exact expected reward;
+3. metrics over the allowed (context, arm) pairs:
+
+   * every env: `mse`, the mean squared error of the estimates against the exact
+     expected rewards, and `best_arm_accuracy`, the fraction of contexts whose
+     highest estimate is an optimal arm;
+   * envs whose sampled rewards are all 0 or 1 (Bernoulli clicks) also score the
+     estimates as click predictions against the sampled clicks: `accuracy`,
+     `recall` and `f1` at threshold 0.5, `roc_auc` (the Mann-Whitney statistic,
+     ties counted half) and `log_loss` (estimates clipped to [1e-6, 1 - 1e-6]).
+     For real-valued (Gaussian) rewards these are left out (`None`).
+
+References:
+  Hanley & McNeil (1982), "The meaning and use of the area under a receiver
+  operating characteristic (ROC) curve", Radiology 143(1) (AUC as the
+  Mann-Whitney U statistic).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+import bandits
+from bandits.metrics import mean_band
+
+HELDOUT_STREAM = 0x6E1D0
+"""`jax.random.fold_in` data that separates the held-out stream from the run."""
+PROBABILITY_CLIP = 1e-6
+METRICS = (
+    "mse",
+    "best_arm_accuracy",
+    "accuracy",
+    "recall",
+    "f1",
+    "roc_auc",
+    "log_loss",
+)
+CLASSIFICATION_METRICS = ("accuracy", "recall", "f1", "roc_auc", "log_loss")
+
+
+def has_reward_model(agent: bandits.Agent) -> bool:
+    """Whether `agent` exposes `predict` (expected-reward estimates per arm)."""
+    return getattr(agent, "predict", None) is not None
+
+
+def replay(
+    key: jax.Array,
+    env: bandits.Env,
+    params: Any,
+    agent: bandits.Agent,
+    horizon: int,
+) -> tuple[Any, jax.Array]:
+    """Runs one seed's simulation again: (final agent state, actions (T,)).
+
+    Mirrors the key schedule of `bandits.simulate`: `key` splits into (reset,
+    init, steps); the steps key into one key per round, each into (act, env,
+    update).
+    """
+    key_reset, key_init, key_steps = jax.random.split(key, 3)
+    obs, env_state = env.reset(key_reset, params)
+    agent_state = agent.init(key_init)
+    round_keys = jax.vmap(lambda k: jax.random.split(k, 3))(
+        jax.random.split(key_steps, horizon)
+    )
+
+    def step(carry, keys_t):
+        obs, env_state, agent_state = carry
+        action = jnp.asarray(agent.act(keys_t[0], agent_state, obs), jnp.int32)
+        next_obs, env_state, feedback = env.step(keys_t[1], env_state, action, params)
+        agent_state = agent.update(keys_t[2], agent_state, obs, action, feedback.reward)
+        return (next_obs, env_state, agent_state), action
+
+    (_, _, agent_state), actions = jax.lax.scan(
+        step, (obs, env_state, agent_state), round_keys
+    )
+    return agent_state, actions
+
+
+def held_out(
+    key: jax.Array,
+    env: bandits.Env,
+    params: Any,
+    agent: bandits.Agent,
+    state: Any,
+    contexts: int,
+) -> dict[str, jax.Array]:
+    """Estimates, exact and sampled rewards on `contexts` fresh observations.
+
+    Returns:
+      `prediction`, `expected`, `sampled`: (M, K) floats; `mask`: (M, K) bool.
+    """
+    num_arms = env.num_arms
+
+    def one_context(key_context):
+        key_reset, key_pulls = jax.random.split(key_context)
+        obs, env_state = env.reset(key_reset, params)
+
+        def pull(action, key_pull):
+            _, _, feedback = env.step(key_pull, env_state, action, params)
+            return feedback.reward, feedback.expected_rewards
+
+        sampled, expected = jax.vmap(pull)(
+            jnp.arange(num_arms, dtype=jnp.int32), jax.random.split(key_pulls, num_arms)
+        )
+        return {
+            "prediction": jnp.asarray(agent.predict(state, obs), jnp.float32),
+            "expected": expected[0].astype(jnp.float32),
+            "sampled": sampled.astype(jnp.float32),
+            "mask": obs.mask,
+        }
+
+    return jax.vmap(one_context)(jax.random.split(key, contexts))
+
+
+def evaluate(
+    env: bandits.Env,
+    params: Any,
+    horizon: int,
+    seeds: Sequence[int],
+    contexts: int,
+    resample_params: bool,
+    agent: bandits.Agent | None = None,
+    agent_fn: Callable[..., bandits.Agent] | None = None,
+    swept: Mapping[str, Sequence[float]] | None = None,
+) -> list[list[dict[str, float | None]]]:
+    """Reward-model metrics of the final state, per swept setting and per seed.
+
+    Give `agent` (one setting) or `agent_fn` with `swept` (name -> G values,
+    traced as in `bandits.sweep`).
+
+    Returns:
+      `[setting][seed]` metric dictionaries (see `metrics`).
+    """
+    keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds), dtype=jnp.uint32))
+    if swept:
+        names = tuple(swept)
+        values = tuple(jnp.asarray(swept[n], jnp.float32) for n in names)
+        program = _program(env, agent_fn, names, horizon, resample_params, contexts)
+        out = jax.device_get(program(values, keys, params))
+        count = len(values[0])
+    else:
+        program = _program(env, agent, (), horizon, resample_params, contexts)
+        out = jax.device_get(program((), keys, params))
+        out = {k: v[None] for k, v in out.items()}
+        count = 1
+    return [
+        [
+            metrics(
+                out["prediction"][g, i],
+                out["expected"][g, i],
+                out["sampled"][g, i],
+                out["mask"][g, i],
+            )
+            for i in range(len(seeds))
+        ]
+        for g in range(count)
+    ]
+
+
+@functools.cache
+def _program(env, agent_or_fn, names, horizon, resample_params, contexts):
+    """One jitted program: seeds (and swept settings) -> held-out arrays."""
+
+    def one_seed(values, key, params):
+        agent = (
+            agent_or_fn(**dict(zip(names, values, strict=True)))
+            if names
+            else agent_or_fn
+        )
+        key_params, key_run = jax.random.split(key)  # as bandits.run per seed
+        if resample_params:
+            params = env.sample_params(key_params)
+        state, _ = replay(key_run, env, params, agent, horizon)
+        key_eval = jax.random.fold_in(key, HELDOUT_STREAM)
+        return held_out(key_eval, env, params, agent, state, contexts)
+
+    def seeds(values, keys, params):
+        return jax.vmap(lambda key: one_seed(values, key, params))(keys)
+
+    if names:
+        return jax.jit(jax.vmap(seeds, in_axes=(0, None, None)))
+    return jax.jit(seeds)
+
+
+def metrics(
+    prediction: np.ndarray,
+    expected: np.ndarray,
+    sampled: np.ndarray,
+    mask: np.ndarray,
+) -> dict[str, float | None]:
+    """Metrics of (M, K) estimates against exact and sampled rewards (see module).
+
+    Only allowed arms (`mask`) count. Classification metrics are `None` unless
+    every sampled reward is 0 or 1; `roc_auc` is `None` if only one class occurs.
+    """
+    mask = np.asarray(mask, bool)
+    prediction = np.asarray(prediction, np.float64)
+    expected = np.asarray(expected, np.float64)
+    out: dict[str, float | None] = dict.fromkeys(METRICS)
+    out["mse"] = float(np.mean((prediction[mask] - expected[mask]) ** 2))
+    best = np.max(np.where(mask, expected, -np.inf), axis=1)
+    chosen = np.argmax(np.where(mask, prediction, -np.inf), axis=1)
+    picked = np.take_along_axis(expected, chosen[:, None], axis=1)[:, 0]
+    out["best_arm_accuracy"] = float(np.mean(picked >= best))
+    labels = np.asarray(sampled, np.float64)[mask]
+    if not np.all((labels == 0) | (labels == 1)):
+        return out
+    scores = prediction[mask]
+    positive = labels == 1
+    predicted = scores >= 0.5
+    true_pos = float(np.sum(predicted & positive))
+    out["accuracy"] = float(np.mean(predicted == positive))
+    out["recall"] = true_pos / positive.sum() if positive.any() else None
+    precision = true_pos / predicted.sum() if predicted.any() else 0.0
+    recall = out["recall"] or 0.0
+    out["f1"] = (
+        2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    )
+    out["roc_auc"] = roc_auc(scores, positive)
+    clipped = np.clip(scores, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    out["log_loss"] = float(
+        -np.mean(np.where(positive, np.log(clipped), np.log1p(-clipped)))
+    )
+    return out
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve: P(score of a positive > score of a negative).
+
+    Computed from ranks (average ranks for ties, so ties count half).
+    """
+    positive = np.asarray(positive, bool)
+    num_pos, num_neg = int(positive.sum()), int((~positive).sum())
+    if num_pos == 0 or num_neg == 0:
+        return None
+    ranks = scipy.stats.rankdata(scores)
+    u = ranks[positive].sum() - num_pos * (num_pos + 1) / 2
+    return float(u / (num_pos * num_neg))
+
+
+def aggregate(
+    per_seed: Sequence[Mapping[str, float | None]], confidence: float = 0.95
+) -> dict[str, dict[str, float | int] | None]:
+    """Mean and Student-t interval across seeds for every metric (`None` if none)."""
+    out: dict[str, dict[str, float | int] | None] = {}
+    for name in METRICS:
+        values = np.asarray(
+            [m[name] for m in per_seed if m.get(name) is not None], np.float64
+        )
+        if values.size == 0:
+            out[name] = None
+            continue
+        band = mean_band(values[:, None], confidence)
+        out[name] = {
+            "mean": float(band.mean[0]),
+            "low": float(band.low[0]),
+            "high": float(band.high[0]),
+            "seeds": int(values.size),
+        }
+    return out
+
+
+def reward_type(per_seed: Sequence[Mapping[str, float | None]]) -> str:
+    """ "bernoulli" if click metrics were computed (0/1 rewards), else "real"."""
+    return (
+        "bernoulli" if any(m.get("accuracy") is not None for m in per_seed) else "real"
+    )
