@@ -269,39 +269,51 @@ def sweep(
         )
     if params is None:
         params = env.default_params()
-    values = tuple(jnp.asarray(c, dtype=jnp.float32) for c in columns)
-    program = _sweep_compiled(env, agent_fn, names, horizon, resample_params)
-    trajectory, finite = program(values, _seed_keys(seed_values), params)
-    trajectory = jax.tree_util.tree_map(
-        lambda leaf: leaf[:, : len(seed_values)], trajectory
+    # One flat batch of G * S rows (setting-major), each with its own traced
+    # hyperparameters and seed key: the env and agent arithmetic of every setting is
+    # batched together and the rows are sharded across devices like seeds are.
+    num_settings, num_seeds = columns[0].shape[0], len(seed_values)
+    rows = num_settings * num_seeds
+    keys = _seed_keys(seed_values * num_settings)
+    padded = keys.shape[0]
+    values = tuple(
+        _like_keys(
+            np.pad(np.repeat(c, num_seeds), (0, padded - rows), mode="edge"), keys
+        )
+        for c in columns
     )
-    if check_finite:
-        finite = np.asarray(finite)[:, : len(seed_values)]
-        if not finite.all():
-            setting, seed_index = np.argwhere(~finite)[0]
-            label = ", ".join(
-                f"{n}={float(c[setting]):g}"
-                for n, c in zip(names, columns, strict=True)
-            )
-            raise NonFiniteAgentStateError(
-                f"agent {agent_fn} with {label} produced a non-finite (NaN or inf) "
-                f"state at seed {seed_values[seed_index]} "
-                f"({int((~finite).sum())} runs affected)"
-            )
+    program = _sweep_compiled(env, agent_fn, names, horizon, resample_params)
+    trajectory, finite = program(values, keys, params)
+    trajectory = jax.tree_util.tree_map(
+        lambda leaf: leaf[:rows].reshape(num_settings, num_seeds, *leaf.shape[1:]),
+        trajectory,
+    )
+    finite = np.asarray(finite)[:rows].reshape(num_settings, num_seeds)
+    if check_finite and not finite.all():
+        setting, seed_index = np.argwhere(~finite)[0]
+        label = ", ".join(
+            f"{n}={float(c[setting]):g}" for n, c in zip(names, columns, strict=True)
+        )
+        raise NonFiniteAgentStateError(
+            f"agent {agent_fn} with {label} produced a non-finite (NaN or inf) "
+            f"state at seed {seed_values[seed_index]} "
+            f"({int((~finite).sum())} runs affected)"
+        )
     return trajectory
 
 
 @functools.cache
 def _sweep_compiled(env, agent_fn, names, horizon, resample_params):
-    def one_setting(values, keys, params):
+    def one_row(values, key, params):
         agent = agent_fn(**dict(zip(names, values, strict=True)))
-        return jax.vmap(
-            lambda key: _one_seed(
-                key, params, env, agent, horizon, resample_params, False
-            )
-        )(keys)
+        return _one_seed(key, params, env, agent, horizon, resample_params, False)
 
-    return jax.jit(jax.vmap(one_setting, in_axes=(0, None, None)))
+    return jax.jit(jax.vmap(one_row, in_axes=(0, 0, None)))
+
+
+def _like_keys(column: np.ndarray, keys: jax.Array) -> jax.Array:
+    """A float32 row column placed with the same sharding as the row keys."""
+    return jax.device_put(jnp.asarray(column, dtype=jnp.float32), keys.sharding)
 
 
 def _one_seed(key, params, env, agent, horizon, resample_params, check_each_step):
