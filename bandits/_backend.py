@@ -31,7 +31,7 @@ def use_all_cores() -> None:
     """Sets `jax_num_cpu_devices` to the core count (capped at 8) if still possible."""
     requested = os.environ.get("BANDITS_CPU_DEVICES")
     count = int(requested) if requested else min(_core_count(), 8)
-    if count <= 1 or jax.config.jax_num_cpu_devices not in (-1, None):
+    if count <= 1 or getattr(jax.config, "jax_num_cpu_devices", -1) not in (-1, None):
         return
     # If the backends are already initialised, JAX refuses: keep the caller's choice.
     with contextlib.suppress(RuntimeError):

@@ -65,7 +65,7 @@ def cholesky_update(L: ArrayLike, x: ArrayLike) -> jax.Array:
         return L.at[:, k].set(new_col), x
 
     L, _ = jax.lax.fori_loop(0, d, column, (L, x))
-    return L
+    return jnp.asarray(L)
 
 
 def cholesky_solve(L: ArrayLike, b: ArrayLike) -> jax.Array:
