@@ -1,18 +1,31 @@
 """Bandit environments: pure-JAX cores (`envs.make`) and Gymnasium shells."""
 
-from envs import linear, multi_armed, recommendation
+from envs import (
+    classification,
+    linear,
+    logged,
+    multi_armed,
+    nonlinear,
+    recommendation,
+    wheel,
+)
 from envs.base import BanditEnv, hyperparameters, make, make_env, register, registered
 from envs.gym import register_gym_envs
 
 __all__ = [
     "BanditEnv",
+    "classification",
     "hyperparameters",
     "linear",
+    "logged",
     "make",
     "make_env",
     "multi_armed",
+    "nonlinear",
+    "recommendation",
     "register",
     "registered",
+    "wheel",
 ]
 
 # Keep last: exposes every env registered above as `bandits/<Id>` in Gymnasium.

@@ -1,0 +1,466 @@
+"""Neural bandits: epsilon-greedy, neural-linear, NeuralUCB, NeuralTS, ensembles.
+
+Every agent here fits an MLP f(x; theta) (see `agents.networks`) to the rewards it has
+seen, kept in a fixed-capacity replay ring buffer (`agents.replay`). Every
+`train_every` rounds it takes `train_steps` Adam steps on mini-batches of
+`batch_size` uniform replay samples, minimising
+
+    L(theta) = mean_i w_i (f(x_i, a_i; theta) - r_i)^2
+               + weight_decay ||theta - theta_0||^2
+
+(theta_0: the initial parameters), inside one `lax.cond` so the simulation stays a
+single compiled `scan`. The agents differ in how they explore:
+
+  * `neural_epsilon_greedy`: uniform with probability epsilon, else argmax_k f_k.
+  * `neural_linear`: Bayesian linear regression on the last hidden layer phi with a
+    Normal-inverse-gamma posterior, Thompson sampling (Riquelme et al., 2018).
+  * `neural_ucb`: f_k + nu sigma_k with sigma_k^2 = lambda sum_j g_kj^2 / Z_j, g_k the
+    gradient of f_k, Z = lambda + sum of squared played gradients (diagonal form of
+    Zhou et al., 2020).
+  * `neural_ts`: a sample f_k + nu sigma_k z_k, z_k ~ N(0, 1) (diagonal form of
+    Zhang et al., 2021).
+  * `ensemble_sampling`: M networks on bootstrapped, perturbed data; each round one
+    member, drawn uniformly, chooses greedily (Lu & Van Roy, 2017).
+
+All factories take `num_arms`, `dim` and keyword hyperparameters; float
+hyperparameters (learning rate, exploration scales, ...) may be traced, so a sweep is
+a `vmap` over a function that builds the agent.
+
+References:
+  Riquelme, Tucker & Snoek (2018), "Deep Bayesian bandits showdown", ICLR.
+  Zhou, Li & Gu (2020), "Neural contextual bandits with UCB-based exploration", ICML.
+  Zhang, Zhou, Li & Gu (2021), "Neural Thompson sampling", ICLR.
+  Lu & Van Roy (2017), "Ensemble sampling", NeurIPS.
+  Osband & Van Roy (2015), "Bootstrapped Thompson sampling and deep exploration".
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from agents.networks import (
+    NeuralState,
+    empty_item,
+    fit,
+    forced_pull,
+    masked_argmax,
+    net_init,
+    net_update,
+    replay_item,
+    setup_training,
+    squared_error_loss,
+)
+from agents.neural_linear import BLRState, NeuralLinearState, neural_linear
+from agents.registry import register
+from agents.replay import ReplayBuffer, maybe, replay_init, replay_push, should_train
+from bandits.types import Agent
+from bandits.validation import positive_int, real
+
+Params = Any
+
+
+class GradientState(NamedTuple):
+    """NeuralUCB / NeuralTS: the network plus the diagonal of Z."""
+
+    net: NeuralState
+    precision_diag: Params  # leaves like params: Z = lambda + sum_t g_t * g_t
+
+
+class EnsembleState(NamedTuple):
+    """M networks; params and opt_state leaves carry a leading (M,) axis."""
+
+    params: Params  # leaves (M, ...)
+    params0: Params  # leaves (M, ...)  each member's random prior draw
+    opt_state: Any  # leaves (M, ...)
+    buffer: ReplayBuffer  # items also hold weights (M,) and noise (M,)
+    step: jax.Array  # () int32
+
+
+# ---------------------------------------------------------------------------
+# Neural epsilon-greedy
+
+
+@register("neural_epsilon_greedy")
+def neural_epsilon_greedy(
+    num_arms: int,
+    dim: int,
+    epsilon: float = 0.05,
+    features: str = "context",
+    hidden_sizes: Any = (50,),
+    learning_rate: float = 1e-2,
+    train_every: int = 50,
+    train_steps: int = 50,
+    batch_size: int = 64,
+    capacity: int = 10_000,
+    max_grad_norm: float = 5.0,
+    weight_decay: float = 0.0,
+    initial_pulls: int = 1,
+) -> Agent:
+    """Epsilon-greedy on a neural reward model, with exact action probabilities.
+
+    pi(k | x) = epsilon / |allowed| + (1 - epsilon) 1[k = argmax_j f_j(x)].
+
+    Args:
+      num_arms: number of arms K.
+      dim: input width (d for "context"/"disjoint", p for "arms").
+      epsilon: exploration probability in [0, 1].
+      features: input form, "context" (multi-head), "disjoint" or "arms".
+      hidden_sizes: hidden layer widths (an int is one layer).
+      learning_rate: Adam step size > 0.
+      train_every: retrain every this many rounds.
+      train_steps: mini-batch gradient steps per retraining.
+      batch_size: replay rows per gradient step.
+      capacity: replay buffer slots (the last `capacity` rounds are kept).
+      max_grad_norm: global-norm gradient clipping (0: none).
+      weight_decay: coefficient of ||theta - theta_0||^2 in the loss, >= 0.
+      initial_pulls: round-robin pulls of each arm before the policy acts.
+
+    References:
+      Riquelme, Tucker & Snoek (2018), "Deep Bayesian bandits showdown", ICLR
+      (the NeuralGreedy baselines).
+    """
+    setup = setup_training(
+        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
+        train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
+    )  # fmt: skip
+    real("epsilon", epsilon, low=0.0, high=1.0)
+    network = setup.network
+
+    def init(key):
+        return net_init(key, setup)
+
+    def greedy(state, obs):
+        action = masked_argmax(network.scores(state.params, obs), obs.mask)
+        return forced_pull(state.step, setup.initial_pulls, num_arms, action, obs.mask)
+
+    def action_probs(key, state, obs):
+        del key
+        one_hot = jax.nn.one_hot(greedy(state, obs), num_arms)
+        allowed = obs.mask.astype(one_hot.dtype)
+        explore = state.step >= setup.initial_pulls * num_arms
+        eps = jnp.where(explore, epsilon, 0.0)
+        return eps * allowed / jnp.sum(allowed) + (1.0 - eps) * one_hot
+
+    def act(key, state, obs):
+        probs = action_probs(None, state, obs)
+        return jax.random.choice(key, num_arms, p=probs).astype(jnp.int32)
+
+    def update(key, state, obs, action, reward):
+        item = replay_item(setup, obs, action, reward)
+        return net_update(key, state, item, setup, weight_decay)
+
+    return Agent(init, act, update, action_probs, name="neural_epsilon_greedy")
+
+
+# ---------------------------------------------------------------------------
+# Neural-linear
+
+
+# ---------------------------------------------------------------------------
+# NeuralUCB and NeuralTS (diagonal approximation)
+
+
+def _squared_norm_over_z(grads: Params, precision_diag: Params) -> jax.Array:
+    """sum_j g_kj^2 / Z_j for every arm k, (K,)."""
+    terms = [
+        jnp.sum((g**2 / z).reshape(g.shape[0], -1), axis=1)
+        for g, z in zip(
+            jax.tree.leaves(grads), jax.tree.leaves(precision_diag), strict=True
+        )
+    ]
+    return sum(terms)
+
+
+def _gradient_agent(
+    name: str,
+    sample: bool,
+    num_arms,
+    dim,
+    nu,
+    regularization,
+    features,
+    hidden_sizes,
+    learning_rate,
+    train_every,
+    train_steps,
+    batch_size,
+    capacity,
+    max_grad_norm,
+    weight_decay,
+    initial_pulls,
+) -> Agent:
+    setup = setup_training(
+        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
+        train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
+    )  # fmt: skip
+    real("nu", nu, low=0.0)
+    real("regularization", regularization, low=0.0, low_open=True)
+    network = setup.network
+
+    def init(key):
+        net = net_init(key, setup)
+        diag = jax.tree.map(lambda p: jnp.full_like(p, regularization), net.params)
+        return GradientState(net, diag)
+
+    def mean_and_width(state, obs):
+        params = state.net.params
+        mean = network.scores(params, obs)
+        grads = network.arm_gradients(params, obs)
+        width = jnp.sqrt(
+            regularization * _squared_norm_over_z(grads, state.precision_diag)
+        )
+        return mean, width
+
+    def act(key, state, obs):
+        mean, width = mean_and_width(state, obs)
+        if sample:
+            scores = mean + nu * width * jax.random.normal(key, mean.shape)
+        else:
+            del key
+            scores = mean + nu * width
+        action = masked_argmax(scores, obs.mask)
+        step = state.net.step
+        return forced_pull(step, setup.initial_pulls, num_arms, action, obs.mask)
+
+    def update(key, state, obs, action, reward):
+        item = replay_item(setup, obs, action, reward)
+        g = network.taken_gradient(state.net.params, item["x"], item["action"])
+        diag = jax.tree.map(lambda z, gi: z + gi * gi, state.precision_diag, g)
+        net = net_update(key, state.net, item, setup, weight_decay)
+        return GradientState(net, diag)
+
+    action_probs = None
+    if not sample:
+
+        def action_probs(key, state, obs):
+            return jax.nn.one_hot(act(key, state, obs), num_arms)
+
+    return Agent(init, act, update, action_probs, name=name)
+
+
+@register("neural_ucb")
+def neural_ucb(
+    num_arms: int,
+    dim: int,
+    nu: float = 1.0,
+    regularization: float = 1.0,
+    features: str = "disjoint",
+    hidden_sizes: Any = (100,),
+    learning_rate: float = 1e-2,
+    train_every: int = 50,
+    train_steps: int = 50,
+    batch_size: int = 64,
+    capacity: int = 10_000,
+    max_grad_norm: float = 5.0,
+    weight_decay: float = 0.0,
+    initial_pulls: int = 0,
+) -> Agent:
+    """NeuralUCB with a diagonal Z: play argmax_k f(x_k; theta) + nu sigma_k.
+
+    With g_k = grad_theta f(x_k; theta) and the diagonal matrix
+
+        Z = lambda + sum_{s < t} g_{s, a_s} * g_{s, a_s}       (elementwise),
+        sigma_k^2 = lambda sum_j g_kj^2 / Z_j,
+
+    which is lambda g^T Z^{-1} g with Z replaced by its diagonal. The paper's 1/m
+    width scaling is absorbed into nu.
+
+    Args:
+      num_arms: number of arms K.
+      dim: input width.
+      nu: exploration scale >= 0 (gamma in the paper).
+      regularization: lambda > 0.
+      features: "disjoint" (the paper's encoding), "context" or "arms".
+      hidden_sizes, learning_rate, train_every, train_steps, batch_size, capacity,
+        max_grad_norm, weight_decay, initial_pulls: as in `neural_epsilon_greedy`.
+
+    References:
+      Zhou, Li & Gu (2020), "Neural contextual bandits with UCB-based exploration",
+      ICML, Algorithm 1 (diagonal approximation as in their experiments).
+    """
+    return _gradient_agent(
+        "neural_ucb", False, num_arms, dim, nu, regularization, features,
+        hidden_sizes, learning_rate, train_every, train_steps, batch_size,
+        capacity, max_grad_norm, weight_decay, initial_pulls,
+    )  # fmt: skip
+
+
+@register("neural_ts")
+def neural_ts(
+    num_arms: int,
+    dim: int,
+    nu: float = 0.1,
+    regularization: float = 1.0,
+    features: str = "disjoint",
+    hidden_sizes: Any = (100,),
+    learning_rate: float = 1e-2,
+    train_every: int = 50,
+    train_steps: int = 50,
+    batch_size: int = 64,
+    capacity: int = 10_000,
+    max_grad_norm: float = 5.0,
+    weight_decay: float = 0.0,
+    initial_pulls: int = 0,
+) -> Agent:
+    """NeuralTS with a diagonal Z: draw r_k ~ N(f(x_k; theta), nu^2 sigma_k^2).
+
+    sigma_k^2 = lambda sum_j g_kj^2 / Z_j as in `neural_ucb`; the arm with the
+    largest draw is played.
+
+    Args:
+      num_arms: number of arms K.
+      dim: input width.
+      nu: exploration (posterior) scale >= 0.
+      regularization: lambda > 0.
+      features: "disjoint" (the paper's encoding), "context" or "arms".
+      hidden_sizes, learning_rate, train_every, train_steps, batch_size, capacity,
+        max_grad_norm, weight_decay, initial_pulls: as in `neural_epsilon_greedy`.
+
+    References:
+      Zhang, Zhou, Li & Gu (2021), "Neural Thompson sampling", ICLR, Algorithm 1.
+    """
+    return _gradient_agent(
+        "neural_ts", True, num_arms, dim, nu, regularization, features,
+        hidden_sizes, learning_rate, train_every, train_steps, batch_size,
+        capacity, max_grad_norm, weight_decay, initial_pulls,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Ensemble sampling
+
+
+@register("ensemble_sampling")
+def ensemble_sampling(
+    num_arms: int,
+    dim: int,
+    num_models: int = 10,
+    noise_std: float = 0.0,
+    features: str = "context",
+    hidden_sizes: Any = (50,),
+    learning_rate: float = 1e-2,
+    train_every: int = 50,
+    train_steps: int = 50,
+    batch_size: int = 64,
+    capacity: int = 10_000,
+    max_grad_norm: float = 5.0,
+    weight_decay: float = 0.0,
+    initial_pulls: int = 1,
+) -> Agent:
+    """Ensemble sampling: M networks on bootstrapped data, one drawn per round.
+
+    Each stored round carries, per member m, an online-bootstrap weight
+    w_m ~ Poisson(1) and a reward perturbation z_m ~ N(0, noise_std^2); member m
+    minimises mean_i w_im (f_m(x_i, a_i) - r_i - z_im)^2 + weight_decay
+    ||theta_m - theta_m0||^2 from its own random initialisation theta_m0. Each round
+    a member is drawn uniformly and its greedy arm is played, so
+    pi(k | x) = (1/M) sum_m 1[k = argmax_j f_mj(x)] exactly (`action_probs`).
+
+    Args:
+      num_arms: number of arms K.
+      dim: input width.
+      num_models: ensemble size M.
+      noise_std: reward perturbation scale >= 0 (0: bootstrap only).
+      features: "context", "disjoint" or "arms".
+      hidden_sizes, learning_rate, train_every, train_steps, batch_size, capacity,
+        max_grad_norm, weight_decay, initial_pulls: as in `neural_epsilon_greedy`.
+
+    References:
+      Lu & Van Roy (2017), "Ensemble sampling", NeurIPS.
+      Osband, Blundell, Pritzel & Van Roy (2016), "Deep exploration via
+      bootstrapped DQN", NeurIPS (online bootstrap weights).
+    """
+    setup = setup_training(
+        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
+        train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
+    )  # fmt: skip
+    num_models = positive_int("num_models", num_models)
+    real("noise_std", noise_std, low=0.0)
+    network = setup.network
+    optimizer = setup.optimizer
+
+    def init(key):
+        params = jax.vmap(network.init)(jax.random.split(key, num_models))
+        example = {
+            **empty_item(setup),
+            "weights": jnp.zeros((num_models,), jnp.float32),
+            "noise": jnp.zeros((num_models,), jnp.float32),
+        }
+        return EnsembleState(
+            params=params,
+            params0=params,
+            opt_state=jax.vmap(optimizer.init)(params),
+            buffer=replay_init(example, setup.capacity),
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def member_actions(state, obs):
+        scores = jax.vmap(network.scores, in_axes=(0, None))(state.params, obs)
+        actions = jax.vmap(masked_argmax, in_axes=(0, None))(scores, obs.mask)
+        return jax.vmap(forced_pull, in_axes=(None, None, None, 0, None))(
+            state.step, setup.initial_pulls, num_arms, actions, obs.mask
+        )
+
+    def action_probs(key, state, obs):
+        del key
+        return jnp.mean(jax.nn.one_hot(member_actions(state, obs), num_arms), axis=0)
+
+    def act(key, state, obs):
+        member = jax.random.randint(key, (), 0, num_models)
+        params = jax.tree.map(lambda p: p[member], state.params)
+        action = masked_argmax(network.scores(params, obs), obs.mask)
+        return forced_pull(state.step, setup.initial_pulls, num_arms, action, obs.mask)
+
+    def update(key, state, obs, action, reward):
+        key_weights, key_noise, key_train = jax.random.split(key, 3)
+        item = {
+            **replay_item(setup, obs, action, reward),
+            "weights": jax.random.poisson(key_weights, 1.0, (num_models,)).astype(
+                jnp.float32
+            ),
+            "noise": noise_std * jax.random.normal(key_noise, (num_models,)),
+        }
+        state = state._replace(
+            buffer=replay_push(state.buffer, item), step=state.step + 1
+        )
+
+        def train_member(key_m, params, params0, opt_state, m):
+            def loss(p, batch, valid):
+                return squared_error_loss(
+                    network, p, params0, batch, valid, weight_decay,
+                    weights=batch["weights"][:, m], target_noise=batch["noise"][:, m],
+                )  # fmt: skip
+
+            return fit(
+                key_m, params, opt_state, state.buffer, optimizer, loss,
+                setup.train_steps, setup.batch_size,
+            )  # fmt: skip
+
+        def train(state):
+            keys = jax.random.split(key_train, num_models)
+            params, opt_state = jax.vmap(train_member)(
+                keys, state.params, state.params0, state.opt_state,
+                jnp.arange(num_models),
+            )  # fmt: skip
+            return state._replace(params=params, opt_state=opt_state)
+
+        return maybe(should_train(state.step, setup.train_every), train, state)
+
+    return Agent(init, act, update, action_probs, name="ensemble_sampling")
+
+
+__all__ = [
+    "BLRState",
+    "EnsembleState",
+    "GradientState",
+    "NeuralLinearState",
+    "NeuralState",
+    "ensemble_sampling",
+    "neural_epsilon_greedy",
+    "neural_linear",
+    "neural_ts",
+    "neural_ucb",
+]

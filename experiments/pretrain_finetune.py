@@ -1,0 +1,538 @@
+"""Study: do transformer policies pretrained on logs beat LinUCB and NeuralTS online?
+
+For each environment of `experiments/configs/pretrain_finetune.toml`:
+
+1. log `logs.events` events of the configured logging policy (with propensities)
+   and keep the last `logs.holdout` of them as held-out events;
+2. pretrain the transformer on the rest (IPS-weighted and/or unweighted click
+   prediction plus masked-history prediction), save checkpoints and loss curves;
+3. warm-start the agents marked `warm_start` by replaying the same events;
+4. run every agent online (`bandits.run`, one compiled program per agent) and
+   record cumulative-regret curves, the final regret and the regret after
+   `run.early_steps` steps with 95% Student-t intervals across seeds, and the
+   click-through rate;
+5. score each reward model (pretrained transformer, warm LinUCB, warm NeuralTS)
+   on the held-out events: accuracy, precision, recall, F1, ROC-AUC, log-loss, MSE.
+
+    python -m experiments.pretrain_finetune --out results/pretrain_finetune
+    python -m experiments.pretrain_finetune --quick --out /tmp/pf   # smoke run
+
+Results are written as each agent finishes (`results.jsonl`, one row per env and
+agent), so a killed run keeps what it finished and a rerun resumes; logs and
+checkpoints are reused. `summary.md` and `summary.json` hold the tables,
+`<env>/regret.png` the curves and `<env>/pretrain_<variant>.png` the loss curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import agents
+import bandits
+import envs
+from agents import pretrain as pretraining
+from agents import transformer as tf
+from agents.features import context_cross_items, with_arm_features
+from agents.networks import make_network
+from agents.warm_start import warm_start
+from bandits import metrics
+from bandits.storage import atomic_write_text
+from bandits.validation import BanditConfigError
+from envs import logged
+from experiments.pretrain_finetune_config import (
+    LOGGING_POLICIES,
+    AgentSpec,
+    StudyConfig,
+    load_study,
+    transformer_config,
+)
+
+CURVE_POINTS = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Command-line arguments of the pretrain/fine-tune study."""
+
+    out: str = "results/pretrain_finetune"
+    """Folder for logs, checkpoints, results.jsonl, summary.md and plots."""
+    config: str = "pretrain_finetune"
+    """A TOML path or the name of a packaged config."""
+    envs: tuple[str, ...] | None = None
+    """Env ids of the config to run; default: all."""
+    agents: tuple[str, ...] | None = None
+    """Labels of the config's agents to run; default: all."""
+    horizon: int | None = None
+    """Rounds per run; default: the config's (20,000)."""
+    seeds: int | None = None
+    """Seeds per agent; default: the config's (16)."""
+    events: int | None = None
+    """Logged events per env; default: the config's (100,000)."""
+    quick: bool = False
+    """Tiny settings for a smoke run: a small env, 300 rounds, 2 seeds, 3,000
+    logged events, a one-block width-16 transformer, one pretraining epoch."""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Args:
+    defaults = Args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=defaults.out)
+    parser.add_argument("--config", default=defaults.config)
+    parser.add_argument("--envs", nargs="+", default=None, metavar="ID")
+    parser.add_argument("--agents", nargs="+", default=None, metavar="LABEL")
+    parser.add_argument("--horizon", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    ns = parser.parse_args(argv)
+    return Args(
+        out=ns.out,
+        config=ns.config,
+        envs=None if ns.envs is None else tuple(ns.envs),
+        agents=None if ns.agents is None else tuple(ns.agents),
+        horizon=ns.horizon,
+        seeds=ns.seeds,
+        events=ns.events,
+        quick=ns.quick,
+    )
+
+
+def select(study: StudyConfig, args: Args) -> StudyConfig:
+    """Applies --envs, --agents, --horizon, --seeds, --events and --quick."""
+    if args.agents is not None:
+        known = [s.label for s in study.agents]
+        unknown = [a for a in args.agents if a not in known]
+        if unknown:
+            raise BanditConfigError(
+                f"unknown agent label(s) {', '.join(map(repr, unknown))}; the config "
+                f"has {', '.join(map(repr, known))}"
+            )
+        study = dataclasses.replace(
+            study, agents=tuple(s for s in study.agents if s.label in args.agents)
+        )
+    if args.envs is not None:
+        known = [e for e, _ in study.envs]
+        unknown = [e for e in args.envs if e not in known]
+        if unknown:
+            raise BanditConfigError(
+                f"unknown env id(s) {unknown}; the config has {known}"
+            )
+        study = dataclasses.replace(
+            study, envs=tuple(e for e in study.envs if e[0] in args.envs)
+        )
+    logs = dict(study.logs)
+    if args.events:
+        logs["events"] = args.events
+    study = dataclasses.replace(
+        study,
+        horizon=args.horizon or study.horizon,
+        seeds=args.seeds or study.seeds,
+        logs=logs,
+    )
+    if args.quick:
+        small = {"num_items": 100, "num_users": 300, "steps_per_day": 48}
+        study = dataclasses.replace(
+            study,
+            horizon=args.horizon or 300,
+            seeds=args.seeds or 2,
+            early_steps=100,
+            logs={**logs, "events": args.events or 3000, "num_streams": 16},
+            model={"width": 16, "depth": 1, "heads": 2, "mlp_ratio": 2},
+            pretrain={**study.pretrain, "epochs": 1, "batch_size": 64},
+            envs=tuple((e, {**p, **small}) for e, p in study.envs[:1]),
+        )
+    return study
+
+
+# ---------------------------------------------------------------------------
+# Building blocks
+
+
+def _context_items(env):
+    return functools.partial(
+        context_cross_items,
+        context_dim=env.context_dim,
+        item_dim=env.item_dim,
+        cross_dim=env.num_categories,
+        cross_scale=0.05,
+    )
+
+
+def agent_config(spec: AgentSpec, env, study: StudyConfig) -> tf.TransformerConfig:
+    """The transformer architecture of `spec`: the study's, with its overrides."""
+    return transformer_config(env, **{**study.model, **spec.model})
+
+
+def build_agent(spec: AgentSpec, env, pretrained: Mapping[str, Any], study):
+    """The agent of `spec` for `env` (before any warm start)."""
+    hyper = dict(spec.hyperparameters)
+    if spec.kind == "transformer":
+        params = pretrained[spec.checkpoint_tag] if spec.pretrained else None
+        cfg = agent_config(spec, env, study)
+        return tf.policy(cfg, params, name=spec.label, **hyper)
+    if spec.kind in ("linucb_context_items", "linucb_items"):
+        hyper.setdefault("item_dim", env.item_dim)
+        if spec.kind == "linucb_context_items":
+            hyper.setdefault("cross_dim", env.num_categories)
+        return agents.make(
+            spec.kind, num_arms=env.num_arms, dim=env.context_dim, **hyper
+        )
+    if spec.kind == "popularity":
+        hyper.setdefault("num_items", env.num_items)
+    if spec.feature_map == "context_items":
+        width = env.item_dim + env.num_categories * env.context_dim
+        base = agents.make(
+            spec.kind, num_arms=env.num_arms, dim=width, features="arms", **hyper
+        )
+        return with_arm_features(base, _context_items(env), name=spec.label)
+    if spec.feature_map is not None:
+        raise BanditConfigError(
+            f"feature_map must be 'context_items' or absent, got {spec.feature_map!r}"
+        )
+    return agents.make(spec.kind, num_arms=env.num_arms, dim=env.context_dim, **hyper)
+
+
+def reward_model(spec: AgentSpec, env, agent):
+    """`predict(state, obs) -> (K,)` of the agent's reward model, or None."""
+    if spec.kind == "transformer":
+        return agent.predict
+    if spec.kind == "linucb_context_items":
+        base = agents.linucb(
+            env.num_arms,
+            env.item_dim + env.num_categories * env.context_dim,
+            features="arms",
+        )
+        mapped = _context_items(env)
+        return lambda state, obs: base.predict(state, obs._replace(arms=mapped(obs)))
+    if spec.kind == "neural_ts" and spec.feature_map == "context_items":
+        width = env.item_dim + env.num_categories * env.context_dim
+        sizes = tuple(spec.hyperparameters.get("hidden_sizes", (100,)))
+        network = make_network("arms", env.num_arms, width, sizes)
+        mapped = _context_items(env)
+        return lambda state, obs: network.scores(
+            state.net.params, obs._replace(arms=mapped(obs))
+        )
+    return None
+
+
+def held_out_metrics(predict, state, data: logged.LoggedData) -> dict[str, float]:
+    """Prediction metrics of `predict` at the logged actions of held-out events."""
+
+    @jax.jit
+    def taken(obs, action):
+        return jax.vmap(lambda o, a: predict(state, o)[a])(obs, action)
+
+    scores = []
+    for first in range(0, len(data), 1000):
+        part = data.take(slice(first, first + 1000))
+        scores.append(np.asarray(taken(part.observations(), part.action)))
+    p = np.clip(np.concatenate(scores), 0.0, 1.0)
+    rows = np.arange(len(data))
+    return pretraining.prediction_metrics(
+        data.reward, p, data.expected_rewards[rows, data.action]
+    )
+
+
+# ---------------------------------------------------------------------------
+# Running
+
+
+def _band(values: np.ndarray) -> dict[str, float]:
+    band = metrics.mean_band(values[:, None])
+    return {
+        "mean": float(band.mean[0]),
+        "low": float(band.low[0]),
+        "high": float(band.high[0]),
+    }
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def _append_row(path: Path, row: dict) -> None:
+    rows = [*_read_rows(path), row]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def prepare_logs(env_id, env, params, study: StudyConfig, folder: Path):
+    """Generates (or reuses) the env's logs; returns (train, holdout)."""
+    spec = dict(study.logs)
+    path = folder / "logs.parquet"
+    stamp = folder / "logs.json"
+    wanted = {"env": env_id, **{k: spec.get(k) for k in sorted(spec)}}
+    if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        data = logged.load(path)
+    else:
+        policy = LOGGING_POLICIES[spec.get("policy", "uniform")](
+            **spec.get("params", {})
+        )
+        start = time.perf_counter()
+        data = logged.generate(
+            jax.random.key(int(spec.get("seed", 0))),
+            env,
+            params,
+            policy,
+            int(spec.get("events", 100_000)),
+            num_streams=int(spec.get("num_streams", 64)),
+        )
+        logged.save(data, path)
+        atomic_write_text(stamp, json.dumps(wanted))
+        print(
+            f"[{env_id}] logged {len(data)} events in "
+            f"{time.perf_counter() - start:.1f}s: {data.summary()}",
+            flush=True,
+        )
+    return data.split(1.0 - float(spec.get("holdout", 0.1)))
+
+
+def prepare_pretrained(env_id, env, train, holdout, study, specs, folder: Path):
+    """Pretrains (or reloads) one transformer per distinct checkpoint tag."""
+    out = {}
+    for spec in specs:
+        tag = spec.checkpoint_tag
+        if tag in out:
+            continue
+        cfg = agent_config(spec, env, study)
+        path = folder / f"checkpoint_{tag}.npz"
+        report = folder / f"pretrain_{tag}.json"
+        if path.exists() and report.exists():
+            saved_cfg, params = pretraining.load_checkpoint(path)
+            if saved_cfg == cfg:
+                out[tag] = params
+                continue
+        options = {**study.pretrain, **spec.pretrain}
+        seed = int(options.pop("seed", 0))
+        result = pretraining.pretrain(
+            jax.random.key(seed),
+            cfg,
+            train,
+            ips=spec.pretrained == "ips",
+            progress=sys.stderr.isatty(),
+            **options,
+        )
+        pretraining.save_checkpoint(path, cfg, result.params)
+        pretraining.plot_losses(result, folder / f"pretrain_{tag}.png")
+        graphdef, _ = tf.split_model(cfg)
+        p = pretraining.predict_logged(graphdef, result.params, holdout)
+        rows = np.arange(len(holdout))
+        quality = pretraining.prediction_metrics(
+            holdout.reward, p, holdout.expected_rewards[rows, holdout.action]
+        )
+        stride = max(len(result.losses) // 100, 1)
+        summary = {
+            "env": env_id,
+            "tag": tag,
+            "model": cfg.to_json(),
+            "options": {**options, "seed": seed, "ips": spec.pretrained == "ips"},
+            "events": len(train),
+            "steps": len(result.losses),
+            "seconds": round(result.seconds, 1),
+            "loss_first": float(result.losses[:stride].mean()),
+            "loss_last": float(result.losses[-stride:].mean()),
+            "loss_curve": result.losses[::stride].round(5).tolist(),
+            "held_out": quality,
+        }
+        atomic_write_text(report, json.dumps(summary, indent=2))
+        print(
+            f"[{env_id}] pretrained ({tag}) on {len(train)} events in "
+            f"{result.seconds:.1f}s; held-out {quality}",
+            flush=True,
+        )
+        out[tag] = result.params
+    return out
+
+
+def run_agent(spec, env_id, env, params, study, train, holdout, pretrained):
+    """Runs one agent online; returns its results row."""
+    agent = build_agent(spec, env, pretrained, study)
+    predict = reward_model(spec, env, agent)
+    start = time.perf_counter()
+    warm_seconds = 0.0
+    if spec.warm_start:
+        source = train if spec.warm_start is True else spec.warm_start
+        agent = warm_start(agent, source)
+        warm_seconds = time.perf_counter() - start
+    quality = None
+    if predict is not None and (spec.warm_start or spec.pretrained):
+        state = agent.init(jax.random.key(0))
+        quality = held_out_metrics(predict, state, holdout)
+    run_start = time.perf_counter()
+    trajectory = bandits.run(
+        env, agent, horizon=study.horizon, seeds=study.seeds, params=params
+    )
+    regret = metrics.cumulative_regret(trajectory)
+    seconds = time.perf_counter() - run_start
+    early = min(study.early_steps, study.horizon)
+    steps = np.unique(np.geomspace(1, study.horizon, CURVE_POINTS).astype(int))
+    band = metrics.mean_band(regret[:, steps - 1])
+    return {
+        "env": env_id,
+        "agent": spec.label,
+        "horizon": study.horizon,
+        "seeds": study.seeds,
+        "final_regret": _band(regret[:, -1]),
+        "early_steps": early,
+        "early_regret": _band(regret[:, early - 1]),
+        "ctr": _band(np.asarray(trajectory.reward, np.float64).mean(axis=1)),
+        "held_out": quality,
+        "warm_start_seconds": round(warm_seconds, 1),
+        "run_seconds": round(seconds, 1),
+        "curve_steps": steps.tolist(),
+        "curve_mean": band.mean.round(3).tolist(),
+        "curve_low": band.low.round(3).tolist(),
+        "curve_high": band.high.round(3).tolist(),
+    }
+
+
+def plot_env(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for row in rows:
+        steps = np.asarray(row["curve_steps"])
+        for ax in axes:
+            line = ax.plot(steps, row["curve_mean"], label=row["agent"])
+            ax.fill_between(
+                steps,
+                row["curve_low"],
+                row["curve_high"],
+                color=line[0].get_color(),
+                alpha=0.2,
+                linewidth=0,
+            )
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.set_ylabel("cumulative regret")
+        ax.grid(alpha=0.3)
+    first = rows[0]
+    fig.suptitle(f"{first['env']} (mean and 95% band, {first['seeds']} seeds)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _cell(band: Mapping[str, float], digits: int = 1) -> str:
+    mean, low, high = (f"{band[k]:.{digits}f}" for k in ("mean", "low", "high"))
+    return f"{mean} [{low}, {high}]"
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    lines = []
+    for env_id in dict.fromkeys(r["env"] for r in rows):
+        mine = [r for r in rows if r["env"] == env_id]
+        first = mine[0]
+        lines += [
+            f"### {env_id} (T = {first['horizon']}, {first['seeds']} seeds)",
+            "",
+            f"| agent | regret at T | regret at {first['early_steps']} | CTR | run s |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sorted(mine, key=lambda r: r["final_regret"]["mean"]):
+            lines.append(
+                f"| {r['agent']} | {_cell(r['final_regret'])} | "
+                f"{_cell(r['early_regret'])} | {_cell(r['ctr'], 3)} | "
+                f"{r['run_seconds']} |"
+            )
+        held = [r for r in mine if r["held_out"]]
+        if held:
+            lines += [
+                "",
+                "Reward models on held-out logged events (before online learning):",
+                "",
+                "| model | accuracy | precision | recall | F1 | ROC-AUC | log-loss | "
+                "MSE | MSE vs true CTR |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            for r in held:
+                m = r["held_out"]
+                lines.append(
+                    f"| {r['agent']} | {m['accuracy']:.3f} | {m['precision']:.3f} | "
+                    f"{m['recall']:.3f} | {m['f1']:.3f} | {m['roc_auc']:.3f} | "
+                    f"{m['log_loss']:.3f} | {m['mse']:.4f} | {m['mse_expected']:.4f} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    study = select(load_study(args.config), args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    for env_id, env_params in study.envs:
+        env, params = envs.make(env_id, **env_params)
+        folder = out / env_id
+        folder.mkdir(exist_ok=True)
+        done = {
+            r["agent"]
+            for r in _read_rows(results)
+            if r["env"] == env_id
+            and r["horizon"] == study.horizon
+            and r["seeds"] == study.seeds
+        }
+        todo = [
+            s
+            for s in study.agents
+            if s.label not in done and (s.envs is None or env_id in s.envs)
+        ]
+        if todo:
+            train, holdout = prepare_logs(env_id, env, params, study, folder)
+            pretrained = prepare_pretrained(
+                env_id,
+                env,
+                train,
+                holdout,
+                study,
+                [s for s in todo if s.pretrained],
+                folder,
+            )
+        for spec in todo:
+            row = run_agent(
+                spec, env_id, env, params, study, train, holdout, pretrained
+            )
+            _append_row(results, row)
+            print(
+                f"[{env_id}] {spec.label:<44} regret@T {_cell(row['final_regret'])}  "
+                f"@{row['early_steps']} {_cell(row['early_regret'])}  "
+                f"({row['run_seconds']}s)",
+                flush=True,
+            )
+        rows = [
+            r
+            for r in _read_rows(results)
+            if r["env"] == env_id
+            and r["horizon"] == study.horizon
+            and r["seeds"] == study.seeds
+        ]
+        if rows:
+            plot_env(rows, folder / "regret.png")
+    rows = _read_rows(results)
+    atomic_write_text(out / "summary.json", json.dumps(rows, indent=1) + "\n")
+    atomic_write_text(out / "summary.md", summary_markdown(rows))
+    print(f"wrote {out / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The config of the pretrain/fine-tune study (`experiments.pretrain_finetune`).
+
+`load_study` parses `experiments/configs/pretrain_finetune.toml` (or another TOML
+in its layout) into frozen dataclasses and checks it before any compute:
+
+    [run]       horizon, seeds, early_steps
+    [logs]      policy, params, events, holdout, num_streams, seed
+    [model]     width, depth, heads, mlp_ratio, wide_cross   (the transformer)
+    [pretrain]  epochs, batch_size, learning_rate, max_weight, ssl_weight, seed
+    [[envs]]    id, params
+    [[agents]]  label, kind, hyperparameters, pretrained, warm_start,
+                feature_map, model, pretrain, envs (ids it runs on; default all)
+
+`transformer_config` derives the transformer's shapes from a `ContextualRec-*`
+environment (one token per context field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import agents
+import envs
+from agents import transformer as tf
+from bandits.validation import BanditConfigError
+from envs import logged
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+LOGGING_POLICIES = {
+    "uniform": logged.uniform,
+    "epsilon_greedy_popularity": logged.epsilon_greedy_popularity,
+    "softmax_noisy_oracle": logged.softmax_noisy_oracle,
+}
+PRETRAINED = ("ips", "unweighted")
+MODEL_KEYS = {"width", "depth", "heads", "mlp_ratio", "wide_cross"}
+PRETRAIN_KEYS = {
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "max_weight",
+    "ssl_weight",
+    "seed",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSpec:
+    label: str
+    kind: str
+    hyperparameters: Mapping[str, Any]
+    pretrained: str | None = None  # "ips", "unweighted" or None
+    warm_start: bool | str = False
+    feature_map: str | None = None
+    envs: tuple[str, ...] | None = None  # env ids it runs on (None: all)
+    model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pretrain: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def checkpoint_tag(self) -> str:
+        """Names the pretrained model: the variant and any per-agent overrides."""
+        overrides = {**self.model, **self.pretrain}
+        suffix = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+        return f"{self.pretrained}_{suffix}" if suffix else str(self.pretrained)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    horizon: int
+    seeds: int
+    early_steps: int
+    logs: Mapping[str, Any]
+    model: Mapping[str, Any]
+    pretrain: Mapping[str, Any]
+    envs: tuple[tuple[str, Mapping[str, Any]], ...]
+    agents: tuple[AgentSpec, ...]
+
+
+def _table(raw: Mapping, name: str, allowed: set[str]) -> dict:
+    value = raw.get(name, {})
+    if not isinstance(value, Mapping):
+        raise BanditConfigError(f"{name} must be a table, got {value!r}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise BanditConfigError(
+            f"unknown key(s) {unknown} in [{name}]; allowed: {sorted(allowed)}"
+        )
+    return dict(value)
+
+
+def _env_ids(value: Any, field: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BanditConfigError(f"{field} must be a list of env ids, got {value!r}")
+    for env_id in value:
+        envs.make_env(env_id)
+    return tuple(value)
+
+
+def load_study(config: str) -> StudyConfig:
+    """Parses and checks the study's TOML config (a path or a packaged name)."""
+    path = Path(config)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{config}.toml"
+    if not path.exists():
+        raise BanditConfigError(f"config {config!r} not found (looked for {path})")
+    raw = tomllib.loads(path.read_text())
+    unknown = sorted(
+        set(raw) - {"name", "run", "logs", "model", "pretrain", "envs", "agents"}
+    )
+    if unknown:
+        raise BanditConfigError(f"unknown top-level key(s) {unknown} in {path}")
+    run = _table(raw, "run", {"horizon", "seeds", "early_steps"})
+    logs = _table(
+        raw, "logs", {"policy", "params", "events", "holdout", "num_streams", "seed"}
+    )
+    if logs.get("policy", "uniform") not in LOGGING_POLICIES:
+        raise BanditConfigError(
+            f"logs.policy must be one of {sorted(LOGGING_POLICIES)}, got "
+            f"{logs.get('policy')!r}"
+        )
+    model = _table(raw, "model", MODEL_KEYS)
+    pre = _table(raw, "pretrain", PRETRAIN_KEYS)
+    env_list = []
+    for i, entry in enumerate(raw.get("envs", [])):
+        if "id" not in entry:
+            raise BanditConfigError(f"envs[{i}] needs an id")
+        envs.make_env(entry["id"], **entry.get("params", {}))  # checks the id early
+        env_list.append((entry["id"], dict(entry.get("params", {}))))
+    specs = []
+    allowed_keys = {
+        "label",
+        "kind",
+        "hyperparameters",
+        "pretrained",
+        "warm_start",
+        "feature_map",
+        "model",
+        "pretrain",
+        "envs",
+    }
+    for i, entry in enumerate(raw.get("agents", [])):
+        extra = sorted(set(entry) - allowed_keys)
+        if extra:
+            raise BanditConfigError(f"unknown key(s) {extra} in agents[{i}]")
+        kind = entry.get("kind")
+        if kind != "transformer" and kind not in agents.registered():
+            raise BanditConfigError(
+                f"agents[{i}].kind must be 'transformer' or a registered agent; got "
+                f"{kind!r}"
+            )
+        pretrained = entry.get("pretrained", False)
+        if pretrained not in (False, *PRETRAINED):
+            raise BanditConfigError(
+                f"agents[{i}].pretrained must be false, 'ips' or 'unweighted'; got "
+                f"{pretrained!r}"
+            )
+        specs.append(
+            AgentSpec(
+                label=entry.get("label", kind),
+                kind=kind,
+                hyperparameters=dict(entry.get("hyperparameters", {})),
+                pretrained=pretrained or None,
+                warm_start=entry.get("warm_start", False),
+                feature_map=entry.get("feature_map"),
+                envs=_env_ids(entry.get("envs"), f"agents[{i}].envs"),
+                model=_table(entry, "model", MODEL_KEYS),
+                pretrain=_table(entry, "pretrain", PRETRAIN_KEYS),
+            )
+        )
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise BanditConfigError(f"agent labels must be unique, got {labels}")
+    return StudyConfig(
+        horizon=int(run.get("horizon", 20_000)),
+        seeds=int(run.get("seeds", 16)),
+        early_steps=int(run.get("early_steps", 2_000)),
+        logs=logs,
+        model=model,
+        pretrain=pre,
+        envs=tuple(env_list),
+        agents=tuple(specs),
+    )
+
+
+def context_fields(env) -> tuple[int, ...]:
+    """Widths of the context fields of a `ContextualRec-*` env (one token each):
+    time of day (sin, cos), weekend, device, location, age band, region."""
+    counts = (len(env.devices), len(env.locations), env.num_age_bands, env.num_regions)
+    if getattr(env, "context_encoding", "onehot") == "onehot":
+        fields = (2, 1, *counts)
+    else:
+        fields = (2, 1, 1, 1, 1, 1)
+    return fields if sum(fields) == env.context_dim else (env.context_dim,)
+
+
+def transformer_config(env, **architecture) -> tf.TransformerConfig:
+    """The transformer's shapes for a `ContextualRec-*` env."""
+    return tf.TransformerConfig(
+        num_arms=env.num_arms,
+        context_fields=context_fields(env),
+        arm_features=env.item_dim,
+        arm_columns=env.item_dim + 1,
+        history_length=env.history_length,
+        history_features=env.item_dim + 1,
+        num_items=env.num_items,
+        id_column=-1,
+        **architecture,
+    )

@@ -1,0 +1,327 @@
+"""Neural agents: the math of each exploration rule, the training clock, sweeps.
+
+The generic contracts (`jit(f) == f`, `vmap(f) == stack(f)`, masks, action
+probabilities against frequencies) run for every registered agent, these included,
+in `tests/agents/test_contracts.py`. Here: what is specific to the neural agents,
+on tiny networks so each test compiles quickly.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bandits
+import envs
+from agents import neural, neural_linear
+from agents.networks import make_network
+from bandits.validation import BanditConfigError
+
+K, D = 3, 4
+TINY = dict(
+    hidden_sizes=(8,),
+    capacity=32,
+    train_every=4,
+    train_steps=3,
+    batch_size=8,
+)
+FACTORIES = {
+    "neural_epsilon_greedy": neural.neural_epsilon_greedy,
+    "neural_linear": neural.neural_linear,
+    "neural_ucb": neural.neural_ucb,
+    "neural_ts": neural.neural_ts,
+    "ensemble_sampling": neural.ensemble_sampling,
+}
+
+
+def _env():
+    return envs.make("Linear-v0", num_arms=K, dim=D)
+
+
+def _net_of(state):
+    """The single-network part of any neural agent's state."""
+    return state if isinstance(state, neural.NeuralState) else state.net
+
+
+def _rollout(agent, steps: int, seed: int = 0):
+    env, params = _env()
+    key_reset, key_init, key = jax.random.split(jax.random.key(seed), 3)
+    obs, env_state = env.reset(key_reset, params)
+    state = agent.init(key_init)
+    update = jax.jit(agent.update)
+    act = jax.jit(agent.act)
+    history = []
+    for t in range(steps):
+        key_act, key_env, key_update = jax.random.split(jax.random.fold_in(key, t), 3)
+        action = act(key_act, state, obs)
+        next_obs, env_state, feedback = env.step(key_env, env_state, action, params)
+        history.append((obs, action, feedback.reward))
+        state = update(key_update, state, obs, action, feedback.reward)
+        obs = next_obs
+    return state, history
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_run_is_deterministic_and_learns_nothing_invalid(name):
+    env, params = _env()
+    agent = FACTORIES[name](num_arms=K, dim=D, **TINY)
+    first = bandits.run(env, agent, horizon=40, seeds=2, params=params)
+    second = bandits.run(env, agent, horizon=40, seeds=2, params=params)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    actions = np.asarray(first.action)
+    assert actions.min() >= 0 and actions.max() < K
+    # different seeds explore differently
+    assert not np.array_equal(actions[0], actions[1])
+
+
+def test_network_retrains_exactly_every_train_every_updates():
+    agent = neural.neural_epsilon_greedy(num_arms=K, dim=D, **TINY)
+    init, _ = _rollout(agent, 0)
+    state, _ = _rollout(agent, 3)
+    for a, b in zip(
+        jax.tree.leaves(init.params), jax.tree.leaves(state.params), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    state, _ = _rollout(agent, 4)
+    changed = [
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(
+            jax.tree.leaves(init.params), jax.tree.leaves(state.params), strict=True
+        )
+    ]
+    assert all(changed)
+    assert int(state.step) == 4 and int(state.buffer.size) == 4
+
+
+def test_training_reduces_the_squared_error_on_the_buffer():
+    agent = neural.neural_epsilon_greedy(
+        num_arms=K, dim=D, hidden_sizes=(16,), capacity=64, train_every=32,
+        train_steps=200, batch_size=32, learning_rate=1e-2,
+    )  # fmt: skip
+    state, history = _rollout(agent, 32)
+    network = make_network("context", K, D, (16,))
+
+    def mse(params):
+        errors = [
+            network.predict_taken(params, obs.context, action) - reward
+            for obs, action, reward in history
+        ]
+        return float(np.mean(np.square(errors)))
+
+    # 200 Adam steps on 32 points: the fit must at least halve the initial error
+    assert mse(state.params) < 0.5 * mse(_rollout(agent, 0)[0].params)
+
+
+def test_neural_ucb_diagonal_precision_is_lambda_plus_squared_gradients():
+    lam = 0.5
+    agent = neural.neural_ucb(
+        num_arms=K, dim=D, regularization=lam, **{**TINY, "train_every": 100}
+    )
+    state, history = _rollout(agent, 5)
+    network = make_network("disjoint", K, D, (8,))
+    params = state.net.params  # never retrained: train_every > 5
+    expected = jax.tree.map(lambda p: jnp.full_like(p, lam), params)
+    for obs, action, _ in history:
+        g = network.taken_gradient(params, obs.context, action)
+        expected = jax.tree.map(lambda z, gi: z + gi * gi, expected, g)
+    for a, b in zip(
+        jax.tree.leaves(state.precision_diag), jax.tree.leaves(expected), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5)
+
+
+def test_neural_ucb_scores_are_mean_plus_nu_times_width():
+    nu, lam = 2.0, 1.0
+    agent = neural.neural_ucb(
+        num_arms=K, dim=D, nu=nu, regularization=lam, **{**TINY, "train_every": 100}
+    )
+    state, history = _rollout(agent, 6)
+    obs = history[-1][0]
+    network = make_network("disjoint", K, D, (8,))
+    mean = np.asarray(network.scores(state.net.params, obs))
+    grads = network.arm_gradients(state.net.params, obs)
+    width2 = sum(
+        np.sum((np.asarray(g) ** 2 / np.asarray(z)).reshape(K, -1), axis=1)
+        for g, z in zip(
+            jax.tree.leaves(grads), jax.tree.leaves(state.precision_diag), strict=True
+        )
+    )
+    scores = mean + nu * np.sqrt(lam * width2)
+    action = agent.act(jax.random.key(0), state, obs)
+    assert int(action) == int(np.argmax(scores))
+
+
+def test_neural_ts_with_nu_zero_is_greedy_and_sampling_spreads_actions():
+    state, history = _rollout(
+        neural.neural_ts(num_arms=K, dim=D, **{**TINY, "train_every": 100}), 4
+    )
+    obs = history[-1][0]
+    greedy = neural.neural_ts(num_arms=K, dim=D, nu=0.0, **TINY)
+    network = make_network("disjoint", K, D, (8,))
+    best = int(np.argmax(np.asarray(network.scores(state.net.params, obs))))
+    keys = jax.random.split(jax.random.key(3), 64)
+    actions = jax.vmap(greedy.act, in_axes=(0, None, None))(keys, state, obs)
+    assert set(np.asarray(actions).tolist()) == {best}
+    wide = neural.neural_ts(num_arms=K, dim=D, nu=100.0, **TINY)
+    actions = jax.vmap(wide.act, in_axes=(0, None, None))(keys, state, obs)
+    # nu = 100 makes the draws dominated by noise: 64 draws hit more than one arm
+    assert len(set(np.asarray(actions).tolist())) > 1
+
+
+def test_neural_linear_posterior_matches_numpy_ridge():
+    lam = 0.25
+    agent = neural.neural_linear(
+        num_arms=K, dim=D, lambda_prior=lam, initial_pulls=0,
+        **{**TINY, "train_every": 100},
+    )  # fmt: skip
+    state, history = _rollout(agent, 12)
+    network = make_network("context", K, D, (8,))
+    params = state.net.params
+    for arm in range(K):
+        rows = [(o, r) for o, a, r in history if int(a) == arm]
+        phi = np.asarray(
+            [np.asarray(network.embed_taken(params, o.context, arm)) for o, _ in rows]
+        ).reshape(len(rows), 8)
+        r = np.asarray([float(r) for _, r in rows])
+        precision = lam * np.eye(8) + phi.T @ phi
+        mean = np.linalg.solve(precision, phi.T @ r)
+        S = np.asarray(state.blr.sqrt_cov[arm], np.float64)
+        np.testing.assert_allclose(S @ S.T, np.linalg.inv(precision), atol=2e-4)
+        np.testing.assert_allclose(np.asarray(state.blr.mean[arm]), mean, atol=2e-4)
+        assert float(state.blr.count[arm]) == len(rows)
+        np.testing.assert_allclose(float(state.blr.yty[arm]), np.sum(r**2), rtol=1e-5)
+
+
+def test_neural_linear_refit_equals_incremental_statistics():
+    agent = neural.neural_linear(
+        num_arms=K, dim=D, initial_pulls=0, **{**TINY, "train_every": 100}
+    )
+    state, _ = _rollout(agent, 10)
+    network = make_network("context", K, D, (8,))
+    refit = neural_linear._blr_refit(network, state.net.params, state.net.buffer, 0.25)
+    # square roots are not unique: compare the covariances S S^T they stand for
+    cov = jnp.einsum("mij,mkj->mik", refit.sqrt_cov, refit.sqrt_cov)
+    incremental = jnp.einsum("mij,mkj->mik", state.blr.sqrt_cov, state.blr.sqrt_cov)
+    np.testing.assert_allclose(np.asarray(cov), np.asarray(incremental), atol=1e-4)
+    for a, b in zip(refit[1:], state.blr[1:], strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+
+
+def test_ensemble_act_plays_a_members_greedy_arm_and_probs_average_members():
+    agent = neural.ensemble_sampling(
+        num_arms=K, dim=D, num_models=4, initial_pulls=0, **TINY
+    )
+    state, history = _rollout(agent, 9)
+    obs = history[-1][0]
+    network = make_network("context", K, D, (8,))
+    members = [jax.tree.map(lambda p, m=m: p[m], state.params) for m in range(4)]
+    greedy = [int(np.argmax(network.scores(p, obs))) for p in members]
+    probs = np.asarray(agent.action_probs(jax.random.key(0), state, obs))
+    np.testing.assert_allclose(probs, np.bincount(greedy, minlength=K) / 4)
+    keys = jax.random.split(jax.random.key(1), 32)
+    actions = jax.vmap(agent.act, in_axes=(0, None, None))(keys, state, obs)
+    assert set(np.asarray(actions).tolist()) <= set(greedy)
+    # bootstrap weights are Poisson(1) counts, one per member and stored round
+    weights = np.asarray(state.buffer.items["weights"])[: int(state.buffer.size)]
+    assert weights.shape == (9, 4) and np.all(weights == np.round(weights))
+
+
+def test_initial_pulls_play_each_arm_in_turn():
+    agent = neural.neural_linear(num_arms=K, dim=D, initial_pulls=2, **TINY)
+    _, history = _rollout(agent, 2 * K)
+    assert [int(a) for _, a, _ in history] == [0, 1, 2, 0, 1, 2]
+
+
+def test_arm_feature_form_scores_each_candidate():
+    env, params = envs.make("LinearArmFeatures-v0", num_arms=5, arm_dim=3)
+    agent = neural.neural_ts(num_arms=5, dim=3, features="arms", **TINY)
+    trajectory = bandits.run(env, agent, horizon=20, seeds=2, params=params)
+    assert np.asarray(trajectory.action).max() < 5
+    network = make_network("arms", 5, 3, (8,))
+    obs, _ = env.reset(jax.random.key(0), params)
+    p = network.init(jax.random.key(1))
+    scores = network.scores(p, obs)
+    one = [network.predict_taken(p, obs.arms[k], k) for k in range(5)]
+    np.testing.assert_allclose(np.asarray(scores), np.asarray(one), rtol=1e-6)
+
+
+def test_learning_rate_and_exploration_sweep_is_a_vmap():
+    env, params = _env()
+    key = jax.random.key(0)
+
+    def final_regret(nu, learning_rate):
+        agent = neural.neural_ts(
+            num_arms=K, dim=D, nu=nu, learning_rate=learning_rate, **TINY
+        )
+        return jnp.sum(bandits.simulate(key, env, params, agent, 24).regret)
+
+    nus = jnp.asarray([0.0, 2.0])
+    lrs = jnp.asarray([1e-3, 1e-1])
+    swept = jax.jit(jax.vmap(final_regret))(nus, lrs)
+    single = jax.jit(final_regret)
+    one_by_one = [float(single(n, lr)) for n, lr in zip(nus, lrs, strict=True)]
+    assert one_by_one[0] != one_by_one[1]  # the swept values matter
+    np.testing.assert_allclose(np.asarray(swept), one_by_one, rtol=1e-4, atol=1e-4)
+
+
+def test_training_stays_a_cond_under_vmap_over_seeds():
+    """The step counter is unbatched, so seeds share one real branch."""
+    env, params = _env()
+    agent = neural.neural_ts(num_arms=K, dim=D, **TINY)
+    keys = jax.random.split(jax.random.key(0), 2)
+    program = jax.vmap(lambda k: bandits.simulate(k, env, params, agent, 8).regret)
+    assert "cond[" in str(jax.make_jaxpr(program)(keys))
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "field"),
+    [
+        (neural.neural_ts, {"num_arms": 0}, "num_arms"),
+        (neural.neural_ts, {"dim": -1}, "dim"),
+        (neural.neural_ts, {"features": "pixels"}, "features"),
+        (neural.neural_ts, {"hidden_sizes": (8, 0)}, "hidden_sizes"),
+        (neural.neural_ts, {"learning_rate": 0.0}, "learning_rate"),
+        (neural.neural_ts, {"train_every": 0}, "train_every"),
+        (neural.neural_ts, {"batch_size": 2.5}, "batch_size"),
+        (neural.neural_ts, {"capacity": 0}, "capacity"),
+        (neural.neural_ts, {"nu": -1.0}, "nu"),
+        (neural.neural_ucb, {"regularization": 0.0}, "regularization"),
+        (neural.neural_epsilon_greedy, {"epsilon": 1.5}, "epsilon"),
+        (neural.neural_linear, {"a0": 0.0}, "a0"),
+        (neural.neural_linear, {"lambda_prior": -1.0}, "lambda_prior"),
+        (neural.neural_linear, {"initial_pulls": -1}, "initial_pulls"),
+        (neural.ensemble_sampling, {"num_models": 0}, "num_models"),
+        (neural.ensemble_sampling, {"noise_std": -0.1}, "noise_std"),
+        (neural.neural_linear, {"weight_decay": -1.0}, "weight_decay"),
+    ],
+)
+def test_bad_hyperparameters_raise_naming_the_field(factory, kwargs, field):
+    args = {"num_arms": K, "dim": D, **kwargs}
+    with pytest.raises(BanditConfigError, match=field):
+        factory(**args)
+
+
+def test_registered_under_their_names():
+    import agents
+
+    for name in FACTORIES:
+        assert name in agents.registered()
+        agent = agents.make(name, num_arms=K, dim=D, hidden_sizes=4)
+        assert agent.name == name
+
+
+def test_push_keeps_stored_inputs_of_the_form():
+    """ "disjoint" stores the context; predictions rebuild e_a (x) x."""
+    network = make_network("disjoint", K, D, (8,))
+    params = network.init(jax.random.key(0))
+    env, env_params = _env()
+    obs, _ = env.reset(jax.random.key(1), env_params)
+    x = network.stored_input(obs, jnp.int32(2))
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(obs.context))
+    direct = network._model(params)(jnp.kron(jnp.eye(K)[2], obs.context))[0]
+    np.testing.assert_allclose(
+        float(network.predict_taken(params, x, jnp.int32(2))), float(direct)
+    )

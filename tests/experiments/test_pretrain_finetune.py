@@ -1,0 +1,110 @@
+"""Smoke run of the pretrain/fine-tune study in a subprocess, and its config checks.
+
+The smoke run uses `--quick` (a small env, 300 rounds, 2 seeds, a one-block
+width-16 transformer) with 1,000 logged events and three of the config's agents
+(pretrained transformer, warm LinUCB, random), so it compiles few programs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bandits.validation import BanditConfigError
+from envs import logged
+from experiments.pretrain_finetune import Args, select
+from experiments.pretrain_finetune_config import load_study
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENTS = ["Transformer pretrained + TS", "LinUCB (warm)", "Random"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.pretrain_finetune", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_quick_run_writes_tables_checkpoints_and_plots(tmp_path):
+    args = ("--quick", "--events", "1000", "--out", str(tmp_path), "--agents")
+    done = _run(*args, *AGENTS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["agent"] for r in rows] == AGENTS
+    for row in rows:
+        assert row["horizon"] == 300 and row["seeds"] == 2
+        for band in (row["final_regret"], row["early_regret"], row["ctr"]):
+            assert band["low"] <= band["mean"] <= band["high"]
+        assert row["early_regret"]["mean"] <= row["final_regret"]["mean"]
+    held = {r["agent"]: r["held_out"] for r in rows}
+    assert held["Random"] is None
+    for name in AGENTS[:2]:
+        metrics = held[name]
+        assert 0.0 <= metrics["roc_auc"] <= 1.0 and metrics["log_loss"] > 0
+    folder = tmp_path / "ContextualRec-v0"
+    data = logged.load(folder / "logs.parquet")
+    assert len(data) == 1000
+    assert (folder / "checkpoint_unweighted.npz").exists()
+    assert (folder / "pretrain_unweighted.png").stat().st_size > 0
+    assert (folder / "regret.png").stat().st_size > 0
+    assert "| Transformer pretrained + TS |" in (tmp_path / "summary.md").read_text()
+    # A rerun resumes: every agent is already done, nothing is recomputed.
+    again = _run(*args, *AGENTS)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "regret@T" not in again.stdout
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_unknown_agent_label_is_rejected_before_running(tmp_path):
+    done = _run("--quick", "--out", str(tmp_path), "--agents", "Nobody")
+    assert done.returncode != 0
+    assert "unknown agent label" in done.stderr and "'Random'" in done.stderr
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_packaged_config_lists_the_issue_agents_and_envs():
+    study = load_study("pretrain_finetune")
+    assert study.horizon == 20_000 and study.seeds >= 16
+    assert [e for e, _ in study.envs] == [
+        "ContextualRec-v0",
+        "ContextualRec-ColdStart-v0",
+        "ContextualRec-Drift-v0",
+    ]
+    labels = {s.label for s in study.agents}
+    for needed in (
+        "Transformer pretrained + TS",
+        "Transformer scratch + TS",
+        "LinUCB",
+        "LinUCB (warm)",
+        "NeuralTS",
+        "NeuralTS (warm)",
+        "Popularity",
+        "Random",
+    ):
+        assert needed in labels
+    quick = select(study, Args(quick=True))
+    assert quick.horizon == 300 and len(quick.envs) == 1
+    np.testing.assert_equal(quick.model["width"], 16)
+
+
+def test_bad_config_raises(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[run]\nhorizon = 10\n[logs]\npolicy = "greedy"\n')
+    with pytest.raises(BanditConfigError, match=r"logs\.policy"):
+        load_study(str(path))
+    path.write_text('[[agents]]\nlabel = "x"\nkind = "nonexistent"\n')
+    with pytest.raises(BanditConfigError, match="kind"):
+        load_study(str(path))
+    path.write_text('[[agents]]\nkind = "transformer"\nmodel = { depth2 = 1 }\n')
+    with pytest.raises(BanditConfigError, match="unknown key"):
+        load_study(str(path))

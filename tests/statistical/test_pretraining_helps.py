@@ -1,0 +1,60 @@
+"""Pretraining on logs reduces the transformer's regret over its first 2,000 steps.
+
+Setting: `ContextualRec-v0` (default instance), 20,000 events logged by a uniform
+policy, the default transformer (width 32, 2 blocks) pretrained for one epoch
+(IPS-weighted click loss, which equals the unweighted one under a uniform logger,
+plus masked-history prediction). The pretrained policy (frozen body, Thompson
+sampling head) and the same architecture from a random initialisation (body
+fine-tuned every 500 steps, the same head) each run 2,000 steps on 8 seeds.
+
+Claim: the mean cumulative regret at step 2,000 is lower with pretraining, with
+non-overlapping 95% Student-t intervals across seeds. Fixed seeds make the test
+deterministic; on the development machine the intervals were about
+[200, 215] (pretrained) and [430, 480] (scratch), so the margin is wide. Runtime:
+about 2-3 minutes on 2 CPU cores (mostly compilation), hence `slow`.
+"""
+
+from __future__ import annotations
+
+import jax
+import pytest
+
+import bandits
+import envs
+from agents import pretrain as pt
+from agents import transformer as tf
+from bandits import metrics
+from envs import logged
+from experiments.pretrain_finetune import transformer_config
+
+HORIZON, SEEDS, EVENTS = 2000, 8, 20_000
+
+
+@pytest.mark.slow
+def test_pretraining_reduces_early_regret():
+    env, params = envs.make("ContextualRec-v0")
+    data = logged.generate(
+        jax.random.key(100), env, params, logged.uniform(), EVENTS, num_streams=64
+    )
+    cfg = transformer_config(env)
+    result = pt.pretrain(
+        jax.random.key(0), cfg, data, epochs=1, batch_size=128, progress=False
+    )
+    pretrained = tf.policy(cfg, result.params, finetune=False, nu=0.5)
+    scratch = tf.policy(cfg, None, finetune=True, nu=0.5, train_every=500)
+
+    def early_regret(agent):
+        trajectory = bandits.run(
+            env, agent, horizon=HORIZON, seeds=SEEDS, params=params
+        )
+        final = metrics.cumulative_regret(trajectory)[:, -1]
+        return metrics.mean_band(final[:, None])
+
+    with_logs, without = early_regret(pretrained), early_regret(scratch)
+    for name, band in (("pretrained", with_logs), ("scratch", without)):
+        print(f"{name}: {band.mean[0]:.1f} [{band.low[0]:.1f}, {band.high[0]:.1f}]")
+    assert with_logs.high[0] < without.low[0], (
+        f"pretrained {with_logs.mean[0]:.1f} [{with_logs.low[0]:.1f}, "
+        f"{with_logs.high[0]:.1f}] vs scratch {without.mean[0]:.1f} "
+        f"[{without.low[0]:.1f}, {without.high[0]:.1f}]"
+    )
