@@ -15,7 +15,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev,distributed]'
+	$(PY) -m pip install --quiet -e '.[dev,distributed,datasets]'
 	touch $(STAMP)
 
 run: $(STAMP)
