@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import jax
@@ -96,6 +97,17 @@ def test_float64_with_x64_builds():
 
 @pytest.mark.parametrize("name", sorted(agents.registered()))
 def test_every_agent_rejects_zero_arms(name):
+    required = [
+        k
+        for k, v in agents.hyperparameters(name).items()
+        if v is inspect.Parameter.empty and k not in ("num_arms", "dim")
+    ]
+    if required:
+        # Without its other required hyperparameters the agent is refused for
+        # those first (checked in test_contracts); zero arms is checked elsewhere.
+        with pytest.raises(BanditConfigError, match=required[0]):
+            agents.make(name, num_arms=0, dim=D)
+        return
     with pytest.raises(BanditConfigError, match="num_arms"):
         agents.make(name, num_arms=0, dim=D)
 
