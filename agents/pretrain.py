@@ -183,6 +183,7 @@ class PretrainResult(NamedTuple):
     click_losses: np.ndarray  # (steps,)
     history_losses: np.ndarray  # (steps,)
     seconds: float
+    ips: bool = True  # whether the click loss was IPS-weighted
 
 
 def pretrain(
@@ -294,6 +295,7 @@ def pretrain(
         click_losses=np.concatenate(clicks),
         history_losses=np.concatenate(histories),
         seconds=time.perf_counter() - start,
+        ips=ips,
     )
 
 
@@ -367,7 +369,7 @@ def plot_losses(result: PretrainResult, path: str | os.PathLike) -> Path:
     kernel = np.ones(window) / window
     for label, curve in (
         ("total", result.losses),
-        ("click (IPS)", result.click_losses),
+        ("click (IPS-weighted)" if result.ips else "click", result.click_losses),
         ("masked history", result.history_losses),
     ):
         if np.any(curve):

@@ -404,16 +404,20 @@ def plot_env(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from bandits.plots import colours
+
+    colour = colours([row["agent"] for row in rows])  # distinct beyond 10 agents
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for row in rows:
         steps = np.asarray(row["curve_steps"])
         for ax in axes:
-            line = ax.plot(steps, row["curve_mean"], label=row["agent"])
+            c = colour[row["agent"]]
+            ax.plot(steps, row["curve_mean"], color=c, label=row["agent"])
             ax.fill_between(
                 steps,
                 row["curve_low"],
                 row["curve_high"],
-                color=line[0].get_color(),
+                color=c,
                 alpha=0.2,
                 linewidth=0,
             )

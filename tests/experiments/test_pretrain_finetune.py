@@ -108,3 +108,8 @@ def test_bad_config_raises(tmp_path):
     path.write_text('[[agents]]\nkind = "transformer"\nmodel = { depth2 = 1 }\n')
     with pytest.raises(BanditConfigError, match="unknown key"):
         load_study(str(path))
+    path.write_text('[[agents]]\nkind = "random"\nenvs = ["Nope-v0"]\n')
+    with pytest.raises(BanditConfigError, match="unknown env"):
+        load_study(str(path))
+    path.write_text('[[agents]]\nkind = "random"\nenvs = ["ContextualRec-v0"]\n')
+    assert load_study(str(path)).agents[0].envs == ("ContextualRec-v0",)

@@ -1,7 +1,7 @@
 """Pretraining on logs reduces the transformer's regret over its first 2,000 steps.
 
 Setting: `ContextualRec-v0` (default instance), 20,000 events logged by a uniform
-policy, the default transformer (width 32, 2 blocks) pretrained for one epoch
+policy, the default transformer (width 32, 2 blocks) pretrained for three epochs
 (IPS-weighted click loss, which equals the unweighted one under a uniform logger,
 plus masked-history prediction). The pretrained policy (frozen body, Thompson
 sampling head) and the same architecture from a random initialisation (body
@@ -9,9 +9,10 @@ fine-tuned every 500 steps, the same head) each run 2,000 steps on 8 seeds.
 
 Claim: the mean cumulative regret at step 2,000 is lower with pretraining, with
 non-overlapping 95% Student-t intervals across seeds. Fixed seeds make the test
-deterministic; on the development machine the intervals were about
-[200, 215] (pretrained) and [430, 480] (scratch), so the margin is wide. Runtime:
-about 2-3 minutes on 2 CPU cores (mostly compilation), hence `slow`.
+deterministic. Measured: pretrained 303.6 [295.3, 311.9], scratch 422.6
+[393.0, 452.3], a gap of 81 between the interval edges. Runtime: about 3 minutes
+wall (1.5 minutes of CPU, mostly compilation) on the shared 2-core machine,
+hence `slow`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def test_pretraining_reduces_early_regret():
     )
     cfg = transformer_config(env)
     result = pt.pretrain(
-        jax.random.key(0), cfg, data, epochs=1, batch_size=128, progress=False
+        jax.random.key(0), cfg, data, epochs=3, batch_size=128, progress=False
     )
     pretrained = tf.policy(cfg, result.params, finetune=False, nu=0.5)
     scratch = tf.policy(cfg, None, finetune=True, nu=0.5, train_every=500)
