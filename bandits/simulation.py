@@ -98,16 +98,20 @@ def _record(
 ) -> Trajectory:
     """Exact pseudo-regret of one step against the best allowed arm."""
     allowed = jnp.where(obs.mask, expected, -jnp.inf)
-    best = jnp.max(allowed)
+    best_arm = jnp.argmax(allowed)
+    best = allowed[best_arm]
     chosen = expected[action]
-    regret = best - chosen
+    # Playing the best arm is exactly zero regret, even if XLA recomputes the
+    # expected rewards in two fusions that round differently.
+    is_best = action == best_arm
+    regret = jnp.where(is_best, jnp.zeros_like(best), best - chosen)
     return Trajectory(
         action=action,
         reward=jnp.asarray(reward, expected.dtype),
         expected_reward=chosen,
         optimal_expected_reward=best,
         regret=regret,
-        optimal=chosen >= best,
+        optimal=is_best | (chosen >= best),
     )
 
 

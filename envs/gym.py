@@ -124,7 +124,12 @@ def _advance(
     expected = feedback.expected_rewards
     allowed = jnp.where(stream.obs.mask, expected, -jnp.inf)
     optimal = jnp.argmax(allowed).astype(jnp.int32)
-    regret = expected[optimal] - expected[action]
+    # Exactly zero for the best arm, whatever rounding the fusions of `expected` do.
+    regret = jnp.where(
+        action == optimal,
+        jnp.zeros_like(expected[0]),
+        expected[optimal] - expected[action],
+    )
     reward = jnp.asarray(feedback.reward, expected.dtype)
     return _Stream(key_next, obs, state), _StepOut(reward, expected, optimal, regret)
 

@@ -232,3 +232,19 @@ def test_non_finite_state_names_agent_seed_and_step():
     with pytest.raises(NonFiniteAgentStateError, match=message) as info:
         bandits.run(env, agent, horizon=20, seeds=seeds)
     assert f"{int(positive.sum())} of {len(seeds)}" in str(info.value)
+
+
+def test_record_regret_is_exactly_zero_for_the_best_allowed_arm():
+    from bandits.simulation import _record
+    from bandits.types import Observation
+
+    expected = jnp.asarray([0.3, 0.9, 1.2, 0.7], jnp.float32)
+    mask = jnp.asarray([True, True, False, True])  # arm 2 is best but not allowed
+    obs = Observation(
+        context=jnp.zeros(2), arms=jnp.zeros((4, 1)), mask=mask, history=None
+    )
+    best = _record(obs, jnp.int32(1), 0.0, expected)
+    assert float(best.regret) == 0.0 and bool(best.optimal)
+    assert float(best.optimal_expected_reward) == pytest.approx(0.9)
+    worse = _record(obs, jnp.int32(3), 0.0, expected)
+    assert float(worse.regret) == pytest.approx(0.2) and not bool(worse.optimal)
