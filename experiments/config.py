@@ -548,3 +548,20 @@ def _with_path(
         ):
             return BanditConfigError(path_of(key) + message[len(key) :] + where)
     return BanditConfigError(f"{fallback}{where}: {message}")
+
+
+def select_agents(
+    config: ExperimentConfig, labels: Sequence[str] | None
+) -> ExperimentConfig:
+    """The config restricted to the agents with the given labels (all if None)."""
+    if labels is None:
+        return config
+    known = [agent.label for agent in config.agents]
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise BanditConfigError(
+            f"unknown agent label(s) {', '.join(map(repr, unknown))}; the config "
+            f"has {', '.join(map(repr, known))}"
+        )
+    kept = tuple(agent for agent in config.agents if agent.label in labels)
+    return dataclasses.replace(config, agents=kept)

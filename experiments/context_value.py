@@ -32,8 +32,13 @@ import matplotlib.pyplot as plt
 
 import bandits
 from bandits import metrics
-from bandits.validation import BanditConfigError
-from experiments.config import EnvConfig, ExperimentConfig, build, load_config
+from experiments.config import (
+    EnvConfig,
+    ExperimentConfig,
+    build,
+    load_config,
+    select_agents,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,23 +59,6 @@ class Args:
     """Labels of the config's agents to run; default: all of them."""
     quick: bool = False
     """Tiny settings for a smoke run: 200 rounds, 2 seeds, strengths 0 and 1."""
-
-
-def select_agents(
-    config: ExperimentConfig, labels: Sequence[str] | None
-) -> ExperimentConfig:
-    """The config restricted to the agents with the given labels (all if None)."""
-    if labels is None:
-        return config
-    known = [agent.label for agent in config.agents]
-    unknown = [label for label in labels if label not in known]
-    if unknown:
-        raise BanditConfigError(
-            f"unknown agent label(s) {', '.join(map(repr, unknown))}; the config "
-            f"has {', '.join(map(repr, known))}"
-        )
-    kept = tuple(agent for agent in config.agents if agent.label in labels)
-    return dataclasses.replace(config, agents=kept)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
