@@ -97,22 +97,33 @@ def _record(
     obs: Observation, action: jax.Array, reward: jax.Array, expected: jax.Array
 ) -> Trajectory:
     """Exact pseudo-regret of one step against the best allowed arm."""
-    allowed = jnp.where(obs.mask, expected, -jnp.inf)
-    best_arm = jnp.argmax(allowed)
-    best = allowed[best_arm]
+    best_arm, best, regret = pseudo_regret(expected, obs.mask, action)
     chosen = expected[action]
-    # Playing the best arm is exactly zero regret, even if XLA recomputes the
-    # expected rewards in two fusions that round differently.
-    is_best = action == best_arm
-    regret = jnp.where(is_best, jnp.zeros_like(best), best - chosen)
     return Trajectory(
         action=action,
         reward=jnp.asarray(reward, expected.dtype),
         expected_reward=chosen,
         optimal_expected_reward=best,
         regret=regret,
-        optimal=is_best | (chosen >= best),
+        optimal=(action == best_arm) | (chosen >= best),
     )
+
+
+def pseudo_regret(
+    expected: jax.Array, mask: jax.Array, action: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(best allowed arm, its expected reward, regret of `action`) for one round.
+
+    Playing the best arm is exactly zero regret, even if XLA recomputes the
+    expected rewards in two fusions that round differently.
+    """
+    allowed = jnp.where(mask, expected, -jnp.inf)
+    best_arm = jnp.argmax(allowed).astype(jnp.int32)
+    best = allowed[best_arm]
+    regret = jnp.where(
+        action == best_arm, jnp.zeros_like(best), best - expected[action]
+    )
+    return best_arm, best, regret
 
 
 def _all_finite(tree: Any) -> jax.Array:

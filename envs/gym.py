@@ -62,6 +62,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from bandits.simulation import pseudo_regret
 from bandits.types import ArraySpec, EnvParams, EnvState, Observation
 from bandits.validation import BanditConfigError, positive_int
 from envs.base import BanditEnv, make_env, registered
@@ -122,14 +123,7 @@ def _advance(
     key_next, key_step = jax.random.split(stream.key)
     obs, state, feedback = env.step(key_step, stream.state, action, params)
     expected = feedback.expected_rewards
-    allowed = jnp.where(stream.obs.mask, expected, -jnp.inf)
-    optimal = jnp.argmax(allowed).astype(jnp.int32)
-    # Exactly zero for the best arm, whatever rounding the fusions of `expected` do.
-    regret = jnp.where(
-        action == optimal,
-        jnp.zeros_like(expected[0]),
-        expected[optimal] - expected[action],
-    )
+    optimal, _, regret = pseudo_regret(expected, stream.obs.mask, action)
     reward = jnp.asarray(feedback.reward, expected.dtype)
     return _Stream(key_next, obs, state), _StepOut(reward, expected, optimal, regret)
 
