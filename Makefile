@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(VENV)/bin/bandits run experiments/configs/quickstart.toml --out $(OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --benchmark-disable tests
+	$(PY) -m pytest -n $(JOBS) --benchmark-disable --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) -m pytest tests/benchmarks --benchmark-only --benchmark-autosave \
