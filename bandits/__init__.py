@@ -10,9 +10,11 @@ from bandits import _backend, linalg, metrics  # noqa: F401
 from bandits.simulation import (
     NonFiniteAgentStateError,
     run,
+    run_with_states,
     seed_list,
     simulate,
     sweep,
+    sweep_with_states,
 )
 from bandits.types import Agent, ArraySpec, Env, Feedback, Observation, Trajectory
 from bandits.validation import BanditConfigError
@@ -31,10 +33,12 @@ __all__ = [
     "progress",
     "report",
     "run",
+    "run_with_states",
     "seed_list",
     "simulate",
     "storage",
     "sweep",
+    "sweep_with_states",
 ]
 
 _LAZY = ("progress", "report", "storage")  # keep rich/matplotlib/pyarrow off import

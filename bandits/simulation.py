@@ -42,7 +42,9 @@ def simulate(
     Returns:
       A `Trajectory` whose leaves have leading shape (T,).
     """
-    trajectory, _ = _simulate(key, env, params, agent, horizon, check_each_step=False)
+    trajectory, _, _ = _simulate(
+        key, env, params, agent, horizon, check_each_step=False
+    )
     return trajectory
 
 
@@ -53,8 +55,8 @@ def _simulate(
     agent: Agent,
     horizon: int,
     check_each_step: bool,
-) -> tuple[Trajectory, jax.Array]:
-    """`simulate`, plus a finiteness report on the agent's state.
+) -> tuple[Trajectory, Any, jax.Array]:
+    """`simulate`, plus the final agent state and a finiteness report on it.
 
     With `check_each_step=False` (the fast path) the report is a bool: is the final
     state finite. With `check_each_step=True` it is the first step after which the
@@ -89,8 +91,8 @@ def _simulate(
         step, (obs, env_state, agent_state, first_bad), (steps, round_keys)
     )
     if check_each_step:
-        return trajectory, first_bad
-    return trajectory, _all_finite(agent_state)
+        return trajectory, agent_state, first_bad
+    return trajectory, agent_state, _all_finite(agent_state)
 
 
 def _record(
@@ -180,13 +182,55 @@ def run(
     Returns:
       A `Trajectory` with leaves shaped (S, T).
     """
+    trajectory, _ = run_with_states(
+        env,
+        agent,
+        horizon=horizon,
+        seeds=seeds,
+        states_of=(),
+        params=params,
+        resample_params=resample_params,
+        check_finite=check_finite,
+    )
+    return trajectory
+
+
+def run_with_states(
+    env: Env,
+    agent: Agent,
+    *,
+    horizon: int,
+    seeds: int | Sequence[int],
+    states_of: Sequence[int],
+    params: EnvParams | None = None,
+    resample_params: bool = False,
+    check_finite: bool = True,
+) -> tuple[Trajectory, Any]:
+    """`run`, also returning the final agent state of the seeds in `states_of`.
+
+    Evaluating what an agent learned (its reward model on held-out contexts) needs
+    the state it ends the run with; taking it from the run costs no second
+    simulation. Only the states of `states_of` leave the compiled program, so
+    memory stays small for agents with large states (replay buffers, networks).
+
+    Args:
+      env, agent, horizon, seeds, params, resample_params, check_finite: as `run`.
+      states_of: seeds (values among `seeds`) whose final state to return; may be
+        empty.
+
+    Returns:
+      `(trajectory, states)`: the `Trajectory` of `run`, and the agent state with
+      leaves shaped (len(states_of), ...) in the order of `states_of` (`None` if
+      `states_of` is empty).
+    """
     horizon = positive_int("horizon", horizon)
     seed_values = seed_list(seeds)
+    rows = _state_rows(seed_values, states_of)
     if params is None:
         params = env.default_params()
     keys = _seed_keys(seed_values)
-    program = _run_compiled(env, agent, horizon, resample_params, False)
-    trajectory, finite = program(keys, params)
+    program = _run_compiled(env, agent, horizon, resample_params, False, rows)
+    trajectory, finite, states = program(keys, params)
     trajectory = jax.tree_util.tree_map(
         lambda leaf: leaf[: len(seed_values)], trajectory
     )
@@ -196,7 +240,29 @@ def run(
             _raise_non_finite(
                 env, agent, horizon, resample_params, params, seed_values, bad
             )
-    return trajectory
+    return trajectory, states
+
+
+def _state_rows(seed_values: list[int], states_of: Sequence[int]) -> tuple[int, ...]:
+    """Row of each seed of `states_of` in `seed_values` (its first occurrence)."""
+    rows = []
+    for seed in states_of:
+        try:
+            rows.append(seed_values.index(operator.index(seed)))
+        except (ValueError, TypeError):
+            raise BanditConfigError(
+                f"states_of: {seed!r} is not one of the seeds {seed_values[:10]}"
+                f"{' ...' if len(seed_values) > 10 else ''}"
+            ) from None
+    return tuple(rows)
+
+
+def _take_rows(tree: Any, rows: tuple[int, ...]) -> Any:
+    """The leading-axis rows `rows` of every leaf, or `None` if there are none."""
+    if not rows:
+        return None
+    index = np.asarray(rows)
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
 
 
 def _seed_keys(seed_values: list[int]) -> jax.Array:
@@ -221,8 +287,8 @@ def _seed_keys(seed_values: list[int]) -> jax.Array:
 def _raise_non_finite(env, agent, horizon, resample_params, params, seed_values, bad):
     """Re-runs the failing seeds with a per-step check to name the first bad step."""
     failing = [seed_values[i] for i in bad]
-    program = _run_compiled(env, agent, horizon, resample_params, True)
-    _, first_bad = program(_seed_keys(failing), params)
+    program = _run_compiled(env, agent, horizon, resample_params, True, ())
+    _, first_bad, _ = program(_seed_keys(failing), params)
     first_bad = np.asarray(first_bad)[: len(failing)]
     seed, step = failing[0], int(first_bad[0])
     where = f"step {step}" if step >= 0 else "an unknown step"
@@ -268,6 +334,40 @@ def sweep(
     Returns:
       A `Trajectory` with leaves shaped (G, S, T).
     """
+    trajectory, _ = sweep_with_states(
+        env,
+        agent_fn,
+        hyperparameters,
+        horizon=horizon,
+        seeds=seeds,
+        states_of=(),
+        params=params,
+        resample_params=resample_params,
+        check_finite=check_finite,
+    )
+    return trajectory
+
+
+def sweep_with_states(
+    env: Env,
+    agent_fn: Callable[..., Agent],
+    hyperparameters: Mapping[str, Sequence[float]],
+    *,
+    horizon: int,
+    seeds: int | Sequence[int],
+    states_of: Sequence[int],
+    params: EnvParams | None = None,
+    resample_params: bool = False,
+    check_finite: bool = True,
+) -> tuple[Trajectory, Any]:
+    """`sweep`, also returning the final agent state of the seeds in `states_of`.
+
+    As `run_with_states` for a sweep: the states come out of the same program.
+
+    Returns:
+      `(trajectory, states)`: the `Trajectory` of `sweep`, and the agent state with
+      leaves shaped (G, len(states_of), ...) (`None` if `states_of` is empty).
+    """
     horizon = positive_int("horizon", horizon)
     seed_values = seed_list(seeds)
     names = tuple(hyperparameters)
@@ -297,12 +397,23 @@ def sweep(
         )
         for c in columns
     )
-    program = _sweep_compiled(env, agent_fn, names, horizon, resample_params)
-    trajectory, finite = program(values, keys, params)
+    seed_rows = _state_rows(seed_values, states_of)
+    state_rows = tuple(  # setting-major flat rows
+        g * num_seeds + r for g in range(num_settings) for r in seed_rows
+    )
+    program = _sweep_compiled(
+        env, agent_fn, names, horizon, resample_params, state_rows
+    )
+    trajectory, finite, states = program(values, keys, params)
     trajectory = jax.tree_util.tree_map(
         lambda leaf: leaf[:rows].reshape(num_settings, num_seeds, *leaf.shape[1:]),
         trajectory,
     )
+    if states is not None:
+        states = jax.tree_util.tree_map(
+            lambda leaf: leaf.reshape(num_settings, len(seed_rows), *leaf.shape[1:]),
+            states,
+        )
     finite = np.asarray(finite)[:rows].reshape(num_settings, num_seeds)
     if check_finite and not finite.all():
         setting, seed_index = np.argwhere(~finite)[0]
@@ -314,16 +425,24 @@ def sweep(
             f"state at seed {seed_values[seed_index]} "
             f"({int((~finite).sum())} runs affected)"
         )
-    return trajectory
+    return trajectory, states
 
 
 @functools.cache
-def _sweep_compiled(env, agent_fn, names, horizon, resample_params):
+def _sweep_compiled(env, agent_fn, names, horizon, resample_params, state_rows):
+    """One jitted program for the flat rows of a sweep: (trajectory, finite, states)."""
+
     def one_row(values, key, params):
         agent = agent_fn(**dict(zip(names, values, strict=True)))
         return _one_seed(key, params, env, agent, horizon, resample_params, False)
 
-    return jax.jit(jax.vmap(one_row, in_axes=(0, 0, None)))
+    def program(values, keys, params):
+        trajectory, states, finite = jax.vmap(one_row, in_axes=(0, 0, None))(
+            values, keys, params
+        )
+        return trajectory, finite, _take_rows(states, state_rows)
+
+    return jax.jit(program)
 
 
 def _like_keys(column: np.ndarray, keys: jax.Array) -> jax.Array:
@@ -341,13 +460,25 @@ def _one_seed(key, params, env, agent, horizon, resample_params, check_each_step
 
 @functools.cache
 def _run_compiled(
-    env: Env, agent: Agent, horizon: int, resample_params: bool, check_each_step: bool
+    env: Env,
+    agent: Agent,
+    horizon: int,
+    resample_params: bool,
+    check_each_step: bool,
+    state_rows: tuple[int, ...],
 ):
-    """One jitted, seed-vmapped program per (env, agent, horizon) shape."""
+    """One jitted, seed-vmapped program per (env, agent, horizon) shape.
+
+    It returns (trajectory, finiteness report, final states of `state_rows`).
+    """
 
     def one_seed(key: jax.Array, params: EnvParams):
         return _one_seed(
             key, params, env, agent, horizon, resample_params, check_each_step
         )
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
+    def program(keys: jax.Array, params: EnvParams):
+        trajectory, states, report = jax.vmap(one_seed, in_axes=(0, None))(keys, params)
+        return trajectory, report, _take_rows(states, state_rows)
+
+    return jax.jit(program)

@@ -4,8 +4,11 @@ For an agent that exposes `predict(state, obs) -> (K,)` estimates of every arm's
 expected reward, the final state of a run is evaluated on fresh contexts the
 agent never saw:
 
-1. the run of the seed is replayed to its final state (the same keys as
-   `bandits.run`, so the same actions; a test checks this against the kernel);
+1. the final state of the seed's run: kept by the run itself
+   (`bandits.run_with_states` / `sweep_with_states`, then `evaluate_states`; what
+   the experiment runner does, so no second simulation), or in `evaluate`
+   replayed (the same keys as `bandits.run`, so the same actions; a test checks
+   this against the kernel, and another that both ways score alike);
 2. M held-out observations are drawn with `env.reset` from a key stream of the
    seed that the run does not use (`fold_in(seed key, HELDOUT_STREAM)`), and for
    each one every arm is pulled once with `env.step` (an independent reward per
@@ -149,18 +152,62 @@ def evaluate(
     Returns:
       `[setting][seed]` metric dictionaries (see `metrics`).
     """
-    keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds), dtype=jnp.uint32))
+    keys = _seed_keys(seeds)
     if swept:
         names = tuple(swept)
         values = tuple(jnp.asarray(swept[n], jnp.float32) for n in names)
         program = _program(env, agent_fn, names, horizon, resample_params, contexts)
         out = jax.device_get(program(values, keys, params))
-        count = len(values[0])
     else:
         program = _program(env, agent, (), horizon, resample_params, contexts)
         out = jax.device_get(program((), keys, params))
         out = {k: v[None] for k, v in out.items()}
-        count = 1
+    return _metrics_table(out, len(seeds))
+
+
+def evaluate_states(
+    env: bandits.Env,
+    params: Any,
+    states: Any,
+    seeds: Sequence[int],
+    contexts: int,
+    resample_params: bool,
+    agent: bandits.Agent | None = None,
+    agent_fn: Callable[..., bandits.Agent] | None = None,
+    swept: Mapping[str, Sequence[float]] | None = None,
+) -> list[list[dict[str, float | None]]]:
+    """`evaluate` on final states kept by the run (`bandits.run_with_states`).
+
+    No replay: the states are those the run ended with, so only the held-out
+    program is compiled. The held-out draws are the same as `evaluate`'s.
+
+    Args:
+      states: the agent state for `seeds`, leaves shaped (len(seeds), ...), or
+        (G, len(seeds), ...) with `swept` (from `bandits.sweep_with_states`).
+      Others: as `evaluate` (no horizon: the states already hold the run).
+
+    Returns:
+      `[setting][seed]` metric dictionaries (see `metrics`).
+    """
+    keys = _seed_keys(seeds)
+    if swept:
+        names = tuple(swept)
+        values = tuple(jnp.asarray(swept[n], jnp.float32) for n in names)
+        program = _held_out_program(env, agent_fn, names, resample_params, contexts)
+        out = jax.device_get(program(values, states, keys, params))
+    else:
+        program = _held_out_program(env, agent, (), resample_params, contexts)
+        out = jax.device_get(program((), states, keys, params))
+        out = {k: v[None] for k, v in out.items()}
+    return _metrics_table(out, len(seeds))
+
+
+def _seed_keys(seeds: Sequence[int]) -> jax.Array:
+    return jax.vmap(jax.random.key)(jnp.asarray(list(seeds), dtype=jnp.uint32))
+
+
+def _metrics_table(out: Mapping[str, np.ndarray], num_seeds: int) -> list[list[dict]]:
+    """`[setting][seed]` metrics from held-out arrays shaped (G, seeds, M, K)."""
     return [
         [
             metrics(
@@ -169,10 +216,44 @@ def evaluate(
                 out["sampled"][g, i],
                 out["mask"][g, i],
             )
-            for i in range(len(seeds))
+            for i in range(num_seeds)
         ]
-        for g in range(count)
+        for g in range(out["prediction"].shape[0])
     ]
+
+
+def _agent_for(agent_or_fn, names, values):
+    """The agent itself, or `agent_fn(**setting)` with traced values."""
+    if names:
+        return agent_or_fn(**dict(zip(names, values, strict=True)))
+    return agent_or_fn
+
+
+def _held_out_key_and_params(env, key, params, resample_params):
+    """The seed's held-out key and problem instance (as `bandits.run` draws it)."""
+    key_params, _ = jax.random.split(key)  # as bandits.run per seed
+    if resample_params:
+        params = env.sample_params(key_params)
+    return jax.random.fold_in(key, HELDOUT_STREAM), params
+
+
+@functools.cache
+def _held_out_program(env, agent_or_fn, names, resample_params, contexts):
+    """One jitted program: final states (and swept settings) -> held-out arrays."""
+
+    def one_seed(values, state, key, params):
+        agent = _agent_for(agent_or_fn, names, values)
+        key_eval, params = _held_out_key_and_params(env, key, params, resample_params)
+        return held_out(key_eval, env, params, agent, state, contexts)
+
+    def seeds(values, states, keys, params):
+        return jax.vmap(lambda state, key: one_seed(values, state, key, params))(
+            states, keys
+        )
+
+    if names:
+        return jax.jit(jax.vmap(seeds, in_axes=(0, 0, None, None)))
+    return jax.jit(seeds)
 
 
 @functools.cache
@@ -180,16 +261,10 @@ def _program(env, agent_or_fn, names, horizon, resample_params, contexts):
     """One jitted program: seeds (and swept settings) -> held-out arrays."""
 
     def one_seed(values, key, params):
-        agent = (
-            agent_or_fn(**dict(zip(names, values, strict=True)))
-            if names
-            else agent_or_fn
-        )
-        key_params, key_run = jax.random.split(key)  # as bandits.run per seed
-        if resample_params:
-            params = env.sample_params(key_params)
+        agent = _agent_for(agent_or_fn, names, values)
+        _, key_run = jax.random.split(key)  # as bandits.run per seed
+        key_eval, params = _held_out_key_and_params(env, key, params, resample_params)
         state, _ = replay(key_run, env, params, agent, horizon)
-        key_eval = jax.random.fold_in(key, HELDOUT_STREAM)
         return held_out(key_eval, env, params, agent, state, contexts)
 
     def seeds(values, keys, params):

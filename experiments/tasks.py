@@ -92,24 +92,36 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     seeds = [int(s) for s in spec["seeds"]]
     batch = padded_seeds(seeds, int(spec["chunk_size"]))
     swept = {k: [float(v) for v in vs] for k, vs in spec["agent"]["swept"].items()}
+    if swept:
+        agent_fn, agent = spec_agent_fn(spec), None
+        first = agent_fn(**{k: v[0] for k, v in swept.items()})
+    else:
+        agent_fn, agent = None, spec_agent(spec)
+        first = agent
+    # The reward model is evaluated on the final states the run itself keeps.
+    evaluated = [int(s) for s in spec.get("prediction_seeds", [])]
+    if not evaluation.has_reward_model(first):
+        evaluated = []
     start = time.perf_counter()
     with CompileClock() as clock, PeakMemory() as memory:
         if swept:
-            trajectory = bandits.sweep(
+            trajectory, states = bandits.sweep_with_states(
                 env,
-                spec_agent_fn(spec),
+                agent_fn,
                 swept,
                 horizon=horizon,
                 seeds=batch,
+                states_of=evaluated,
                 params=params,
                 resample_params=resample,
             )
         else:
-            trajectory = bandits.run(
+            trajectory, states = bandits.run_with_states(
                 env,
-                spec_agent(spec),
+                agent,
                 horizon=horizon,
                 seeds=batch,
+                states_of=evaluated,
                 params=params,
                 resample_params=resample,
             )
@@ -135,7 +147,9 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
         )
         for g in range(count)
     ]
-    prediction, prediction_s = _predictions(spec, env, params, swept, count)
+    prediction, prediction_s = _predictions(
+        spec, env, params, evaluated, states, agent, agent_fn, swept, count
+    )
     run_s = clock.run_s
     rounds = count * len(seeds) * horizon
     cost = {
@@ -165,25 +179,18 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _predictions(spec, env, params, swept, count):
-    """Per-setting, per-seed reward-model metrics (or `None`) and their time."""
-    seeds = [int(s) for s in spec.get("prediction_seeds", [])]
+def _predictions(spec, env, params, seeds, states, agent, agent_fn, swept, count):
+    """Per-setting, per-seed reward-model metrics (or `None`) and their time.
+
+    `states` are the final agent states of `seeds` from the run.
+    """
     if not seeds:
         return None, 0.0
-    if swept:
-        agent_fn = spec_agent_fn(spec)
-        first = agent_fn(**{k: v[0] for k, v in swept.items()})
-        agent = None
-    else:
-        agent_fn, agent = None, spec_agent(spec)
-        first = agent
-    if not evaluation.has_reward_model(first):
-        return None, 0.0
     start = time.perf_counter()
-    per_setting = evaluation.evaluate(
+    per_setting = evaluation.evaluate_states(
         env,
         params,
-        int(spec["horizon"]),
+        states,
         seeds,
         int(spec["prediction_contexts"]),
         bool(spec["resample_params"]),

@@ -248,3 +248,51 @@ def test_record_regret_is_exactly_zero_for_the_best_allowed_arm():
     assert float(best.optimal_expected_reward) == pytest.approx(0.9)
     worse = _record(obs, jnp.int32(3), 0.0, expected)
     assert float(worse.regret) == pytest.approx(0.2) and not bool(worse.optimal)
+
+
+def test_keeping_final_states_leaves_the_trajectory_bit_identical():
+    env, params = envs.make("Linear-v0", num_arms=4, dim=5)
+    agent = agents.lints(num_arms=4, dim=5)
+    plain = bandits.run(env, agent, horizon=60, seeds=[3, 1, 4], params=params)
+    kept, states = bandits.run_with_states(
+        env, agent, horizon=60, seeds=[3, 1, 4], states_of=[4, 3], params=params
+    )
+    for field in plain._fields:
+        np.testing.assert_array_equal(getattr(kept, field), getattr(plain, field))
+    assert states.precision_inv.shape == (2, 4, 5, 5)
+    # Row 0 is seed 4's state: b sums reward * context over the pulls, so its
+    # arms' b are non-zero after 60 rounds, and the two seeds' states differ.
+    assert np.abs(np.asarray(states.b[0])).sum() > 0
+    assert not np.allclose(states.b[0], states.b[1])
+    _, none = bandits.run_with_states(
+        env, agent, horizon=60, seeds=[3, 1, 4], states_of=[], params=params
+    )
+    assert none is None
+
+    def agent_fn(**kw):
+        return agents.lints(num_arms=4, dim=5, **kw)
+
+    swept = bandits.sweep(
+        env, agent_fn, {"v": [0.1, 1.0]}, horizon=60, seeds=[3, 1], params=params
+    )
+    swept_kept, swept_states = bandits.sweep_with_states(
+        env,
+        agent_fn,
+        {"v": [0.1, 1.0]},
+        horizon=60,
+        seeds=[3, 1],
+        states_of=[1],
+        params=params,
+    )
+    for field in swept._fields:
+        np.testing.assert_array_equal(getattr(swept_kept, field), getattr(swept, field))
+    assert swept_states.b.shape == (2, 1, 4, 5)
+
+
+def test_final_states_of_an_unknown_seed_is_refused():
+    env, params = envs.make("Linear-v0", num_arms=4, dim=5)
+    agent = agents.linucb(num_arms=4, dim=5)
+    with pytest.raises(bandits.BanditConfigError, match="states_of: 7 is not one"):
+        bandits.run_with_states(
+            env, agent, horizon=5, seeds=[0, 1], states_of=[7], params=params
+        )

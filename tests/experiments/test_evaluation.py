@@ -127,3 +127,69 @@ def test_bernoulli_clicks_are_scored_as_classification():
             for key in ("accuracy", "recall", "f1", "roc_auc"):
                 assert 0.0 <= m[key] <= 1.0
             assert m["log_loss"] > 0
+
+
+def _assert_same_metrics(a, b):
+    """Metric tables equal up to float32 rounding (the programs batch differently)."""
+    assert len(a) == len(b)
+    for per_seed_a, per_seed_b in zip(a, b, strict=True):
+        for ma, mb in zip(per_seed_a, per_seed_b, strict=True):
+            assert ma.keys() == mb.keys()
+            for key in ma:
+                if ma[key] is None:
+                    assert mb[key] is None, key
+                else:
+                    assert ma[key] == pytest.approx(mb[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("resample", [False, True])
+def test_states_kept_by_the_run_score_like_the_replay(resample):
+    # What the runner does (final states from the run itself) against `evaluate`,
+    # which replays the run: the same states, so the same held-out metrics.
+    env, params = envs.make("LinearBernoulli-v0", num_arms=3, dim=4)
+    agent = agents.lints(num_arms=3, dim=4, v=0.5)
+    seeds, evaluated = [5, 2, 9], [9, 5]
+    _, states = bandits.run_with_states(
+        env,
+        agent,
+        horizon=120,
+        seeds=seeds,
+        states_of=evaluated,
+        params=params,
+        resample_params=resample,
+    )
+    kept = evaluation.evaluate_states(
+        env, params, states, evaluated, 300, resample, agent=agent
+    )
+    replayed = evaluation.evaluate(
+        env, params, 120, evaluated, 300, resample, agent=agent
+    )
+    _assert_same_metrics(kept, replayed)
+
+
+def test_states_kept_by_a_sweep_score_like_the_replay():
+    env, params = envs.make("Linear-v0", num_arms=3, dim=4)
+
+    def agent_fn(**kw):
+        return agents.linucb(num_arms=3, dim=4, **kw)
+
+    swept = {"alpha": [0.1, 2.0]}
+    _, states = bandits.sweep_with_states(
+        env,
+        agent_fn,
+        swept,
+        horizon=150,
+        seeds=[0, 1, 2],
+        states_of=[1, 2],
+        params=params,
+    )
+    assert states.b.shape == (2, 2, 3, 4)  # (settings, evaluated seeds, K, d)
+    kept = evaluation.evaluate_states(
+        env, params, states, [1, 2], 200, False, agent_fn=agent_fn, swept=swept
+    )
+    replayed = evaluation.evaluate(
+        env, params, 150, [1, 2], 200, False, agent_fn=agent_fn, swept=swept
+    )
+    _assert_same_metrics(kept, replayed)
+    # The two alphas learned different models.
+    assert kept[0][0]["mse"] != kept[1][0]["mse"]
