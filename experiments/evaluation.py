@@ -152,17 +152,10 @@ def evaluate(
     Returns:
       `[setting][seed]` metric dictionaries (see `metrics`).
     """
-    keys = _seed_keys(seeds)
-    if swept:
-        names = tuple(swept)
-        values = tuple(jnp.asarray(swept[n], jnp.float32) for n in names)
-        program = _program(env, agent_fn, names, horizon, resample_params, contexts)
-        out = jax.device_get(program(values, keys, params))
-    else:
-        program = _program(env, agent, (), horizon, resample_params, contexts)
-        out = jax.device_get(program((), keys, params))
-        out = {k: v[None] for k, v in out.items()}
-    return _metrics_table(out, len(seeds))
+    agent_or_fn, names, values = _setting(agent, agent_fn, swept)
+    program = _program(env, agent_or_fn, names, horizon, resample_params, contexts)
+    out = jax.device_get(program(values, _seed_keys(seeds), params))
+    return _metrics_table(out, len(seeds), swept=bool(names))
 
 
 def evaluate_states(
@@ -189,25 +182,30 @@ def evaluate_states(
     Returns:
       `[setting][seed]` metric dictionaries (see `metrics`).
     """
-    keys = _seed_keys(seeds)
-    if swept:
-        names = tuple(swept)
-        values = tuple(jnp.asarray(swept[n], jnp.float32) for n in names)
-        program = _held_out_program(env, agent_fn, names, resample_params, contexts)
-        out = jax.device_get(program(values, states, keys, params))
-    else:
-        program = _held_out_program(env, agent, (), resample_params, contexts)
-        out = jax.device_get(program((), states, keys, params))
-        out = {k: v[None] for k, v in out.items()}
-    return _metrics_table(out, len(seeds))
+    agent_or_fn, names, values = _setting(agent, agent_fn, swept)
+    program = _held_out_program(env, agent_or_fn, names, resample_params, contexts)
+    out = jax.device_get(program(values, states, _seed_keys(seeds), params))
+    return _metrics_table(out, len(seeds), swept=bool(names))
+
+
+def _setting(agent, agent_fn, swept):
+    """(agent or agent_fn, swept names, traced values) for the programs below."""
+    if not swept:
+        return agent, (), ()
+    names = tuple(swept)
+    return agent_fn, names, tuple(jnp.asarray(swept[n], jnp.float32) for n in names)
 
 
 def _seed_keys(seeds: Sequence[int]) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(list(seeds), dtype=jnp.uint32))
 
 
-def _metrics_table(out: Mapping[str, np.ndarray], num_seeds: int) -> list[list[dict]]:
-    """`[setting][seed]` metrics from held-out arrays shaped (G, seeds, M, K)."""
+def _metrics_table(
+    out: Mapping[str, np.ndarray], num_seeds: int, swept: bool
+) -> list[list[dict]]:
+    """`[setting][seed]` metrics from held-out arrays shaped ([G,] seeds, M, K)."""
+    if not swept:
+        out = {k: v[None] for k, v in out.items()}
     return [
         [
             metrics(
