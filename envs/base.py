@@ -21,8 +21,9 @@ class BanditEnv(abc.ABC):
 
     Subclasses are frozen dataclasses of Python ints/floats/strings (hashable, so a
     jitted program is compiled once per configuration) and implement
-    `sample_params`, `reset`, `step` and `observation_spec`. They never assign to
-    `self`. `params_seed` fixes the instance returned by `default_params`.
+    `sample_params`, `reset`, `step`, `expected_rewards` and `observation_spec`.
+    They never assign to `self`. `params_seed` fixes the instance returned by
+    `default_params`.
     """
 
     @property
@@ -56,9 +57,12 @@ class BanditEnv(abc.ABC):
         """The default problem instance: `sample_params` at a fixed key."""
         return self.sample_params(jax.random.key(getattr(self, "params_seed", 0)))
 
+    @abc.abstractmethod
     def expected_rewards(self, state: EnvState, params: EnvParams) -> jax.Array:
-        """Expected reward of every arm for the current observation, (K,)."""
-        raise NotImplementedError(f"{type(self).__name__} does not expose this")
+        """Expected reward of every arm for the current observation, (K,).
+
+        Exact pseudo-regret and logged-data oracles need it, so every env has it.
+        """
 
 
 def all_arms(num_arms: int) -> jax.Array:

@@ -227,12 +227,12 @@ def _agent_for(agent_or_fn, names, values):
     return agent_or_fn
 
 
-def _held_out_key_and_params(env, key, params, resample_params):
-    """The seed's held-out key and problem instance (as `bandits.run` draws it)."""
-    key_params, _ = jax.random.split(key)  # as bandits.run per seed
+def _seed_instance(env, key, params, resample_params):
+    """(problem instance, run key, held-out key) of a seed, split as `bandits.run`."""
+    key_params, key_run = jax.random.split(key)
     if resample_params:
         params = env.sample_params(key_params)
-    return jax.random.fold_in(key, HELDOUT_STREAM), params
+    return params, key_run, jax.random.fold_in(key, HELDOUT_STREAM)
 
 
 @functools.cache
@@ -241,7 +241,7 @@ def _held_out_program(env, agent_or_fn, names, resample_params, contexts):
 
     def one_seed(values, state, key, params):
         agent = _agent_for(agent_or_fn, names, values)
-        key_eval, params = _held_out_key_and_params(env, key, params, resample_params)
+        params, _, key_eval = _seed_instance(env, key, params, resample_params)
         return held_out(key_eval, env, params, agent, state, contexts)
 
     def seeds(values, states, keys, params):
@@ -260,8 +260,7 @@ def _program(env, agent_or_fn, names, horizon, resample_params, contexts):
 
     def one_seed(values, key, params):
         agent = _agent_for(agent_or_fn, names, values)
-        _, key_run = jax.random.split(key)  # as bandits.run per seed
-        key_eval, params = _held_out_key_and_params(env, key, params, resample_params)
+        params, key_run, key_eval = _seed_instance(env, key, params, resample_params)
         state, _ = replay(key_run, env, params, agent, horizon)
         return held_out(key_eval, env, params, agent, state, contexts)
 
