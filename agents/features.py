@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from agents.linear import linucb
 from agents.registry import register
+from agents.ridge import REFACTOR_EVERY
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, positive_int, real
 
@@ -102,7 +103,13 @@ def with_arm_features(agent: Agent, feature_map: FeatureMap, name: str) -> Agent
         def action_probs(key, state, obs):
             return agent.action_probs(key, state, mapped(obs))
 
-    return Agent(agent.init, act, update, action_probs, name=name)
+    predict = None
+    if agent.predict is not None:
+
+        def predict(state, obs):
+            return agent.predict(state, mapped(obs))
+
+    return Agent(agent.init, act, update, action_probs, name=name, predict=predict)
 
 
 @register("linucb_items")
@@ -113,6 +120,7 @@ def linucb_items(
     alpha: float = 1.0,
     regularization: float = 1.0,
     dtype: str = "float32",
+    refactor_every: int = REFACTOR_EVERY,
 ) -> Agent:
     """Context-blind LinUCB on item features: phi_k = a_k[:item_dim].
 
@@ -127,6 +135,7 @@ def linucb_items(
       alpha: exploration scale >= 0.
       regularization: ridge lambda > 0.
       dtype: "float32" or "float64".
+      refactor_every: as for `linucb`.
 
     References:
       Li et al. (2010), WWW.
@@ -144,6 +153,7 @@ def linucb_items(
         regularization=regularization,
         features="arms",
         dtype=dtype,
+        refactor_every=refactor_every,
     )
     feature_map = functools.partial(item_columns, item_dim=item_dim)
     return with_arm_features(base, feature_map, name="linucb_items")
@@ -159,6 +169,7 @@ def linucb_context_items(
     alpha: float = 1.0,
     regularization: float = 1.0,
     dtype: str = "float32",
+    refactor_every: int = REFACTOR_EVERY,
 ) -> Agent:
     """Context-aware LinUCB on [item features, context x item features].
 
@@ -179,6 +190,7 @@ def linucb_context_items(
       alpha: exploration scale >= 0.
       regularization: ridge lambda > 0.
       dtype: "float32" or "float64".
+      refactor_every: as for `linucb`.
 
     References:
       Li et al. (2010), WWW (hybrid LinUCB, section 3.2).
@@ -200,6 +212,7 @@ def linucb_context_items(
         regularization=regularization,
         features="arms",
         dtype=dtype,
+        refactor_every=refactor_every,
     )
     real("cross_scale", cross_scale, low=0.0, low_open=True)
     feature_map = functools.partial(

@@ -31,6 +31,7 @@ from agents.networks import (
 )
 from agents.registry import register
 from agents.replay import ReplayBuffer, maybe, replay_valid, should_train
+from bandits.linalg import inverse_factor, potter_update
 from bandits.types import Agent
 from bandits.validation import real
 
@@ -61,55 +62,9 @@ def _blr_empty(num_blocks: int, h: int, lambda_prior) -> BLRState:
     )
 
 
-def _potter_update(S: jax.Array, phi: jax.Array) -> jax.Array:
-    """Square root of (Lambda + phi phi^T)^{-1} from S with S S^T = Lambda^{-1}.
-
-    With v = S^T phi and s = v^T v, S' = S - c (S v) v^T, c = 1 / (q (1 + q)),
-    q = sqrt(1 + s), satisfies S' S'^T = S S^T - S v v^T S^T / (1 + s), the
-    Sherman-Morrison update, in O(h^2) matrix products only.
-
-    References:
-      Potter & Stern (1963); Bierman (1977), "Factorization Methods for Discrete
-      Sequential Estimation", chapter V (square-root information updates).
-    """
-    v = S.T @ phi
-    q = jnp.sqrt(1.0 + v @ v)
-    return S - jnp.outer(S @ v, v) / (q * (1.0 + q))
-
-
-def _cholesky_lower(A: jax.Array) -> jax.Array:
-    """Lower Cholesky factor of a symmetric positive-definite (h, h) matrix.
-
-    Column by column (Cholesky-Banachiewicz) under `fori_loop`, in plain array
-    operations; a pivot below a tiny floor is clamped so rounding cannot give NaN.
-    """
-    h = A.shape[0]
-    rows = jnp.arange(h)
-    floor = 1e-10 * jnp.maximum(jnp.max(jnp.diag(A)), 1.0)
-
-    def column(j, L):
-        s = A[:, j] - L @ L[j]
-        pivot = jnp.sqrt(jnp.maximum(s[j], floor))
-        return L.at[:, j].set(jnp.where(rows > j, s / pivot, 0.0).at[j].set(pivot))
-
-    return jax.lax.fori_loop(0, h, column, jnp.zeros_like(A))
-
-
-def _lower_inverse(L: jax.Array) -> jax.Array:
-    """L^{-1} for lower-triangular L by forward substitution (row i of L X = I)."""
-    h = L.shape[0]
-    eye = jnp.eye(h, dtype=L.dtype)
-
-    def row(i, X):
-        # rows >= i of X are still zero, so L[i] @ X only sums k < i
-        return X.at[i].set((eye[i] - L[i] @ X) / L[i, i])
-
-    return jax.lax.fori_loop(0, h, row, jnp.zeros_like(L))
-
-
 def _blr_add(blr: BLRState, block, phi, reward) -> BLRState:
     """Adds one (phi, r) to block `block`: O(h^2) for that block only."""
-    S = _potter_update(blr.sqrt_cov[block], phi)
+    S, _ = potter_update(blr.sqrt_cov[block], phi)
     xty = blr.xty[block] + reward * phi
     return BLRState(
         sqrt_cov=blr.sqrt_cov.at[block].set(S),
@@ -136,8 +91,7 @@ def _blr_refit(network: Network, params, buffer: ReplayBuffer, lambda_prior):
     h = phi.shape[-1]
     precision = lambda_prior * jnp.eye(h) + jnp.einsum("cm,ch,cg->mhg", w, phi, phi)
     precision = 0.5 * (precision + jnp.swapaxes(precision, 1, 2))
-    L = jax.vmap(_cholesky_lower)(precision)
-    S = jnp.swapaxes(jax.vmap(_lower_inverse)(L), 1, 2)
+    S = jax.vmap(inverse_factor)(precision)
     r = items["reward"]
     xty = jnp.einsum("cm,c,ch->mh", w, r, phi)
     mean = jnp.einsum("mhg,mg->mh", S, jnp.einsum("mgh,mg->mh", S, xty))

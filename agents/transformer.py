@@ -13,9 +13,12 @@ layer, the body serving as a feature extractor:
         Sigma <- (Sigma^{-1} + p (1 - p) phi phi^T)^{-1}   (Sherman-Morrison),
         w     <- w + Sigma phi (r - p),    p = sigmoid(w^T phi),
 
-    and the policy plays argmax_k phi_k^T w~ with w~ ~ N(w, nu^2 Sigma), drawn
-    in score space: the K scores ~ N(Phi w, nu^2 Phi Sigma Phi^T), O(K h^2 + K^3)
-    per round instead of a Cholesky factor of Sigma, O(h^3).
+    and the policy plays argmax_k phi_k^T w~ with w~ ~ N(w, nu^2 Sigma). Sigma
+    is kept as a square root S (S S^T = Sigma) updated by Potter's formula, with
+    the precision Sigma^{-1} summed with Kahan compensation and S re-factorised
+    from it every `agents.ridge.REFACTOR_EVERY` rounds (exact in float32 over long
+    runs, see docs/numerics.md); the K scores are drawn as Phi w + nu (Phi S) z,
+    z ~ N(0, I_h), in O(K h^2) per round.
   * "ensemble": M heads, each such a filter on Poisson(1) bootstrap weights,
     started from draws of the prior; one head, drawn uniformly, plays greedily.
   * "epsilon": epsilon-greedy on the posterior mean w ("greedy": epsilon = 0).
@@ -60,6 +63,7 @@ from agents.replay import (
     replay_valid,
     should_train,
 )
+from agents.ridge import REFACTOR_EVERY
 from agents.transformer_model import (
     RecTransformer,
     TransformerConfig,
@@ -70,7 +74,7 @@ from agents.transformer_model import (
     logits,
     split_model,
 )
-from bandits.linalg import sherman_morrison
+from bandits.linalg import compensated_add, inverse_factor, potter_update
 from bandits.types import Agent, Observation
 from bandits.validation import (
     BanditConfigError,
@@ -86,7 +90,27 @@ class HeadState(NamedTuple):
     """Laplace posteriors of the last layer (M = 1 except for "ensemble")."""
 
     mean: jax.Array  # (M, h)  posterior means w_m
-    covariance: jax.Array  # (M, h, h)  Sigma_m
+    sqrt_cov: jax.Array  # (M, h, h)  S_m with S_m S_m^T = Sigma_m
+    precision: jax.Array  # (M, h, h)  Sigma_m^{-1}, Kahan sum
+    precision_residual: jax.Array  # (M, h, h)  Kahan compensation
+
+
+def _head_prior(mean: jax.Array, precision: jax.Array) -> HeadState:
+    """Heads with means (M, h) sharing one precision matrix (h, h)."""
+    M, h = mean.shape
+    S = inverse_factor(precision)
+    return HeadState(
+        mean=mean,
+        sqrt_cov=jnp.broadcast_to(S, (M, h, h)),
+        precision=jnp.broadcast_to(precision, (M, h, h)),
+        precision_residual=jnp.zeros((M, h, h), precision.dtype),
+    )
+
+
+def _head_refactor(head: HeadState) -> HeadState:
+    """Every S_m recomputed from its compensated precision (resets rounding)."""
+    S = jax.vmap(inverse_factor)(head.precision - head.precision_residual)
+    return head._replace(sqrt_cov=S)
 
 
 class TransformerState(NamedTuple):
@@ -123,27 +147,20 @@ def _observation(item: dict) -> Observation:
     )
 
 
-def _ekf_step(mean, covariance, phi, reward, weight):
-    """One extended-Kalman (online Laplace) step of Bayesian logistic regression."""
+def _ekf_step(mean, S, precision, residual, phi, reward, weight):
+    """One extended-Kalman (online Laplace) step of Bayesian logistic regression.
+
+    Sigma^{-1} <- Sigma^{-1} + c phi phi^T with c = weight p (1 - p), and
+    w <- w + weight Sigma phi (r - p), Sigma the updated covariance.
+    """
     p = jax.nn.sigmoid(phi @ mean)
     curvature = weight * p * (1.0 - p)
-    covariance = sherman_morrison(covariance, jnp.sqrt(curvature) * phi)
-    mean = mean + weight * (covariance @ phi) * (reward - p)
-    return mean, covariance
-
-
-def _score_factor(phi: jax.Array, covariance: jax.Array) -> jax.Array:
-    """Lower L with L L^T ~= Phi Sigma Phi^T, the (K, K) covariance of the scores.
-
-    A relative jitter of 1e-4 of the mean variance keeps the factorisation
-    defined when candidates repeat (equal rows make the matrix singular).
-    """
-    K = phi.shape[0]
-    C = phi @ covariance @ phi.T
-    C = 0.5 * (C + C.T)
-    jitter = 1e-4 * jnp.mean(jnp.diag(C)) + 1e-8
-    L = jnp.linalg.cholesky(C + jitter * jnp.eye(K))
-    return jnp.where(jnp.isfinite(L), L, 0.0)
+    S, gain = potter_update(S, phi, curvature)
+    precision, residual = compensated_add(
+        precision, residual, curvature * jnp.outer(phi, phi)
+    )
+    mean = mean + weight * gain * (reward - p)
+    return mean, S, precision, residual
 
 
 def masked_argmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -372,18 +389,16 @@ def policy(
         key_params, key_heads = jax.random.split(key)
         theta = initial_params(key_params)
         w0 = head_of(theta)
-        covariance = jnp.eye(h) / prior_precision
         mean = jnp.broadcast_to(w0, (M, h))
         if exploration == "ensemble":
             z = jax.random.normal(key_heads, (M, h))
             mean = mean + nu * z / jnp.sqrt(prior_precision)
         else:
             del key_heads
-        cov = jnp.broadcast_to(covariance, (M, h, h))
         return TransformerState(
             params=theta,
             opt_state=optimizer.init(theta) if finetune else (),
-            head=HeadState(mean, cov),
+            head=_head_prior(mean, prior_precision * jnp.eye(h)),
             buffer=replay_init(example_item, capacity),
             step=jnp.zeros((), jnp.int32),
         )
@@ -393,11 +408,9 @@ def policy(
 
     def sample_scores(key, state, obs, phi):
         if exploration == "ts":
-            # phi w~ with w~ ~ N(w, nu^2 Sigma), drawn in score space:
-            # N(phi w, nu^2 phi Sigma phi^T), O(K h^2) instead of O(h^3).
-            L = _score_factor(phi, state.head.covariance[0])
-            z = jax.random.normal(key, (cfg.num_arms,))
-            return phi @ state.head.mean[0] + nu * (L @ z)
+            # phi w~ with w~ = w + nu S z ~ N(w, nu^2 Sigma), O(K h^2)
+            z = jax.random.normal(key, (h,))
+            return phi @ (state.head.mean[0] + nu * (state.head.sqrt_cov[0] @ z))
         if exploration == "ensemble":
             member = jax.random.randint(key, (), 0, M)
             return phi @ state.head.mean[member]
@@ -406,9 +419,9 @@ def policy(
     def action_probs(key, state, obs):
         phi = phi_of(state, obs)
         if exploration == "ts":
-            L = _score_factor(phi, state.head.covariance[0])
-            z = jax.random.normal(key, (propensity_samples, cfg.num_arms))
-            scores = phi @ state.head.mean[0] + nu * z @ L.T
+            G = phi @ state.head.sqrt_cov[0]  # (K, h), G G^T = phi Sigma phi^T
+            z = jax.random.normal(key, (propensity_samples, h))
+            scores = phi @ state.head.mean[0] + nu * z @ G.T
             actions = jax.vmap(masked_argmax, in_axes=(0, None))(scores, obs.mask)
             return jnp.mean(jax.nn.one_hot(actions, cfg.num_arms), axis=0)
         if exploration == "ensemble":
@@ -448,13 +461,19 @@ def policy(
         else:
             del key_boot
             weights = jnp.ones((M,), jnp.float32)
-        mean, cov = jax.vmap(_ekf_step, in_axes=(0, 0, None, None, 0))(
-            state.head.mean, state.head.covariance, phi, reward, weights
+        head = HeadState(
+            *jax.vmap(_ekf_step, in_axes=(0, 0, 0, 0, None, None, 0))(
+                *state.head, phi, reward, weights
+            )
+        )
+        step = state.step + 1
+        head = jax.lax.cond(
+            step % REFACTOR_EVERY == 0, _head_refactor, lambda hd: hd, head
         )
         state = state._replace(
-            head=HeadState(mean, cov),
+            head=head,
             buffer=replay_push(state.buffer, _buffer_item(obs, action, reward, cfg)),
-            step=state.step + 1,
+            step=step,
         )
         if not finetune:
             del key_train
@@ -478,17 +497,16 @@ def policy(
             batch_size,
         )
         new_head = head_of(theta)
-        covariance = _refit_covariance(
+        precision = _refit_precision(
             graphdef, theta, state.buffer, new_head, prior_precision
         )
-        cov = jnp.broadcast_to(covariance, (M, h, h))
         mean = (
             state.head.mean - old_head + new_head
             if exploration == "ensemble"
             else jnp.broadcast_to(new_head, (M, h))
         )
         return state._replace(
-            params=theta, opt_state=opt_state, head=HeadState(mean, cov)
+            params=theta, opt_state=opt_state, head=_head_prior(mean, precision)
         )
 
     probs_fn = action_probs
@@ -547,8 +565,8 @@ def fit_click_model(
     return params, opt_state
 
 
-def _refit_covariance(graphdef, params, buffer, head, prior_precision):
-    """Sigma = (lambda_0 I + sum_i p_i (1 - p_i) phi_i phi_i^T)^{-1} over the buffer."""
+def _refit_precision(graphdef, params, buffer, head, prior_precision):
+    """Sigma^{-1} = lambda_0 I + sum_i p_i (1 - p_i) phi_i phi_i^T over the buffer."""
     items = buffer.items
     phi = jax.vmap(
         lambda item: embeddings(graphdef, params, _observation(item))[item["action"]]
@@ -557,8 +575,7 @@ def _refit_covariance(graphdef, params, buffer, head, prior_precision):
     w = replay_valid(buffer).astype(jnp.float32) * p * (1.0 - p)
     h = phi.shape[-1]
     precision = prior_precision * jnp.eye(h) + jnp.einsum("c,ch,cg->hg", w, phi, phi)
-    L = jnp.linalg.cholesky(0.5 * (precision + precision.T))
-    return jax.scipy.linalg.cho_solve((L, True), jnp.eye(h))
+    return 0.5 * (precision + precision.T)
 
 
 __all__ = [

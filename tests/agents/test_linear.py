@@ -29,16 +29,24 @@ def _obs(context, mask=None, arms=None) -> Observation:
 # --- ridge statistics -----------------------------------------------------------
 
 
-def test_disjoint_statistics_equal_the_direct_ridge_solution():
-    """After 40 updates, A_k^{-1}, b_k and theta_hat_k of every arm equal
-    inv(lam I + X_k^T X_k), X_k^T r_k and their product (float64, tight)."""
+@pytest.mark.parametrize("refactor_every", [256, 7])
+def test_disjoint_statistics_equal_the_direct_ridge_solution(refactor_every):
+    """After 40 updates, S_k S_k^T, A_k, b_k and theta_hat_k of every arm equal
+    inv(lam I + X_k^T X_k), lam I + X_k^T X_k, X_k^T r_k and their product
+    (float64, tight), whether or not re-factorisations happened on the way."""
     num_arms, dim, lam = 3, 4, 0.5
     rng = np.random.default_rng(0)
     contexts = rng.uniform(-1, 1, (40, dim))
     actions = rng.integers(0, num_arms, 40)
     rewards = rng.normal(size=40)
     with jax.enable_x64(True):
-        agent = agents.linucb(num_arms, dim, regularization=lam, dtype="float64")
+        agent = agents.linucb(
+            num_arms,
+            dim,
+            regularization=lam,
+            dtype="float64",
+            refactor_every=refactor_every,
+        )
         state = agent.init(KEY)
         for x, a, r in zip(contexts, actions, rewards, strict=True):
             obs = _obs(x, [True] * num_arms)._replace(context=jnp.asarray(x))
@@ -46,9 +54,9 @@ def test_disjoint_statistics_equal_the_direct_ridge_solution():
         for k in range(num_arms):
             X, r = contexts[actions == k], rewards[actions == k]
             A = lam * np.eye(dim) + X.T @ X
-            np.testing.assert_allclose(
-                state.precision_inv[k], np.linalg.inv(A), atol=1e-12
-            )
+            S = np.asarray(state.sqrt_cov[k])
+            np.testing.assert_allclose(S @ S.T, np.linalg.inv(A), atol=1e-12)
+            np.testing.assert_allclose(state.precision[k], A, atol=1e-12)
             np.testing.assert_allclose(state.b[k], X.T @ r, atol=1e-12)
             np.testing.assert_allclose(
                 state.theta_hat[k], np.linalg.solve(A, X.T @ r), atol=1e-12
@@ -64,13 +72,14 @@ def test_shared_statistics_use_the_chosen_arms_features():
     with jax.enable_x64(True):
         agent = agents.lin_greedy(num_arms, dim, features="arms", dtype="float64")
         state = agent.init(KEY)
-        assert state.precision_inv.shape == (1, dim, dim)
+        assert state.sqrt_cov.shape == (1, dim, dim)
         for X, a, r in zip(arms, actions, rewards, strict=True):
             obs = Observation(jnp.zeros((2,)), jnp.asarray(X), jnp.ones(num_arms, bool))
             state = agent.update(KEY, state, obs, jnp.int32(a), r)
     chosen = arms[np.arange(30), actions]
     A = np.eye(dim) + chosen.T @ chosen
-    np.testing.assert_allclose(state.precision_inv[0], np.linalg.inv(A), atol=1e-12)
+    S = np.asarray(state.sqrt_cov[0])
+    np.testing.assert_allclose(S @ S.T, np.linalg.inv(A), atol=1e-12)
     np.testing.assert_allclose(state.b[0], chosen.T @ rewards, atol=1e-12)
 
 
@@ -89,7 +98,8 @@ def test_linucb_golden_scores(alpha, expected):
     state = agent.init(KEY)
     state = agent.update(KEY, state, _obs([1.0, 0.0], [True, True]), jnp.int32(0), 1.0)
     np.testing.assert_allclose(state.theta_hat, [[0.5, 0.0], [0.0, 0.0]])
-    np.testing.assert_allclose(state.precision_inv[0], [[0.5, 0.0], [0.0, 1.0]])
+    S = np.asarray(state.sqrt_cov[0])
+    np.testing.assert_allclose(S @ S.T, [[0.5, 0.0], [0.0, 1.0]], atol=1e-7)
     assert int(agent.act(KEY, state, _obs([1.0, 1.0], [True, True]))) == expected
     # Masking the winner leaves the other arm.
     mask = [expected != 0, expected != 1]

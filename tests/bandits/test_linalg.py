@@ -1,4 +1,4 @@
-"""Rank-one linear algebra: golden values and property tests against NumPy.
+"""Linear algebra of the ridge statistics: golden values and property tests.
 
 Property tests draw well-conditioned SPD matrices A = M M^T + I with entries of M
 in [-1, 1] (so the eigenvalues lie in [1, 1 + d^2] and cond(A) <= 37 for d <= 6)
@@ -9,7 +9,10 @@ of the expected result:
   condition number and update size amplify rounding by at most ~1e3;
 * float32: 1e-4, i.e. ~1e3 ulps of float32 (eps = 1.2e-7), same reasoning.
 
-Hypothesis runs derandomized, so every run checks the same examples.
+Hypothesis runs derandomized, so every run checks the same examples. The
+long-run accuracy of the statistics built from these pieces (10^5-10^6 updates
+with one-hot, collinear and badly scaled features) is tested against a float64
+direct solve in tests/agents/test_ridge_accuracy.py.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from bandits import linalg
 PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 TOLERANCE = {np.float64: 1e-10, np.float32: 1e-4}
 
-sherman_morrison = jax.jit(linalg.sherman_morrison)
-cholesky_update = jax.jit(linalg.cholesky_update)
-cholesky_solve = jax.jit(linalg.cholesky_solve)
+potter_update = jax.jit(linalg.potter_update)
+inverse_factor = jax.jit(linalg.inverse_factor)
+compensated_add = jax.jit(linalg.compensated_add)
 
 
 @st.composite
@@ -48,138 +51,116 @@ def _assert_close(actual, expected, dtype):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCE[dtype] * scale)
 
 
-def _check_sherman_morrison(A, x, w, dtype):
-    A_inv = np.linalg.inv(A)
+def _check_potter(A, x, w, dtype):
+    """S S^T = A^{-1} in, S' S'^T = (A + w x x^T)^{-1} and the gain out."""
+    S = np.linalg.cholesky(np.linalg.inv(A))
     expected = np.linalg.inv(A + w * np.outer(x, x))
-    actual = sherman_morrison(A_inv.astype(dtype), x.astype(dtype), w)
-    _assert_close(actual, expected, dtype)
+    S_new, gain = potter_update(S.astype(dtype), x.astype(dtype), w)
+    S_new = np.asarray(S_new)
+    assert S_new.dtype == dtype
+    _assert_close((S_new @ S_new.T).astype(dtype), expected, dtype)
+    _assert_close(gain, expected @ x, dtype)
 
 
-def _check_cholesky_update(A, x, dtype):
-    L = np.linalg.cholesky(A)
-    expected = np.linalg.cholesky(A + np.outer(x, x))
-    actual = cholesky_update(L.astype(dtype), x.astype(dtype))
-    _assert_close(actual, expected, dtype)
-    assert np.all(np.triu(np.asarray(actual), 1) == 0)
+def _check_inverse_factor(A, dtype):
+    S = np.asarray(inverse_factor(A.astype(dtype)))
+    assert np.all(np.tril(S, -1) == 0), "S = L^{-T} is upper triangular"
+    _assert_close((S @ S.T).astype(dtype), np.linalg.inv(A), dtype)
 
 
-def _check_cholesky_solve(A, x, dtype):
-    L = np.linalg.cholesky(A)
-    expected = np.linalg.solve(A, x)
-    actual = cholesky_solve(L.astype(dtype), x.astype(dtype))
-    _assert_close(actual, expected, dtype)
+# --- golden values computed by hand ----------------------------------------------
 
 
-# --- golden values on a 2x2 case computed by hand -----------------------------
-
-
-def test_sherman_morrison_golden_2x2():
+def test_potter_update_golden_2x2():
     """A = diag(2, 1), x = (1, 1): (A + x x^T)^{-1} = [[3, 1], [1, 2]]^{-1}.
 
-    = [[2, -1], [-1, 3]] / 5 = [[0.4, -0.2], [-0.2, 0.6]].
+    = [[2, -1], [-1, 3]] / 5 = [[0.4, -0.2], [-0.2, 0.6]]; the gain is that
+    times x = (0.2, 0.4). Weight 0 leaves S unchanged and the gain A^{-1} x.
     """
-    A_inv = np.array([[0.5, 0.0], [0.0, 1.0]], np.float32)
-    actual = linalg.sherman_morrison(A_inv, np.array([1.0, 1.0], np.float32))
-    np.testing.assert_allclose(actual, [[0.4, -0.2], [-0.2, 0.6]], atol=1e-7)
-    # weight 0 leaves the inverse unchanged; weight 2 adds 2 x x^T:
-    # [[4, 2], [2, 3]]^{-1} = [[3, -2], [-2, 4]] / 8.
-    np.testing.assert_array_equal(
-        linalg.sherman_morrison(A_inv, np.array([1.0, 1.0], np.float32), 0.0), A_inv
+    S = np.diag([np.sqrt(0.5), 1.0]).astype(np.float32)
+    x = np.array([1.0, 1.0], np.float32)
+    S_new, gain = linalg.potter_update(S, x)
+    np.testing.assert_allclose(S_new @ S_new.T, [[0.4, -0.2], [-0.2, 0.6]], atol=1e-7)
+    np.testing.assert_allclose(gain, [0.2, 0.4], atol=1e-7)
+    S_same, gain0 = linalg.potter_update(S, x, 0.0)
+    np.testing.assert_array_equal(S_same, S)
+    np.testing.assert_allclose(gain0, [0.5, 1.0], atol=1e-7)
+
+
+def test_cholesky_lower_golden_2x2():
+    """[[25, 20], [20, 41]] = L L^T with L = [[5, 0], [4, 5]]."""
+    A = np.array([[25.0, 20.0], [20.0, 41.0]], np.float32)
+    np.testing.assert_allclose(
+        linalg.cholesky_lower(A), [[5.0, 0.0], [4.0, 5.0]], atol=1e-6
     )
     np.testing.assert_allclose(
-        linalg.sherman_morrison(A_inv, np.array([1.0, 1.0], np.float32), 2.0),
-        [[0.375, -0.25], [-0.25, 0.5]],
+        linalg.lower_inverse(np.array([[5.0, 0.0], [4.0, 5.0]], np.float32)),
+        [[0.2, 0.0], [-0.16, 0.2]],
         atol=1e-7,
     )
 
 
-def test_cholesky_update_golden_2x2():
-    """L = diag(3, 4), x = (4, 5): L L^T + x x^T = [[25, 20], [20, 41]].
+def test_cholesky_lower_drops_a_dependent_column():
+    """x x^T is singular: column 2 is 2 x column 1, its Schur complement is 0.
 
-    Its factor is [[5, 0], [4, 5]] (5^2 = 25, 5 * 4 = 20, 4^2 + 5^2 = 41).
+    The pivot is clamped at sqrt(4 eps A_22) and nothing below it is kept, so
+    the factor is finite and reproduces A up to that floor on the diagonal.
     """
-    L = np.array([[3.0, 0.0], [0.0, 4.0]], np.float32)
-    actual = linalg.cholesky_update(L, np.array([4.0, 5.0], np.float32))
-    np.testing.assert_allclose(actual, [[5.0, 0.0], [4.0, 5.0]], atol=1e-6)
-
-
-def test_cholesky_solve_golden_2x2():
-    """[[25, 20], [20, 41]] z = (45, 61) has z = (1, 1)."""
-    L = np.array([[5.0, 0.0], [4.0, 5.0]], np.float32)
-    actual = linalg.cholesky_solve(L, np.array([45.0, 61.0], np.float32))
-    np.testing.assert_allclose(actual, [1.0, 1.0], atol=1e-6)
-
-
-def test_jittered_cholesky_of_a_singular_matrix():
-    """x x^T is singular; the jitter makes it factorizable and changes it by
-    jitter * max(mean(diag), 1) I only."""
     x = np.array([1.0, 2.0, 2.0], np.float32)
-    A = np.outer(x, x)  # mean diagonal 3
-    L = np.asarray(linalg.jittered_cholesky(A, jitter=1e-3))
+    A = np.outer(x, x)
+    L = np.asarray(linalg.cholesky_lower(A))
     assert np.all(np.isfinite(L))
-    np.testing.assert_allclose(L @ L.T, A + 3e-3 * np.eye(3), atol=1e-5)
+    np.testing.assert_allclose(L[:, 0], [1.0, 2.0, 2.0], atol=1e-6)
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose(np.diag(L)[1:], np.sqrt(4 * eps * 4.0), rtol=1e-3)
+    np.testing.assert_allclose(L @ L.T, A, atol=1e-5)
 
 
-# --- properties, float64 ------------------------------------------------------
+def test_compensated_add_keeps_what_a_plain_float32_sum_loses():
+    """1 + 10^6 terms of 1e-8: a float32 running sum stays 1 (each term is below
+    half an ulp of 1), the compensated sum (total - residual) is 1.01 to float32
+    precision."""
+    total = np.float32(1.0)
+    residual = np.float32(0.0)
+
+    def body(carry, term):
+        return linalg.compensated_add(*carry, term), None
+
+    terms = np.full(10**6, 1e-8, np.float32)
+    (total, residual), _ = jax.lax.scan(body, (total, residual), terms)
+    plain = jax.lax.scan(lambda s, t: (s + t, None), np.float32(1.0), terms)[0]
+    assert float(plain) == 1.0
+    np.testing.assert_allclose(float(total - residual), 1.01, rtol=1e-6)
+
+
+# --- properties -----------------------------------------------------------------
 
 
 @PROPERTY_SETTINGS
 @given(spd_and_vector())
-def test_sherman_morrison_equals_direct_inverse_float64(case):
+def test_potter_update_equals_direct_inverse_float64(case):
     A, x, w = case
     with jax.enable_x64(True):
-        _check_sherman_morrison(A, x, w, np.float64)
+        _check_potter(A, x, w, np.float64)
 
 
 @PROPERTY_SETTINGS
 @given(spd_and_vector())
-def test_cholesky_update_equals_refactorization_float64(case):
-    A, x, _ = case
-    with jax.enable_x64(True):
-        _check_cholesky_update(A, x, np.float64)
-
-
-@PROPERTY_SETTINGS
-@given(spd_and_vector())
-def test_cholesky_solve_solves_float64(case):
-    A, x, _ = case
-    with jax.enable_x64(True):
-        _check_cholesky_solve(A, x, np.float64)
-
-
-# --- properties, float32 ------------------------------------------------------
-
-
-@PROPERTY_SETTINGS
-@given(spd_and_vector())
-def test_sherman_morrison_equals_direct_inverse_float32(case):
+def test_potter_update_equals_direct_inverse_float32(case):
     A, x, w = case
-    _check_sherman_morrison(A, x, w, np.float32)
+    _check_potter(A, x, w, np.float32)
 
 
 @PROPERTY_SETTINGS
 @given(spd_and_vector())
-def test_cholesky_update_equals_refactorization_float32(case):
-    A, x, _ = case
-    _check_cholesky_update(A, x, np.float32)
+def test_inverse_factor_is_a_square_root_of_the_inverse_float64(case):
+    A, _, _ = case
+    with jax.enable_x64(True):
+        _check_inverse_factor(A, np.float64)
 
 
 @PROPERTY_SETTINGS
 @given(spd_and_vector())
-def test_cholesky_solve_solves_float32(case):
-    A, x, _ = case
-    _check_cholesky_solve(A, x, np.float32)
-
-
-def test_repeated_sherman_morrison_tracks_the_ridge_inverse_float32():
-    """500 updates from (1 I)^{-1} stay within 1e-4 (relative to the largest entry)
-    of inv(I + X^T X) computed in float64: the error does not accumulate past the
-    float32 tolerance over a LinUCB-length run of one arm."""
-    rng = np.random.default_rng(0)
-    X = rng.uniform(-1.0, 1.0, size=(500, 8))
-
-    def body(A_inv, x):
-        return linalg.sherman_morrison(A_inv, x), None
-
-    A_inv, _ = jax.lax.scan(body, np.eye(8, dtype=np.float32), X.astype(np.float32))
-    _assert_close(A_inv, np.linalg.inv(np.eye(8) + X.T @ X), np.float32)
+def test_inverse_factor_is_a_square_root_of_the_inverse_float32(case):
+    A, _, _ = case
+    _check_inverse_factor(A, np.float32)

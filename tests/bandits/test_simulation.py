@@ -259,7 +259,7 @@ def test_keeping_final_states_leaves_the_trajectory_bit_identical():
     )
     for field in plain._fields:
         np.testing.assert_array_equal(getattr(kept, field), getattr(plain, field))
-    assert states.precision_inv.shape == (2, 4, 5, 5)
+    assert states.sqrt_cov.shape == (2, 4, 5, 5)
     # Row 0 is seed 4's state: b sums reward * context over the pulls, so its
     # arms' b are non-zero after 60 rounds, and the two seeds' states differ.
     assert np.abs(np.asarray(states.b[0])).sum() > 0
