@@ -197,9 +197,9 @@ def lints(
 
     For "context" (disjoint) features each arm's parameters are independent, so the
     sampled score x^T theta_tilde_k ~ N(x^T theta_hat_k, v^2 x^T A_k^{-1} x) is drawn
-    directly in O(K d^2). For "arms" the shared theta_tilde = theta_hat + v S z,
-    z ~ N(0, I), is drawn through the square root S (S S^T = A^{-1}) the ridge
-    core keeps, in O(p^2).
+    directly in O(K d^2). For "arms" the shared theta_tilde = theta_hat + v R^T z,
+    z ~ N(0, I), is drawn through the root R (R^T R = A^{-1}) the ridge core
+    keeps, in O(p^2).
 
     Args:
       num_arms: number of arms K.
@@ -228,7 +228,7 @@ def lints(
             z = jax.random.normal(key, (num_arms,), dtype)
             return mean + v * width * z
         z = jax.random.normal(key, state.theta_hat.shape[-1:], dtype)
-        theta = state.theta_hat[0] + v * (state.sqrt_cov[0] @ z)
+        theta = state.theta_hat[0] + v * (state.root[0].T @ z)
         return obs.arms.astype(dtype) @ theta
 
     def act(key, state, obs):

@@ -3,7 +3,7 @@
 An MLP is fitted to the rewards (see `agents.networks`); on its last hidden layer
 phi, one Bayesian linear regression per block (per arm for the "context" input
 form, one shared otherwise) keeps an exact Normal-inverse-gamma posterior. The
-posterior covariance is carried as a square root S (S S^T = Lambda^{-1}) updated by
+posterior covariance is carried as a root R (R^T R = Lambda^{-1}) updated by
 Potter's rank-one formula, so a round costs O(h^2) matrix products; after each
 retraining every block is recomputed from the replay buffer with the new phi.
 
@@ -39,7 +39,7 @@ from bandits.validation import real
 class BLRState(NamedTuple):
     """Normal-inverse-gamma posterior per block m of last-layer regressions."""
 
-    sqrt_cov: jax.Array  # (M, h, h)  S_m with S_m S_m^T = Lambda_m^{-1}
+    root: jax.Array  # (M, h, h)  R_m with R_m^T R_m = Lambda_m^{-1}
     xty: jax.Array  # (M, h)  sum r phi
     mean: jax.Array  # (M, h)  mu_m = Lambda_m^{-1} sum r phi
     yty: jax.Array  # (M,)  sum r^2
@@ -54,7 +54,7 @@ class NeuralLinearState(NamedTuple):
 def _blr_empty(num_blocks: int, h: int, lambda_prior) -> BLRState:
     eye = jnp.eye(h, dtype=jnp.float32)
     return BLRState(
-        sqrt_cov=jnp.broadcast_to(eye / jnp.sqrt(lambda_prior), (num_blocks, h, h)),
+        root=jnp.broadcast_to(eye / jnp.sqrt(lambda_prior), (num_blocks, h, h)),
         xty=jnp.zeros((num_blocks, h), jnp.float32),
         mean=jnp.zeros((num_blocks, h), jnp.float32),
         yty=jnp.zeros((num_blocks,), jnp.float32),
@@ -64,12 +64,12 @@ def _blr_empty(num_blocks: int, h: int, lambda_prior) -> BLRState:
 
 def _blr_add(blr: BLRState, block, phi, reward) -> BLRState:
     """Adds one (phi, r) to block `block`: O(h^2) for that block only."""
-    S, _ = potter_update(blr.sqrt_cov[block], phi)
+    R, _ = potter_update(blr.root[block], phi)
     xty = blr.xty[block] + reward * phi
     return BLRState(
-        sqrt_cov=blr.sqrt_cov.at[block].set(S),
+        root=blr.root.at[block].set(R),
         xty=blr.xty.at[block].set(xty),
-        mean=blr.mean.at[block].set(S @ (S.T @ xty)),
+        mean=blr.mean.at[block].set(R.T @ (R @ xty)),
         yty=blr.yty.at[block].add(reward * reward),
         count=blr.count.at[block].add(1.0),
     )
@@ -79,7 +79,7 @@ def _blr_refit(network: Network, params, buffer: ReplayBuffer, lambda_prior):
     """Recomputes every block's statistics from the buffer with the new phi.
 
     Lambda_m = lambda I + sum_i 1[m_i = m] phi_i phi_i^T over the stored rounds;
-    S_m = L_m^{-T} from its Cholesky factor L_m, so S_m S_m^T = Lambda_m^{-1}.
+    R_m = L_m^{-1} from its Cholesky factor L_m, so R_m^T R_m = Lambda_m^{-1}.
     """
     items = buffer.items
     valid = replay_valid(buffer).astype(jnp.float32)
@@ -91,12 +91,12 @@ def _blr_refit(network: Network, params, buffer: ReplayBuffer, lambda_prior):
     h = phi.shape[-1]
     precision = lambda_prior * jnp.eye(h) + jnp.einsum("cm,ch,cg->mhg", w, phi, phi)
     precision = 0.5 * (precision + jnp.swapaxes(precision, 1, 2))
-    S = jax.vmap(inverse_factor)(precision)
+    R = jax.vmap(inverse_factor)(precision)
     r = items["reward"]
     xty = jnp.einsum("cm,c,ch->mh", w, r, phi)
-    mean = jnp.einsum("mhg,mg->mh", S, jnp.einsum("mgh,mg->mh", S, xty))
+    mean = jnp.einsum("mgh,mg->mh", R, jnp.einsum("mhg,mg->mh", R, xty))
     return BLRState(
-        sqrt_cov=S,
+        root=R,
         xty=xty,
         mean=mean,
         yty=jnp.einsum("cm,c->m", w, r * r),
@@ -105,7 +105,7 @@ def _blr_refit(network: Network, params, buffer: ReplayBuffer, lambda_prior):
 
 
 def _blr_sample(key, blr: BLRState, a0, b0) -> jax.Array:
-    """beta_m ~ NIG posterior: sigma^2 ~ IG(a_m, b_m), beta ~ N(mu_m, sigma^2 S S^T).
+    """beta_m ~ NIG posterior: sigma^2 ~ IG(a_m, b_m), beta ~ N(mu_m, sigma^2 R^T R).
 
     a_m = a0 + n_m / 2,  b_m = b0 + (sum r^2 - mu_m^T Lambda_m mu_m) / 2, where
     mu_m^T Lambda_m mu_m = mu_m^T sum r phi.
@@ -117,7 +117,7 @@ def _blr_sample(key, blr: BLRState, a0, b0) -> jax.Array:
     b = b0 + 0.5 * jnp.maximum(fit_term, 0.0)
     sigma2 = b / jax.random.gamma(key_gamma, a)
     z = jax.random.normal(key_normal, (num_blocks, h))
-    u = jnp.einsum("mhg,mg->mh", blr.sqrt_cov, z)
+    u = jnp.einsum("mgh,mg->mh", blr.root, z)  # R_m^T z
     return blr.mean + jnp.sqrt(sigma2)[:, None] * u
 
 

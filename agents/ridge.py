@@ -5,14 +5,16 @@ Per block m (one per arm for disjoint features, one shared otherwise):
     A_m = lambda I + sum_t x_t x_t^T,  b_m = sum_t r_t x_t,  theta_hat_m = A_m^{-1} b_m
 
 The state keeps
-  * A_m and b_m as Kahan-compensated sums (`bandits.linalg.compensated_add`);
-  * a square root S_m of A_m^{-1} (S_m S_m^T = A_m^{-1}), updated per round by
-    Potter's rank-one formula, so x^T A^{-1} x = |S^T x|^2 is one mat-vec;
+  * a root R_m of A_m^{-1} (R_m^T R_m = A_m^{-1}), updated per round by Potter's
+    rank-one formula, so the width sqrt(x^T A^{-1} x) = |R x| is one mat-vec;
   * theta_hat_m, updated per round by the recursive-least-squares step
     theta <- theta + A'^{-1} x (r - x^T theta), which corrects with the residual;
-  * a round counter: every `refactor_every` updates every block's S_m and
-    theta_hat_m are recomputed from the compensated A_m and b_m (Cholesky, a
-    triangular inverse and a solve), which resets any accumulated rounding.
+  * A_m and b_m in two levels: plain sums of the rounds since the last
+    re-factorisation, folded into Kahan-compensated totals at each one;
+  * a round counter: every `refactor_every` updates every block's R_m and
+    theta_hat_m are recomputed from the totals (a Cholesky factor that tolerates
+    numerically dependent columns, a triangular inverse and a solve), which
+    resets any accumulated rounding.
 
 The counter does not depend on the data, so under `vmap` over seeds it stays one
 unbatched scalar and the periodic re-factorisation is a real branch, not a
@@ -20,10 +22,11 @@ per-step `select`: it costs M f^3 every `refactor_every` rounds.
 
 Why this scheme (docs/numerics.md has the measurements): a float32 inverse updated
 by Sherman-Morrison drifts by orders of magnitude with one-hot or collinear
-features (it cancels O(1) entries to get O(1/n) ones); Potter's square root drifts
-far less, and the periodic re-factorisation from accurately summed A_m bounds what
-is left, keeping predictions and widths within ~1e-6 of a float64 direct solve
-after 10^5-10^6 updates.
+features (it cancels O(1) entries to get O(1/n) ones); Potter's root drifts far
+less, and the periodic re-factorisation from accurately summed A_m bounds what is
+left, keeping predictions and widths within ~1e-6 of a float64 direct solve after
+10^5-10^6 updates. The per-round work is that of a Sherman-Morrison update plus
+two additions.
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ REFACTOR_EVERY = 256
 class RidgeState(NamedTuple):
     """Sufficient statistics of per-block ridge regression (M blocks, f features)."""
 
-    sqrt_cov: jax.Array  # (M, f, f)  S_m with S_m S_m^T = A_m^{-1}
-    precision: jax.Array  # (M, f, f)  A_m, Kahan sum
-    precision_residual: jax.Array  # (M, f, f)  Kahan compensation of A_m
-    b: jax.Array  # (M, f)  sum of reward * features, Kahan sum
-    b_residual: jax.Array  # (M, f)  Kahan compensation of b_m
+    root: jax.Array  # (M, f, f)  R_m with R_m^T R_m = A_m^{-1}
     theta_hat: jax.Array  # (M, f)  A_m^{-1} b_m
+    precision: jax.Array  # (M, f, f)  A_m at the last re-factorisation, Kahan sum
+    precision_residual: jax.Array  # (M, f, f)  its Kahan compensation
+    recent_precision: jax.Array  # (M, f, f)  sum x x^T since then
+    b: jax.Array  # (M, f)  b_m at the last re-factorisation, Kahan sum
+    b_residual: jax.Array  # (M, f)  its Kahan compensation
+    recent_b: jax.Array  # (M, f)  sum r x since then
     updates: jax.Array  # ()  int32 rounds seen (drives the re-factorisation)
 
 
@@ -56,24 +61,48 @@ def ridge_init(num_blocks: int, dim: int, regularization, dtype) -> RidgeState:
     lam = jnp.asarray(regularization, dtype)
     eye = jnp.eye(dim, dtype=dtype)
     square = (num_blocks, dim, dim)
+    zeros = jnp.zeros(square, dtype)
+    vector = jnp.zeros((num_blocks, dim), dtype)
     return RidgeState(
-        sqrt_cov=jnp.broadcast_to(eye / jnp.sqrt(lam), square),
+        root=jnp.broadcast_to(eye / jnp.sqrt(lam), square),
+        theta_hat=vector,
         precision=jnp.broadcast_to(eye * lam, square),
-        precision_residual=jnp.zeros(square, dtype),
-        b=jnp.zeros((num_blocks, dim), dtype),
-        b_residual=jnp.zeros((num_blocks, dim), dtype),
-        theta_hat=jnp.zeros((num_blocks, dim), dtype),
+        precision_residual=zeros,
+        recent_precision=zeros,
+        b=vector,
+        b_residual=vector,
+        recent_b=vector,
         updates=jnp.zeros((), jnp.int32),
     )
 
 
+def ridge_totals(state: RidgeState) -> tuple[jax.Array, jax.Array]:
+    """(A, b), each block's exact statistics to float precision, (M, f, f), (M, f)."""
+    A = state.precision - state.precision_residual + state.recent_precision
+    b = state.b - state.b_residual + state.recent_b
+    return A, b
+
+
 def ridge_refactor(state: RidgeState) -> RidgeState:
-    """Recomputes every S_m and theta_hat_m from the compensated A_m and b_m."""
-    A = state.precision - state.precision_residual
-    b = state.b - state.b_residual
-    S = jax.vmap(inverse_factor)(A)
-    theta = jnp.einsum("mij,mj->mi", S, jnp.einsum("mji,mj->mi", S, b))
-    return state._replace(sqrt_cov=S, theta_hat=theta)
+    """Folds the recent sums into the totals, then recomputes every R_m and
+    theta_hat_m from them."""
+    A, A_res = compensated_add(
+        state.precision, state.precision_residual, state.recent_precision
+    )
+    b, b_res = compensated_add(state.b, state.b_residual, state.recent_b)
+    R = jax.vmap(inverse_factor)(A - A_res)
+    theta = jnp.einsum("mji,mj->mi", R, jnp.einsum("mij,mj->mi", R, b - b_res))
+    return RidgeState(
+        root=R,
+        theta_hat=theta,
+        precision=A,
+        precision_residual=A_res,
+        recent_precision=jnp.zeros_like(A),
+        b=b,
+        b_residual=b_res,
+        recent_b=jnp.zeros_like(b),
+        updates=state.updates,
+    )
 
 
 def ridge_add(
@@ -83,26 +112,21 @@ def ridge_add(
     dtype = state.b.dtype
     x = x.astype(dtype)
     reward = jnp.asarray(reward, dtype)
-    S, gain = potter_update(state.sqrt_cov[block], x)
+    R, gain = potter_update(state.root[block], x)
     theta = state.theta_hat[block]
     theta = theta + gain * (reward - x @ theta)
-    A, A_res = compensated_add(
-        state.precision[block], state.precision_residual[block], jnp.outer(x, x)
-    )
-    b, b_res = compensated_add(state.b[block], state.b_residual[block], reward * x)
     updates = state.updates + 1
-    state = RidgeState(
-        sqrt_cov=state.sqrt_cov.at[block].set(S),
-        precision=state.precision.at[block].set(A),
-        precision_residual=state.precision_residual.at[block].set(A_res),
-        b=state.b.at[block].set(b),
-        b_residual=state.b_residual.at[block].set(b_res),
+    state = state._replace(
+        root=state.root.at[block].set(R),
         theta_hat=state.theta_hat.at[block].set(theta),
+        recent_precision=state.recent_precision.at[block].add(jnp.outer(x, x)),
+        recent_b=state.recent_b.at[block].add(reward * x),
         updates=updates,
     )
-    return jax.lax.cond(
-        updates % refactor_every == 0, ridge_refactor, lambda s: s, state
-    )
+    # A 0- or 1-trip loop rather than `lax.cond`: XLA updates a loop's carried
+    # buffers in place, where a conditional copies the whole state every round.
+    trips = (updates % refactor_every == 0).astype(jnp.int32)
+    return jax.lax.fori_loop(0, trips, lambda _, s: ridge_refactor(s), state)
 
 
 def mean_and_width(
@@ -117,11 +141,11 @@ def mean_and_width(
     if features == "context":
         x = obs.context.astype(dtype)
         mean = state.theta_hat @ x
-        root = jnp.einsum("kij,i->kj", state.sqrt_cov, x)  # S_k^T x
+        root = state.root @ x  # (K, f): R_k x
     else:
         X = obs.arms.astype(dtype)
         mean = X @ state.theta_hat[0]
-        root = X @ state.sqrt_cov[0]  # rows (S^T x_k)^T
+        root = X @ state.root[0].T  # (K, f): rows R x_k
     return mean, jnp.sqrt(jnp.sum(root * root, axis=-1))
 
 

@@ -14,10 +14,10 @@ layer, the body serving as a feature extractor:
         w     <- w + Sigma phi (r - p),    p = sigmoid(w^T phi),
 
     and the policy plays argmax_k phi_k^T w~ with w~ ~ N(w, nu^2 Sigma). Sigma
-    is kept as a square root S (S S^T = Sigma) updated by Potter's formula, with
-    the precision Sigma^{-1} summed with Kahan compensation and S re-factorised
+    is kept as a root R (R^T R = Sigma) updated by Potter's formula, with the
+    precision Sigma^{-1} summed with Kahan compensation and R re-factorised
     from it every `agents.ridge.REFACTOR_EVERY` rounds (exact in float32 over long
-    runs, see docs/numerics.md); the K scores are drawn as Phi w + nu (Phi S) z,
+    runs, see docs/numerics.md); the K scores are drawn as Phi w + nu (Phi R^T) z,
     z ~ N(0, I_h), in O(K h^2) per round.
   * "ensemble": M heads, each such a filter on Poisson(1) bootstrap weights,
     started from draws of the prior; one head, drawn uniformly, plays greedily.
@@ -90,7 +90,7 @@ class HeadState(NamedTuple):
     """Laplace posteriors of the last layer (M = 1 except for "ensemble")."""
 
     mean: jax.Array  # (M, h)  posterior means w_m
-    sqrt_cov: jax.Array  # (M, h, h)  S_m with S_m S_m^T = Sigma_m
+    root: jax.Array  # (M, h, h)  R_m with R_m^T R_m = Sigma_m
     precision: jax.Array  # (M, h, h)  Sigma_m^{-1}, Kahan sum
     precision_residual: jax.Array  # (M, h, h)  Kahan compensation
 
@@ -98,19 +98,19 @@ class HeadState(NamedTuple):
 def _head_prior(mean: jax.Array, precision: jax.Array) -> HeadState:
     """Heads with means (M, h) sharing one precision matrix (h, h)."""
     M, h = mean.shape
-    S = inverse_factor(precision)
+    R = inverse_factor(precision)
     return HeadState(
         mean=mean,
-        sqrt_cov=jnp.broadcast_to(S, (M, h, h)),
+        root=jnp.broadcast_to(R, (M, h, h)),
         precision=jnp.broadcast_to(precision, (M, h, h)),
         precision_residual=jnp.zeros((M, h, h), precision.dtype),
     )
 
 
 def _head_refactor(head: HeadState) -> HeadState:
-    """Every S_m recomputed from its compensated precision (resets rounding)."""
-    S = jax.vmap(inverse_factor)(head.precision - head.precision_residual)
-    return head._replace(sqrt_cov=S)
+    """Every R_m recomputed from its compensated precision (resets rounding)."""
+    R = jax.vmap(inverse_factor)(head.precision - head.precision_residual)
+    return head._replace(root=R)
 
 
 class TransformerState(NamedTuple):
@@ -147,7 +147,7 @@ def _observation(item: dict) -> Observation:
     )
 
 
-def _ekf_step(mean, S, precision, residual, phi, reward, weight):
+def _ekf_step(mean, R, precision, residual, phi, reward, weight):
     """One extended-Kalman (online Laplace) step of Bayesian logistic regression.
 
     Sigma^{-1} <- Sigma^{-1} + c phi phi^T with c = weight p (1 - p), and
@@ -155,12 +155,12 @@ def _ekf_step(mean, S, precision, residual, phi, reward, weight):
     """
     p = jax.nn.sigmoid(phi @ mean)
     curvature = weight * p * (1.0 - p)
-    S, gain = potter_update(S, phi, curvature)
+    R, gain = potter_update(R, phi, curvature)
     precision, residual = compensated_add(
         precision, residual, curvature * jnp.outer(phi, phi)
     )
     mean = mean + weight * gain * (reward - p)
-    return mean, S, precision, residual
+    return mean, R, precision, residual
 
 
 def masked_argmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -408,9 +408,9 @@ def policy(
 
     def sample_scores(key, state, obs, phi):
         if exploration == "ts":
-            # phi w~ with w~ = w + nu S z ~ N(w, nu^2 Sigma), O(K h^2)
+            # phi w~ with w~ = w + nu R^T z ~ N(w, nu^2 Sigma), O(K h^2)
             z = jax.random.normal(key, (h,))
-            return phi @ (state.head.mean[0] + nu * (state.head.sqrt_cov[0] @ z))
+            return phi @ (state.head.mean[0] + nu * (state.head.root[0].T @ z))
         if exploration == "ensemble":
             member = jax.random.randint(key, (), 0, M)
             return phi @ state.head.mean[member]
@@ -419,7 +419,7 @@ def policy(
     def action_probs(key, state, obs):
         phi = phi_of(state, obs)
         if exploration == "ts":
-            G = phi @ state.head.sqrt_cov[0]  # (K, h), G G^T = phi Sigma phi^T
+            G = phi @ state.head.root[0].T  # (K, h), G G^T = phi Sigma phi^T
             z = jax.random.normal(key, (propensity_samples, h))
             scores = phi @ state.head.mean[0] + nu * z @ G.T
             actions = jax.vmap(masked_argmax, in_axes=(0, None))(scores, obs.mask)

@@ -7,13 +7,14 @@ badly scaled features its float32 rounding errors grow until decisions change.
 The primitives here support the scheme used by `agents.ridge`, measured in
 docs/numerics.md:
 
-* `compensated_add`: A and b accumulated with Kahan compensation, so they stay
-  within a few ulps of their exact sums;
-* `potter_update`: a square root S of A^{-1} (S S^T = A^{-1}) updated by Potter's
+* `compensated_add`: Kahan summation, with which the ridge core folds its
+  recent sums into A and b, so they stay within a few ulps of their exact sums;
+* `potter_update`: a root R of A^{-1} (R^T R = A^{-1}) updated by Potter's
   rank-one formula between re-factorisations (O(d^2), positive semi-definite by
   construction, far smaller drift than Sherman-Morrison);
-* `inverse_factor`: S re-factorised from the accumulated A (Cholesky, then a
-  triangular inverse), which removes any drift.
+* `inverse_factor`: R re-factorised from the accumulated A (a Cholesky factor
+  that tolerates numerically dependent columns, then a triangular inverse),
+  which removes any drift.
 
 Everything is written in plain array operations under `fori_loop`, so it jits,
 vmaps and runs under `lax.cond` without a LAPACK custom call.
@@ -45,23 +46,26 @@ def compensated_add(
 
 
 def potter_update(
-    S: ArrayLike, x: ArrayLike, weight: ArrayLike = 1.0
+    R: ArrayLike, x: ArrayLike, weight: ArrayLike = 1.0
 ) -> tuple[jax.Array, jax.Array]:
-    """Square root of (A + w x x^T)^{-1} from S with S S^T = A^{-1}, in O(d^2).
+    """Root of (A + w x x^T)^{-1} from R with R^T R = A^{-1}, in O(d^2).
 
-    With v = S^T x, s = w v^T v and q = sqrt(1 + s),
+    R is the transposed square root of the covariance (S = R^T, S S^T = A^{-1};
+    after a re-factorisation R = L^{-1} for A = L L^T), stored this way so that
+    the exploration width |R x| = sqrt(x^T A^{-1} x) is a plain mat-vec. With
+    v = R x, u = R^T v (= A^{-1} x), s = w v^T v and q = sqrt(1 + s),
 
-        S' = S - w (S v) v^T / (q (1 + q)),   S' S'^T = (A + w x x^T)^{-1},
+        R' = R - w v u^T / (q (1 + q)),   R'^T R' = (A + w x x^T)^{-1},
 
-    and the Kalman gain (A + w x x^T)^{-1} x = S v / q^2 comes for free.
+    and the Kalman gain (A + w x x^T)^{-1} x = u / q^2 comes for free.
 
     Args:
-      S: (d, d) square root of A^{-1}.
+      R: (d, d) root with R^T R = A^{-1}.
       x: (d,) vector.
       weight: non-negative scalar w.
 
     Returns:
-      `(S', gain)`: the (d, d) updated square root and the (d,) vector
+      `(R', gain)`: the (d, d) updated root and the (d,) vector
       (A + w x x^T)^{-1} x.
 
     References:
@@ -69,14 +73,14 @@ def potter_update(
       measurements"; Bierman (1977), "Factorization Methods for Discrete
       Sequential Estimation", chapter V.
     """
-    S = jnp.asarray(S)
-    x = jnp.asarray(x, S.dtype)
-    v = S.T @ x
-    u = S @ v
+    R = jnp.asarray(R)
+    x = jnp.asarray(x, R.dtype)
+    v = R @ x
+    u = R.T @ v
     q2 = 1.0 + weight * (v @ v)
     q = jnp.sqrt(q2)
-    S_new = S - (weight / (q * (1.0 + q))) * jnp.outer(u, v)
-    return S_new, u / q2
+    R_new = R - (weight / (q * (1.0 + q))) * jnp.outer(v, u)
+    return R_new, u / q2
 
 
 def cholesky_lower(A: ArrayLike) -> jax.Array:
@@ -123,11 +127,11 @@ def lower_inverse(L: ArrayLike) -> jax.Array:
 
 
 def inverse_factor(A: ArrayLike) -> jax.Array:
-    """Upper-triangular S = L^{-T} with S S^T = A^{-1}, for A = L L^T SPD.
+    """Lower-triangular R = L^{-1} with R^T R = A^{-1}, for A = L L^T.
 
-    The re-factorisation step: backward stable, so S is accurate to a few ulps
+    The re-factorisation step: backward stable, so R is accurate to a few ulps
     relative to A whatever the rank-one history that built A.
     """
     A = jnp.asarray(A)
     A = 0.5 * (A + A.T)
-    return lower_inverse(cholesky_lower(A)).T
+    return lower_inverse(cholesky_lower(A))

@@ -10,6 +10,7 @@ import pytest
 import agents
 import bandits
 import envs
+from agents.ridge import ridge_totals
 from bandits import Observation
 
 KEY = jax.random.key(0)
@@ -54,10 +55,11 @@ def test_disjoint_statistics_equal_the_direct_ridge_solution(refactor_every):
         for k in range(num_arms):
             X, r = contexts[actions == k], rewards[actions == k]
             A = lam * np.eye(dim) + X.T @ X
-            S = np.asarray(state.sqrt_cov[k])
-            np.testing.assert_allclose(S @ S.T, np.linalg.inv(A), atol=1e-12)
-            np.testing.assert_allclose(state.precision[k], A, atol=1e-12)
-            np.testing.assert_allclose(state.b[k], X.T @ r, atol=1e-12)
+            R = np.asarray(state.root[k])
+            A_total, b_total = map(np.asarray, ridge_totals(state))
+            np.testing.assert_allclose(R.T @ R, np.linalg.inv(A), atol=1e-12)
+            np.testing.assert_allclose(A_total[k], A, atol=1e-12)
+            np.testing.assert_allclose(b_total[k], X.T @ r, atol=1e-12)
             np.testing.assert_allclose(
                 state.theta_hat[k], np.linalg.solve(A, X.T @ r), atol=1e-12
             )
@@ -72,15 +74,17 @@ def test_shared_statistics_use_the_chosen_arms_features():
     with jax.enable_x64(True):
         agent = agents.lin_greedy(num_arms, dim, features="arms", dtype="float64")
         state = agent.init(KEY)
-        assert state.sqrt_cov.shape == (1, dim, dim)
+        assert state.root.shape == (1, dim, dim)
         for X, a, r in zip(arms, actions, rewards, strict=True):
             obs = Observation(jnp.zeros((2,)), jnp.asarray(X), jnp.ones(num_arms, bool))
             state = agent.update(KEY, state, obs, jnp.int32(a), r)
     chosen = arms[np.arange(30), actions]
     A = np.eye(dim) + chosen.T @ chosen
-    S = np.asarray(state.sqrt_cov[0])
-    np.testing.assert_allclose(S @ S.T, np.linalg.inv(A), atol=1e-12)
-    np.testing.assert_allclose(state.b[0], chosen.T @ rewards, atol=1e-12)
+    R = np.asarray(state.root[0])
+    np.testing.assert_allclose(R.T @ R, np.linalg.inv(A), atol=1e-12)
+    np.testing.assert_allclose(
+        ridge_totals(state)[1][0], chosen.T @ rewards, atol=1e-12
+    )
 
 
 # --- golden values ----------------------------------------------------------------
@@ -98,8 +102,8 @@ def test_linucb_golden_scores(alpha, expected):
     state = agent.init(KEY)
     state = agent.update(KEY, state, _obs([1.0, 0.0], [True, True]), jnp.int32(0), 1.0)
     np.testing.assert_allclose(state.theta_hat, [[0.5, 0.0], [0.0, 0.0]])
-    S = np.asarray(state.sqrt_cov[0])
-    np.testing.assert_allclose(S @ S.T, [[0.5, 0.0], [0.0, 1.0]], atol=1e-7)
+    R = np.asarray(state.root[0])
+    np.testing.assert_allclose(R.T @ R, [[0.5, 0.0], [0.0, 1.0]], atol=1e-7)
     assert int(agent.act(KEY, state, _obs([1.0, 1.0], [True, True]))) == expected
     # Masking the winner leaves the other arm.
     mask = [expected != 0, expected != 1]

@@ -188,8 +188,8 @@ def test_neural_linear_posterior_matches_numpy_ridge():
         r = np.asarray([float(r) for _, r in rows])
         precision = lam * np.eye(8) + phi.T @ phi
         mean = np.linalg.solve(precision, phi.T @ r)
-        S = np.asarray(state.blr.sqrt_cov[arm], np.float64)
-        np.testing.assert_allclose(S @ S.T, np.linalg.inv(precision), atol=2e-4)
+        R = np.asarray(state.blr.root[arm], np.float64)
+        np.testing.assert_allclose(R.T @ R, np.linalg.inv(precision), atol=2e-4)
         np.testing.assert_allclose(np.asarray(state.blr.mean[arm]), mean, atol=2e-4)
         assert float(state.blr.count[arm]) == len(rows)
         np.testing.assert_allclose(float(state.blr.yty[arm]), np.sum(r**2), rtol=1e-5)
@@ -202,9 +202,9 @@ def test_neural_linear_refit_equals_incremental_statistics():
     state, _ = _rollout(agent, 10)
     network = make_network("context", K, D, (8,))
     refit = neural_linear._blr_refit(network, state.net.params, state.net.buffer, 0.25)
-    # square roots are not unique: compare the covariances S S^T they stand for
-    cov = jnp.einsum("mij,mkj->mik", refit.sqrt_cov, refit.sqrt_cov)
-    incremental = jnp.einsum("mij,mkj->mik", state.blr.sqrt_cov, state.blr.sqrt_cov)
+    # roots are not unique: compare the covariances R^T R they stand for
+    cov = jnp.einsum("mji,mjk->mik", refit.root, refit.root)
+    incremental = jnp.einsum("mji,mjk->mik", state.blr.root, state.blr.root)
     np.testing.assert_allclose(np.asarray(cov), np.asarray(incremental), atol=1e-4)
     for a, b in zip(refit[1:], state.blr[1:], strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)

@@ -236,7 +236,7 @@ def test_warm_start_from_a_path_equals_from_the_dataset(env_params, logs, tmp_pa
         np.testing.assert_array_equal(x, y)
     # The replay moved the statistics: 256 rank-one updates of A^{-1}.
     cold = _linucb(env).init(jax.random.key(0))
-    assert not np.allclose(a.sqrt_cov, cold.sqrt_cov)
+    assert not np.allclose(a.root, cold.root)
     assert maybe_warm_start(_linucb(env), None).name == "linucb"
     with pytest.raises(BanditConfigError, match="warm_start must be a path"):
         maybe_warm_start(_linucb(env), 3)

@@ -259,11 +259,11 @@ def test_keeping_final_states_leaves_the_trajectory_bit_identical():
     )
     for field in plain._fields:
         np.testing.assert_array_equal(getattr(kept, field), getattr(plain, field))
-    assert states.sqrt_cov.shape == (2, 4, 5, 5)
+    assert states.root.shape == (2, 4, 5, 5)
     # Row 0 is seed 4's state: b sums reward * context over the pulls, so its
     # arms' b are non-zero after 60 rounds, and the two seeds' states differ.
-    assert np.abs(np.asarray(states.b[0])).sum() > 0
-    assert not np.allclose(states.b[0], states.b[1])
+    assert np.abs(np.asarray(states.theta_hat[0])).sum() > 0
+    assert not np.allclose(states.theta_hat[0], states.theta_hat[1])
     _, none = bandits.run_with_states(
         env, agent, horizon=60, seeds=[3, 1, 4], states_of=[], params=params
     )

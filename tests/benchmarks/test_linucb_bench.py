@@ -12,6 +12,7 @@ import bandits
 import envs
 from tests.benchmarks.conftest import best_time
 from tests.benchmarks.numpy_linucb import numpy_linucb_rounds
+from tests.benchmarks.sherman_morrison_linucb import sherman_morrison_linucb
 
 NUM_ARMS, DIM, SEEDS, HORIZON = 10, 20, 64, 10_000
 REFERENCE_HORIZON = 2_000
@@ -39,6 +40,29 @@ def test_linucb_rounds_per_second(benchmark, record_ratio):
         numpy_rounds_per_s=numpy_rate,
     )
     assert jax_rate > 0 and numpy_rate > 0
+
+
+def test_exact_statistics_against_sherman_morrison(benchmark, record_ratio):
+    """What the exact ridge statistics cost: `agents.linucb` against the previous
+    float32 Sherman-Morrison LinUCB, same setting, same run (ratio of rounds per
+    second, exact / Sherman-Morrison; 1.0 means no cost)."""
+    env, params = envs.make("Linear-v0", num_arms=NUM_ARMS, dim=DIM)
+    exact = agents.linucb(num_arms=NUM_ARMS, dim=DIM, alpha=1.0)
+    reference = sherman_morrison_linucb(NUM_ARMS, DIM, alpha=1.0)
+
+    def run(agent):
+        return bandits.run(env, agent, horizon=HORIZON, seeds=SEEDS, params=params)
+
+    exact_seconds = best_time(lambda: run(exact))
+    reference_seconds = best_time(lambda: run(reference))
+    benchmark.pedantic(run, args=(exact,), rounds=3, warmup_rounds=1)
+    record_ratio(
+        "linucb_exact_vs_sherman_morrison",
+        reference_seconds / exact_seconds,
+        exact_rounds_per_s=SEEDS * HORIZON / exact_seconds,
+        sherman_morrison_rounds_per_s=SEEDS * HORIZON / reference_seconds,
+    )
+    assert exact_seconds > 0 and reference_seconds > 0
 
 
 def test_numpy_reference_rounds(benchmark):
