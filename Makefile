@@ -6,7 +6,17 @@ STAMP := $(VENV)/.installed
 OUT ?= results/quickstart
 JOBS ?= 2
 
-.PHONY: install run test bench lint clean
+# Tests that compare results across programs, batches or the Gymnasium shell:
+# CI runs them a second time with XLA limited to an older instruction set, since
+# XLA rounds float32 differently with and without AVX-512 (make test-isa).
+PORTABILITY_TESTS = tests/bandits/test_simulation.py tests/agents/test_contracts.py \
+	tests/agents/test_linucb_parity.py tests/agents/test_linear.py \
+	tests/agents/test_ridge_accuracy.py tests/experiments/test_sweep.py \
+	tests/experiments/test_evaluation.py tests/experiments/test_resume.py \
+	tests/envs/test_gym.py
+ISA ?= AVX2
+
+.PHONY: install run test test-isa bench bench-smoke lint clean
 
 install: $(STAMP)
 
@@ -22,7 +32,14 @@ run: $(STAMP)
 	$(VENV)/bin/bandits run experiments/configs/quickstart.toml --out $(OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --benchmark-disable --durations=15 tests
+	$(PY) -m pytest -n $(JOBS) --durations=15 --ignore=tests/benchmarks tests
+
+test-isa: $(STAMP)
+	XLA_FLAGS=--xla_cpu_max_isa=$(ISA) $(PY) -m pytest -n $(JOBS) $(PORTABILITY_TESTS)
+
+# The benchmarks once each at smoke size, without timing (CI runs this).
+bench-smoke: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) --benchmark-disable tests/benchmarks
 
 bench: $(STAMP)
 	$(PY) -m pytest tests/benchmarks --benchmark-only --benchmark-autosave \

@@ -32,10 +32,13 @@ ARM_DIM = 4
 CONTEXT_DIM = 3
 ROLLOUT_STEPS = 8
 STATE_STEPS = (0, 3, 7)  # states after this many updates, used as a small batch
+# One mask per state. The last state (past every agent's forced initial pulls,
+# 5 = K rounds) keeps three allowed arms, so epsilon mixing and sampling show in
+# its `action_probs`; the single-arm mask goes to a state during the forced pulls.
 MASKS = (
     (True, True, True, True, True),
-    (True, False, True, False, True),
     (False, False, False, True, False),
+    (True, False, True, False, True),
 )
 
 

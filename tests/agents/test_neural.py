@@ -96,6 +96,30 @@ def test_network_retrains_exactly_every_train_every_updates():
     assert int(state.step) == 4 and int(state.buffer.size) == 4
 
 
+def test_neural_epsilon_greedy_mixes_epsilon_after_the_forced_pulls():
+    """After the K forced pulls, pi = eps / |allowed| + (1 - eps) 1[greedy].
+
+    With arms {0, 2} allowed and eps = 0.3: the greedy allowed arm gets 0.85,
+    the other allowed arm 0.15, the masked arm 0 (exact arithmetic on the
+    probabilities, so 1e-6). Before the forced pulls end the policy is the
+    forced arm with probability one.
+    """
+    agent = neural.neural_epsilon_greedy(num_arms=K, dim=D, epsilon=0.3, **TINY)
+    state, history = _rollout(agent, K + 2)
+    obs = history[-1][0]._replace(mask=jnp.asarray([True, False, True]))
+    probs = np.asarray(agent.action_probs(jax.random.key(0), state, obs))
+    network = make_network("context", K, D, (8,))
+    scores = np.asarray(network.scores(state.params, obs))
+    greedy = 0 if scores[0] >= scores[2] else 2
+    expected = np.zeros(K)
+    expected[[0, 2]] = 0.15
+    expected[greedy] += 0.7
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    early, _ = _rollout(agent, 1)
+    forced = np.asarray(agent.action_probs(jax.random.key(0), early, obs))
+    assert sorted(forced.tolist()) == [0.0, 0.0, 1.0]
+
+
 def test_training_reduces_the_squared_error_on_the_buffer():
     agent = neural.neural_epsilon_greedy(
         num_arms=K, dim=D, hidden_sizes=(16,), capacity=64, train_every=32,

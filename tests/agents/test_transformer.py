@@ -152,8 +152,24 @@ def test_ekf_step_matches_a_numpy_newton_step():
     p = 1 / (1 + np.exp(-(phi @ mean)))
     cov_ref = np.linalg.inv(np.linalg.inv(cov) + p * (1 - p) * np.outer(phi, phi))
     mean_ref = mean + cov_ref @ phi * (1.0 - p)
-    new_mean, new_cov = tf._ekf_step(jnp.asarray(mean), jnp.asarray(cov), phi, 1.0, 1.0)
-    np.testing.assert_allclose(new_cov, cov_ref, rtol=1e-5, atol=1e-6)
+    precision = np.linalg.inv(cov)
+    root = np.linalg.cholesky(cov).T  # R^T R = Sigma
+    new_mean, new_root, new_precision, residual = tf._ekf_step(
+        jnp.asarray(mean),
+        jnp.asarray(root),
+        jnp.asarray(precision),
+        jnp.zeros((3, 3), jnp.float32),
+        phi,
+        1.0,
+        1.0,
+    )
+    new_root = np.asarray(new_root)
+    np.testing.assert_allclose(new_root.T @ new_root, cov_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(new_precision - residual),
+        precision + p * (1 - p) * np.outer(phi, phi),
+        rtol=1e-6,
+    )
     np.testing.assert_allclose(new_mean, mean_ref, rtol=1e-5, atol=1e-6)
 
 

@@ -52,20 +52,20 @@ def _assert_close(actual, expected, dtype):
 
 
 def _check_potter(A, x, w, dtype):
-    """S S^T = A^{-1} in, S' S'^T = (A + w x x^T)^{-1} and the gain out."""
-    S = np.linalg.cholesky(np.linalg.inv(A))
+    """R^T R = A^{-1} in, R'^T R' = (A + w x x^T)^{-1} and the gain out."""
+    R = np.linalg.cholesky(np.linalg.inv(A)).T
     expected = np.linalg.inv(A + w * np.outer(x, x))
-    S_new, gain = potter_update(S.astype(dtype), x.astype(dtype), w)
-    S_new = np.asarray(S_new)
-    assert S_new.dtype == dtype
-    _assert_close((S_new @ S_new.T).astype(dtype), expected, dtype)
+    R_new, gain = potter_update(R.astype(dtype), x.astype(dtype), w)
+    R_new = np.asarray(R_new)
+    assert R_new.dtype == dtype
+    _assert_close((R_new.T @ R_new).astype(dtype), expected, dtype)
     _assert_close(gain, expected @ x, dtype)
 
 
 def _check_inverse_factor(A, dtype):
-    S = np.asarray(inverse_factor(A.astype(dtype)))
-    assert np.all(np.tril(S, -1) == 0), "S = L^{-T} is upper triangular"
-    _assert_close((S @ S.T).astype(dtype), np.linalg.inv(A), dtype)
+    R = np.asarray(inverse_factor(A.astype(dtype)))
+    assert np.all(np.triu(R, 1) == 0), "R = L^{-1} is lower triangular"
+    _assert_close((R.T @ R).astype(dtype), np.linalg.inv(A), dtype)
 
 
 # --- golden values computed by hand ----------------------------------------------
@@ -75,15 +75,15 @@ def test_potter_update_golden_2x2():
     """A = diag(2, 1), x = (1, 1): (A + x x^T)^{-1} = [[3, 1], [1, 2]]^{-1}.
 
     = [[2, -1], [-1, 3]] / 5 = [[0.4, -0.2], [-0.2, 0.6]]; the gain is that
-    times x = (0.2, 0.4). Weight 0 leaves S unchanged and the gain A^{-1} x.
+    times x = (0.2, 0.4). Weight 0 leaves R unchanged and the gain A^{-1} x.
     """
-    S = np.diag([np.sqrt(0.5), 1.0]).astype(np.float32)
+    R = np.diag([np.sqrt(0.5), 1.0]).astype(np.float32)
     x = np.array([1.0, 1.0], np.float32)
-    S_new, gain = linalg.potter_update(S, x)
-    np.testing.assert_allclose(S_new @ S_new.T, [[0.4, -0.2], [-0.2, 0.6]], atol=1e-7)
+    R_new, gain = linalg.potter_update(R, x)
+    np.testing.assert_allclose(R_new.T @ R_new, [[0.4, -0.2], [-0.2, 0.6]], atol=1e-7)
     np.testing.assert_allclose(gain, [0.2, 0.4], atol=1e-7)
-    S_same, gain0 = linalg.potter_update(S, x, 0.0)
-    np.testing.assert_array_equal(S_same, S)
+    R_same, gain0 = linalg.potter_update(R, x, 0.0)
+    np.testing.assert_array_equal(R_same, R)
     np.testing.assert_allclose(gain0, [0.5, 1.0], atol=1e-7)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import agents
 import bandits
 import envs
+from experiments.ridge_numerics import sherman_morrison_linucb
 from tests.benchmarks.conftest import best_time
 from tests.benchmarks.numpy_linucb import numpy_linucb_rounds
-from tests.benchmarks.sherman_morrison_linucb import sherman_morrison_linucb
 
 NUM_ARMS, DIM, SEEDS, HORIZON = 10, 20, 64, 10_000
 REFERENCE_HORIZON = 2_000

@@ -7,7 +7,7 @@ checks that the action and propensity columns survived exactly. Recorded in
 `benchmark.extra_info`: seconds for each phase, events per second of generation,
 the Parquet file's size and the peak resident memory of that process.
 
-Under `--benchmark-disable` (as in `make test`) the same probe runs with 5,000
+Under `--benchmark-disable` (as in `make bench-smoke`) the same probe runs with 5,000
 events as a smoke test; its numbers are not meaningful.
 """
 

@@ -7,7 +7,7 @@ LinUCB (disjoint, alpha = 1) runs the same setting in the same test. Recorded in
 `benchmark.extra_info`: rounds per second of both and their ratio
 `neural_ts_vs_linucb` (below 1: NeuralTS is that fraction of LinUCB's speed).
 
-Under `--benchmark-disable` (as in `make test`) NeuralTS runs once.
+Under `--benchmark-disable` (as in `make bench-smoke`) NeuralTS runs once.
 """
 
 from __future__ import annotations

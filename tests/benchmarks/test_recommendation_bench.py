@@ -7,7 +7,7 @@ measured in the same test. Recorded in `benchmark.extra_info`: steps per second 
 both and their ratio. The 100,000-item case also records the peak resident memory
 of a fresh process that builds the env and runs it (budget: 2 GiB).
 
-Under `--benchmark-disable` (as in `make test`) each run happens once and the
+Under `--benchmark-disable` (as in `make bench-smoke`) each run happens once and the
 memory probe is skipped.
 """
 

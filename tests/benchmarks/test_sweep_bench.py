@@ -24,7 +24,7 @@ same benchmark run (target >= 3x):
    report) against 8 configs with one alpha each. Ratio
    `platform_sweep_vs_separate`.
 
-Under `make test` (`--benchmark-disable`) both shrink to smoke tests (2 alphas,
+Under `make bench-smoke` (`--benchmark-disable`) both shrink to smoke tests (2 alphas,
 T=1,000, each side once; the platform test with 4 seeds); their ratios are not
 meaningful.
 """
@@ -159,7 +159,7 @@ def test_platform_sweep_vs_separate_runs(benchmark, record_ratio, request, tmp_p
     reports): what a researcher waits for with and without the sweep. Each side
     starts from fresh local worker processes that have already imported everything
     and run the same unrelated warm-up config, so process start-up is not counted.
-    Under `make test` it runs 2 alphas x 4 seeds x T=1,000 once, as a smoke test.
+    Under `make bench-smoke` it runs 2 alphas x 4 seeds x T=1,000 once, as a smoke test.
     """
     from experiments.executors import LocalExecutor, _discard_pool, cpu_count
     from experiments.runner import run_experiment

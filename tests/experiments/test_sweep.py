@@ -144,13 +144,17 @@ def seed_finals(directory) -> dict[tuple[str, int], float]:
 
 def test_traced_sweep_equals_separate_runs(tmp_path):
     """The same three LinUCB agents as one traced sweep and as three separate
-    programs give the same regret and optimal-action counts, bit for bit.
+    programs play the same arms and reach the same regret up to float32 rounding.
 
-    Sampled rewards agree to float32 rounding only: in the sweep the env's
-    reward (mean + sigma * noise) sits in a differently batched program, and XLA
-    may fuse its multiply-add differently (one ulp). The agent learns from those
-    rewards, so over long horizons a near-tie could in principle play out
-    differently; here (T=60) the actions are the same.
+    Bit equality is promised for the same program, batch and machine only. Here
+    the programs differ (one batched over alphas, three not), so XLA may fuse
+    the env's reward (mean + sigma * noise) and the regret sums differently, by
+    an ulp, and the rounding differs again between CPUs with and without
+    AVX-512. Tolerances: regret and reward within 1e-4 absolute (60 rounds of
+    values below 10, each off by at most a few ulps of float32, 1e-6 relative);
+    integer series (seeds, steps, optimal-action counts) exactly, since a
+    near-tie flipped by an ulp would change an action and so regret by far more
+    than the tolerance.
     """
     swept_data = copy.deepcopy(BASE)
     separate_data = copy.deepcopy(BASE)
@@ -173,14 +177,21 @@ def test_traced_sweep_equals_separate_runs(tmp_path):
         separate_config, tmp_path / "b", progress=False, executor=executor
     )
     assert len(a.computed) == len(b.computed) == 4 * 3
-    assert seed_finals(a.output) == seed_finals(b.output)
+    finals_a, finals_b = seed_finals(a.output), seed_finals(b.output)
+    assert list(finals_a) == list(finals_b)
+    np.testing.assert_allclose(
+        list(finals_a.values()), list(finals_b.values()), rtol=0, atol=1e-4
+    )
     curves_a = storage.read_curves(a.output / "curves")
     curves_b = storage.read_curves(b.output / "curves")
     assert list(curves_a) == list(curves_b)
     for label, c in curves_a.items():
         other = curves_b[label]
-        for field in ("seeds", "steps", "cumulative_regret", "cumulative_optimal"):
+        for field in ("seeds", "steps", "cumulative_optimal"):
             np.testing.assert_array_equal(getattr(c, field), getattr(other, field))
+        np.testing.assert_allclose(
+            c.cumulative_regret, other.cumulative_regret, rtol=0, atol=1e-4
+        )
         # Float32 rounding of each reward, summed over <= 60 rounds.
         np.testing.assert_allclose(
             c.cumulative_reward, other.cumulative_reward, rtol=0, atol=1e-4
