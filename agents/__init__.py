@@ -3,10 +3,13 @@
 from agents import basic, features, linear, neural, popularity, transformer
 from agents.basic import random, thompson_bernoulli, ucb1
 from agents.linear import epsilon_greedy, lin_greedy, lints, linucb
+from agents.neural import bootstrapped_ensemble, ensemble_sampling
 from agents.registry import hyperparameters, make, register, registered
 
 __all__ = [
     "basic",
+    "bootstrapped_ensemble",
+    "ensemble_sampling",
     "epsilon_greedy",
     "features",
     "hyperparameters",

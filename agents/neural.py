@@ -19,8 +19,10 @@ single compiled `scan`. The agents differ in how they explore:
     Zhou et al., 2020).
   * `neural_ts`: a sample f_k + nu sigma_k z_k, z_k ~ N(0, 1) (diagonal form of
     Zhang et al., 2021).
-  * `ensemble_sampling`: M networks on bootstrapped, perturbed data; each round one
-    member, drawn uniformly, chooses greedily (Lu & Van Roy, 2017).
+  * `ensemble_sampling`: M networks, each from its own prior draw on its own
+    perturbed rewards; each round one member, drawn uniformly, chooses greedily
+    (Lu & Van Roy, 2017). `bootstrapped_ensemble`: the same on Poisson(1)
+    bootstrap weights without perturbations (bootstrapped Thompson sampling).
 
 All factories take `num_arms`, `dim` and keyword hyperparameters; float
 hyperparameters (learning rate, exploration scales, ...) may be traced, so a sweep is
@@ -333,53 +335,25 @@ def neural_ts(
 # Ensemble sampling
 
 
-@register("ensemble_sampling")
-def ensemble_sampling(
-    num_arms: int,
-    dim: int,
-    num_models: int = 10,
-    noise_std: float = 0.0,
-    features: str = "context",
-    hidden_sizes: Any = (50,),
-    learning_rate: float = 1e-2,
-    train_every: int = 50,
-    train_steps: int = 50,
-    batch_size: int = 64,
-    capacity: int = 10_000,
-    max_grad_norm: float = 5.0,
-    weight_decay: float = 0.0,
-    initial_pulls: int = 1,
+def _ensemble_agent(
+    name: str,
+    setup,
+    num_models: int,
+    noise_std,
+    bootstrap: bool,
+    regularization,
 ) -> Agent:
-    """Ensemble sampling: M networks on bootstrapped data, one drawn per round.
+    """M networks, one drawn uniformly per round to act greedily.
 
-    Each stored round carries, per member m, an online-bootstrap weight
-    w_m ~ Poisson(1) and a reward perturbation z_m ~ N(0, noise_std^2); member m
-    minimises mean_i w_im (f_m(x_i, a_i) - r_i - z_im)^2 + weight_decay
-    ||theta_m - theta_m0||^2 from its own random initialisation theta_m0. Each round
-    a member is drawn uniformly and its greedy arm is played, so
-    pi(k | x) = (1/M) sum_m 1[k = argmax_j f_mj(x)] exactly (`action_probs`).
-
-    Args:
-      num_arms: number of arms K.
-      dim: input width.
-      num_models: ensemble size M.
-      noise_std: reward perturbation scale >= 0 (0: bootstrap only).
-      features: "context", "disjoint" or "arms".
-      hidden_sizes, learning_rate, train_every, train_steps, batch_size, capacity,
-        max_grad_norm, weight_decay, initial_pulls: as in `neural_epsilon_greedy`.
-
-    References:
-      Lu & Van Roy (2017), "Ensemble sampling", NeurIPS.
-      Osband, Blundell, Pritzel & Van Roy (2016), "Deep exploration via
-      bootstrapped DQN", NeurIPS (online bootstrap weights).
+    Member m minimises mean_i w_im (f_m(x_i, a_i) - r_i - z_im)^2
+    + regularization(n) ||theta_m - theta_m0||^2 over the buffer (n valid rows),
+    with w_im ~ Poisson(1) if `bootstrap` else 1 and z_im ~ N(0, noise_std^2),
+    both drawn once per stored round.
     """
-    setup = setup_training(
-        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
-        train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
-    )  # fmt: skip
     num_models = positive_int("num_models", num_models)
     real("noise_std", noise_std, low=0.0)
     network = setup.network
+    num_arms = network.num_arms
     optimizer = setup.optimizer
 
     def init(key):
@@ -416,40 +390,186 @@ def ensemble_sampling(
 
     def update(key, state, obs, action, reward):
         key_weights, key_noise, key_train = jax.random.split(key, 3)
+        if bootstrap:
+            weights = jax.random.poisson(key_weights, 1.0, (num_models,))
+        else:
+            del key_weights
+            weights = jnp.ones((num_models,))
         item = {
             **replay_item(setup, obs, action, reward),
-            "weights": jax.random.poisson(key_weights, 1.0, (num_models,)).astype(
-                jnp.float32
-            ),
+            "weights": weights.astype(jnp.float32),
             "noise": noise_std * jax.random.normal(key_noise, (num_models,)),
         }
         state = state._replace(
             buffer=replay_push(state.buffer, item), step=state.step + 1
         )
+        coefficient = regularization(state.buffer.size)
+        return maybe(
+            should_train(state.step, setup.train_every),
+            lambda s: _train_members(key_train, s, setup, coefficient),
+            state,
+        )
 
-        def train_member(key_m, params, params0, opt_state, m):
-            def loss(p, batch, valid):
-                return squared_error_loss(
-                    network, p, params0, batch, valid, weight_decay,
-                    weights=batch["weights"][:, m], target_noise=batch["noise"][:, m],
-                )  # fmt: skip
+    return Agent(init, act, update, action_probs, name=name)
 
-            return fit(
-                key_m, params, opt_state, state.buffer, optimizer, loss,
-                setup.train_steps, setup.batch_size,
-            )  # fmt: skip
 
-        def train(state):
-            keys = jax.random.split(key_train, num_models)
-            params, opt_state = jax.vmap(train_member)(
-                keys, state.params, state.params0, state.opt_state,
-                jnp.arange(num_models),
-            )  # fmt: skip
-            return state._replace(params=params, opt_state=opt_state)
+def _train_members(key, state: EnsembleState, setup, coefficient) -> EnsembleState:
+    """Every member's `train_steps` steps on its own weights and perturbations."""
+    network = setup.network
+    num_models = jax.tree.leaves(state.params)[0].shape[0]
 
-        return maybe(should_train(state.step, setup.train_every), train, state)
+    def train_member(key_m, params, params0, opt_state, m):
+        def loss(p, batch, valid):
+            return squared_error_loss(
+                network,
+                p,
+                params0,
+                batch,
+                valid,
+                coefficient,
+                weights=batch["weights"][:, m],
+                target_noise=batch["noise"][:, m],
+            )
 
-    return Agent(init, act, update, action_probs, name="ensemble_sampling")
+        return fit(
+            key_m,
+            params,
+            opt_state,
+            state.buffer,
+            setup.optimizer,
+            loss,
+            setup.train_steps,
+            setup.batch_size,
+        )
+
+    params, opt_state = jax.vmap(train_member)(
+        jax.random.split(key, num_models),
+        state.params,
+        state.params0,
+        state.opt_state,
+        jnp.arange(num_models),
+    )
+    return state._replace(params=params, opt_state=opt_state)
+
+
+@register("ensemble_sampling")
+def ensemble_sampling(
+    num_arms: int,
+    dim: int,
+    num_models: int = 10,
+    noise_std: float = 0.1,
+    prior_std: float = 1.0,
+    features: str = "context",
+    hidden_sizes: Any = (50,),
+    learning_rate: float = 1e-2,
+    train_every: int = 50,
+    train_steps: int = 50,
+    batch_size: int = 64,
+    capacity: int = 10_000,
+    max_grad_norm: float = 5.0,
+    initial_pulls: int = 1,
+) -> Agent:
+    """Ensemble sampling (Lu & Van Roy, 2017): perturbed data and prior draws.
+
+    Member m starts from its own prior draw theta_m0 (its random
+    initialisation) and fits the rounds with its own reward perturbations
+    z_im ~ N(0, sigma^2), drawn once per stored round, under the regularised
+    least-squares objective of the paper,
+
+        sum_i (f_m(x_i, a_i) - r_i - z_im)^2 / sigma^2
+            + ||theta_m - theta_m0||^2 / sigma_0^2,
+
+    minimised here in its mean form, mean_i (...)^2 + sigma^2 / (sigma_0^2 n)
+    ||theta_m - theta_m0||^2 over the n stored rounds. Each round a member is
+    drawn uniformly and its greedy arm is played, so
+    pi(k | x) = (1/M) sum_m 1[k = argmax_j f_mj(x)] exactly (`action_probs`).
+    The paper's linear model is a network here, fitted by `train_steps` Adam
+    steps every `train_every` rounds on the last `capacity` rounds.
+
+    Args:
+      num_arms: number of arms K.
+      dim: input width.
+      num_models: ensemble size M.
+      noise_std: sigma >= 0, the reward perturbation scale (the reward noise the
+        model assumes).
+      prior_std: sigma_0 > 0, the prior scale around each member's draw.
+      features: "context", "disjoint" or "arms".
+      hidden_sizes, learning_rate, train_every, train_steps, batch_size, capacity,
+        max_grad_norm, initial_pulls: as in `neural_epsilon_greedy`.
+
+    References:
+      Lu & Van Roy (2017), "Ensemble sampling", NeurIPS, Algorithm 1.
+    """
+    setup = setup_training(
+        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
+        train_steps, batch_size, capacity, max_grad_norm, 0.0, initial_pulls,
+    )  # fmt: skip
+    real("prior_std", prior_std, low=0.0, low_open=True)
+    ratio = (noise_std / prior_std) ** 2
+
+    def regularization(n):
+        return ratio / jnp.maximum(n, 1).astype(jnp.float32)
+
+    return _ensemble_agent(
+        "ensemble_sampling", setup, num_models, noise_std, False, regularization
+    )
+
+
+@register("bootstrapped_ensemble")
+def bootstrapped_ensemble(
+    num_arms: int,
+    dim: int,
+    num_models: int = 10,
+    noise_std: float = 0.0,
+    features: str = "context",
+    hidden_sizes: Any = (50,),
+    learning_rate: float = 1e-2,
+    train_every: int = 50,
+    train_steps: int = 50,
+    batch_size: int = 64,
+    capacity: int = 10_000,
+    max_grad_norm: float = 5.0,
+    weight_decay: float = 0.0,
+    initial_pulls: int = 1,
+) -> Agent:
+    """A bootstrapped ensemble: M networks on Poisson(1)-reweighted data.
+
+    Each stored round carries, per member m, an online-bootstrap weight
+    w_m ~ Poisson(1) (and, if `noise_std` > 0, a reward perturbation
+    z_m ~ N(0, noise_std^2)); member m minimises mean_i w_im (f_m(x_i, a_i) - r_i
+    - z_im)^2 + weight_decay ||theta_m - theta_m0||^2. One member, drawn
+    uniformly, plays greedily each round. With the defaults (no perturbation,
+    no prior term) this is bootstrapped Thompson sampling, not ensemble sampling:
+    the diversity comes from the resampling and the random initialisations only.
+    This was `ensemble_sampling` before that name moved to the paper's method.
+
+    Args:
+      num_arms: number of arms K.
+      dim: input width.
+      num_models: ensemble size M.
+      noise_std: reward perturbation scale >= 0 (0: bootstrap only).
+      weight_decay: coefficient of ||theta_m - theta_m0||^2, >= 0.
+      features, hidden_sizes, learning_rate, train_every, train_steps,
+        batch_size, capacity, max_grad_norm, initial_pulls: as in
+        `neural_epsilon_greedy`.
+
+    References:
+      Osband & Van Roy (2015), "Bootstrapped Thompson sampling and deep
+      exploration"; Osband, Blundell, Pritzel & Van Roy (2016), "Deep exploration
+      via bootstrapped DQN", NeurIPS (online bootstrap weights).
+    """
+    setup = setup_training(
+        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
+        train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
+    )  # fmt: skip
+    return _ensemble_agent(
+        "bootstrapped_ensemble",
+        setup,
+        num_models,
+        noise_std,
+        True,
+        lambda n: weight_decay,
+    )
 
 
 __all__ = [
@@ -458,6 +578,7 @@ __all__ = [
     "GradientState",
     "NeuralLinearState",
     "NeuralState",
+    "bootstrapped_ensemble",
     "ensemble_sampling",
     "neural_epsilon_greedy",
     "neural_linear",

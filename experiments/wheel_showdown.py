@@ -49,6 +49,7 @@ AGENTS = (
     "neural_ucb",
     "neural_ts",
     "ensemble_sampling",
+    "bootstrapped_ensemble",
     "uniform",
 )
 # Riquelme, Tucker & Snoek (2018), wheel bandit table (normalised cumulative
@@ -87,8 +88,8 @@ def make_agent(name: str) -> bandits.Agent:
         return agents.make("neural_ucb", **shape, nu=1.0)
     if name == "neural_ts":
         return agents.make("neural_ts", **shape, nu=1.0)
-    if name == "ensemble_sampling":
-        return agents.make("ensemble_sampling", **shape, num_models=10)
+    if name in ("ensemble_sampling", "bootstrapped_ensemble"):
+        return agents.make(name, **shape, num_models=10)
     if name == "uniform":
         return agents.random(**shape)
     raise BanditConfigError(
