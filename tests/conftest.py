@@ -24,7 +24,7 @@ _CACHE = os.environ.get("BANDITS_TEST_CACHE") or str(
 
 if _CACHE != "0":
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     jax.config.update(
         "jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"]
     )

@@ -163,3 +163,61 @@ def _check(name: str, kind: str, d: int, n: int, scale: float, seed: int):
 @example(name="lints", kind="graded", d=64, n=100_000, scale=1e-3)
 def test_ridge_agents_match_a_float64_direct_solve(name, kind, d, n, scale):
     _check(name, kind, d, n, scale, seed=d + n)
+
+
+def test_transformer_head_covariance_matches_a_float64_direct_inverse():
+    """The transformer's Bayesian head (an extended Kalman filter, root by Potter
+    with weights c_t = p_t (1 - p_t), precision by Kahan sums, re-factorised every
+    `REFACTOR_EVERY` rounds) after 10^5 rounds of one-hot-plus-Gaussian features
+    (h = 32, collinear: the one-hot half sums to one): its covariance R^T R gives
+    widths phi^T Sigma phi on held-out phi within 1e-3 of the float64 inverse of
+    lambda_0 I + sum_t c_t phi_t phi_t^T, computed with the weights c_t the float32
+    run used (the mean is a recursion with no closed form, so it is not compared).
+    """
+    from agents import transformer as tf
+    from agents.ridge import REFACTOR_EVERY
+
+    rng = np.random.default_rng(7)
+    n, h, lam = 100_000, 32, 10.0
+
+    def rows(count):
+        onehot = np.zeros((count, h // 2))
+        onehot[np.arange(count), rng.integers(0, h // 2, count)] = 1.0
+        return np.concatenate([onehot, rng.normal(size=(count, h // 2))], 1).astype(
+            np.float32
+        )
+
+    phis, held_out = rows(n), rows(500)
+    rewards = rng.integers(0, 2, n).astype(np.float32)
+    head = tf._head_prior(jnp.zeros((1, h)), lam * jnp.eye(h))
+
+    @jax.jit
+    def run(head, phis, rewards):
+        def body(carry, inputs):
+            head, t = carry
+            phi, r = inputs
+            p = jax.nn.sigmoid(phi @ head.mean[0])
+            head = tf.HeadState(
+                *jax.vmap(tf._ekf_step, in_axes=(0, 0, 0, 0, None, None, None))(
+                    *head, phi, r, 1.0
+                )
+            )
+            t = t + 1
+            head = jax.lax.cond(
+                t % REFACTOR_EVERY == 0, tf._head_refactor, lambda x: x, head
+            )
+            return (head, t), p * (1.0 - p)
+
+        (head, _), weights = jax.lax.scan(body, (head, 0), (phis, rewards))
+        return head, weights
+
+    head, weights = run(head, jnp.asarray(phis), jnp.asarray(rewards))
+    P = phis.astype(np.float64)
+    precision = lam * np.eye(h) + (P * np.asarray(weights, np.float64)[:, None]).T @ P
+    H = held_out.astype(np.float64)
+    exact = np.sum(H * np.linalg.solve(precision, H.T).T, axis=1)
+    R = np.asarray(head.root[0], np.float64)
+    widths = np.sum((H @ R.T) ** 2, axis=1)
+    error = np.max(np.abs(widths - exact) / exact)
+    print(f"transformer head width error {error:.1e}")
+    assert error < TOLERANCE
