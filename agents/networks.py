@@ -35,6 +35,7 @@ from agents.replay import (
     replay_init,
     replay_push,
     replay_sample,
+    replay_valid,
     should_train,
 )
 from bandits.types import Observation
@@ -313,6 +314,48 @@ def fit(
     keys = jax.random.split(key, num_steps)
     (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), keys)
     return params, opt_state
+
+
+def fit_full_batch(
+    network: Network,
+    params0: Params,
+    buffer: ReplayBuffer,
+    learning_rate,
+    regularization,
+    num_steps: int,
+) -> Params:
+    """TrainNN of Zhou et al. (2020) and Zhang et al. (2021): gradient descent.
+
+    Starting from theta^(0) = theta_0, `num_steps` (J) steps of plain gradient
+    descent with step size eta = `learning_rate` on every stored round,
+
+        L(theta) = sum_i (f(x_i, a_i; theta) - r_i)^2 / 2
+                   + m lambda ||theta - theta_0||^2 / 2,
+
+    with m the width of the last hidden layer and lambda = `regularization`.
+    """
+    m = network.embed_dim
+    valid = replay_valid(buffer).astype(jnp.float32)
+    items = buffer.items
+
+    def loss(params):
+        predictions = jax.vmap(network.predict_taken, in_axes=(None, 0, 0))(
+            params, items["x"], items["action"]
+        )
+        data = 0.5 * jnp.sum(valid * (predictions - items["reward"]) ** 2)
+        drift = sum(
+            jnp.sum((p - p0) ** 2)
+            for p, p0 in zip(
+                jax.tree.leaves(params), jax.tree.leaves(params0), strict=True
+            )
+        )
+        return data + 0.5 * m * regularization * drift
+
+    def step(params, _):
+        grads = jax.grad(loss)(params)
+        return jax.tree.map(lambda p, g: p - learning_rate * g, params, grads), None
+
+    return jax.lax.scan(step, params0, None, length=num_steps)[0]
 
 
 def masked_argmax(scores: jax.Array, mask: jax.Array) -> jax.Array:

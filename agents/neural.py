@@ -47,6 +47,7 @@ from agents.networks import (
     NeuralState,
     empty_item,
     fit,
+    fit_full_batch,
     forced_pull,
     masked_argmax,
     net_init,
@@ -59,7 +60,7 @@ from agents.neural_linear import BLRState, NeuralLinearState, neural_linear
 from agents.registry import register
 from agents.replay import ReplayBuffer, maybe, replay_init, replay_push, should_train
 from bandits.types import Agent
-from bandits.validation import positive_int, real
+from bandits.validation import choice, positive_int, real
 
 Params = Any
 
@@ -176,6 +177,9 @@ def _squared_norm_over_z(grads: Params, precision_diag: Params) -> jax.Array:
     return sum(terms)
 
 
+CONFIGS = ("fast", "paper")
+
+
 def _gradient_agent(
     name: str,
     sample: bool,
@@ -193,7 +197,10 @@ def _gradient_agent(
     max_grad_norm,
     weight_decay,
     initial_pulls,
+    config="fast",
 ) -> Agent:
+    choice("config", config, CONFIGS)
+    paper = config == "paper"
     setup = setup_training(
         num_arms, dim, features, hidden_sizes, learning_rate, train_every,
         train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
@@ -201,6 +208,10 @@ def _gradient_agent(
     real("nu", nu, low=0.0)
     real("regularization", regularization, low=0.0, low_open=True)
     network = setup.network
+    # The papers scale the gradient features by 1/sqrt(m), m the network width.
+    m = float(network.embed_dim) if paper else 1.0
+    # NeuralTS: sigma^2 = lambda g^T Z^{-1} g / m; NeuralUCB: g^T Z^{-1} g / m.
+    width_scale = regularization / m if (sample or not paper) else 1.0 / m
 
     def init(key):
         net = net_init(key, setup)
@@ -212,7 +223,7 @@ def _gradient_agent(
         mean = network.scores(params, obs)
         grads = network.arm_gradients(params, obs)
         width = jnp.sqrt(
-            regularization * _squared_norm_over_z(grads, state.precision_diag)
+            width_scale * _squared_norm_over_z(grads, state.precision_diag)
         )
         return mean, width
 
@@ -230,8 +241,22 @@ def _gradient_agent(
     def update(key, state, obs, action, reward):
         item = replay_item(setup, obs, action, reward)
         g = network.taken_gradient(state.net.params, item["x"], item["action"])
-        diag = jax.tree.map(lambda z, gi: z + gi * gi, state.precision_diag, g)
-        net = net_update(key, state.net, item, setup, weight_decay)
+        diag = jax.tree.map(lambda z, gi: z + gi * gi / m, state.precision_diag, g)
+        if not paper:
+            net = net_update(key, state.net, item, setup, weight_decay)
+            return GradientState(net, diag)
+        del key
+        net = state.net
+        net = net._replace(buffer=replay_push(net.buffer, item), step=net.step + 1)
+
+        def train(net):
+            params = fit_full_batch(
+                network, net.params0, net.buffer, learning_rate, regularization,
+                setup.train_steps,
+            )  # fmt: skip
+            return net._replace(params=params)
+
+        net = maybe(should_train(net.step, setup.train_every), train, net)
         return GradientState(net, diag)
 
     action_probs = None
@@ -259,6 +284,7 @@ def neural_ucb(
     max_grad_norm: float = 5.0,
     weight_decay: float = 0.0,
     initial_pulls: int = 0,
+    config: str = "fast",
 ) -> Agent:
     """NeuralUCB with a diagonal Z: play argmax_k f(x_k; theta) + nu sigma_k.
 
@@ -267,8 +293,11 @@ def neural_ucb(
         Z = lambda + sum_{s < t} g_{s, a_s} * g_{s, a_s}       (elementwise),
         sigma_k^2 = lambda sum_j g_kj^2 / Z_j,
 
-    which is lambda g^T Z^{-1} g with Z replaced by its diagonal. The paper's 1/m
-    width scaling is absorbed into nu.
+    which is lambda g^T Z^{-1} g with Z replaced by its diagonal. This "fast"
+    configuration drops the paper's 1/m scaling (absorbed into nu, which holds
+    only with lambda rescaled too) and its term toward theta_0, and trains by
+    Adam on replay mini-batches; `config="paper"` is the paper's algorithm (see
+    docs/results.md for the differences).
 
     Args:
       num_arms: number of arms K.
@@ -278,6 +307,10 @@ def neural_ucb(
       features: "disjoint" (the paper's encoding), "context" or "arms".
       hidden_sizes, learning_rate, train_every, train_steps, batch_size, capacity,
         max_grad_norm, weight_decay, initial_pulls: as in `neural_epsilon_greedy`.
+      config: "fast" or "paper" (Algorithm 1: U = f + nu sqrt(g^T Z^{-1} g / m),
+        Z = lambda I + sum g g^T / m diagonal, gradient descent from theta_0 on
+        sum (f - r)^2 / 2 + m lambda ||theta - theta_0||^2 / 2; set
+        `train_every=1`, `capacity` >= horizon for all data every round).
 
     References:
       Zhou, Li & Gu (2020), "Neural contextual bandits with UCB-based exploration",
@@ -286,7 +319,7 @@ def neural_ucb(
     return _gradient_agent(
         "neural_ucb", False, num_arms, dim, nu, regularization, features,
         hidden_sizes, learning_rate, train_every, train_steps, batch_size,
-        capacity, max_grad_norm, weight_decay, initial_pulls,
+        capacity, max_grad_norm, weight_decay, initial_pulls, config,
     )  # fmt: skip
 
 
@@ -306,6 +339,7 @@ def neural_ts(
     max_grad_norm: float = 5.0,
     weight_decay: float = 0.0,
     initial_pulls: int = 0,
+    config: str = "fast",
 ) -> Agent:
     """NeuralTS with a diagonal Z: draw r_k ~ N(f(x_k; theta), nu^2 sigma_k^2).
 
@@ -320,6 +354,8 @@ def neural_ts(
       features: "disjoint" (the paper's encoding), "context" or "arms".
       hidden_sizes, learning_rate, train_every, train_steps, batch_size, capacity,
         max_grad_norm, weight_decay, initial_pulls: as in `neural_epsilon_greedy`.
+      config: "fast" or "paper" (Algorithm 1: sigma^2 = lambda g^T U^{-1} g / m,
+        U = lambda I + sum g g^T / m diagonal, training as in `neural_ucb`).
 
     References:
       Zhang, Zhou, Li & Gu (2021), "Neural Thompson sampling", ICLR, Algorithm 1.
@@ -327,7 +363,7 @@ def neural_ts(
     return _gradient_agent(
         "neural_ts", True, num_arms, dim, nu, regularization, features,
         hidden_sizes, learning_rate, train_every, train_steps, batch_size,
-        capacity, max_grad_norm, weight_decay, initial_pulls,
+        capacity, max_grad_norm, weight_decay, initial_pulls, config,
     )  # fmt: skip
 
 

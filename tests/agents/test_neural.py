@@ -158,6 +158,88 @@ def test_neural_ucb_diagonal_precision_is_lambda_plus_squared_gradients():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["neural_ucb", "neural_ts"])
+def test_paper_config_scales_the_gradient_features_by_one_over_m(name):
+    """config="paper": Z = lambda + sum g^2 / m (m = 8, the hidden width), and
+    the squared width is g^T Z^{-1} g / m (NeuralUCB) or lambda g^T Z^{-1} g / m
+    (NeuralTS), against the same sums written out here."""
+    lam, m = 0.5, 8
+    agent = FACTORIES[name](
+        num_arms=K, dim=D, regularization=lam, config="paper",
+        **{**TINY, "train_every": 100},
+    )  # fmt: skip
+    state, history = _rollout(agent, 5)
+    network = make_network("disjoint", K, D, (m,))
+    params = state.net.params  # never retrained: train_every > 5
+    z = jax.tree.map(lambda p: jnp.full_like(p, lam), params)
+    for obs, action, _ in history:
+        g = network.taken_gradient(params, obs.context, action)
+        z = jax.tree.map(lambda zi, gi: zi + gi * gi / m, z, g)
+    for a, b in zip(
+        jax.tree.leaves(state.precision_diag), jax.tree.leaves(z), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5)
+    obs = history[-1][0]
+    grads = network.arm_gradients(params, obs)
+    quad = sum(
+        np.sum((np.asarray(g) ** 2 / np.asarray(zi)).reshape(K, -1), axis=1)
+        for g, zi in zip(jax.tree.leaves(grads), jax.tree.leaves(z), strict=True)
+    )
+    expected = quad / m * (lam if name == "neural_ts" else 1.0)
+    width = neural._squared_norm_over_z(grads, state.precision_diag)
+    scale = (lam if name == "neural_ts" else 1.0) / m
+    np.testing.assert_allclose(scale * np.asarray(width), expected, rtol=1e-5)
+
+
+def test_paper_training_is_gradient_descent_from_theta_0():
+    """TrainNN: theta_1 = theta_0 - eta sum_i (f_i - r_i) g_i (the prior term
+    vanishes at theta_0), and theta_2 = theta_1 - eta [sum_i (f_i(theta_1) - r_i)
+    g_i(theta_1) + m lambda (theta_1 - theta_0)], written out with per-row
+    gradients, against `fit_full_batch` with J = 1 and J = 2 (float32, 1e-5)."""
+    from agents.networks import fit_full_batch
+
+    lam, eta, m = 0.3, 0.05, 8
+    agent = neural.neural_ts(num_arms=K, dim=D, config="paper", **TINY)
+    state, _ = _rollout(agent, 6)
+    network = make_network("disjoint", K, D, (m,))
+    net = state.net
+    rows = int(net.buffer.size)
+    items = jax.tree.map(lambda v: v[:rows], net.buffer.items)
+
+    def descend(params):
+        total = jax.tree.map(jnp.zeros_like, params)
+        for x, a, r in zip(items["x"], items["action"], items["reward"], strict=True):
+            f = network.predict_taken(params, x, a)
+            g = network.taken_gradient(params, x, a)
+            total = jax.tree.map(lambda t, gi, f=f, r=r: t + (f - r) * gi, total, g)
+        total = jax.tree.map(
+            lambda t, p, p0: t + m * lam * (p - p0), total, params, net.params0
+        )
+        return jax.tree.map(lambda p, t: p - eta * t, params, total)
+
+    one = descend(net.params0)
+    two = descend(one)
+    for steps, expected in ((1, one), (2, two)):
+        actual = fit_full_batch(network, net.params0, net.buffer, eta, lam, steps)
+        for a, b in zip(
+            jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True
+        ):
+            np.testing.assert_allclose(
+                np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6
+            )
+
+
+def test_paper_config_runs_and_retrains_from_theta_0_every_round():
+    env, params = _env()
+    agent = neural.neural_ucb(
+        num_arms=K, dim=D, config="paper", **{**TINY, "train_every": 1}
+    )
+    trajectory = bandits.run(env, agent, horizon=30, seeds=2, params=params)
+    assert np.all(np.isfinite(np.asarray(trajectory.regret)))
+    with pytest.raises(BanditConfigError, match="config"):
+        neural.neural_ts(num_arms=K, dim=D, config="papers")
+
+
 def test_neural_ucb_scores_are_mean_plus_nu_times_width():
     nu, lam = 2.0, 1.0
     agent = neural.neural_ucb(

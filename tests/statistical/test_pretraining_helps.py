@@ -12,9 +12,9 @@ non-overlapping 95% Student-t intervals across seeds. Fixed seeds make the test
 deterministic. Measured (2026-12-02, after the head's covariance became a
 Potter root re-factorised from compensated sums): pretrained 300.9
 [292.3, 309.5], scratch 440.2 [385.4, 495.0], a gap of 76 between the interval
-edges (before: 303.6 [295.3, 311.9] against 422.6 [393.0, 452.3]). Runtime: about 3 minutes
-wall (1.5 minutes of CPU, mostly compilation) on the shared 2-core machine,
-hence `slow`.
+edges (before: 303.6 [295.3, 311.9] against 422.6 [393.0, 452.3]). Runtime:
+about 3 minutes wall (1.5 minutes of CPU, mostly compilation) on the shared
+2-core machine, hence `slow`.
 """
 
 from __future__ import annotations
