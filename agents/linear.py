@@ -65,12 +65,14 @@ def _ridge_agent(
     dtype: str,
     refactor_every: int,
     act,
-    action_probs,
+    action_probs=None,
 ) -> Agent:
     """An `Agent` from a scoring rule on the shared ridge core.
 
     `act(key, state, obs)` and `action_probs(key, state, obs)` see the
-    `RidgeState`; init, update and predict are the core's.
+    `RidgeState`; init, update and predict are the core's. Without
+    `action_probs` the policy is deterministic given its state: all mass on the
+    arm `act` plays.
     """
     num_arms, dim, refactor_every = _check_common(
         num_arms, dim, regularization, features, refactor_every
@@ -89,6 +91,11 @@ def _ridge_agent(
 
     def predict(state: RidgeState, obs: Observation) -> jax.Array:
         return mean_and_width(state, obs, features)[0]
+
+    if action_probs is None:
+
+        def action_probs(key, state, obs):
+            return jax.nn.one_hot(act(key, state, obs), num_arms)
 
     return Agent(init, act, update, action_probs, name=name, predict=predict)
 
@@ -130,20 +137,9 @@ def linucb(
         mean, width = mean_and_width(state, obs, features)
         return masked_argmax(mean + alpha * width, obs.mask)
 
-    def action_probs(key, state, obs):
-        # LinUCB is deterministic given its state: all mass on the UCB arm.
-        return jax.nn.one_hot(act(key, state, obs), num_arms)
-
+    # Deterministic given its state: `action_probs` puts all mass on the UCB arm.
     return _ridge_agent(
-        "linucb",
-        num_arms,
-        dim,
-        regularization,
-        features,
-        dtype,
-        refactor_every,
-        act,
-        action_probs,
+        "linucb", num_arms, dim, regularization, features, dtype, refactor_every, act
     )
 
 
@@ -166,19 +162,9 @@ def lin_greedy(
         del key
         return masked_argmax(mean_and_width(state, obs, features)[0], obs.mask)
 
-    def action_probs(key, state, obs):
-        return jax.nn.one_hot(act(key, state, obs), num_arms)
-
+    name = "lin_greedy"
     return _ridge_agent(
-        "lin_greedy",
-        num_arms,
-        dim,
-        regularization,
-        features,
-        dtype,
-        refactor_every,
-        act,
-        action_probs,
+        name, num_arms, dim, regularization, features, dtype, refactor_every, act
     )
 
 

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 import agents
 from agents.ridge import mean_and_width
 from bandits import Observation
+from experiments.ridge_numerics import features as draw_features
 
 KINDS = ("onehot", "collinear", "gaussian", "graded")
 AGENTS = (
@@ -47,22 +48,6 @@ AGENTS = (
 )
 HELD_OUT = 500
 TOLERANCE = 1e-3
-
-
-def _features(kind: str, n: int, d: int, scale: float, rng) -> np.ndarray:
-    if kind == "onehot":
-        groups = d // 4
-        X = np.zeros((n, groups * 4))
-        for g in range(groups):
-            X[np.arange(n), 4 * g + rng.integers(0, 4, n)] = 1.0
-    elif kind == "collinear":
-        half = rng.normal(size=(n, d // 2))
-        X = np.concatenate([half, half], axis=1)
-    elif kind == "gaussian":
-        X = rng.normal(size=(n, d))
-    else:
-        X = rng.normal(size=(n, d)) * np.logspace(-3, 3, d)
-    return (scale * X).astype(np.float32)
 
 
 def _setup(name: str, d: int):
@@ -123,8 +108,8 @@ def _held_out(agent, obs_of, phi_of, features, state, X):
 def _check(name: str, kind: str, d: int, n: int, scale: float, seed: int):
     rng = np.random.default_rng(seed)
     agent, obs_of, phi_of, blocks, features = _setup(name, d)
-    X = _features(kind, n, d, scale, rng)
-    held_out = _features(kind, HELD_OUT, d, scale, rng)
+    X = draw_features(kind, n, d, scale, rng)
+    held_out = draw_features(kind, HELD_OUT, d, scale, rng)
     phi = np.asarray(phi_of(X), np.float64)
     theta_star = rng.normal(size=phi.shape[1]) / (scale * np.sqrt(phi.shape[1]))
     rewards = (phi @ theta_star + 0.1 * rng.normal(size=n)).astype(np.float32)
