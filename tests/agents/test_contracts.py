@@ -95,8 +95,9 @@ def _build(name: str, form: str):
         env, env_params = make_env()
         try:
             agent = agents.make(name, num_arms=NUM_ARMS, dim=dim)
-            obs, _ = env.reset(jax.random.key(0), env_params)
-            agent.act(jax.random.key(1), agent.init(jax.random.key(2)), obs)
+            obs, _ = jax.eval_shape(env.reset, jax.random.key(0), env_params)
+            state = jax.eval_shape(agent.init, jax.random.key(2))
+            jax.eval_shape(agent.act, jax.random.key(1), state, obs)  # traces only
         except Exception as error:  # reported below if no env fits
             errors.append(f"{type(env).__name__}: {type(error).__name__}: {error}")
             continue
@@ -108,16 +109,17 @@ def _rollout(env, env_params, agent, steps: int, seed: int = 0):
     """Observations and the agent state held before acting on each of them."""
     key = jax.random.key(seed)
     key_reset, key_init, key = jax.random.split(key, 3)
-    obs, env_state = env.reset(key_reset, env_params)
-    state = agent.init(key_init)
+    obs, env_state = jax.jit(env.reset)(key_reset, env_params)
+    state = jax.jit(agent.init)(key_init)
+    act, update, step = jax.jit(agent.act), jax.jit(agent.update), jax.jit(env.step)
     observations, states = [], []
     for t in range(steps):
         observations.append(obs)
         states.append(state)
         key_act, key_env, key_update = jax.random.split(jax.random.fold_in(key, t), 3)
-        action = agent.act(key_act, state, obs)
-        next_obs, env_state, feedback = env.step(key_env, env_state, action, env_params)
-        state = agent.update(key_update, state, obs, action, feedback.reward)
+        action = act(key_act, state, obs)
+        next_obs, env_state, feedback = step(key_env, env_state, action, env_params)
+        state = update(key_update, state, obs, action, feedback.reward)
         obs = next_obs
     observations.append(obs)
     states.append(state)
@@ -148,9 +150,46 @@ def _assert_trees_equal(actual, expected):
             np.testing.assert_array_equal(a, e)
 
 
+class Case:
+    """One agent on its contract env, with a batch of (key, state, obs) triples
+    with varied masks, and its functions compiled once for every test.
+
+    The reference for the vmap tests is the jitted per-example result; the jitted
+    functions themselves are checked against op-by-op execution (`eager_*`) in
+    the jit tests, so every comparison chains back to un-jitted code.
+    """
+
+    REWARDS = (0.0, 1.0, -0.5)
+
+    def __init__(self, agent, batch):
+        self.agent, self.batch = agent, batch
+        self.act = jax.jit(agent.act)
+        self.update = jax.jit(agent.update)
+        self.actions = [self.act(k, s, o) for k, s, o in batch]
+        self.rewards = [jnp.float32(r) for r in self.REWARDS]
+        self.updated = [
+            self.update(k, s, o, a, r)
+            for (k, s, o), a, r in zip(batch, self.actions, self.rewards, strict=True)
+        ]
+        self.probs = None
+        if agent.action_probs is not None:
+            self.action_probs = jax.jit(agent.action_probs)
+            self.probs = [self.action_probs(k, s, o) for k, s, o in batch]
+
+    def many_actions(self, i: int) -> np.ndarray:
+        """4,000 draws of `act` on batch element i (keys fixed per element)."""
+        if not hasattr(self, "_act_many"):
+            self._act_many = jax.jit(jax.vmap(self.agent.act, in_axes=(0, None, None)))
+        _, state, obs = self.batch[i]
+        keys = jax.random.split(jax.random.key(200 + i), 4000)
+        return np.asarray(self._act_many(keys, state, obs))
+
+    def stacked_batch(self):
+        return tuple(_stack(column) for column in zip(*self.batch, strict=True))
+
+
 @pytest.fixture(scope="module", params=_cases())
 def case(request):
-    """(agent, batch of (key, state, obs) triples with varied masks)."""
     name, form = request.param
     env, env_params, agent = _build(name, form)
     observations, states = _rollout(env, env_params, agent, ROLLOUT_STEPS)
@@ -159,48 +198,36 @@ def case(request):
     for i, step in enumerate(STATE_STEPS):
         obs = observations[step]._replace(mask=jnp.asarray(MASKS[i]))
         batch.append((keys[i], states[step], obs))
-    return agent, batch
+    return Case(agent, batch)
 
 
 def test_init_is_deterministic_and_jittable(case):
-    agent, _ = case
+    agent = case.agent
     key = jax.random.key(7)
     _assert_trees_equal(jax.jit(agent.init)(key), agent.init(key))
     _assert_trees_equal(agent.init(key), agent.init(key))
 
 
 def test_jit_act_equals_act(case):
-    agent, batch = case
-    jitted = jax.jit(agent.act)
-    for key, state, obs in batch:
-        _assert_trees_equal(jitted(key, state, obs), agent.act(key, state, obs))
+    for (key, state, obs), action in zip(case.batch, case.actions, strict=True):
+        _assert_trees_equal(action, case.agent.act(key, state, obs))
 
 
 def test_act_returns_int32_scalar(case):
-    agent, batch = case
-    for key, state, obs in batch:
-        action = agent.act(key, state, obs)
+    for action in case.actions:
         assert action.shape == ()
         assert action.dtype == jnp.int32
 
 
 def test_jit_update_equals_update(case):
-    agent, batch = case
-    jitted = jax.jit(agent.update)
-    for key, state, obs in batch:
-        action = agent.act(key, state, obs)
-        reward = jnp.float32(0.75)
-        _assert_trees_equal(
-            jitted(key, state, obs, action, reward),
-            agent.update(key, state, obs, action, reward),
-        )
+    for (key, state, obs), action, reward, updated in zip(
+        case.batch, case.actions, case.rewards, case.updated, strict=True
+    ):
+        _assert_trees_equal(updated, case.agent.update(key, state, obs, action, reward))
 
 
 def test_update_preserves_state_structure(case):
-    agent, batch = case
-    for key, state, obs in batch:
-        action = agent.act(key, state, obs)
-        new_state = agent.update(key, state, obs, action, jnp.float32(1.0))
+    for (_, state, _), new_state in zip(case.batch, case.updated, strict=True):
         assert jax.tree_util.tree_structure(new_state) == (
             jax.tree_util.tree_structure(state)
         )
@@ -214,62 +241,46 @@ def test_update_preserves_state_structure(case):
 
 
 def test_vmap_act_equals_stacked_act(case):
-    agent, batch = case
-    keys, states, observations = (_stack(column) for column in zip(*batch, strict=True))
-    expected = jnp.stack([agent.act(k, s, o) for k, s, o in batch])
-    _assert_trees_equal(jax.vmap(agent.act)(keys, states, observations), expected)
+    keys, states, observations = case.stacked_batch()
+    actual = jax.vmap(case.agent.act)(keys, states, observations)
+    _assert_trees_equal(actual, jnp.stack(case.actions))
 
 
 def test_vmap_update_equals_stacked_update(case):
-    agent, batch = case
-    actions = jnp.stack([agent.act(k, s, o) for k, s, o in batch])
-    rewards = jnp.asarray([0.0, 1.0, -0.5], jnp.float32)
-    keys, states, observations = (_stack(column) for column in zip(*batch, strict=True))
-    expected = _stack(
-        [
-            agent.update(k, s, o, a, r)
-            for (k, s, o), a, r in zip(batch, actions, rewards, strict=True)
-        ]
+    keys, states, observations = case.stacked_batch()
+    actual = jax.vmap(case.agent.update)(
+        keys, states, observations, jnp.stack(case.actions), jnp.stack(case.rewards)
     )
-    actual = jax.vmap(agent.update)(keys, states, observations, actions, rewards)
-    _assert_trees_equal(actual, expected)
+    _assert_trees_equal(actual, _stack(case.updated))
 
 
 def test_act_never_picks_a_masked_arm(case):
-    agent, batch = case
-    act_many = jax.jit(jax.vmap(agent.act, in_axes=(0, None, None)))
-    for i, (_, state, obs) in enumerate(batch):
-        keys = jax.random.split(jax.random.key(100 + i), 256)
-        actions = np.asarray(act_many(keys, state, obs))
+    for i, (_, _, obs) in enumerate(case.batch):
+        actions = case.many_actions(i)
         mask = np.asarray(obs.mask)
         assert mask[actions].all(), f"picked masked arms {actions[~mask[actions]]}"
 
 
-def _needs_action_probs(agent):
-    if agent.action_probs is None:
-        pytest.skip(f"agent {agent.name!r} exposes no action_probs")
+def _needs_action_probs(case):
+    if case.probs is None:
+        pytest.skip(f"agent {case.agent.name!r} exposes no action_probs")
 
 
 def test_jit_and_vmap_action_probs(case):
-    agent, batch = case
-    _needs_action_probs(agent)
-    jitted = jax.jit(agent.action_probs)
-    for key, state, obs in batch:
-        _assert_trees_equal(
-            jitted(key, state, obs), agent.action_probs(key, state, obs)
-        )
-    keys, states, observations = (_stack(column) for column in zip(*batch, strict=True))
-    expected = jnp.stack([agent.action_probs(k, s, o) for k, s, o in batch])
+    _needs_action_probs(case)
+    for (key, state, obs), probs in zip(case.batch, case.probs, strict=True):
+        _assert_trees_equal(probs, case.agent.action_probs(key, state, obs))
+    keys, states, observations = case.stacked_batch()
     _assert_trees_equal(
-        jax.vmap(agent.action_probs)(keys, states, observations), expected
+        jax.vmap(case.agent.action_probs)(keys, states, observations),
+        jnp.stack(case.probs),
     )
 
 
 def test_action_probs_are_a_distribution_over_allowed_arms(case):
-    agent, batch = case
-    _needs_action_probs(agent)
-    for key, state, obs in batch:
-        probs = np.asarray(agent.action_probs(key, state, obs))
+    _needs_action_probs(case)
+    for (_, _, obs), probs in zip(case.batch, case.probs, strict=True):
+        probs = np.asarray(probs)
         assert probs.shape == (NUM_ARMS,)
         assert (probs >= 0).all()
         np.testing.assert_allclose(probs.sum(), 1.0, rtol=0, atol=1e-5)
@@ -283,12 +294,9 @@ def test_action_probs_match_act_frequencies(case):
     propensity (Monte Carlo, e.g. Thompson sampling's 1,000 draws) adds <= 0.016.
     The tolerance 0.08 is over 4 combined standard errors.
     """
-    agent, batch = case
-    _needs_action_probs(agent)
-    act_many = jax.jit(jax.vmap(agent.act, in_axes=(0, None, None)))
-    for i, (key, state, obs) in enumerate(batch):
-        keys = jax.random.split(jax.random.key(200 + i), 4000)
-        actions = np.asarray(act_many(keys, state, obs))
+    _needs_action_probs(case)
+    for i in range(len(case.batch)):
+        actions = case.many_actions(i)
         frequencies = np.bincount(actions, minlength=NUM_ARMS) / actions.size
-        probs = np.asarray(agent.action_probs(key, state, obs))
+        probs = np.asarray(case.probs[i])
         np.testing.assert_allclose(frequencies, probs, rtol=0, atol=0.08)
