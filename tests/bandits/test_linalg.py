@@ -165,3 +165,33 @@ def test_inverse_factor_is_a_square_root_of_the_inverse_float64(case):
 def test_inverse_factor_is_a_square_root_of_the_inverse_float32(case):
     A, _, _ = case
     _check_inverse_factor(A, np.float32)
+
+
+@PROPERTY_SETTINGS
+@given(spd_and_vector())
+def test_inverse_factor_is_the_inverse_of_the_cholesky_factor(case):
+    """The fused loop does the arithmetic of `lower_inverse(cholesky_lower(A))`.
+
+    Different programs, so XLA may order operations differently: float32
+    rounding (relative 1e-5 of the largest entry) rather than bit equality.
+    """
+    A, _, _ = case
+    A = np.asarray(A, np.float32)
+    expected = np.asarray(linalg.lower_inverse(linalg.cholesky_lower(0.5 * (A + A.T))))
+    actual = np.asarray(linalg.inverse_factor(A))
+    np.testing.assert_allclose(
+        actual, expected, rtol=0, atol=1e-5 * np.abs(expected).max()
+    )
+
+
+def test_inverse_factor_drops_a_dependent_column():
+    """The dependent column of `test_cholesky_lower_drops_a_dependent_column`:
+    finite, lower triangular, and R x still gives x^T A^{-1} x for x in the
+    span (here A = x x^T + I, so x^T A^{-1} x = |x|^2 / (1 + |x|^2))."""
+    x = np.array([1.0, 2.0, 2.0], np.float32)
+    R = np.asarray(
+        linalg.inverse_factor(np.outer(x, x) * 1e8 + np.eye(3, dtype=np.float32))
+    )
+    assert np.all(np.isfinite(R))
+    np.testing.assert_array_equal(np.triu(R, 1), 0.0)
+    np.testing.assert_allclose(np.sum((R @ x) ** 2), 9.0 / (1.0 + 9e8), rtol=1e-3)
