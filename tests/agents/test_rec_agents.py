@@ -164,6 +164,7 @@ def test_popularity_rejects_bad_hyperparameters(kwargs, field):
         agents.make("popularity", num_arms=3, **kwargs)
 
 
+@pytest.mark.slow
 def test_agents_run_on_the_recommendation_env():
     env, params = envs.make("ContextualRec-v0", num_items=100, num_users=200)
     built = [

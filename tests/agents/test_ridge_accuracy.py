@@ -28,6 +28,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -135,6 +136,7 @@ def _check(name: str, kind: str, d: int, n: int, scale: float, seed: int):
         assert width_error < TOLERANCE, (case, "width", width_error)
 
 
+@pytest.mark.slow
 @settings(max_examples=5, deadline=None, derandomize=True)
 @given(
     name=st.sampled_from(AGENTS),

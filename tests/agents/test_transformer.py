@@ -218,6 +218,7 @@ def test_finetuning_retrains_on_schedule_and_frozen_does_not():
             assert same == (t < 2 or not changes)
 
 
+@pytest.mark.slow
 def test_runs_in_bandits_run_and_is_deterministic():
     env, params = envs.make(
         "ContextualRec-v0",

@@ -250,6 +250,7 @@ def test_record_regret_is_exactly_zero_for_the_best_allowed_arm():
     assert float(worse.regret) == pytest.approx(0.2) and not bool(worse.optimal)
 
 
+@pytest.mark.slow
 def test_keeping_final_states_leaves_the_trajectory_bit_identical():
     env, params = envs.make("Linear-v0", num_arms=4, dim=5)
     agent = agents.lints(num_arms=4, dim=5)

@@ -45,6 +45,7 @@ def per_seed(directory):
     }
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_matches_local_execution(tmp_path, monkeypatch):
     # Worker processes inherit the environment: one JAX device each.
     monkeypatch.setenv("BANDITS_CPU_DEVICES", "1")

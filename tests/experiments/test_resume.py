@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bandits import storage
 from experiments.config import load_config
@@ -55,6 +56,7 @@ def stored_chunks(out: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.parquet")) if folder.is_dir() else []
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_recomputes_only_unfinished_chunks(tmp_path):
     config = tmp_path / "killed.toml"
     config.write_text(CONFIG)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,6 +27,7 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_wheel_showdown_quick(tmp_path):
     out = tmp_path / "wheel.jsonl"
     args = ("--quick", "--horizon", "200", "--out", str(out))
@@ -49,6 +52,7 @@ def test_wheel_showdown_quick(tmp_path):
     assert len(out.read_text().splitlines()) == 4  # nothing recomputed
 
 
+@pytest.mark.slow
 def test_uci_neural_quick(tmp_path):
     out = tmp_path / "uci.jsonl"
     done = _run(

@@ -27,6 +27,7 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_context_value_study_quick(tmp_path):
     done = _run("experiments.context_value", "--quick", "--out", str(tmp_path), *AGENTS)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -45,6 +46,7 @@ def test_context_value_study_quick(tmp_path):
     assert (tmp_path / "summary.csv").read_text().startswith("context_strength,agent")
 
 
+@pytest.mark.slow
 def test_drift_study_quick(tmp_path):
     done = _run("experiments.drift_study", "--quick", "--out", str(tmp_path), *AGENTS)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -142,6 +142,7 @@ def seed_finals(directory) -> dict[tuple[str, int], float]:
     }
 
 
+@pytest.mark.slow
 def test_traced_sweep_equals_separate_runs(tmp_path):
     """The same three LinUCB agents as one traced sweep and as three separate
     programs play the same arms and reach the same regret up to float32 rounding.
