@@ -513,7 +513,7 @@ def save_checkpoint(
     Keys: "config" (the architecture as JSON) and "param:<path>" per array, e.g.
     "param:blocks/0/attention/qkv/kernel". Written atomically.
     """
-    from bandits.storage import atomic_write
+    from bandits.files import atomic_write
 
     arrays = {CONFIG_KEY: np.asarray(cfg.to_json())}
     for p, variable in nnx.to_flat_state(params):

@@ -33,21 +33,18 @@ References:
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bandits.files import read_logged
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, positive_int
 
-FORMAT_KEY = b"bandits.logged"
 OPTIONAL_COLUMNS = ("history", "history_mask")
 REPLAY_COLUMNS = (
     "context",
@@ -66,34 +63,7 @@ def read_events(path: str | os.PathLike, names: Sequence[str]) -> dict[str, np.n
     Optional columns ("history", "history_mask") that the file lacks are left
     out; any other missing column is an error.
     """
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.exists():
-        raise BanditConfigError(f"logged data file {str(path)!r} does not exist")
-    metadata = pq.read_schema(path).metadata or {}
-    if FORMAT_KEY not in metadata:
-        raise BanditConfigError(f"{str(path)!r} is not a logged dataset")
-    columns = json.loads(metadata[FORMAT_KEY])["columns"]
-    wanted = [n for n in names if n in columns]
-    missing = [n for n in names if n not in columns and n not in OPTIONAL_COLUMNS]
-    if missing:
-        raise BanditConfigError(f"{str(path)!r} has no column(s) {missing}")
-    stored = [n for n in wanted if math.prod(columns[n]["shape"]) > 0]
-    table = pq.read_table(path, columns=stored)
-    rows = pq.read_metadata(path).num_rows
-    out = {}
-    for name in wanted:
-        spec = columns[name]
-        if name not in stored:  # zero entries per event: kept in the metadata only
-            out[name] = np.zeros((rows, *spec["shape"]), spec["dtype"])
-            continue
-        column = table.column(name).combine_chunks()
-        if spec["shape"]:
-            column = column.flatten()
-        values = column.to_numpy(zero_copy_only=False).astype(spec["dtype"], copy=False)
-        out[name] = values.reshape(rows, *spec["shape"])
-    return out
+    return read_logged(path, names, optional=OPTIONAL_COLUMNS)[0]
 
 
 def as_events(data: Any, names: Sequence[str]) -> dict[str, np.ndarray]:

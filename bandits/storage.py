@@ -31,10 +31,8 @@ cost and any reward-model metrics. Its presence means the chunk is finished.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bandits.files import atomic_write
 from bandits.metrics import Summary, cumulative_regret, mean_band, summarize
 from bandits.types import Trajectory
 from bandits.validation import BanditConfigError
@@ -91,36 +90,6 @@ class Curves(NamedTuple):
 
 # ---------------------------------------------------------------------------
 # Atomic writes
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Calls `write(tmp)` on a temporary path next to `path`, then renames it.
-
-    The temporary file lives in the same folder, so `os.replace` is atomic on
-    POSIX and Windows; on failure the temporary file is removed and `path` is
-    left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -47,7 +47,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -58,12 +57,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bandits.storage import atomic_write
+from bandits.files import read_logged, write_logged
 from bandits.types import Agent, Env, EnvParams, Observation
 from bandits.validation import BanditConfigError, positive_int, real
 
-FORMAT_KEY = b"bandits.logged"
-FORMAT_VERSION = 1
 OBSERVATION_FIELDS = ("context", "arms", "mask", "history", "history_mask")
 EVENT_FIELDS = (
     "action",
@@ -469,31 +466,7 @@ def _from_columns(columns: Mapping[str, np.ndarray], metadata) -> LoggedData:
 
 def save(data: LoggedData, path: str | os.PathLike) -> Path:
     """Writes `data` as Parquet (atomically: a temporary file, then a rename)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    arrays, fields, shapes = [], [], {}
-    for name, value in data.columns().items():
-        shape = tuple(int(s) for s in value.shape[1:])
-        shapes[name] = {"shape": list(shape), "dtype": str(value.dtype)}
-        if shape and math.prod(shape) == 0:
-            continue  # e.g. arms (K, 0): the metadata alone restores it
-        flat = pa.array(np.ascontiguousarray(value).reshape(-1))
-        column = (
-            pa.FixedSizeListArray.from_arrays(flat, math.prod(shape)) if shape else flat
-        )
-        arrays.append(column)
-        fields.append(pa.field(name, column.type, nullable=False))
-    meta = {
-        "version": FORMAT_VERSION,
-        "columns": shapes,
-        "metadata": dict(data.metadata),
-    }
-    schema = pa.schema(fields, metadata={FORMAT_KEY: json.dumps(meta).encode()})
-    table = pa.Table.from_arrays(arrays, schema=schema)
-    return atomic_write(
-        path, lambda tmp: pq.write_table(table, tmp, row_group_size=65_536)
-    )
+    return write_logged(path, data.columns(), data.metadata)
 
 
 def read_columns(
@@ -502,55 +475,13 @@ def read_columns(
     """The named columns of a logged-data Parquet file as NumPy arrays.
 
     Returns:
-      `(arrays, metadata)`; the file's `bandits.logged` metadata gives each
-      column's per-event shape and dtype.
+      `(arrays, metadata)`; see `bandits.files.read_logged`.
 
     Raises:
       BanditConfigError: if the file is not a logged dataset of this version or
         lacks a requested column.
     """
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.exists():
-        raise BanditConfigError(f"logged data file {str(path)!r} does not exist")
-    schema = pq.read_schema(path)
-    raw = (schema.metadata or {}).get(FORMAT_KEY)
-    if raw is None:
-        raise BanditConfigError(
-            f"{str(path)!r} is not a logged dataset (no {FORMAT_KEY.decode()!r} "
-            "metadata)"
-        )
-    meta = json.loads(raw)
-    if meta.get("version") != FORMAT_VERSION:
-        raise BanditConfigError(
-            f"{str(path)!r} has logged-data format version {meta.get('version')!r}; "
-            f"this code reads version {FORMAT_VERSION}"
-        )
-    known = meta["columns"]
-    wanted = tuple(known) if columns is None else tuple(columns)
-    missing = [name for name in wanted if name not in known]
-    if missing:
-        raise BanditConfigError(
-            f"{str(path)!r} has no column(s) {missing}; it has {sorted(known)}"
-        )
-    stored = [n for n in wanted if math.prod(known[n]["shape"]) > 0]
-    table = pq.read_table(path, columns=stored)
-    rows = pq.read_metadata(path).num_rows
-    arrays = {}
-    for name in wanted:
-        spec = known[name]
-        if name not in stored:
-            arrays[name] = np.zeros((rows, *spec["shape"]), spec["dtype"])
-            continue
-        column = table.column(name).combine_chunks()
-        if spec["shape"]:
-            column = column.flatten()
-        values = column.to_numpy(zero_copy_only=False)
-        arrays[name] = values.astype(spec["dtype"], copy=False).reshape(
-            rows, *spec["shape"]
-        )
-    return arrays, dict(meta.get("metadata", {}))
+    return read_logged(path, columns)
 
 
 def load(path: str | os.PathLike) -> LoggedData:

@@ -6,6 +6,10 @@ that any env (one without behaviour history) can be logged.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pyarrow as pa
@@ -15,6 +19,7 @@ import pytest
 import agents
 import envs
 from agents.warm_start import read_events
+from bandits import files
 from bandits.validation import BanditConfigError
 from envs import logged
 
@@ -180,3 +185,45 @@ def test_bad_inputs_raise_before_compute(rec, tmp_path):
     pq.write_table(pa.table({"x": [1, 2]}), other)
     with pytest.raises(BanditConfigError, match="not a logged dataset"):
         logged.load(other)
+
+
+def test_one_reader_checks_format_and_version_for_envs_and_agents(tmp_path):
+    """`logged.load` and the agents' `read_events` share `bandits.files`: both
+    refuse a file of another format version or one that is not Parquet, with
+    the path in the message."""
+    env, params = envs.make("Linear-v0", num_arms=3, dim=2)
+    data = logged.generate(
+        jax.random.key(0), env, params, logged.uniform(), 8, num_streams=2
+    )
+    path = logged.save(data, tmp_path / "v1.parquet")
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[files.FORMAT_KEY])
+    meta["version"] = files.FORMAT_VERSION + 1
+    future = tmp_path / "future.parquet"
+    pq.write_table(
+        table.replace_schema_metadata({files.FORMAT_KEY: json.dumps(meta).encode()}),
+        future,
+    )
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    for read in (logged.load, lambda p: read_events(p, ("context", "action"))):
+        with pytest.raises(BanditConfigError, match="format version 2"):
+            read(future)
+        with pytest.raises(BanditConfigError, match="not a readable Parquet file"):
+            read(garbage)
+        read(path)  # the version written today reads back
+
+
+def test_import_loads_no_parquet_plotting_or_cluster_library():
+    """`import bandits, envs, agents` leaves pyarrow, matplotlib and dask unloaded
+    (they are imported where files, plots or clusters are used). rich is not
+    listed: flax, which the agents need, imports it."""
+    code = (
+        "import sys, bandits, envs, agents; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} "
+        "& {'pyarrow', 'matplotlib', 'dask'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

@@ -1,0 +1,162 @@
+"""Small file helpers both sides of the kernel use: atomic writes and the
+logged-data Parquet format.
+
+The logged-data format is written by `envs.logged` (generation) and read by
+`envs.logged` and `agents.warm_start` (replay); it lives here so that there is
+one reader, one format key and one version check. pyarrow is imported inside
+the functions that need it, so `import bandits, envs, agents` does not load it.
+
+The format: one Parquet column per field, fixed-size lists of each event's
+flattened array, and schema metadata under `FORMAT_KEY` holding
+`{"version", "columns": {name: {"shape", "dtype"}}, "metadata"}`. A field with
+zero entries per event (the (K, 0) `arms` of an env without arm features) is
+recorded in the metadata only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bandits.validation import BanditConfigError
+
+FORMAT_KEY = b"bandits.logged"
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Calls `write(tmp)` on a temporary path next to `path`, then renames it.
+
+    The temporary file lives in the same folder, so `os.replace` is atomic on
+    POSIX and Windows; on failure the temporary file is removed and `path` is
+    left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_logged(
+    path: str | os.PathLike,
+    columns: Mapping[str, np.ndarray],
+    metadata: Mapping[str, Any],
+) -> Path:
+    """Writes per-event `columns` (each (n, ...)) as a logged-data Parquet file,
+    atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays, fields, shapes = [], [], {}
+    for name, value in columns.items():
+        shape = tuple(int(s) for s in value.shape[1:])
+        shapes[name] = {"shape": list(shape), "dtype": str(value.dtype)}
+        if shape and math.prod(shape) == 0:
+            continue  # the metadata alone restores it
+        flat = pa.array(np.ascontiguousarray(value).reshape(-1))
+        column = (
+            pa.FixedSizeListArray.from_arrays(flat, math.prod(shape)) if shape else flat
+        )
+        arrays.append(column)
+        fields.append(pa.field(name, column.type, nullable=False))
+    meta = {"version": FORMAT_VERSION, "columns": shapes, "metadata": dict(metadata)}
+    schema = pa.schema(fields, metadata={FORMAT_KEY: json.dumps(meta).encode()})
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    return atomic_write(
+        path, lambda tmp: pq.write_table(table, tmp, row_group_size=65_536)
+    )
+
+
+def read_logged(
+    path: str | os.PathLike,
+    columns: Sequence[str] | None = None,
+    optional: Sequence[str] = (),
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The named columns of a logged-data Parquet file as NumPy arrays (no pickle).
+
+    Args:
+      path: the file.
+      columns: the columns to read (all when None).
+      optional: columns that may be missing; they are left out of the result.
+
+    Returns:
+      `(arrays, metadata)`: each array (n, *shape) in its recorded dtype, and the
+      dataset's own metadata (env name, policy, ...).
+
+    Raises:
+      BanditConfigError: if the file is missing, cannot be read, is not a logged
+        dataset of this version, or lacks a required column.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise BanditConfigError(f"logged data file {str(path)!r} does not exist")
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as error:
+        raise BanditConfigError(
+            f"{str(path)!r} is not a readable Parquet file: {error}"
+        ) from None
+    raw = (schema.metadata or {}).get(FORMAT_KEY)
+    if raw is None:
+        raise BanditConfigError(
+            f"{str(path)!r} is not a logged dataset (no {FORMAT_KEY.decode()!r} "
+            "metadata)"
+        )
+    meta = json.loads(raw)
+    if meta.get("version") != FORMAT_VERSION:
+        raise BanditConfigError(
+            f"{str(path)!r} has logged-data format version {meta.get('version')!r}; "
+            f"this code reads version {FORMAT_VERSION}"
+        )
+    known = meta["columns"]
+    wanted = tuple(known) if columns is None else tuple(columns)
+    missing = [n for n in wanted if n not in known and n not in optional]
+    if missing:
+        raise BanditConfigError(
+            f"{str(path)!r} has no column(s) {missing}; it has {sorted(known)}"
+        )
+    wanted = tuple(n for n in wanted if n in known)
+    stored = [n for n in wanted if math.prod(known[n]["shape"]) > 0]
+    table = pq.read_table(path, columns=stored)
+    rows = pq.read_metadata(path).num_rows
+    arrays = {}
+    for name in wanted:
+        spec = known[name]
+        if name not in stored:  # zero entries per event: in the metadata only
+            arrays[name] = np.zeros((rows, *spec["shape"]), spec["dtype"])
+            continue
+        column = table.column(name).combine_chunks()
+        if spec["shape"]:
+            column = column.flatten()
+        values = column.to_numpy(zero_copy_only=False)
+        arrays[name] = values.astype(spec["dtype"], copy=False).reshape(
+            rows, *spec["shape"]
+        )
+    return arrays, dict(meta.get("metadata", {}))
