@@ -17,7 +17,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from agents.linear import _dtype, masked_argmax
+from agents.exploration import masked_argmax
+from agents.linear import _dtype
 from agents.registry import register
 from bandits.types import Agent, Observation
 from bandits.validation import positive_int, real

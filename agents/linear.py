@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from agents.exploration import masked_argmax
 from agents.registry import register
 from agents.ridge import (
     REFACTOR_EVERY,
@@ -33,11 +34,6 @@ from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, choice, positive_int, real
 
 FEATURE_FORMS = ("context", "arms")
-
-
-def masked_argmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
-    """Index of the highest score among allowed arms (lowest index on ties)."""
-    return jnp.argmax(jnp.where(mask, scores, -jnp.inf)).astype(jnp.int32)
 
 
 def _check_common(

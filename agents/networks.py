@@ -358,11 +358,6 @@ def fit_full_batch(
     return jax.lax.scan(step, params0, None, length=num_steps)[0]
 
 
-def masked_argmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
-    """Index of the highest score among allowed arms (lowest index on ties)."""
-    return jnp.argmax(jnp.where(mask, scores, -jnp.inf)).astype(jnp.int32)
-
-
 def forced_pull(step: jax.Array, initial_pulls: int, num_arms: int, action, mask):
     """Round-robin arm `step mod K` during the first `initial_pulls * K` rounds."""
     forced = (step % num_arms).astype(jnp.int32)

@@ -43,13 +43,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from agents.exploration import masked_argmax
 from agents.networks import (
     NeuralState,
     empty_item,
     fit,
     fit_full_batch,
     forced_pull,
-    masked_argmax,
     net_init,
     net_update,
     replay_item,

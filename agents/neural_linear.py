@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from agents.exploration import masked_argmax
 from agents.networks import (
     Network,
     NeuralState,
     forced_pull,
-    masked_argmax,
     net_init,
     net_update,
     replay_item,

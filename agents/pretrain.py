@@ -58,6 +58,7 @@ from agents.transformer_model import (
     split_model,
 )
 from agents.warm_start import as_events
+from bandits import metrics
 from bandits.types import Observation
 from bandits.validation import BanditConfigError, positive_int, real
 
@@ -422,28 +423,6 @@ def predict_logged(graphdef, params, data: Any, batch_size: int = 1024) -> np.nd
     return out
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of `x`, ties sharing their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    _, first, counts = np.unique(sorted_x, return_index=True, return_counts=True)
-    average = first + (counts + 1) / 2.0
-    ranks = np.empty(len(x), np.float64)
-    ranks[order] = np.repeat(average, counts)
-    return ranks
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve: the Mann-Whitney statistic
-    (sum of positive ranks - n_+ (n_+ + 1) / 2) / (n_+ n_-); NaN with one class."""
-    labels = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = _average_ranks(np.asarray(scores, np.float64))
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def prediction_metrics(
     labels: np.ndarray,
     probabilities: np.ndarray,
@@ -460,9 +439,10 @@ def prediction_metrics(
 
     Returns:
       accuracy, precision, recall, f1 (0 where undefined: no predicted or no
-      actual positives), roc_auc, log_loss (probabilities clipped to
-      [1e-7, 1 - 1e-7]), mse (Brier score against the clicks), base_rate, and
-      mse_expected (against `expected`) when given.
+      actual positives), roc_auc (NaN with one class), log_loss (probabilities
+      clipped to [1e-6, 1 - 1e-6]; both from `bandits.metrics`), mse (Brier
+      score against the clicks), base_rate, and mse_expected (against
+      `expected`) when given.
     """
     y = np.asarray(labels, np.float64)
     p = np.asarray(probabilities, np.float64)
@@ -479,14 +459,13 @@ def prediction_metrics(
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    clipped = np.clip(p, 1e-7, 1 - 1e-7)
     out = {
         "accuracy": float(np.mean(predicted == actual)),
         "precision": precision,
         "recall": recall,
         "f1": f1,
-        "roc_auc": roc_auc(actual, p),
-        "log_loss": float(-np.mean(y * np.log(clipped) + (1 - y) * np.log1p(-clipped))),
+        "roc_auc": metrics.roc_auc(actual, p),
+        "log_loss": metrics.log_loss(y, p),
         "mse": float(np.mean((p - y) ** 2)),
         "base_rate": float(np.mean(y)),
     }
@@ -578,6 +557,5 @@ __all__ = [
     "prediction_metrics",
     "pretrain",
     "pretrain_loss",
-    "roc_auc",
     "save_checkpoint",
 ]

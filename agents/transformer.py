@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from agents.exploration import masked_argmax
 from agents.quantize import check_quantization, quantize_state
 from agents.registry import register
 from agents.replay import (
@@ -161,11 +162,6 @@ def _ekf_step(mean, R, precision, residual, phi, reward, weight):
     )
     mean = mean + weight * gain * (reward - p)
     return mean, R, precision, residual
-
-
-def masked_argmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
-    """Index of the highest score among allowed arms (lowest index on ties)."""
-    return jnp.argmax(jnp.where(mask, scores, -jnp.inf)).astype(jnp.int32)
 
 
 def _check_exploration_args(

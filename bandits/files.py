@@ -87,7 +87,7 @@ def write_logged(
     schema = pa.schema(fields, metadata={FORMAT_KEY: json.dumps(meta).encode()})
     table = pa.Table.from_arrays(arrays, schema=schema)
     return atomic_write(
-        path, lambda tmp: pq.write_table(table, tmp, row_group_size=65_536)
+        Path(path), lambda tmp: pq.write_table(table, tmp, row_group_size=65_536)
     )
 
 

@@ -108,3 +108,38 @@ def loglog_slope(curve: ArrayLike, start: int, stop: int) -> float:
     y = curve[t - 1]
     slope, _ = np.polyfit(np.log(t), np.log(y), 1)
     return float(slope)
+
+
+PROBABILITY_CLIP = 1e-6
+
+
+def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
+    """Area under the ROC curve, P(score of a positive > score of a negative),
+    ties counted half: the Mann-Whitney statistic from average ranks,
+    (sum of positive ranks - n_+ (n_+ + 1) / 2) / (n_+ n_-).
+
+    Args:
+      labels: (n,) truthy for positives.
+      scores: (n,) real scores.
+
+    Returns:
+      The AUC, or NaN when only one class occurs (undefined).
+    """
+    positive = np.asarray(labels).astype(bool)
+    num_pos, num_neg = int(positive.sum()), int((~positive).sum())
+    if num_pos == 0 or num_neg == 0:
+        return float("nan")
+    ranks = scipy.stats.rankdata(np.asarray(scores, np.float64))
+    u = ranks[positive].sum() - num_pos * (num_pos + 1) / 2
+    return float(u / (num_pos * num_neg))
+
+
+def log_loss(
+    labels: ArrayLike, probabilities: ArrayLike, clip: float = PROBABILITY_CLIP
+) -> float:
+    """Mean binary cross-entropy of 0/1 `labels` under predicted P(1), with the
+    probabilities clipped to [clip, 1 - clip] (so a linear model's estimates
+    outside [0, 1] score finitely)."""
+    y = np.asarray(labels, np.float64)
+    p = np.clip(np.asarray(probabilities, np.float64), clip, 1 - clip)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))

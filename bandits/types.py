@@ -107,4 +107,10 @@ class Env(Protocol):
         self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams
     ) -> tuple[Observation, EnvState, Feedback]: ...
 
+    def expected_rewards(self, state: EnvState, params: EnvParams) -> jax.Array:
+        """Expected reward of every arm for the current observation, (K,): the
+        exact truth behind pseudo-regret, oracle logging policies and
+        off-policy ground truth."""
+        ...
+
     def observation_spec(self) -> dict[str, ArraySpec]: ...

@@ -423,13 +423,13 @@ def generate(
 
 
 def _check_oracle(env: Env) -> None:
-    from envs.base import BanditEnv
-
-    method = getattr(type(env), "expected_rewards", None)
-    if method is None or method is BanditEnv.expected_rewards:
+    """The `Env` protocol includes `expected_rewards`; an object that does not
+    implement it cannot drive an oracle logging policy."""
+    if not callable(getattr(env, "expected_rewards", None)):
         raise BanditConfigError(
             f"policy needs the env's expected rewards, which {type(env).__name__} "
-            "does not expose; use uniform() or epsilon_greedy_popularity()"
+            "does not expose (the Env protocol requires expected_rewards); use "
+            "uniform() or epsilon_greedy_popularity()"
         )
 
 

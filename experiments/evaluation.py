@@ -39,14 +39,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 import bandits
-from bandits.metrics import mean_band
+from bandits.metrics import log_loss, mean_band, roc_auc
 
 HELDOUT_STREAM = 0x6E1D0
 """`jax.random.fold_in` data that separates the held-out stream from the run."""
-PROBABILITY_CLIP = 1e-6
 METRICS = (
     "mse",
     "best_arm_accuracy",
@@ -306,26 +304,10 @@ def metrics(
     out["f1"] = (
         2 * precision * recall / (precision + recall) if precision + recall else 0.0
     )
-    out["roc_auc"] = roc_auc(scores, positive)
-    clipped = np.clip(scores, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
-    out["log_loss"] = float(
-        -np.mean(np.where(positive, np.log(clipped), np.log1p(-clipped)))
-    )
+    auc = roc_auc(positive, scores)
+    out["roc_auc"] = None if np.isnan(auc) else auc  # undefined: JSON null
+    out["log_loss"] = log_loss(positive, scores)
     return out
-
-
-def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the ROC curve: P(score of a positive > score of a negative).
-
-    Computed from ranks (average ranks for ties, so ties count half).
-    """
-    positive = np.asarray(positive, bool)
-    num_pos, num_neg = int(positive.sum()), int((~positive).sum())
-    if num_pos == 0 or num_neg == 0:
-        return None
-    ranks = scipy.stats.rankdata(scores)
-    u = ranks[positive].sum() - num_pos * (num_pos + 1) / 2
-    return float(u / (num_pos * num_neg))
 
 
 def aggregate(

@@ -36,7 +36,7 @@ import numpy as np
 import agents
 import bandits
 import envs
-from agents.linear import masked_argmax
+from agents.exploration import masked_argmax
 from agents.ridge import mean_and_width
 from bandits.types import Agent, Observation
 

@@ -6,8 +6,6 @@ every test here compiles small programs.
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,21 +171,6 @@ def test_prediction_metrics_golden_values():
     assert m["log_loss"] == pytest.approx(expected_log_loss)
     assert m["mse"] == pytest.approx(np.mean((p - y) ** 2))
     assert m["mse_expected"] == pytest.approx(np.mean([0.01, 0.01, 0.01, 0.01, 0.01]))
-
-
-def test_roc_auc_matches_pairwise_counting_with_ties():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 60)
-    s = rng.integers(0, 5, 60) / 4.0  # many ties
-    pairs = [
-        1.0 if a > b else 0.5 if a == b else 0.0
-        for (a, ya), (b, yb) in itertools.product(
-            zip(s, y, strict=True), zip(s, y, strict=True)
-        )
-        if ya == 1 and yb == 0
-    ]
-    assert pt.roc_auc(y, s) == pytest.approx(np.mean(pairs))
-    assert np.isnan(pt.roc_auc(np.ones(3), np.arange(3)))
 
 
 def test_predict_logged_matches_the_model(cfg, logs):

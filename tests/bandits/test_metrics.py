@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -113,3 +115,36 @@ def test_summarize_single_run():
     assert summary.final_regret_mean == pytest.approx(1.0)
     assert summary.final_regret_low == summary.final_regret_high == pytest.approx(1.0)
     assert summary.final_regret_std == 0.0
+
+
+def test_roc_auc_matches_pairwise_counting_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    s = rng.integers(0, 5, 60) / 4.0  # many ties
+    pairs = [
+        1.0 if a > b else 0.5 if a == b else 0.0
+        for (a, ya), (b, yb) in itertools.product(
+            zip(s, y, strict=True), zip(s, y, strict=True)
+        )
+        if ya == 1 and yb == 0
+    ]
+    assert metrics.roc_auc(y, s) == pytest.approx(np.mean(pairs))
+
+
+def test_roc_auc_golden_values_and_one_class():
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    positive = np.array([False, False, True, True])
+    # Pairs (positive > negative): 0.35>0.1, 0.8>0.1, 0.8>0.4 -> 3 of 4.
+    assert metrics.roc_auc(positive, scores) == 0.75
+    assert metrics.roc_auc(np.array([True, False]), np.array([0.5, 0.5])) == 0.5
+    assert np.isnan(metrics.roc_auc(np.ones(4, bool), scores))
+
+
+def test_log_loss_golden_values_and_clip():
+    y = np.array([1.0, 0.0, 1.0])
+    p = np.array([0.9, 0.4, 0.8])
+    expected = -(np.log(0.9) + np.log(0.6) + np.log(0.8)) / 3
+    assert metrics.log_loss(y, p) == pytest.approx(expected)
+    # A linear model's estimate outside [0, 1] is clipped to [1e-6, 1 - 1e-6].
+    assert metrics.log_loss([1.0], [-0.3]) == pytest.approx(-np.log(1e-6))
+    assert metrics.log_loss([0.0], [1.7]) == pytest.approx(-np.log(1e-6), rel=1e-6)

@@ -227,3 +227,22 @@ def test_import_loads_no_parquet_plotting_or_cluster_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_oracle_policy_refuses_an_env_without_expected_rewards():
+    """The Env protocol includes `expected_rewards`; a duck-typed env that lacks
+    it is refused before any compute, naming the method."""
+    env, params = envs.make("Linear-v0", num_arms=3, dim=2)
+
+    class NoOracle:
+        num_arms = env.num_arms
+
+        def __getattr__(self, name):
+            if name == "expected_rewards":
+                raise AttributeError(name)
+            return getattr(env, name)
+
+    with pytest.raises(BanditConfigError, match="expected_rewards"):
+        logged.generate(
+            jax.random.key(0), NoOracle(), params, logged.softmax_noisy_oracle(), 8
+        )

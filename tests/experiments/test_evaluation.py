@@ -61,15 +61,6 @@ def test_metrics_on_hand_computed_clicks():
     )
 
 
-def test_roc_auc_counts_pairs_and_ties_half():
-    scores = np.array([0.1, 0.4, 0.35, 0.8])
-    positive = np.array([False, False, True, True])
-    # Pairs (positive > negative): 0.35>0.1, 0.8>0.1, 0.8>0.4 -> 3 of 4.
-    assert evaluation.roc_auc(scores, positive) == 0.75
-    assert evaluation.roc_auc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5
-    assert evaluation.roc_auc(scores, np.ones(4, bool)) is None
-
-
 def test_real_valued_rewards_get_no_click_metrics():
     m = evaluation.metrics(
         np.array([[0.1, 0.2]]),
