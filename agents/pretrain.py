@@ -440,7 +440,7 @@ def prediction_metrics(
     Returns:
       accuracy, precision, recall, f1 (0 where undefined: no predicted or no
       actual positives), roc_auc (NaN with one class), log_loss (probabilities
-      clipped to [1e-6, 1 - 1e-6]; both from `bandits.metrics`), mse (Brier
+      clipped to [1e-7, 1 - 1e-7]; both from `bandits.metrics`), mse (Brier
       score against the clicks), base_rate, and mse_expected (against
       `expected`) when given.
     """

@@ -110,7 +110,7 @@ def loglog_slope(curve: ArrayLike, start: int, stop: int) -> float:
     return float(slope)
 
 
-PROBABILITY_CLIP = 1e-6
+PROBABILITY_CLIP = 1e-7
 
 
 def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:

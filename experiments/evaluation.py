@@ -21,7 +21,8 @@ agent never saw:
    * envs whose sampled rewards are all 0 or 1 (Bernoulli clicks) also score the
      estimates as click predictions against the sampled clicks: `accuracy`,
      `recall` and `f1` at threshold 0.5, `roc_auc` (the Mann-Whitney statistic,
-     ties counted half) and `log_loss` (estimates clipped to [1e-6, 1 - 1e-6]).
+     ties counted half) and `log_loss` (estimates clipped to [1e-7, 1 - 1e-7]),
+     both from `bandits.metrics`.
      For real-valued (Gaussian) rewards these are left out (`None`).
 
 References:

@@ -145,6 +145,6 @@ def test_log_loss_golden_values_and_clip():
     p = np.array([0.9, 0.4, 0.8])
     expected = -(np.log(0.9) + np.log(0.6) + np.log(0.8)) / 3
     assert metrics.log_loss(y, p) == pytest.approx(expected)
-    # A linear model's estimate outside [0, 1] is clipped to [1e-6, 1 - 1e-6].
-    assert metrics.log_loss([1.0], [-0.3]) == pytest.approx(-np.log(1e-6))
-    assert metrics.log_loss([0.0], [1.7]) == pytest.approx(-np.log(1e-6), rel=1e-6)
+    # A linear model's estimate outside [0, 1] is clipped to [1e-7, 1 - 1e-7].
+    assert metrics.log_loss([1.0], [-0.3]) == pytest.approx(-np.log(1e-7))
+    assert metrics.log_loss([0.0], [1.7]) == pytest.approx(-np.log(1e-7), rel=1e-6)
