@@ -13,6 +13,7 @@ from bandits.simulation import (
     run_with_states,
     seed_list,
     simulate,
+    simulate_with_state,
     sweep,
     sweep_with_states,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "run_with_states",
     "seed_list",
     "simulate",
+    "simulate_with_state",
     "storage",
     "sweep",
     "sweep_with_states",

@@ -48,6 +48,22 @@ def simulate(
     return trajectory
 
 
+def simulate_with_state(
+    key: jax.Array,
+    env: Env,
+    params: EnvParams,
+    agent: Agent,
+    horizon: int,
+) -> tuple[Trajectory, Any]:
+    """`simulate`, also returning the agent's final state (same keys, same
+    program body), e.g. to replay one seed of a batched run and inspect what it
+    learned."""
+    trajectory, agent_state, _ = _simulate(
+        key, env, params, agent, horizon, check_each_step=False
+    )
+    return trajectory, agent_state
+
+
 def _simulate(
     key: jax.Array,
     env: Env,

@@ -72,28 +72,13 @@ def replay(
 ) -> tuple[Any, jax.Array]:
     """Runs one seed's simulation again: (final agent state, actions (T,)).
 
-    Mirrors the key schedule of `bandits.simulate`: `key` splits into (reset,
-    init, steps); the steps key into one key per round, each into (act, env,
-    update).
+    It is `bandits.simulate_with_state`, so the keys (and hence the actions and
+    the state) are those of that seed in `bandits.run`.
     """
-    key_reset, key_init, key_steps = jax.random.split(key, 3)
-    obs, env_state = env.reset(key_reset, params)
-    agent_state = agent.init(key_init)
-    round_keys = jax.vmap(lambda k: jax.random.split(k, 3))(
-        jax.random.split(key_steps, horizon)
+    trajectory, agent_state = bandits.simulate_with_state(
+        key, env, params, agent, horizon
     )
-
-    def step(carry, keys_t):
-        obs, env_state, agent_state = carry
-        action = jnp.asarray(agent.act(keys_t[0], agent_state, obs), jnp.int32)
-        next_obs, env_state, feedback = env.step(keys_t[1], env_state, action, params)
-        agent_state = agent.update(keys_t[2], agent_state, obs, action, feedback.reward)
-        return (next_obs, env_state, agent_state), action
-
-    (_, _, agent_state), actions = jax.lax.scan(
-        step, (obs, env_state, agent_state), round_keys
-    )
-    return agent_state, actions
+    return agent_state, trajectory.action
 
 
 def held_out(
