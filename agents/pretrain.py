@@ -57,23 +57,14 @@ from agents.transformer_model import (
     build_model,
     split_model,
 )
-from agents.warm_start import as_events
+from agents.warm_start import REPLAY_COLUMNS, as_events
 from bandits import metrics
 from bandits.types import Observation
 from bandits.validation import BanditConfigError, positive_int, real
 
 PARAM_PREFIX = "param:"
 CONFIG_KEY = "config"
-TRAIN_COLUMNS = (
-    "context",
-    "arms",
-    "mask",
-    "history",
-    "history_mask",
-    "action",
-    "reward",
-    "propensity",
-)
+TRAIN_COLUMNS = (*REPLAY_COLUMNS, "propensity")
 
 
 # ---------------------------------------------------------------------------
