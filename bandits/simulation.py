@@ -19,6 +19,12 @@ class NonFiniteAgentStateError(FloatingPointError):
     """An agent's state became NaN or infinite during a run."""
 
 
+# Jitted programs kept per process, least recently used dropped first: each holds
+# its compiled executables, so a long session that runs many shapes stays bounded.
+# Every program cache in the project (here and `experiments.evaluation`) uses it.
+PROGRAM_CACHE_SIZE = 64
+
+
 def simulate(
     key: jax.Array,
     env: Env,
@@ -444,7 +450,7 @@ def sweep_with_states(
     return trajectory, states
 
 
-@functools.cache
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
 def _sweep_compiled(env, agent_fn, names, horizon, resample_params, state_rows):
     """One jitted program for the flat rows of a sweep: (trajectory, finite, states)."""
 
@@ -474,7 +480,7 @@ def _one_seed(key, params, env, agent, horizon, resample_params, check_each_step
     return _simulate(key_run, env, params, agent, horizon, check_each_step)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
 def _run_compiled(
     env: Env,
     agent: Agent,

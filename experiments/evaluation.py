@@ -43,6 +43,7 @@ import numpy as np
 
 import bandits
 from bandits.metrics import log_loss, mean_band, roc_auc
+from bandits.simulation import PROGRAM_CACHE_SIZE
 
 HELDOUT_STREAM = 0x6E1D0
 """`jax.random.fold_in` data that separates the held-out stream from the run."""
@@ -219,7 +220,7 @@ def _seed_instance(env, key, params, resample_params):
     return params, key_run, jax.random.fold_in(key, HELDOUT_STREAM)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
 def _held_out_program(env, agent_or_fn, names, resample_params, contexts):
     """One jitted program: final states (and swept settings) -> held-out arrays."""
 
@@ -238,7 +239,7 @@ def _held_out_program(env, agent_or_fn, names, resample_params, contexts):
     return jax.jit(seeds)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
 def _program(env, agent_or_fn, names, horizon, resample_params, contexts):
     """One jitted program: seeds (and swept settings) -> held-out arrays."""
 

@@ -297,3 +297,17 @@ def test_final_states_of_an_unknown_seed_is_refused():
         bandits.run_with_states(
             env, agent, horizon=5, seeds=[0, 1], states_of=[7], params=params
         )
+
+
+def test_program_cache_is_bounded():
+    """Building (not compiling) more run programs than the cache holds keeps at
+    most `PROGRAM_CACHE_SIZE` of them, so a long session stays bounded."""
+    from bandits import simulation
+
+    env, _ = envs.make("Linear-v0", num_arms=3, dim=2)
+    agent = agents.random(num_arms=3, dim=2)
+    for horizon in range(1, simulation.PROGRAM_CACHE_SIZE + 10):
+        simulation._run_compiled(env, agent, horizon, False, False, ())
+    info = simulation._run_compiled.cache_info()
+    assert info.maxsize == simulation.PROGRAM_CACHE_SIZE
+    assert info.currsize <= simulation.PROGRAM_CACHE_SIZE
