@@ -65,6 +65,22 @@ class BanditEnv(abc.ABC):
         """
 
 
+def pytree_dataclass(cls: type) -> type:
+    """A frozen dataclass whose every field is a JAX pytree child, with
+    `replace(**changes)`: the form of env parameters and env states.
+
+    Plain `dataclasses` and `jax.tree_util.register_dataclass`, so importing the
+    envs needs no neural-network library.
+    """
+    cls = dataclasses.dataclass(frozen=True)(cls)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    cls.replace = replace  # type: ignore[attr-defined]
+    return jax.tree_util.register_dataclass(cls)
+
+
 def all_arms(num_arms: int) -> jax.Array:
     """A mask allowing every arm."""
     return jnp.ones((num_arms,), dtype=bool)

@@ -52,11 +52,10 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import BanditConfigError, choice, real
-from envs.base import BanditEnv, all_arms, no_arm_features, register
+from envs.base import BanditEnv, all_arms, no_arm_features, pytree_dataclass, register
 
 ENCODINGS = ("context", "disjoint")
 REWARDS = ("classification", "mushroom")
@@ -302,13 +301,13 @@ def fingerprint(name: str) -> str:
 # The environment
 
 
-@struct.dataclass
+@pytree_dataclass
 class ClassificationParams:
     features: jax.Array  # (N, d)  scaled rows
     labels: jax.Array  # (N,) int32
 
 
-@struct.dataclass
+@pytree_dataclass
 class ClassificationState:
     order: jax.Array  # (N,) int32  this stream's row order
     t: jax.Array  # () int32  rounds played

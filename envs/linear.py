@@ -20,21 +20,20 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import choice, positive_int, real
-from envs.base import BanditEnv, all_arms, no_arm_features, register
+from envs.base import BanditEnv, all_arms, no_arm_features, pytree_dataclass, register
 
 REWARD_MODELS = ("gaussian", "bernoulli")
 
 
-@struct.dataclass
+@pytree_dataclass
 class LinearParams:
     theta: jax.Array  # (K, d)  per-arm parameters
 
 
-@struct.dataclass
+@pytree_dataclass
 class ContextState:
     context: jax.Array  # (d,)  the context the agent is about to act on
 
@@ -101,13 +100,13 @@ class LinearEnv(BanditEnv):
         )
 
 
-@struct.dataclass
+@pytree_dataclass
 class ArmFeatureParams:
     theta: jax.Array  # (p,)  shared parameter over arm features
     theta_context: jax.Array  # (d,)  context effect common to every arm
 
 
-@struct.dataclass
+@pytree_dataclass
 class ArmFeatureState:
     context: jax.Array  # (d,)
     arms: jax.Array  # (K, p)

@@ -25,16 +25,15 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import choice, positive_int, real
-from envs.base import BanditEnv, all_arms, no_arm_features, register
+from envs.base import BanditEnv, all_arms, no_arm_features, pytree_dataclass, register
 
 REWARD_MODELS = ("bernoulli", "gaussian")
 
 
-@struct.dataclass
+@pytree_dataclass
 class MultiArmedParams:
     means: jax.Array  # (K,)  expected reward mu_k of every arm
 

@@ -27,22 +27,21 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import choice, positive_int, real
-from envs.base import BanditEnv, all_arms, register
+from envs.base import BanditEnv, all_arms, pytree_dataclass, register
 
 REWARD_FUNCTIONS = ("h1", "h2", "h3")
 
 
-@struct.dataclass
+@pytree_dataclass
 class NonlinearParams:
     a: jax.Array  # (d,)  unit vector (h1, h3)
     A: jax.Array  # (d, d)  Gaussian matrix (h2)
 
 
-@struct.dataclass
+@pytree_dataclass
 class NonlinearState:
     arms: jax.Array  # (K, d)  this round's per-arm features on the unit sphere
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
+
+from envs.base import pytree_dataclass
 
 KNOWN_DEVICES = ("mobile", "desktop", "tablet", "tv")
 KNOWN_LOCATIONS = ("home", "work", "travel")
@@ -48,7 +49,7 @@ DAYS_PER_WEEK = 7
 WEEKEND_DAYS = (5, 6)  # day-of-week index (day 0 is a Monday)
 
 
-@struct.dataclass
+@pytree_dataclass
 class Situation:
     """The situational context of one arrival."""
 

@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from envs.base import pytree_dataclass
 from envs.recommendation_context import (
     DAYS_PER_WEEK,
     Situation,
@@ -37,7 +37,7 @@ from envs.recommendation_context import (
 )
 
 
-@struct.dataclass
+@pytree_dataclass
 class RecParams:
     """One problem instance (shared by all seeds of a run)."""
 
@@ -63,7 +63,7 @@ class RecParams:
     season_phase: jax.Array  # (C,)  phase of the weekly season per category
 
 
-@struct.dataclass
+@pytree_dataclass
 class RecState:
     """One stream: the clock, the current arrival and the evolving user state."""
 

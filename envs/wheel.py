@@ -36,21 +36,20 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import real
-from envs.base import BanditEnv, all_arms, no_arm_features, register
+from envs.base import BanditEnv, all_arms, no_arm_features, pytree_dataclass, register
 
 NUM_ARMS = 5
 
 
-@struct.dataclass
+@pytree_dataclass
 class WheelParams:
     delta: jax.Array  # ()  radius of the inner disk, in [0, 1]
 
 
-@struct.dataclass
+@pytree_dataclass
 class WheelState:
     context: jax.Array  # (2,)  point in the unit disk
 
