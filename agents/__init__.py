@@ -1,10 +1,46 @@
-"""Bandit agents: pure-JAX policies built by factories (`agents.make(name, ...)`)."""
+"""Bandit agents: pure-JAX policies built by factories (`agents.make(name, ...)`).
 
-from agents import basic, features, linear, neural, popularity, transformer
+The neural and transformer agents live in modules that need flax and optax;
+they are imported when first used (`agents.make("neural_ts", ...)`,
+`agents.registered()`, or the attributes `agents.neural`, `agents.transformer`,
+`agents.ensemble_sampling`, `agents.bootstrapped_ensemble`), so `import agents`
+stays light.
+"""
+
+import importlib
+from typing import Any
+
+from agents import basic, features, linear, popularity
 from agents.basic import random, thompson_bernoulli, ucb1
 from agents.linear import epsilon_greedy, lin_greedy, lints, linucb
-from agents.neural import bootstrapped_ensemble, ensemble_sampling
-from agents.registry import hyperparameters, make, register, registered
+from agents.registry import defer, hyperparameters, make, register, registered
+
+NEURAL_AGENTS = (
+    "neural_epsilon_greedy",
+    "neural_ucb",
+    "neural_ts",
+    "neural_linear",
+    "ensemble_sampling",
+    "bootstrapped_ensemble",
+)
+defer("agents.neural", NEURAL_AGENTS)
+defer("agents.transformer", ("transformer",))
+
+_LAZY_ATTRIBUTES = {
+    "neural": ("agents.neural", None),
+    "transformer": ("agents.transformer", None),
+    "ensemble_sampling": ("agents.neural", "ensemble_sampling"),
+    "bootstrapped_ensemble": ("agents.neural", "bootstrapped_ensemble"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_ATTRIBUTES:
+        raise AttributeError(f"module 'agents' has no attribute {name!r}")
+    module_name, attribute = _LAZY_ATTRIBUTES[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
+
 
 __all__ = [
     "basic",

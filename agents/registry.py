@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,22 @@ class AgentEntry:
 
 
 _REGISTRY: dict[str, AgentEntry] = {}
+# Agents whose module is imported on first use (name -> module): the neural and
+# transformer agents need flax and optax, which `import agents` does not load.
+_DEFERRED: dict[str, str] = {}
+
+
+def defer(module: str, names: tuple[str, ...]) -> None:
+    """Declares agents registered by `module`, imported when first asked for."""
+    for name in names:
+        _DEFERRED[name] = module
+
+
+def _load(name: str) -> None:
+    if name not in _REGISTRY and name in _DEFERRED:
+        importlib.import_module(_DEFERRED[name])
+        if name not in _REGISTRY:
+            raise RuntimeError(f"{_DEFERRED[name]} does not register agent {name!r}")
 
 
 def register(name: str, description: str = ""):
@@ -35,7 +52,9 @@ def register(name: str, description: str = ""):
 
 
 def registered() -> dict[str, AgentEntry]:
-    """Registered agents by name."""
+    """Registered agents by name (imports the deferred agent modules)."""
+    for name in _DEFERRED:
+        _load(name)
     return dict(_REGISTRY)
 
 
@@ -51,10 +70,10 @@ def hyperparameters(name: str) -> dict[str, Any]:
 
 
 def _entry(name: str) -> AgentEntry:
+    _load(name)
     if name not in _REGISTRY:
-        raise BanditConfigError(
-            f"unknown agent {name!r}; known agents: {', '.join(sorted(_REGISTRY))}"
-        )
+        known = ", ".join(sorted(set(_REGISTRY) | set(_DEFERRED)))
+        raise BanditConfigError(f"unknown agent {name!r}; known agents: {known}")
     return _REGISTRY[name]
 
 

@@ -214,14 +214,14 @@ def test_one_reader_checks_format_and_version_for_envs_and_agents(tmp_path):
         read(path)  # the version written today reads back
 
 
-def test_import_loads_no_parquet_plotting_or_cluster_library():
-    """`import bandits, envs, agents` leaves pyarrow, matplotlib and dask unloaded
-    (they are imported where files, plots or clusters are used). rich is not
-    listed: flax, which the agents need, imports it."""
+def test_import_loads_no_parquet_plotting_cluster_or_network_library():
+    """`import bandits, envs, agents` leaves pyarrow, matplotlib, dask, rich, flax
+    and optax unloaded (they are imported where files, plots, clusters or neural
+    agents are used)."""
     code = (
         "import sys, bandits, envs, agents; "
         "print(sorted({m.split('.')[0] for m in sys.modules} "
-        "& {'pyarrow', 'matplotlib', 'dask'}))"
+        "& {'pyarrow', 'matplotlib', 'dask', 'rich', 'flax', 'optax'}))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
