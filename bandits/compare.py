@@ -28,6 +28,7 @@ import numpy as np
 import scipy.stats
 
 from bandits import storage
+from bandits.metrics import mean_band
 from bandits.validation import BanditConfigError
 
 COMPARE_MD = "compare.md"
@@ -172,12 +173,9 @@ def _same_problem(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    mean = float(values.mean())
-    if values.size < 2:
-        return mean, mean
-    sem = values.std(ddof=1) / np.sqrt(values.size)
-    half = float(scipy.stats.t.ppf(0.5 + confidence / 2, values.size - 1) * sem)
-    return mean - half, mean + half
+    """The Student-t interval of the mean (`metrics.mean_band` of one column)."""
+    band = mean_band(values, confidence)
+    return float(band.low), float(band.high)
 
 
 def _welch(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float]:
