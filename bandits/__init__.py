@@ -1,9 +1,9 @@
-"""The kernel: types, the simulation loop, metrics, linear algebra, storage, reports.
+"""The kernel: types and protocols, the simulation loop, metrics, linear algebra.
 
-It knows no concrete environment or agent (those live in `envs` and `agents`).
+It knows no concrete environment or agent (those live in `envs` and `agents`)
+and no experiment platform (configs, result folders, reports and plots live in
+`experiments`). See docs/architecture.md.
 """
-
-import importlib
 
 # `_backend` configures JAX's CPU back-end on import, before anything uses it.
 from bandits import _backend, linalg, metrics  # noqa: F401
@@ -31,22 +31,11 @@ __all__ = [
     "Trajectory",
     "linalg",
     "metrics",
-    "progress",
-    "report",
     "run",
     "run_with_states",
     "seed_list",
     "simulate",
     "simulate_with_state",
-    "storage",
     "sweep",
     "sweep_with_states",
 ]
-
-_LAZY = ("progress", "report", "storage")  # keep rich/matplotlib/pyarrow off import
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return importlib.import_module(f"bandits.{name}")
-    raise AttributeError(f"module 'bandits' has no attribute {name!r}")

@@ -21,7 +21,8 @@ class NonFiniteAgentStateError(FloatingPointError):
 
 # Jitted programs kept per process, least recently used dropped first: each holds
 # its compiled executables, so a long session that runs many shapes stays bounded.
-# Every program cache in the project (here and `experiments.evaluation`) uses it.
+# Every program cache in the project (here and in
+# `experiments.execute.evaluation`) uses it.
 PROGRAM_CACHE_SIZE = 64
 
 

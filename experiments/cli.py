@@ -171,9 +171,9 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from experiments.config import load_config
-    from experiments.executors import make_executor
-    from experiments.runner import run_experiment
+    from experiments.config.loader import load_config
+    from experiments.execute.executors import make_executor
+    from experiments.execute.runner import run_experiment
 
     config = load_config(args.config)
     if args.chunk_size is not None:
@@ -223,7 +223,7 @@ def _command_from(args: argparse.Namespace) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from bandits import report
+    from experiments.report import render as report
 
     directory = Path(args.directory)
     if not directory.is_dir():
@@ -235,7 +235,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from bandits import compare
+    from experiments.report import compare
 
     for directory in (args.dir_a, args.dir_b):
         if not Path(directory).is_dir():
@@ -267,7 +267,7 @@ def _list(args: argparse.Namespace) -> int:
     del args
     import agents
     import envs
-    from experiments.config import FROM_ENV
+    from experiments.config.loader import FROM_ENV
 
     print("Environments ([env] id, params = {...}):")
     for env_id, entry in envs.registered().items():

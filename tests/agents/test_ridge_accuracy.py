@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 import agents
 from agents.ridge import mean_and_width
 from bandits import Observation
-from experiments.ridge_numerics import features as draw_features
+from experiments.studies.ridge_numerics import features as draw_features
 
 KINDS = ("onehot", "collinear", "gaussian", "graded")
 AGENTS = (

@@ -24,7 +24,7 @@ import pytest
 import agents
 import envs
 from agents import transformer as tf
-from experiments.pretrain_finetune import transformer_config
+from experiments.studies.pretrain_finetune import transformer_config
 
 CALLS = 2000
 WARMUP = 50

@@ -13,7 +13,7 @@ import agents
 import bandits
 import envs
 from agents.ridge import REFACTOR_EVERY
-from experiments.ridge_numerics import sherman_morrison_linucb
+from experiments.studies.ridge_numerics import sherman_morrison_linucb
 from tests.benchmarks.conftest import best_time
 from tests.benchmarks.numpy_linucb import numpy_linucb_rounds
 

@@ -19,7 +19,8 @@ same benchmark run (target >= 3x):
      warm-up; the simulation work alone.
 
 2. `test_platform_sweep_vs_separate_runs`, the experiment platform: one config
-   with `grid = {alpha = [...]}` through `experiments.runner.run_experiment` (what
+   with `grid = {alpha = [...]}` through
+   `experiments.execute.runner.run_experiment` (what
    `bandits run` calls: worker processes, stored chunks, reward-model evaluation,
    report) against 8 configs with one alpha each. Ratio
    `platform_sweep_vs_separate`.
@@ -126,7 +127,7 @@ def test_sweep_vs_separate_runs(benchmark, record_ratio, request):
 
 def _platform_config(agent: dict, horizon: int, seeds: int):
     """A `bandits run` config: one agent table on the benchmark's Linear-v0."""
-    from experiments.config import parse_config
+    from experiments.config.loader import parse_config
 
     return parse_config(
         {
@@ -140,7 +141,7 @@ def _platform_config(agent: dict, horizon: int, seeds: int):
 
 def _seed_results(directory, label: str) -> dict[str, list[float]]:
     """Per-seed final regret and optimal fraction of one stored series, by seed."""
-    from bandits import storage
+    from experiments.store import storage
 
     records = storage.read_summaries(directory / "summaries.jsonl")
     rows = sorted(
@@ -161,8 +162,8 @@ def test_platform_sweep_vs_separate_runs(benchmark, record_ratio, request, tmp_p
     and run the same unrelated warm-up config, so process start-up is not counted.
     Under `make bench-smoke` it runs 2 alphas x 4 seeds x T=1,000 once, as a smoke test.
     """
-    from experiments.executors import LocalExecutor, _discard_pool, cpu_count
-    from experiments.runner import run_experiment
+    from experiments.execute.executors import LocalExecutor, _discard_pool, cpu_count
+    from experiments.execute.runner import run_experiment
 
     disabled = request.config.getoption("benchmark_disable")
     horizon, seeds = (SMOKE_HORIZON, 4) if disabled else (HORIZON, SEEDS)

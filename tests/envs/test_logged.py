@@ -7,8 +7,6 @@ that any env (one without behaviour history) can be logged.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -212,21 +210,6 @@ def test_one_reader_checks_format_and_version_for_envs_and_agents(tmp_path):
         with pytest.raises(BanditConfigError, match="not a readable Parquet file"):
             read(garbage)
         read(path)  # the version written today reads back
-
-
-def test_import_loads_no_parquet_plotting_cluster_or_network_library():
-    """`import bandits, envs, agents` leaves pyarrow, matplotlib, dask, rich, flax
-    and optax unloaded (they are imported where files, plots, clusters or neural
-    agents are used)."""
-    code = (
-        "import sys, bandits, envs, agents; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} "
-        "& {'pyarrow', 'matplotlib', 'dask', 'rich', 'flax', 'optax'}))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_oracle_policy_refuses_an_env_without_expected_rewards():

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bandits import storage
 from bandits.validation import BanditConfigError
 from experiments import cli
-from experiments.config import load_config
-from experiments.runner import run_experiment
+from experiments.config.loader import load_config
+from experiments.execute.runner import run_experiment
+from experiments.store import storage
 
 TINY = """
 name = "tiny"

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from bandits import compare, storage
-from bandits.progress import PeakMemory
 from bandits.validation import BanditConfigError
 from experiments import bench, cli
-from experiments.executors import make_executor
+from experiments.execute.executors import make_executor
+from experiments.execute.progress import PeakMemory
+from experiments.report import compare
+from experiments.store import storage
 
 NASTY = "<i>agent</i>&"
 

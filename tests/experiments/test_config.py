@@ -9,7 +9,7 @@ import tomllib
 import pytest
 
 from bandits.validation import BanditConfigError
-from experiments.config import (
+from experiments.config.loader import (
     build,
     load_config,
     packaged_config_text,
@@ -414,7 +414,7 @@ def test_run_options_are_checked(key, value, message):
 
 
 def test_auto_chunk_size_depends_on_the_config_only():
-    from experiments.config import auto_chunk_size
+    from experiments.config.loader import auto_chunk_size
 
     assert auto_chunk_size(horizon=100, num_seeds=2) == 2
     assert auto_chunk_size(horizon=10_000, num_seeds=64) == 32

@@ -8,11 +8,11 @@ import copy
 import numpy as np
 import pytest
 
-from bandits import storage
 from bandits.validation import BanditConfigError
-from experiments.config import parse_config
-from experiments.executors import DaskExecutor, LocalExecutor
-from experiments.runner import run_experiment
+from experiments.config.loader import parse_config
+from experiments.execute.executors import DaskExecutor, LocalExecutor
+from experiments.execute.runner import run_experiment
+from experiments.store import storage
 
 distributed = pytest.importorskip("distributed")
 

@@ -10,7 +10,7 @@ import pytest
 import agents
 import bandits
 import envs
-from experiments import evaluation
+from experiments.execute import evaluation
 
 KEY = jax.random.key(7)
 

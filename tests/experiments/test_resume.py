@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bandits import storage
-from experiments.config import load_config
-from experiments.executors import LocalExecutor
-from experiments.runner import run_experiment
+from experiments.config.loader import load_config
+from experiments.execute.executors import LocalExecutor
+from experiments.execute.runner import run_experiment
+from experiments.store import storage
 
 # One LinUCB program, 8 seeds in 4 chunks of 2; each chunk takes a noticeable
 # time (T = 40,000 rounds), so the run can be killed between chunks.

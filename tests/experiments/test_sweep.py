@@ -13,12 +13,12 @@ import pytest
 
 import agents as agent_registry
 from agents.registry import AgentEntry
-from bandits import storage
-from experiments.config import build, parse_config
-from experiments.executors import LocalExecutor
-from experiments.runner import run_experiment
-from experiments.sweep import padded_seeds, plan
-from experiments.tasks import WorkerSetupError, execute_task
+from experiments.config.loader import build, parse_config
+from experiments.execute.executors import LocalExecutor
+from experiments.execute.runner import run_experiment
+from experiments.execute.tasks import WorkerSetupError, execute_task
+from experiments.plan.planner import padded_seeds, plan
+from experiments.store import storage
 
 BASE = {
     "name": "sweep",

@@ -1,5 +1,5 @@
 """Context matters: context-aware LinUCB beats context-blind LinUCB only when the
-context carries information (the claim of `experiments/context_value.py`).
+context carries information (the claim of `experiments/studies/context_value.py`).
 
 On `ContextualRec-v0` with T = 10,000 rounds and 32 seeds (seeds 0..31, each with
 its own problem instance, as in `experiments/configs/context_value.toml`), both

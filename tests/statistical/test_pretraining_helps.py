@@ -28,7 +28,7 @@ from agents import pretrain as pt
 from agents import transformer as tf
 from bandits import metrics
 from envs import logged
-from experiments.pretrain_finetune import transformer_config
+from experiments.studies.pretrain_finetune import transformer_config
 
 HORIZON, SEEDS, EVENTS = 2000, 8, 20_000
 

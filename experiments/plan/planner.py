@@ -20,7 +20,7 @@ ways give the same numbers bit for bit (`bandits.sweep` is checked against
 Seeds are split into chunks of `run.chunk_size` (the last one padded by
 repeating its last seed), and every (program, chunk) pair is a *task*: a plain
 dictionary (`spec`) that any worker process turns back into env and agents from
-the registries (`experiments.tasks.execute_task`). Each finished task yields one
+the registries (`experiments.execute.tasks.execute_task`). Each finished task yields one
 chunk file per series, so a killed run loses only the tasks in flight.
 """
 
@@ -37,9 +37,9 @@ import jax.numpy as jnp
 
 import agents as agent_registry
 import bandits
-from bandits import storage
-from experiments.config import Experiment, make_agent, make_env
-from experiments.schema import AgentConfig, plain
+from experiments.config.loader import Experiment, make_agent, make_env
+from experiments.config.schema import AgentConfig, plain
+from experiments.store import storage
 
 SPEC_FORMAT = 1
 
@@ -87,7 +87,7 @@ class Task:
     files: tuple[str, ...]
     """Chunk file names, one per series of the program (under `chunks/`)."""
     spec: dict[str, Any]
-    """Plain data that `experiments.tasks.execute_task` runs."""
+    """Plain data that `experiments.execute.tasks.execute_task` runs."""
 
     @property
     def key(self) -> str:
@@ -118,7 +118,7 @@ def plan(experiment: Experiment, config_hash: str) -> Plan:
     """Expands a built experiment into series, programs, chunks and tasks.
 
     Args:
-      experiment: from `experiments.config.build`.
+      experiment: from `experiments.config.loader.build`.
       config_hash: the config's hash, stamped on every task (and chunk file).
 
     Returns:

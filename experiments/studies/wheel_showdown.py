@@ -12,9 +12,9 @@ cumulative pseudo-regret (exact expected rewards) and u(delta) = 0.16 delta^2 +
 (`envs.wheel.uniform_regret_per_step`). All deltas of one agent run as one program,
 vmapped over delta and trials.
 
-    python -m experiments.wheel_showdown                         # full protocol
-    python -m experiments.wheel_showdown --agents neural_linear --deltas 0.95 0.99
-    python -m experiments.wheel_showdown --quick --out /tmp/wheel.jsonl  # smoke run
+    python -m experiments.studies.wheel_showdown       # full protocol
+    python -m experiments.studies.wheel_showdown --agents neural_linear --deltas 0.99
+    python -m experiments.studies.wheel_showdown --quick --out /tmp/wheel.jsonl
 
 Results are appended to `--out` (JSON Lines, one record per agent and delta) after
 each agent finishes; a rerun skips the (agent, delta, horizon, trials) cells

@@ -1,6 +1,6 @@
 """Regret reports: plots, a Markdown page and a self-contained HTML page.
 
-`render(directory)` reads a results folder written through `bandits.storage`
+`render(directory)` reads a results folder written through `experiments.store.storage`
 (manifest, curves, summaries) and writes next to them
 
     regret.png, regret_loglog.png, optimal.png   the curve plots
@@ -42,7 +42,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bandits import plots, storage
+from experiments.report import plots
+from experiments.store import storage
 
 REGRET_PNG = "regret.png"
 LOGLOG_PNG = "regret_loglog.png"

@@ -1,4 +1,4 @@
-"""The config of the pretrain/fine-tune study (`experiments.pretrain_finetune`).
+"""The config of the pretrain/fine-tune study (`experiments.studies.pretrain_finetune`).
 
 `load_study` parses `experiments/configs/pretrain_finetune.toml` (or another TOML
 in its layout) into frozen dataclasses and checks it before any compute:
@@ -29,7 +29,7 @@ from agents import transformer as tf
 from bandits.validation import BanditConfigError
 from envs import logged
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 LOGGING_POLICIES = {
     "uniform": logged.uniform,
     "epsilon_greedy_popularity": logged.epsilon_greedy_popularity,

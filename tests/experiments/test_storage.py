@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from bandits import metrics, storage
+from bandits import metrics
 from bandits.types import Trajectory
 from bandits.validation import BanditConfigError
+from experiments.store import storage
 
 
 def fake_trajectory(num_seeds: int, horizon: int, seed: int = 0) -> Trajectory:

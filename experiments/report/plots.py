@@ -16,8 +16,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bandits import storage
 from bandits.metrics import mean_band
+from experiments.store import storage
 
 
 class SensitivityLine(NamedTuple):

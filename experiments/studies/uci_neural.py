@@ -15,9 +15,9 @@ report mushroom at both 8,124 and 10,000 rounds. The paper's features, encoding 
 tuning differ from ours (it tunes each agent by grid search), so the comparison is
 indicative only.
 
-    python -m experiments.uci_neural                                  # full run
-    python -m experiments.uci_neural --datasets mushroom --agents neural_ts linucb
-    python -m experiments.uci_neural --quick --out /tmp/uci.jsonl     # smoke run
+    python -m experiments.studies.uci_neural                        # full run
+    python -m experiments.studies.uci_neural --datasets mushroom --agents linucb
+    python -m experiments.studies.uci_neural --quick --out /tmp/uci.jsonl  # smoke
 
 Results are appended to `--out` (JSON Lines, one record per dataset and agent) as
 each finishes; a rerun skips the cells already there.
@@ -43,7 +43,7 @@ import envs
 from agents import neural
 from bandits.validation import BanditConfigError, positive_int
 from envs.classification import fingerprint
-from experiments.wheel_showdown import append_records, load_records
+from experiments.studies.wheel_showdown import append_records, load_records
 
 DATASETS = ("mushroom", "shuttle", "adult", "magic")
 AGENTS = ("linucb", "neural_ucb", "neural_ts", "neural_linear")

@@ -1,8 +1,9 @@
 """Running one task (a program on a seed chunk) in any worker process.
 
-`execute_task(spec)` takes the plain dictionary built by `experiments.sweep.plan`,
-rebuilds the env and agent(s) from the registries, simulates the chunk with
-`bandits.run` (or `bandits.sweep` for traced settings) and returns plain data:
+`execute_task(spec)` takes the plain dictionary built by
+`experiments.plan.planner.plan`, rebuilds the env and agent(s) from the
+registries, simulates the chunk with `bandits.run` (or `bandits.sweep` for traced
+settings) and returns plain data:
 downsampled cumulative curves per series, reward-model metrics and the compute
 cost. No user object crosses a process boundary; only this dictionary and the
 NumPy arrays of the result do.
@@ -28,16 +29,16 @@ import jax
 import numpy as np
 
 import bandits
-from bandits import storage
-from bandits.progress import CompileClock, PeakMemory
-from experiments import evaluation
-from experiments.sweep import (
+from experiments.execute import evaluation
+from experiments.execute.progress import CompileClock, PeakMemory
+from experiments.plan.planner import (
     SPEC_FORMAT,
     padded_seeds,
     spec_agent,
     spec_agent_fn,
     spec_env,
 )
+from experiments.store import storage
 
 SINGLE_DEVICE_ENV = "BANDITS_CPU_DEVICES"
 
@@ -62,11 +63,11 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Simulates one task and returns its results as plain data.
 
     Args:
-      spec: a task spec (`experiments.sweep.Task.spec`).
+      spec: a task spec (`experiments.plan.planner.Task.spec`).
 
     Returns:
       `{"task", "series": [{"label", "curves": {...}, "prediction"}], "cost",
-      "worker"}`; `curves` holds the `bandits.storage.Curves` fields as arrays
+      "worker"}`; `curves` holds the `experiments.store.storage.Curves` fields as arrays
       and `prediction` a list of per-seed metric dictionaries (or `None`).
 
     Raises:

@@ -12,8 +12,8 @@ at which the moving average over (t - window, t] is back within `tolerance` of
 that level (relative). Regret is dynamic regret against the per-step oracle, so
 an agent that never adapts stays above its pre-shift level.
 
-    python -m experiments.drift_study --out results/drift_study
-    python -m experiments.drift_study --quick --out /tmp/drift  # smoke run
+    python -m experiments.studies.drift_study --out results/drift_study
+    python -m experiments.studies.drift_study --quick --out /tmp/drift  # smoke run
 
 Writes `summary.json`, `curves.npz` and `drift.png` to `--out`.
 """
@@ -35,7 +35,7 @@ import numpy as np
 
 import bandits
 from bandits import metrics
-from experiments.config import (
+from experiments.config.loader import (
     EnvConfig,
     ExperimentConfig,
     build,

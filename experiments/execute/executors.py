@@ -1,12 +1,12 @@
 """Where tasks run: worker processes on this machine, or a Dask cluster.
 
 Both executors send each task as its plain spec dictionary and get plain results
-back (`experiments.tasks.execute_task`); workers rebuild envs and agents from the
-registries, so envs and agents must be registered by importable modules (the
+back (`experiments.execute.tasks.execute_task`); workers rebuild envs and agents
+from the registries, so envs and agents must be registered by importable modules (the
 `envs` and `agents` packages, or any module they import).
 
 Every worker process has exactly one JAX device and runs one task at a time
-(see `experiments.tasks` for why): `LocalExecutor` starts one such process per
+(see `experiments.execute.tasks` for why): `LocalExecutor` starts one such process per
 core; Dask workers must be started with `BANDITS_CPU_DEVICES=1` (for example
 `BANDITS_CPU_DEVICES=1 dask worker ADDRESS --nthreads 1`), which is checked
 before anything runs.
@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from bandits.validation import BanditConfigError
-from experiments.tasks import SINGLE_DEVICE_ENV
+from experiments.execute.tasks import SINGLE_DEVICE_ENV
 
 EXECUTORS = ("local", "dask")
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -125,7 +125,7 @@ class LocalExecutor:
     def run(self, specs: Sequence[dict[str, Any]]) -> Iterator[tuple[dict, dict]]:
         if not specs:
             return
-        from experiments.tasks import execute_task
+        from experiments.execute.tasks import execute_task
 
         workers = min(self.workers or cpu_count(), len(specs))
         pool = _pool(workers)
@@ -191,7 +191,7 @@ class DaskExecutor:
             ) from None
         try:
             client.wait_for_workers(1, timeout=self.timeout_s)
-            from experiments.tasks import worker_info
+            from experiments.execute.tasks import worker_info
 
             infos = client.run(worker_info)
         except (OSError, TimeoutError) as err:
@@ -222,7 +222,7 @@ class DaskExecutor:
             return
         distributed = _import_distributed()
         self.check()
-        from experiments.tasks import execute_task
+        from experiments.execute.tasks import execute_task
 
         batch = uuid.uuid4().hex[:8]
         futures = {

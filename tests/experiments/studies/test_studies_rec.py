@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 AGENTS = ["--agents", "Random", "LinUCB items only"]
 
 
@@ -29,7 +29,9 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_context_value_study_quick(tmp_path):
-    done = _run("experiments.context_value", "--quick", "--out", str(tmp_path), *AGENTS)
+    done = _run(
+        "experiments.studies.context_value", "--quick", "--out", str(tmp_path), *AGENTS
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "summary.json").read_text())
     assert {(r["context_strength"], r["agent"]) for r in rows} == {
@@ -48,7 +50,9 @@ def test_context_value_study_quick(tmp_path):
 
 @pytest.mark.slow
 def test_drift_study_quick(tmp_path):
-    done = _run("experiments.drift_study", "--quick", "--out", str(tmp_path), *AGENTS)
+    done = _run(
+        "experiments.studies.drift_study", "--quick", "--out", str(tmp_path), *AGENTS
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "summary.json").read_text())
     assert {(r["condition"], r["agent"]) for r in rows} == {
@@ -63,7 +67,7 @@ def test_drift_study_quick(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", ["experiments.context_value", "experiments.drift_study"]
+    "module", ["experiments.studies.context_value", "experiments.studies.drift_study"]
 )
 def test_unknown_agent_label_is_rejected_before_running(module, tmp_path):
     done = _run(module, "--quick", "--out", str(tmp_path), "--agents", "Nobody")
@@ -75,7 +79,7 @@ def test_unknown_agent_label_is_rejected_before_running(module, tmp_path):
 def test_moving_average_and_recovery_golden_values():
     import numpy as np
 
-    from experiments.drift_study import moving_average, recovery_steps
+    from experiments.studies.drift_study import moving_average, recovery_steps
 
     np.testing.assert_allclose(
         moving_average(np.array([2.0, 4.0, 6.0, 8.0]), 2), [2, 3, 5, 7]

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from bandits.storage import DEFAULT_CURVE_POINTS
 from bandits.types import Agent, Env
-from experiments.toml_writer import display_value, toml_value
+from experiments.config.toml_writer import display_value, toml_value
+from experiments.store.storage import DEFAULT_CURVE_POINTS
 
 MAX_AUTO_CHUNK = 32
 """Largest `chunk_size` that "auto" picks (seeds per compiled batch)."""

@@ -1,15 +1,15 @@
 """The experiment runner: plan, run chunks on an executor, store, resume, report.
 
 `run_experiment` expands a config into series (agent x env setting) and tasks
-(compiled program x seed chunk, see `experiments.sweep`), runs the tasks that are
-not stored yet on an executor (`experiments.executors`), and writes
+(compiled program x seed chunk, see `experiments.plan.planner`), runs the tasks that are
+not stored yet on an executor (`experiments.execute.executors`), and writes
 
   * one chunk file per (series, seed chunk) as soon as its task finishes
     (atomically: temporary file, then rename), under `chunks/`;
   * when every chunk of a series is stored: its merged curves (`curves/`), its
     summary lines (`summaries.jsonl`) and its manifest entry; then its chunk
     files are removed;
-  * the report (`bandits.report.render`) at the end.
+  * the report (`experiments.report.render.render`) at the end.
 
 The manifest records the config's hash, so
 
@@ -20,7 +20,7 @@ The manifest records the config's hash, so
     runs, and nothing in it is touched, unless `overwrite=True`.
 
 Compile time is measured apart from run time through JAX's compile events
-(`bandits.progress.CompileClock`); rounds per second count simulated rounds
+(`experiments.execute.progress.CompileClock`); rounds per second count simulated rounds
 (seeds x horizon, x G for a sweep) per second of run time, in the worker.
 """
 
@@ -38,14 +38,15 @@ import pyarrow.parquet as pq
 import rich.markup
 from rich.console import Console
 
-from bandits import report, storage
-from bandits.progress import chunk_progress
 from bandits.validation import BanditConfigError
-from experiments import evaluation
-from experiments.config import ExperimentConfig, build
-from experiments.executors import Executor, LocalExecutor
-from experiments.sweep import Plan, Series, plan
-from experiments.tasks import curves_from_result
+from experiments.config.loader import ExperimentConfig, build
+from experiments.execute import evaluation
+from experiments.execute.executors import Executor, LocalExecutor
+from experiments.execute.progress import chunk_progress
+from experiments.execute.tasks import curves_from_result
+from experiments.plan.planner import Plan, Series, plan
+from experiments.report import render as report
+from experiments.store import storage
 
 FORMAT = "bandits-results/2"
 CONFIG_COPY = "config.toml"
@@ -108,7 +109,7 @@ def run_experiment(
     """Runs every unfinished chunk of `config`, stores results, renders the report.
 
     Args:
-      config: a validated config (`experiments.config.load_config`).
+      config: a validated config (`experiments.config.loader.load_config`).
       out: results folder; default `output_dir(config)`.
       overwrite: replace results of a different config found in `out`.
       progress: show a rich progress display.

@@ -32,7 +32,7 @@ hyperparameter names, and the values themselves (every env setting and every
 agent in it is built). Errors are `BanditConfigError`s that name the field path,
 e.g. `agents[2].hyperparameters.alpha must be in [0.0, inf], got -1.0`.
 
-How grids run (sweeps, chunks) is planned by `experiments.sweep`.
+How grids run (sweeps, chunks) is planned by `experiments.plan.planner`.
 """
 
 from __future__ import annotations
@@ -50,17 +50,16 @@ from typing import Any
 
 import agents as agent_registry
 import envs as env_registry
-from bandits.storage import CURVE_SPACINGS, DEFAULT_CURVE_POINTS
 from bandits.types import Agent, Env
 from bandits.validation import BanditConfigError
-from experiments.checks import check_keys as _check_keys
-from experiments.checks import check_type as _check_type
-from experiments.checks import check_value as _check_value
-from experiments.checks import is_int as _is_int
-from experiments.checks import positive_int as _positive_int
-from experiments.checks import table as _table
-from experiments.checks import type_name as _type_name
-from experiments.schema import (
+from experiments.config.checks import check_keys as _check_keys
+from experiments.config.checks import check_type as _check_type
+from experiments.config.checks import check_value as _check_value
+from experiments.config.checks import is_int as _is_int
+from experiments.config.checks import positive_int as _positive_int
+from experiments.config.checks import table as _table
+from experiments.config.checks import type_name as _type_name
+from experiments.config.schema import (
     DEFAULT_PREDICTION_CONTEXTS,
     DEFAULT_PREDICTION_SEEDS,
     AgentConfig,
@@ -72,9 +71,10 @@ from experiments.schema import (
     auto_chunk_size,
     env_settings,
 )
-from experiments.schema import frozen as _frozen
-from experiments.schema import frozen_value as _frozen_value
-from experiments.toml_writer import display_value
+from experiments.config.schema import frozen as _frozen
+from experiments.config.schema import frozen_value as _frozen_value
+from experiments.config.toml_writer import display_value
+from experiments.store.storage import CURVE_SPACINGS, DEFAULT_CURVE_POINTS
 
 __all__ = [
     "FROM_ENV",

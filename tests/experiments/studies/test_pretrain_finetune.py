@@ -17,16 +17,16 @@ import pytest
 
 from bandits.validation import BanditConfigError
 from envs import logged
-from experiments.pretrain_finetune import Args, select
-from experiments.pretrain_finetune_config import load_study
+from experiments.studies.pretrain_finetune import Args, select
+from experiments.studies.pretrain_finetune_config import load_study
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 AGENTS = ["Transformer pretrained + TS", "LinUCB (warm)", "Random"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "experiments.pretrain_finetune", *args],
+        [sys.executable, "-m", "experiments.studies.pretrain_finetune", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

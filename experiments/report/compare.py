@@ -27,9 +27,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.stats
 
-from bandits import storage
 from bandits.metrics import mean_band
 from bandits.validation import BanditConfigError
+from experiments.store import storage
 
 COMPARE_MD = "compare.md"
 COMPARE_HTML = "compare.html"

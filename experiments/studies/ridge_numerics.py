@@ -14,9 +14,9 @@ Two measurements, printed as Markdown tables (docs/numerics.md shows them):
    events of a study's logs, its theta_hat against a float64 direct solve of the
    same ridge regression.
 
-    python -m experiments.ridge_numerics                # 1 and 2, about 1 minute
-    python -m experiments.ridge_numerics --quick        # smoke run
-    python -m experiments.ridge_numerics --logs \
+    python -m experiments.studies.ridge_numerics  # 1 and 2, about 1 minute
+    python -m experiments.studies.ridge_numerics --quick        # smoke run
+    python -m experiments.studies.ridge_numerics --logs \
         results/pretrain_finetune/ContextualRec-v0/logs.parquet --env ContextualRec-v0
 """
 

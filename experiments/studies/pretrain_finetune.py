@@ -14,8 +14,8 @@ For each environment of `experiments/configs/pretrain_finetune.toml`:
 5. score each reward model (pretrained transformer, warm LinUCB, warm NeuralTS)
    on the held-out events: accuracy, precision, recall, F1, ROC-AUC, log-loss, MSE.
 
-    python -m experiments.pretrain_finetune --out results/pretrain_finetune
-    python -m experiments.pretrain_finetune --quick --out /tmp/pf   # smoke run
+    python -m experiments.studies.pretrain_finetune --out results/pretrain_finetune
+    python -m experiments.studies.pretrain_finetune --quick --out /tmp/pf   # smoke run
 
 Results are written as each agent finishes (`results.jsonl`, one row per env and
 agent), so a killed run keeps what it finished and a rerun resumes; logs and
@@ -47,10 +47,10 @@ from agents.features import context_cross_items, with_arm_features
 from agents.networks import make_network
 from agents.warm_start import warm_start
 from bandits import metrics
-from bandits.storage import atomic_write_text
 from bandits.validation import BanditConfigError
 from envs import logged
-from experiments.pretrain_finetune_config import (
+from experiments.store.storage import atomic_write_text
+from experiments.studies.pretrain_finetune_config import (
     LOGGING_POLICIES,
     AgentSpec,
     StudyConfig,
@@ -404,7 +404,7 @@ def plot_env(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bandits.plots import colours
+    from experiments.report.plots import colours
 
     colour = colours([row["agent"] for row in rows])  # distinct beyond 10 agents
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))

@@ -8,8 +8,9 @@ strengths s (the scale of the context effect in the click model, see
 the context-aware agent can only match the blind one; as s grows, the blind agent's
 regret grows and the gap is the value of context.
 
-    python -m experiments.context_value --out results/context_value_sweep
-    python -m experiments.context_value --quick --out /tmp/context_value  # smoke run
+    python -m experiments.studies.context_value --out results/context_value_sweep
+    # smoke run
+    python -m experiments.studies.context_value --quick --out /tmp/context_value
 
 Writes `summary.json`, `summary.csv` and `context_value.png` to `--out`.
 """
@@ -32,7 +33,7 @@ import matplotlib.pyplot as plt
 
 import bandits
 from bandits import metrics
-from experiments.config import (
+from experiments.config.loader import (
     EnvConfig,
     ExperimentConfig,
     build,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _run(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -32,7 +32,11 @@ def test_wheel_showdown_quick(tmp_path):
     out = tmp_path / "wheel.jsonl"
     args = ("--quick", "--horizon", "200", "--out", str(out))
     done = _run(
-        "experiments.wheel_showdown", *args, "--agents", "neural_linear", "uniform"
+        "experiments.studies.wheel_showdown",
+        *args,
+        "--agents",
+        "neural_linear",
+        "uniform",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -47,7 +51,7 @@ def test_wheel_showdown_quick(tmp_path):
     assert all(40 < r["normalised_mean"] < 160 for r in uniform)
     assert "| neural_linear (published) | 0.95 | 9.56 |" in done.stdout
 
-    again = _run("experiments.wheel_showdown", *args, "--agents", "uniform")
+    again = _run("experiments.studies.wheel_showdown", *args, "--agents", "uniform")
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(out.read_text().splitlines()) == 4  # nothing recomputed
 
@@ -56,8 +60,8 @@ def test_wheel_showdown_quick(tmp_path):
 def test_uci_neural_quick(tmp_path):
     out = tmp_path / "uci.jsonl"
     done = _run(
-        "experiments.uci_neural", "--quick", "--horizon", "100", "--out", str(out),
-        "--agents", "linucb", "neural_ts",
+        "experiments.studies.uci_neural", "--quick", "--horizon", "100",
+        "--out", str(out), "--agents", "linucb", "neural_ts",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]

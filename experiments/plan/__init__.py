@@ -1,0 +1,2 @@
+"""Planning: from a validated config to series, compiled programs, seed chunks
+and tasks."""

@@ -1,0 +1,1 @@
+"""Reading a result folder back: the report (`render`), plots and `bandits compare`."""

@@ -1,0 +1,1 @@
+"""The result folder: chunk files, curves, summaries and the manifest."""
