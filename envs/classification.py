@@ -331,8 +331,8 @@ class ClassificationEnv(BanditEnv):
         choice("scaling", self.scaling, SCALINGS)
         real("clip", self.clip, low=0.0, low_open=True)
         if self.reward == "mushroom" and self.dataset != "mushroom":
-            raise BanditConfigError(
-                f"reward='mushroom' needs dataset='mushroom', got {self.dataset!r}"
+            raise BanditConfigError.about(
+                "reward", f"= 'mushroom' needs dataset='mushroom', got {self.dataset!r}"
             )
 
     @property

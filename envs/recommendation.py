@@ -163,9 +163,9 @@ class RecommendationEnv(BanditEnv):
         non_negative_int("num_content_features", self.num_content_features)
         non_negative_int("params_seed", self.params_seed)
         if self.num_candidates > self.num_items:
-            raise BanditConfigError(
-                f"num_candidates must be <= num_items ({self.num_items}), got "
-                f"{self.num_candidates}"
+            raise BanditConfigError.about(
+                "num_candidates",
+                f"must be <= num_items ({self.num_items}), got {self.num_candidates}",
             )
         # Sequences from TOML/JSON arrive as lists: store tuples (hashable).
         object.__setattr__(
@@ -209,8 +209,8 @@ class RecommendationEnv(BanditEnv):
             low_open=True,
         )
         if not isinstance(self.warm_start, bool):
-            raise BanditConfigError(
-                f"warm_start must be true or false, got {self.warm_start!r}"
+            raise BanditConfigError.about(
+                "warm_start", f"must be true or false, got {self.warm_start!r}"
             )
 
     # -- sizes and layout -------------------------------------------------
@@ -336,13 +336,14 @@ class RecommendationEnv(BanditEnv):
 def _names(field: str, value, known: tuple[str, ...]) -> tuple[str, ...]:
     """A non-empty tuple of distinct names from `known`."""
     if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise BanditConfigError(
-            f"{field} must be a list of names from {', '.join(map(repr, known))}; "
-            f"got {value!r}"
+        raise BanditConfigError.about(
+            field,
+            f"must be a list of names from {', '.join(map(repr, known))}; "
+            f"got {value!r}",
         )
     names = tuple(value)
     if not names:
-        raise BanditConfigError(f"{field} must not be empty; choose from {known}")
+        raise BanditConfigError.about(field, f"must not be empty; choose from {known}")
     unknown = [name for name in names if name not in known]
     if unknown:
         raise BanditConfigError(
@@ -350,15 +351,15 @@ def _names(field: str, value, known: tuple[str, ...]) -> tuple[str, ...]:
             f"{', '.join(map(repr, known))}"
         )
     if len(set(names)) != len(names):
-        raise BanditConfigError(f"{field} must not repeat a name, got {names}")
+        raise BanditConfigError.about(field, f"must not repeat a name, got {names}")
     return names
 
 
 def _steps(field: str, value) -> tuple[int, ...]:
     """A tuple of step indices >= 0."""
     if not isinstance(value, list | tuple):
-        raise BanditConfigError(
-            f"{field} must be a list of step indices >= 0, got {value!r}"
+        raise BanditConfigError.about(
+            field, f"must be a list of step indices >= 0, got {value!r}"
         )
     return tuple(non_negative_int(f"{field}[{i}]", s) for i, s in enumerate(value))
 

@@ -42,14 +42,6 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def positive_int(path: str, value: Any) -> int:
-    if not is_int(value):
-        raise BanditConfigError(f"{path} must be an integer, got {type_name(value)}")
-    if value <= 0:
-        raise BanditConfigError(f"{path} must be > 0, got {value}")
-    return value
-
-
 def check_value(path: str, value: Any, default: Any) -> None:
     """Checks a parameter value's TOML type against its default's type."""
     if isinstance(value, dict):

@@ -51,18 +51,18 @@ from typing import Any
 import agents as agent_registry
 import envs as env_registry
 from bandits.types import Agent, Env
-from bandits.validation import BanditConfigError
+from bandits.validation import BanditConfigError, positive_int
 from experiments.config.checks import check_keys as _check_keys
 from experiments.config.checks import check_type as _check_type
 from experiments.config.checks import check_value as _check_value
 from experiments.config.checks import is_int as _is_int
-from experiments.config.checks import positive_int as _positive_int
 from experiments.config.checks import table as _table
 from experiments.config.checks import type_name as _type_name
 from experiments.config.schema import (
     DEFAULT_PREDICTION_CONTEXTS,
     DEFAULT_PREDICTION_SEEDS,
     AgentConfig,
+    AgentSpec,
     EnvConfig,
     EnvSetting,
     Experiment,
@@ -251,7 +251,7 @@ def _parse_env(table: Mapping[str, Any]) -> EnvConfig:
 
 def _parse_run(table: Mapping[str, Any]) -> RunConfig:
     _check_keys(table, RUN_KEYS, "[run]", required=("horizon", "seeds"))
-    horizon = _positive_int("run.horizon", table["horizon"])
+    horizon = positive_int("run.horizon", table["horizon"])
     seeds = _parse_seeds(table["seeds"])
     resample = table.get("resample_params", False)
     _check_type("run.resample_params", resample, bool, "a boolean (true or false)")
@@ -260,7 +260,7 @@ def _parse_run(table: Mapping[str, Any]) -> RunConfig:
         _check_type("run.output", output, str, "a string (a folder path)")
         if not output.strip():
             raise BanditConfigError("run.output must be a non-empty folder path")
-    points = _positive_int(
+    points = positive_int(
         "run.curve_points", table.get("curve_points", DEFAULT_CURVE_POINTS)
     )
     if points < 2:
@@ -272,7 +272,7 @@ def _parse_run(table: Mapping[str, Any]) -> RunConfig:
                 'run.chunk_size must be a positive integer or "auto", got '
                 f"{chunk!r} ({_type_name(chunk)})"
             )
-        chunk = _positive_int("run.chunk_size", chunk)
+        chunk = positive_int("run.chunk_size", chunk)
     spacing = table.get("curve_spacing", "log+linear")
     if spacing not in CURVE_SPACINGS:
         raise BanditConfigError(
@@ -285,7 +285,7 @@ def _parse_run(table: Mapping[str, Any]) -> RunConfig:
             f"run.prediction_seeds must be an integer >= 0 (0 turns the reward-model "
             f"evaluation off), got {prediction_seeds!r}"
         )
-    contexts = _positive_int(
+    contexts = positive_int(
         "run.prediction_contexts",
         table.get("prediction_contexts", DEFAULT_PREDICTION_CONTEXTS),
     )
@@ -304,7 +304,7 @@ def _parse_run(table: Mapping[str, Any]) -> RunConfig:
 
 def _parse_seeds(value: Any) -> tuple[int, ...]:
     if _is_int(value):
-        return tuple(range(_positive_int("run.seeds", value)))
+        return tuple(range(positive_int("run.seeds", value)))
     if not isinstance(value, list):
         raise BanditConfigError(
             "run.seeds must be a positive integer S (seeds 0..S-1) or a list of "
@@ -420,7 +420,7 @@ def build(config: ExperimentConfig) -> Experiment:
     `num_arms` and `dim` are filled from the environment where the agent takes
     them; a value given in the config that disagrees with the env is an error.
     """
-    envs_, agents_by_setting, kwargs_by_setting = [], [], []
+    envs_, agents_by_setting, specs_by_setting = [], [], []
     settings = config.settings
     for setting in settings:
         where = f" (env setting {setting.label})" if setting.label else ""
@@ -434,11 +434,12 @@ def build(config: ExperimentConfig) -> Experiment:
                 "env.params",
                 where,
             ) from None
-        built, kwargs_list = [], []
+        built, specs = [], []
         for agent in config.agents:
             kwargs = _agent_kwargs(agent, env, config.env.id, where)
+            spec = AgentSpec.of(agent.name, kwargs)
             try:
-                built.append(make_agent(agent.name, kwargs))
+                built.append(build_agent(spec))
             except BanditConfigError as err:
                 raise _with_path(
                     err,
@@ -447,12 +448,12 @@ def build(config: ExperimentConfig) -> Experiment:
                     f"agents[{agent.index}] ({agent.label!r})",
                     where,
                 ) from None
-            kwargs_list.append(MappingProxyType(kwargs))
+            specs.append(spec)
         envs_.append(env)
         agents_by_setting.append(tuple(built))
-        kwargs_by_setting.append(tuple(kwargs_list))
+        specs_by_setting.append(tuple(specs))
     return Experiment(
-        config, tuple(envs_), tuple(agents_by_setting), tuple(kwargs_by_setting)
+        config, tuple(envs_), tuple(agents_by_setting), tuple(specs_by_setting)
     )
 
 
@@ -462,28 +463,32 @@ def make_env(env_id: str, params: Mapping[str, Any]) -> Env:
 
 
 def make_agent(name: str, kwargs: Mapping[str, Any]) -> Agent:
-    """`agents.make(name, **kwargs)`, memoised when the values are hashable.
+    """`build_agent(AgentSpec.of(name, kwargs))`: lists become tuples."""
+    return build_agent(AgentSpec.of(name, kwargs))
 
-    The same name and hyperparameters give the same `Agent` object, so its
-    jitted simulation is compiled once per process. Lists become tuples.
+
+def build_agent(spec: AgentSpec) -> Agent:
+    """The agent of `spec`, built once per process.
+
+    The same spec gives the same `Agent` object, so its jitted simulation is
+    compiled once per process, and the factory (which validates its arguments)
+    runs once per process and spec. A spec with an unhashable value is built
+    without the memo.
     """
-    items = tuple(_frozen(kwargs).items())
+    factory = agent_registry.registered()[spec.name].factory
     try:
-        hash(items)
-    except TypeError:  # an unhashable value: build without the memo
-        return agent_registry.make(name, **dict(items))
-    factory = agent_registry.registered()[name].factory
-    return _make_agent(name, items, factory)
+        hash(spec)
+    except TypeError:
+        return agent_registry.make(spec.name, **spec.kwargs)
+    return _build_agent(spec, factory)
 
 
 @functools.lru_cache(maxsize=256)
-def _make_agent(
-    name: str, kwargs: tuple[tuple[str, Any], ...], factory: Callable[..., Agent]
-) -> Agent:
+def _build_agent(spec: AgentSpec, factory: Callable[..., Agent]) -> Agent:
     """`agents.make`, memoised; `factory` (the registered one) is part of the key
     only, so that re-registering a name builds afresh."""
     del factory
-    return agent_registry.make(name, **dict(kwargs))
+    return agent_registry.make(spec.name, **spec.kwargs)
 
 
 def env_shapes(env: Env, features: str = "context") -> dict[str, int]:
@@ -539,15 +544,11 @@ def _with_path(
     fallback: str,
     where: str = "",
 ) -> BanditConfigError:
-    """Rewrites "alpha must be ..." into "<path of alpha> must be ..."."""
-    message = str(err)
-    for key in sorted(kwargs, key=len, reverse=True):
-        if (
-            message.startswith(key)
-            and not message[len(key) : len(key) + 1].isidentifier()
-        ):
-            return BanditConfigError(path_of(key) + message[len(key) :] + where)
-    return BanditConfigError(f"{fallback}{where}: {message}")
+    """The error reported at the config path of the field it names (`err.field`),
+    else behind `fallback`."""
+    if err.field is not None and err.field in kwargs:
+        return err.at(path_of(err.field), where)
+    return err.at(fallback + where)
 
 
 def select_agents(

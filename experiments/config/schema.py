@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -205,6 +205,53 @@ class ExperimentConfig:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class AgentSpec:
+    """An agent as one immutable, hashable value: registry name and arguments.
+
+    The config's hyperparameters, with `num_arms` and `dim` filled in from the
+    env, become one `AgentSpec` when the config is built; that value travels
+    unchanged through the plan and the task to the worker, where
+    `experiments.config.loader.build_agent` builds it (once per process).
+    """
+
+    name: str
+    """Registry name, e.g. "linucb"."""
+    items: tuple[tuple[str, Any], ...]
+    """Keyword arguments in order; arrays as tuples."""
+
+    @classmethod
+    def of(cls, name: str, kwargs: Mapping[str, Any]) -> AgentSpec:
+        return cls(name, tuple(frozen(kwargs).items()))
+
+    def _key(self) -> tuple:
+        return self.name, tuple(sorted(self.items, key=lambda item: item[0]))
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the name and the arguments are (their order is not part of
+        it: they are keyword arguments)."""
+        return isinstance(other, AgentSpec) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments as a new dictionary."""
+        return dict(self.items)
+
+    def without(self, names: Iterable[str]) -> AgentSpec:
+        """The spec with the named arguments left out (the swept ones)."""
+        drop = set(names)
+        return AgentSpec(self.name, tuple(i for i in self.items if i[0] not in drop))
+
+    def with_values(self, values: Mapping[str, Any]) -> AgentSpec:
+        """The spec with arguments set (added at the end if new)."""
+        kwargs = self.kwargs
+        kwargs.update(values)
+        return AgentSpec.of(self.name, kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     """A config with its environments and agents built (ready to run)."""
@@ -214,8 +261,16 @@ class Experiment:
     """One built environment per env setting."""
     agents_by_setting: tuple[tuple[Agent, ...], ...]
     """[setting][agent]: the built agents (shapes taken from that setting's env)."""
-    kwargs_by_setting: tuple[tuple[Mapping[str, Any], ...], ...]
-    """[setting][agent]: the full keyword arguments each agent was built with."""
+    specs_by_setting: tuple[tuple[AgentSpec, ...], ...]
+    """[setting][agent]: the spec each agent was built from."""
+
+    @property
+    def kwargs_by_setting(self) -> tuple[tuple[Mapping[str, Any], ...], ...]:
+        """[setting][agent]: the full keyword arguments each agent was built with."""
+        return tuple(
+            tuple(MappingProxyType(s.kwargs) for s in specs)
+            for specs in self.specs_by_setting
+        )
 
     @property
     def env(self) -> Env:

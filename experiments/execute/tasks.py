@@ -5,8 +5,8 @@
 registries, simulates the chunk with `bandits.run` (or `bandits.sweep` for traced
 settings) and returns plain data:
 downsampled cumulative curves per series, reward-model metrics and the compute
-cost. No user object crosses a process boundary; only this dictionary and the
-NumPy arrays of the result do.
+cost. No user object crosses a process boundary; only this dictionary (plain
+values and the frozen `AgentSpec`) and the NumPy arrays of the result do.
 
 Bit-identical results. XLA picks kernels by batch shape, so float32 results for a
 seed can differ in the last bits between batch sizes, and between a batch split
@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 import bandits
+from experiments.config.loader import build_agent
 from experiments.execute import evaluation
 from experiments.execute.progress import CompileClock, PeakMemory
 from experiments.plan.planner import (
@@ -95,7 +96,9 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     swept = {k: [float(v) for v in vs] for k, vs in spec["agent"]["swept"].items()}
     if swept:
         agent_fn, agent = spec_agent_fn(spec), None
-        first = agent_fn(**{k: v[0] for k, v in swept.items()})
+        first = build_agent(
+            spec["agent"]["spec"].with_values({k: v[0] for k, v in swept.items()})
+        )
     else:
         agent_fn, agent = None, spec_agent(spec)
         first = agent

@@ -19,9 +19,10 @@ ways give the same numbers bit for bit (`bandits.sweep` is checked against
 
 Seeds are split into chunks of `run.chunk_size` (the last one padded by
 repeating its last seed), and every (program, chunk) pair is a *task*: a plain
-dictionary (`spec`) that any worker process turns back into env and agents from
-the registries (`experiments.execute.tasks.execute_task`). Each finished task yields one
-chunk file per series, so a killed run loses only the tasks in flight.
+dictionary (`spec`) of plain values and the frozen `AgentSpec`, that any worker
+process turns back into env and agent from the registries
+(`experiments.execute.tasks.execute_task`). Each finished task yields one chunk
+file per series, so a killed run loses only the tasks in flight.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import jax.numpy as jnp
 
 import agents as agent_registry
 import bandits
-from experiments.config.loader import Experiment, make_agent, make_env
-from experiments.config.schema import AgentConfig, plain
+from experiments.config.loader import Experiment, build_agent, make_env
+from experiments.config.schema import AgentConfig, AgentSpec, plain
 from experiments.store import storage
 
 SPEC_FORMAT = 1
@@ -66,11 +67,19 @@ class Program:
     setting: int
     series: tuple[int, ...]
     """The series it computes, in sweep order (one unless swept)."""
-    agent_name: str
-    kwargs: Mapping[str, Any]
-    """Keyword arguments shared by every series (the swept ones left out)."""
+    agent: AgentSpec
+    """The agent shared by every series (the swept arguments left out)."""
     swept: Mapping[str, tuple[float, ...]]
     """Traced hyperparameter -> one value per series; empty for a single run."""
+
+    @property
+    def agent_name(self) -> str:
+        return self.agent.name
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by every series (the swept ones left out)."""
+        return self.agent.kwargs
 
     @property
     def kind(self) -> str:
@@ -136,17 +145,13 @@ def plan(experiment: Experiment, config_hash: str) -> Plan:
             by_agent[a] = Series(len(series), label, setting.index, a)
             series.append(by_agent[a])
         for members, swept in _program_groups(experiment, setting.index):
-            first = config.agents[members[0]]
-            kwargs = dict(experiment.kwargs_by_setting[setting.index][members[0]])
-            for name in swept:
-                kwargs.pop(name)
+            spec = experiment.specs_by_setting[setting.index][members[0]]
             programs.append(
                 Program(
                     len(programs),
                     setting.index,
                     tuple(by_agent[a].index for a in members),
-                    first.name,
-                    kwargs,
+                    spec.without(swept),
                     swept,
                 )
             )
@@ -167,8 +172,7 @@ def plan(experiment: Experiment, config_hash: str) -> Plan:
                 "horizon": config.run.horizon,
                 "resample_params": config.run.resample_params,
                 "agent": {
-                    "name": program.agent_name,
-                    "kwargs": plain(program.kwargs),
+                    "spec": program.agent,
                     "swept": {k: list(v) for k, v in program.swept.items()},
                 },
                 "labels": [series[s].label for s in program.series],
@@ -273,27 +277,23 @@ def spec_env(spec: Mapping[str, Any]) -> bandits.Env:
 
 
 def spec_agent(spec: Mapping[str, Any]) -> bandits.Agent:
-    """The agent of an unswept task spec (memoised, so compiled once per process)."""
-    return make_agent(spec["agent"]["name"], spec["agent"]["kwargs"])
+    """The agent of an unswept task spec (built once per process)."""
+    return build_agent(spec["agent"]["spec"])
 
 
 def spec_agent_fn(spec: Mapping[str, Any]):
-    """The agent factory of a swept task spec with the fixed kwargs bound.
+    """The agent factory of a swept task spec with the fixed arguments bound.
 
-    The same object is returned for the same spec values, so that
-    `bandits.sweep` reuses its compiled program across chunks.
+    The same object is returned for the same spec, so that `bandits.sweep`
+    reuses its compiled program across chunks.
     """
-    kwargs = spec["agent"]["kwargs"]
-    items = tuple(
-        (k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()
-    )
-    return _agent_fn(spec["agent"]["name"], items)
+    return _agent_fn(spec["agent"]["spec"])
 
 
 @functools.lru_cache(maxsize=256)
-def _agent_fn(name: str, items: tuple[tuple[str, Any], ...]):
-    factory = agent_registry.registered()[name].factory
-    return functools.partial(factory, **dict(items))
+def _agent_fn(agent: AgentSpec):
+    factory = agent_registry.registered()[agent.name].factory
+    return functools.partial(factory, **agent.kwargs)
 
 
 def padded_seeds(seeds: Sequence[int], size: int) -> list[int]:

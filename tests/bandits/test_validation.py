@@ -6,10 +6,12 @@ import inspect
 import math
 
 import jax
+import numpy as np
 import pytest
 
 import agents
 from bandits import BanditConfigError, validation
+from bandits.validation import positive_int, real
 
 K, D = 3, 2
 
@@ -117,8 +119,7 @@ def test_every_agent_rejects_zero_arms(name):
 
 def test_positive_int():
     assert validation.positive_int("horizon", 5) == 5
-    assert validation.positive_int("horizon", 5.0) == 5
-    for bad in (0, -3, 2.5, True, "5", None):
+    for bad in (0, -3, 2.5, 5.0, True, "5", None):
         with pytest.raises(
             BanditConfigError, match="horizon must be a positive integer"
         ):
@@ -155,3 +156,33 @@ def test_choice_lists_the_allowed_values():
         BanditConfigError, match="'gaussian', 'bernoulli'; got 'poisson'"
     ):
         validation.choice("reward", "poisson", ("gaussian", "bernoulli"))
+
+
+@pytest.mark.parametrize("value", [5.0, 1.5, True, "3", None])
+def test_positive_int_takes_integers_only(value):
+    """One rule for every size and count in the project: 5.0 is refused too."""
+    with pytest.raises(BanditConfigError, match="num_arms must be a positive integer"):
+        positive_int("num_arms", value)
+
+
+def test_positive_int_takes_numpy_integers():
+    assert positive_int("num_arms", np.int64(3)) == 3
+    assert type(positive_int("num_arms", np.int32(3))) is int
+
+
+def test_an_error_carries_its_field_as_data():
+    with pytest.raises(BanditConfigError) as info:
+        real("alpha", -1.0, low=0.0)
+    err = info.value
+    assert (err.field, err.problem) == ("alpha", "must be in [0.0, inf], got -1.0")
+    moved = err.at("agents[0].hyperparameters.alpha", " (env setting a=1)")
+    assert str(moved) == (
+        "agents[0].hyperparameters.alpha must be in [0.0, inf], got -1.0 "
+        "(env setting a=1)"
+    )
+    assert moved.field == "agents[0].hyperparameters.alpha"
+    plain = BanditConfigError("give either checkpoint or params, not both")
+    assert plain.field is None
+    assert str(plain.at("agents[1] ('T')")) == (
+        "agents[1] ('T'): give either checkpoint or params, not both"
+    )

@@ -171,7 +171,10 @@ def test_config_errors_are_one_line_without_traceback(tmp_path, capsys):
     config = tiny_config(tmp_path, horizon=0)
     code = cli.main(["run", str(config), "--out", str(tmp_path / "o")])
     assert code == cli.EXIT_CONFIG_ERROR
-    assert capsys.readouterr().err.strip() == "error: run.horizon must be > 0, got 0"
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: run.horizon must be a positive integer, got 0"
+    )
     assert not (tmp_path / "o").exists()
 
 

@@ -109,9 +109,26 @@ def test_unknown_keys_at_every_level(path, fragments):
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (("run", "horizon"), "100", "run.horizon must be an integer, got str"),
-        (("run", "horizon"), 1.5, "run.horizon must be an integer, got float"),
-        (("run", "horizon"), True, "run.horizon must be an integer, got bool"),
+        (
+            ("run", "horizon"),
+            "100",
+            "run.horizon must be a positive integer, got '100' (str)",
+        ),
+        (
+            ("run", "horizon"),
+            1.5,
+            "run.horizon must be a positive integer, got 1.5 (float)",
+        ),
+        (
+            ("run", "horizon"),
+            5.0,
+            "run.horizon must be a positive integer, got 5.0 (float)",
+        ),
+        (
+            ("run", "horizon"),
+            True,
+            "run.horizon must be a positive integer, got True (bool)",
+        ),
         (("run", "seeds"), "2", "run.seeds must be a positive integer S"),
         (("run", "seeds"), [0, "1"], "run.seeds[1] must be an integer, got str"),
         (("run", "resample_params"), "yes", "run.resample_params must be a boolean"),
@@ -184,15 +201,15 @@ def test_unknown_agent_lists_known_agents():
 def test_horizon_must_be_positive(horizon):
     raises(
         with_change(("run", "horizon"), horizon),
-        f"run.horizon must be > 0, got {horizon}",
+        f"run.horizon must be a positive integer, got {horizon}",
     )
 
 
 @pytest.mark.parametrize(
     ("seeds", "message"),
     [
-        (0, "run.seeds must be > 0, got 0"),
-        (-3, "run.seeds must be > 0, got -3"),
+        (0, "run.seeds must be a positive integer, got 0"),
+        (-3, "run.seeds must be a positive integer, got -3"),
         ([], "run.seeds must not be an empty list"),
         ([1, -1], "run.seeds[1] must be in [0, 2**32)"),
         ([1, 2, 1], "run.seeds lists seed(s) [1] more than once"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import pickle
 
 import jax
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import agents as agent_registry
 from agents.registry import AgentEntry
 from experiments.config.loader import build, parse_config
+from experiments.config.schema import AgentSpec
 from experiments.execute.executors import LocalExecutor
 from experiments.execute.runner import run_experiment
 from experiments.execute.tasks import WorkerSetupError, execute_task
@@ -106,12 +108,19 @@ def test_float64_agents_are_not_traced():
     assert [p.kind for p in the_plan.programs] == ["run"] * 4
 
 
-def test_task_specs_are_plain_json_data():
+def test_task_specs_are_plain_data_and_one_agent_spec():
+    """A task crosses to a worker as plain JSON values plus the frozen `AgentSpec`
+    (the one form of the agent's arguments from config to worker)."""
     data = copy.deepcopy(BASE)
     data["run"]["prediction_seeds"] = 3
     config, the_plan = planned(data)
     for task in the_plan.tasks:
-        assert json.loads(json.dumps(task.spec)) == task.spec
+        agent = task.spec["agent"]["spec"]
+        assert isinstance(agent, AgentSpec)
+        assert hash(agent) == hash(pickle.loads(pickle.dumps(agent)))
+        rest = {**task.spec, "agent": {**task.spec["agent"], "spec": None}}
+        assert json.loads(json.dumps(rest)) == rest
+        assert pickle.loads(pickle.dumps(task.spec)) == task.spec
         assert task.spec["config_hash"] == config.hash()
     specs = [t.spec for t in the_plan.tasks[:3]]
     assert [s["seeds"] for s in specs] == [[0, 1], [2, 3], [4]]
