@@ -30,11 +30,10 @@ import dataclasses
 import datetime
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import rich.markup
 from rich.console import Console
 
@@ -44,11 +43,11 @@ from experiments.execute import evaluation
 from experiments.execute.executors import Executor, LocalExecutor
 from experiments.execute.progress import chunk_progress
 from experiments.execute.tasks import curves_from_result
-from experiments.plan.planner import Plan, Series, plan
+from experiments.plan.planner import Plan, Series, Task, plan
 from experiments.report import render as report
-from experiments.store import storage
+from experiments.store import manifest, storage
+from experiments.store.manifest import Cost, Manifest, SeriesEntry
 
-FORMAT = "bandits-results/2"
 CONFIG_COPY = "config.toml"
 CONFIDENCE = 0.95
 
@@ -133,48 +132,26 @@ def run_experiment(
     executor = executor or LocalExecutor()
     executor.check()
     directory = output_dir(config, out)
-    manifest = _prepare(directory, config, overwrite, command)
-    state = _State(directory, config, the_plan, manifest, digest)
-    pending = [t for t in the_plan.tasks if not state.task_done(t)]
-    reused = tuple(state.stored_chunk_names())
-    console = console or Console(stderr=True)
-    computed: list[str] = []
-    started = _now()
-    clock = time.perf_counter()
-    compiled = 0
-    with chunk_progress(console, enabled=progress) as bar:
-        task_id = bar.add_task(
-            rich.markup.escape(config.name),
-            total=len(the_plan.tasks),
-            completed=len(the_plan.tasks) - len(pending),
-            detail=f"{executor.describe()}",
-        )
-        by_key = {t.spec["task"]: t for t in pending}
-        for finished, (spec, result) in enumerate(
-            executor.run([t.spec for t in pending]), 1
-        ):
-            task = by_key[spec["task"]]
-            state.store_task(task, result)
-            computed += list(task.files)
-            compiled += result["cost"]["compile_s"] > 0
-            bar.update(
-                task_id,
-                advance=1,
-                detail=f"{compiled} compiled, {len(pending) - finished} left, "
-                f"{_rate(result['cost']['rounds_per_s'])} rounds/s, "
-                f"{executor.describe()}",
-            )
-        state.finalize_all()
-    manifest = state.manifest
-    manifest["last_run"] = {
-        "started": started,
-        "finished": _now(),
-        "wall_time_s": time.perf_counter() - clock,
-        "executor": executor.describe(),
-        "computed_chunks": computed,
-        "reused_chunks": list(reused),
-    }
-    storage.write_manifest(directory, manifest)
+    folder = _Folder(
+        directory, config, the_plan, _prepare(directory, config, overwrite, command)
+    )
+    pending = [t for t in the_plan.tasks if not folder.task_done(t)]
+    reused = tuple(folder.stored_chunk_names())
+    started, clock = _now(), time.perf_counter()
+    computed = _run_tasks(
+        config.name, the_plan, pending, folder, executor, progress, console
+    )
+    folder.finalize_all()
+    folder.save(
+        last_run={
+            "started": started,
+            "finished": _now(),
+            "wall_time_s": time.perf_counter() - clock,
+            "executor": executor.describe(),
+            "computed_chunks": computed,
+            "reused_chunks": list(reused),
+        }
+    )
     files = report.render(directory)
     runs = []
     for series in the_plan.series:
@@ -191,64 +168,86 @@ def run_experiment(
     return ExperimentResult(directory, files, tuple(runs), tuple(computed), reused)
 
 
+def _run_tasks(
+    title: str,
+    the_plan: Plan,
+    pending: list[Task],
+    folder: _Folder,
+    executor: Executor,
+    progress: bool,
+    console: Console | None,
+) -> list[str]:
+    """Runs `pending` on `executor`, storing each result as it arrives; returns
+    the chunk files computed."""
+    computed: list[str] = []
+    compiled = 0
+    with chunk_progress(console or Console(stderr=True), enabled=progress) as bar:
+        task_id = bar.add_task(
+            rich.markup.escape(title),
+            total=len(the_plan.tasks),
+            completed=len(the_plan.tasks) - len(pending),
+            detail=f"{executor.describe()}",
+        )
+        by_key = {t.spec["task"]: t for t in pending}
+        for finished, (spec, result) in enumerate(
+            executor.run([t.spec for t in pending]), 1
+        ):
+            task = by_key[spec["task"]]
+            folder.store_task(task, result)
+            computed += list(task.files)
+            compiled += result["cost"]["compile_s"] > 0
+            bar.update(
+                task_id,
+                advance=1,
+                detail=f"{compiled} compiled, {len(pending) - finished} left, "
+                f"{_rate(result['cost']['rounds_per_s'])} rounds/s, "
+                f"{executor.describe()}",
+            )
+    return computed
+
+
 # ---------------------------------------------------------------------------
 # Stored state of a results folder
 
 
-class _State:
-    """What is stored in a results folder, and how to add to it."""
+class _Folder:
+    """A results folder as the plan sees it: which tasks are stored, and adding
+    finished ones (chunk files, then merged series, summaries and manifest)."""
 
     def __init__(
-        self,
-        directory: Path,
-        config: ExperimentConfig,
-        the_plan: Plan,
-        manifest: dict[str, Any],
-        digest: str,
+        self, directory: Path, config: ExperimentConfig, the_plan: Plan, m: Manifest
     ):
         self.directory = directory
         self.config = config
         self.plan = the_plan
-        self.manifest = manifest
-        self.digest = digest
+        self.digest = m.config_hash
         self.chunks = directory / storage.CHUNKS_DIR
-        labels = {s.label for s in the_plan.series}
+        self.order = {s.label: s.index for s in the_plan.series}
         self.finished = {
-            e["label"]: e
-            for e in manifest.get("agents", [])
-            if isinstance(e, dict)
-            and e.get("label") in labels
-            and (directory / str(e.get("curves", ""))).is_file()
+            e.label: e
+            for e in m.agents
+            if e.label in self.order and (directory / e.curves).is_file()
         }
-        manifest["agents"] = list(self.finished.values())
+        self.manifest = m.with_entries(self.finished.values(), self.order)
         self.records = _kept_records(directory, self.finished)
         self._remove_stale_files()
 
     def _remove_stale_files(self) -> None:
         """Temporary files of a killed write, and chunks this plan does not use."""
-        for folder in (self.directory, self.chunks, self.directory / "curves"):
-            if folder.is_dir():
-                for tmp in folder.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
+        storage.remove_temporary_files(
+            (self.directory, self.chunks, self.directory / storage.CURVES_DIR)
+        )
         if not self.chunks.is_dir():
             return
         wanted = {f for t in self.plan.tasks for f in t.files}
         for file in self.chunks.glob("*.parquet"):
-            if file.name not in wanted or not self._chunk_valid(file):
+            if file.name not in wanted or not storage.chunk_matches(file, self.digest):
                 file.unlink()
-
-    def _chunk_valid(self, file: Path) -> bool:
-        try:
-            meta = pq.read_schema(file).metadata or {}
-            raw = meta.get(storage.CHUNK_META_KEY)
-            return raw is not None and f'"{self.digest}"' in raw.decode("utf-8")
-        except (OSError, ValueError):
-            return False
 
     def series_done(self, series: Series) -> bool:
         return series.label in self.finished
 
-    def task_done(self, task) -> bool:
+    def task_done(self, task: Task) -> bool:
         program = self.plan.programs[task.program]
         return all(
             self.series_done(self.plan.series[s]) or (self.chunks / f).is_file()
@@ -264,7 +263,7 @@ class _State:
                     names.append(name)
         return names
 
-    def store_task(self, task, result: Mapping[str, Any]) -> None:
+    def store_task(self, task: Task, result: Mapping[str, Any]) -> None:
         """Writes the chunk files of a finished task, then merges whole series."""
         program = self.plan.programs[task.program]
         seeds = self.plan.chunks[task.chunk]
@@ -308,69 +307,65 @@ class _State:
         file_name = storage.curve_file_name(series.index, series.label)
         curves_name = f"{storage.CURVES_DIR}/{file_name}"
         storage.write_curves(self.directory / curves_name, series.label, curves)
-        entry = self._entry(series, curves_name, metas)
+        entry = _series_entry(self.config, self.plan, series, curves_name, metas)
         self.records[:] = [r for r in self.records if r.get("agent") != series.label]
         self.records += storage.curve_seed_records(series.label, curves)
         summary = storage.curve_summary(series.label, curves, CONFIDENCE)
-        extra = {k: v for k, v in entry.items() if k not in ("label", "curves")}
-        self.records.append(storage.summary_record(summary, CONFIDENCE, **extra))
-        order = {s.label: s.index for s in self.plan.series}
-        self.records.sort(
-            key=lambda r: (order.get(r.get("agent"), len(order)), r["kind"] != "seed")
+        self.records.append(
+            storage.summary_record(summary, CONFIDENCE, **entry.summary_fields())
         )
+        self.records[:] = storage.ordered_records(self.records, self.order)
         storage.write_summaries(self.directory / storage.SUMMARIES, self.records)
         self.finished[series.label] = entry
-        self.manifest["agents"] = sorted(
-            self.finished.values(), key=lambda e: order.get(e["label"], len(order))
-        )
-        self.manifest["updated"] = _now()
-        storage.write_manifest(self.directory, self.manifest)
+        self.save()
         for file in files:
             file.unlink(missing_ok=True)
 
-    def _entry(self, series: Series, curves_name: str, metas) -> dict[str, Any]:
-        config = self.config
-        agent = config.agents[series.agent]
-        setting = config.settings[series.setting]
-        program = self.plan.program_of(series.index)
-        kwargs = {
-            **program.kwargs,
-            **{k: agent.hyperparameters[k] for k in program.swept},
+    def save(self, **changes: Any) -> None:
+        """Writes the manifest with the finished series (and `changes`)."""
+        self.manifest = self.manifest.with_entries(
+            self.finished.values(), self.order
+        ).replace(updated=_now(), **changes)
+        manifest.write(self.directory, self.manifest)
+
+
+def _series_entry(
+    config: ExperimentConfig,
+    the_plan: Plan,
+    series: Series,
+    curves_name: str,
+    metas: Sequence[Mapping[str, Any]],
+) -> SeriesEntry:
+    """The manifest entry of a series merged from its chunks' metadata."""
+    agent = config.agents[series.agent]
+    setting = config.settings[series.setting]
+    program = the_plan.program_of(series.index)
+    kwargs = {**program.kwargs, **{k: agent.hyperparameters[k] for k in program.swept}}
+    prediction = [p for m in metas for p in (m.get("prediction") or [])]
+    return SeriesEntry(
+        label=series.label,
+        name=agent.name,
+        agent_label=agent.label,
+        base_label=agent.base_label or agent.label,
+        entry=agent.index,
+        setting=setting.label,
+        setting_index=setting.index,
+        grid=dict(agent.grid_values),
+        env_grid=dict(setting.values),
+        hyperparameters=kwargs,
+        program=program.kind,
+        curves=curves_name,
+        finished=_now(),
+        chunks=len(metas),
+        cost=Cost.of_chunks([m["cost"] for m in metas]),
+        prediction={
+            "reward_type": evaluation.reward_type(prediction),
+            "contexts": config.run.prediction_contexts,
+            "metrics": evaluation.aggregate(prediction, CONFIDENCE),
         }
-        costs = [m["cost"] for m in metas]
-        run_s = sum(c["run_s"] for c in costs)
-        rounds = sum(c["rounds"] for c in costs)
-        prediction = [p for m in metas for p in (m.get("prediction") or [])]
-        entry: dict[str, Any] = {
-            "label": series.label,
-            "name": agent.name,
-            "agent_label": agent.label,
-            "base_label": agent.base_label or agent.label,
-            "entry": agent.index,
-            "setting": setting.label,
-            "setting_index": setting.index,
-            "grid": dict(agent.grid_values),
-            "env_grid": dict(setting.values),
-            "hyperparameters": kwargs,
-            "program": program.kind,
-            "curves": curves_name,
-            "finished": _now(),
-            "chunks": len(metas),
-            "compile_time_s": max(c["compile_s"] for c in costs),
-            "compile_time_total_s": sum(c["compile_s"] for c in costs),
-            "run_time_s": run_s,
-            "wall_time_s": sum(c["wall_s"] for c in costs),
-            "rounds_per_s": rounds / run_s if run_s > 0 else None,
-            "peak_memory_bytes": max(c["peak_memory_bytes"] for c in costs),
-            "memory_increase_bytes": max(c["memory_increase_bytes"] for c in costs),
-        }
-        if prediction:
-            entry["prediction"] = {
-                "reward_type": evaluation.reward_type(prediction),
-                "contexts": config.run.prediction_contexts,
-                "metrics": evaluation.aggregate(prediction, CONFIDENCE),
-            }
-        return entry
+        if prediction
+        else None,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -379,54 +374,48 @@ class _State:
 
 def _prepare(
     directory: Path, config: ExperimentConfig, overwrite: bool, command: str | None
-) -> dict[str, Any]:
+) -> Manifest:
     """Checks the output folder and returns the manifest to continue from."""
     if directory.exists() and not directory.is_dir():
         raise BanditConfigError(f"output {str(directory)!r} exists and is not a folder")
     digest = config.hash()
     existing = _existing_manifest(directory)
-    if existing is not None and existing.get("config_hash") == digest and not overwrite:
-        manifest = existing
+    if existing is not None and existing.config_hash == digest and not overwrite:
+        current = existing
     else:
         if not overwrite:
             _refuse_foreign(directory, existing, digest)
         _clear_results(directory)
-        manifest = {
-            "format": FORMAT,
-            "title": config.name,
-            "config_hash": digest,
-            "config": config.canonical(),
-            "created": _now(),
-            "agents": [],
-        }
-    manifest.update(
-        {
-            "title": config.name,
-            "updated": _now(),
-            "setup": _setup(config),
-            "commands": _commands(config, directory, command),
-            "machine": report.machine_info(),
-        }
+        current = Manifest(
+            config_hash=digest, config=config.canonical(), created=_now()
+        )
+    current = current.replace(
+        title=config.name,
+        updated=_now(),
+        setup=_setup(config),
+        commands=_commands(directory, command),
+        machine=report.machine_info(),
     )
     directory.mkdir(parents=True, exist_ok=True)
     text = config.text if config.text is not None else config.to_toml()
     storage.atomic_write_text(directory / CONFIG_COPY, text)
-    storage.write_manifest(directory, manifest)
-    return manifest
+    manifest.write(directory, current)
+    return current
 
 
-def _existing_manifest(directory: Path) -> dict[str, Any] | None:
-    if not (directory / storage.MANIFEST).is_file():
+def _existing_manifest(directory: Path) -> Manifest | None:
+    """The folder's manifest; None without one, an empty one if unreadable."""
+    if not manifest.exists(directory):
         return None
     try:
-        return storage.read_manifest(directory)
+        return manifest.read(directory)
     except BanditConfigError:
-        return {}
+        return Manifest()
 
 
-def _refuse_foreign(directory: Path, existing: dict | None, digest: str) -> None:
+def _refuse_foreign(directory: Path, existing: Manifest | None, digest: str) -> None:
     if existing is not None:
-        theirs = str(existing.get("config_hash", "unknown"))[:12]
+        theirs = (existing.config_hash or "unknown")[:12]
         raise BanditConfigError(
             f"output folder {str(directory)!r} holds results of a different config "
             f"(config hash {theirs}, this config {digest[:12]}); nothing was changed. "
@@ -456,7 +445,9 @@ def _clear_results(directory: Path) -> None:
                 file.unlink()
 
 
-def _kept_records(directory: Path, done: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _kept_records(
+    directory: Path, done: Mapping[str, SeriesEntry]
+) -> list[Mapping[str, Any]]:
     """Summary lines of finished series (lines of unfinished ones are dropped)."""
     path = directory / storage.SUMMARIES
     if not path.is_file() or not done:
@@ -493,10 +484,7 @@ def _setup(config: ExperimentConfig) -> dict[str, str]:
     return setup
 
 
-def _commands(
-    config: ExperimentConfig, directory: Path, command: str | None
-) -> dict[str, str]:
-    del config
+def _commands(directory: Path, command: str | None) -> dict[str, str]:
     out = shlex.quote(str(directory))
     copy = shlex.quote(str(directory / CONFIG_COPY))
     commands = {}

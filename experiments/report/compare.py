@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +29,8 @@ import scipy.stats
 
 from bandits.metrics import mean_band
 from bandits.validation import BanditConfigError
-from experiments.store import storage
+from experiments.store import manifest, storage
+from experiments.store.manifest import Manifest
 
 COMPARE_MD = "compare.md"
 COMPARE_HTML = "compare.html"
@@ -78,14 +79,14 @@ def compare_results(
     Returns:
       A `Comparison`; rows in the order of `dir_a`'s summaries.
     """
-    manifest_a = storage.read_manifest(dir_a)
-    manifest_b = storage.read_manifest(dir_b)
+    manifest_a = manifest.read(dir_a)
+    manifest_b = manifest.read(dir_b)
     finals_a = _finals(dir_a)
     finals_b = _finals(dir_b)
     paired = _same_problem(manifest_a, manifest_b)
     notes = []
-    horizon_a = _run(manifest_a).get("horizon")
-    horizon_b = _run(manifest_b).get("horizon")
+    horizon_a = manifest_a.horizon
+    horizon_b = manifest_b.horizon
     if horizon_a != horizon_b:
         notes.append(
             f"The runs have different horizons ({horizon_a} and {horizon_b}): final "
@@ -126,8 +127,8 @@ def compare_results(
             f"{', '.join(finals_a) or 'none'}; in B: {', '.join(finals_b) or 'none'}"
         )
     return Comparison(
-        str(manifest_a.get("title") or dir_a),
-        str(manifest_b.get("title") or dir_b),
+        manifest_a.title or str(dir_a),
+        manifest_b.title or str(dir_b),
         rows,
         [label for label in finals_a if label not in finals_b],
         [label for label in finals_b if label not in finals_a],
@@ -156,20 +157,12 @@ def _finals(directory: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-def _run(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
-    config = manifest.get("config")
-    return config.get("run", {}) if isinstance(config, Mapping) else {}
-
-
-def _same_problem(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def _same_problem(a: Manifest, b: Manifest) -> bool:
     """Same env, horizon, seeds and problem-instance rule (seeds see the same data)."""
-    config_a, config_b = a.get("config"), b.get("config")
-    if not isinstance(config_a, Mapping) or not isinstance(config_b, Mapping):
+    if a.env is None or b.env is None:
         return False
     keys = ("horizon", "seeds", "resample_params")
-    return config_a.get("env") == config_b.get("env") and all(
-        _run(a).get(k) == _run(b).get(k) for k in keys
-    )
+    return a.env == b.env and all(a.run.get(k) == b.run.get(k) for k in keys)
 
 
 def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -21,13 +21,14 @@ regret (rank 1 = lowest) within each env setting. Every string that comes from
 a config or a results file is escaped before it goes into HTML or Markdown, and
 the HTML has no scripts and loads nothing from outside.
 
-Manifest keys used (all optional): `title`, `setup` (a mapping of display rows),
-`commands` (a mapping of purpose to shell command), `machine` (a mapping),
-`agents` (a list of series entries with `label`, giving the display order, and
-for sweeps `entry`, `base_label`, `grid`, `setting`, `setting_index`,
-`env_grid`, `agent_label`, `program`). Summary records (`kind = "agent"`) give
-the table values, compute cost (`compile_time_s`, `run_time_s`, `rounds_per_s`,
-`peak_memory_bytes`, `memory_increase_bytes`, `chunks`) and `prediction`.
+The manifest is read as the typed `experiments.store.manifest.Manifest` (every
+field optional): `title`, `setup` (display rows), `commands` (purpose -> shell
+command), `machine`, and `agents`, the series entries giving the display order
+and, for sweeps, their `entry`, `base_label`, `grid`, `setting`,
+`setting_index`, `env_grid`, `agent_label` and `program`. Summary records
+(`kind = "agent"`) give the table values, compute cost (`compile_time_s`,
+`run_time_s`, `rounds_per_s`, `peak_memory_bytes`, `memory_increase_bytes`,
+`chunks`) and `prediction`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from experiments.report import plots
+from experiments.store import manifest as manifest_file
 from experiments.store import storage
+from experiments.store.manifest import Manifest, SeriesEntry
 
 REGRET_PNG = "regret.png"
 LOGLOG_PNG = "regret_loglog.png"
@@ -113,17 +116,13 @@ def render(directory: str | Path) -> ReportFiles:
       The paths of `report.html`, `report.md` and the PNG files.
     """
     directory = Path(directory)
-    manifest = storage.read_manifest(directory)
+    manifest = manifest_file.read(directory)
     curves_dir = directory / storage.CURVES_DIR
     curves = storage.read_curves(curves_dir) if curves_dir.is_dir() else {}
     summaries_path = directory / storage.SUMMARIES
     records = storage.read_summaries(summaries_path) if summaries_path.is_file() else []
     aggregates = {r["agent"]: r for r in records if r.get("kind") == "agent"}
-    entries = {
-        str(e["label"]): e
-        for e in manifest.get("agents", [])
-        if isinstance(e, Mapping) and "label" in e
-    }
+    entries = {e.label: e for e in manifest.agents}
     order = list(dict.fromkeys([*entries, *aggregates, *curves]))
     curves = {label: curves[label] for label in order if label in curves}
     colour = plots.colours(order)
@@ -154,7 +153,7 @@ def render(directory: str | Path) -> ReportFiles:
     tables = [_regret_table(order, aggregates, entries)]
     tables += [t for t in (_cost_table(order, aggregates, entries),) if t.rows]
     tables += [t for t in (_prediction_table(order, aggregates),) if t.rows]
-    title = str(manifest.get("title") or "Bandit experiment")
+    title = manifest.title or "Bandit experiment"
     md = _markdown(title, manifest, tables, figures)
     page = _html(title, manifest, tables, figures, colour)
     markdown = storage.atomic_write_text(directory / REPORT_MD, md)
@@ -194,7 +193,8 @@ def _ranked(order: Sequence[str], aggregates, entries) -> list[tuple[int | None,
         if mean is None:
             missing.append(label)
             continue
-        setting = entries.get(label, {}).get("setting_index", 0)
+        entry = entries.get(label)
+        setting = entry.setting_index if entry else 0
         by_setting.setdefault(setting, []).append((mean, label))
     out: list[tuple[int | None, str]] = []
     for rows in by_setting.values():
@@ -208,7 +208,7 @@ def _ranked(order: Sequence[str], aggregates, entries) -> list[tuple[int | None,
 
 
 def _regret_table(order, aggregates, entries) -> _Table:
-    settings = {e.get("setting") for e in entries.values() if e.get("setting")}
+    settings = {e.setting for e in entries.values() if e.setting}
     note = (
         "Mean over seeds with a two-sided 95% Student-t interval; rank 1 has the "
         "lowest mean regret"
@@ -263,7 +263,7 @@ def _cost_table(order, aggregates, entries) -> _Table:
         rows.append(
             [
                 label,
-                str(r.get("program") or entries.get(label, {}).get("program") or "–"),
+                str(r.get("program") or _program(entries.get(label)) or "–"),
                 str(r["chunks"]) if isinstance(r.get("chunks"), int) else "–",
                 _fmt(r.get("compile_time_s"), 3),
                 _fmt(r.get("run_time_s"), 3),
@@ -327,35 +327,34 @@ def _prediction_table(order, aggregates) -> _Table:
 # Sensitivity (final regret vs swept values)
 
 
-def _sensitivity(entries: Mapping[str, Mapping[str, Any]], aggregates):
+def _program(entry: SeriesEntry | None) -> str | None:
+    return entry.program if entry else None
+
+
+def _sensitivity(entries: Mapping[str, SeriesEntry], aggregates):
     """(file, title, key, lines) for every swept agent hyperparameter and env
     parameter with at least two values in some family."""
     out = []
     for kind, field in (("agent", "grid"), ("env", "env_grid")):
         keys = list(
-            dict.fromkeys(
-                k
-                for e in entries.values()
-                if isinstance(e.get(field), Mapping)
-                for k in e[field]
-            )
+            dict.fromkeys(k for e in entries.values() for k in getattr(e, field))
         )
         for key in keys:
             families: dict[tuple, dict[str, Any]] = {}
             for label, e in entries.items():
-                values = e.get(field)
+                values = getattr(e, field)
                 r = aggregates.get(label)
-                if not isinstance(values, Mapping) or key not in values or not r:
+                if key not in values or not r:
                     continue
                 others = {k: v for k, v in values.items() if k != key}
-                setting = str(e.get("setting") or "")
+                setting = e.setting
                 family: tuple[Any, ...]
                 if kind == "agent":
-                    name = str(e.get("base_label", label))
-                    family = (e.get("entry"), setting, repr(others))
+                    name = e.base_label or label
+                    family = (e.entry, setting, repr(others))
                     context = [setting] if setting else []
                 else:
-                    name = str(e.get("agent_label", label))
+                    name = e.agent_label or label
                     family = (name, repr(others))
                     context = []
                 extra = " ".join(f"{k}={v}" for k, v in others.items())
@@ -407,10 +406,8 @@ def _md(text: Any) -> str:
     return re.sub(r"([\\`*_\[\]|#])", r"\\\1", escaped).replace("\n", " ")
 
 
-def _items(manifest: Mapping[str, Any], key: str) -> list[tuple[str, str]]:
-    value = manifest.get(key)
-    if not isinstance(value, Mapping):
-        return []
+def _items(manifest: Manifest, key: str) -> list[tuple[str, str]]:
+    value = getattr(manifest, key)
     return [(str(k), _text(v)) for k, v in value.items()]
 
 
@@ -433,7 +430,7 @@ _MACHINE_LABELS = {
 }
 
 
-def _machine(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _machine(manifest: Manifest) -> list[tuple[str, str]]:
     """The machine the results were computed on (this one if not recorded)."""
     items = _items(manifest, "machine")
     items = items or [(k, _text(v)) for k, v in machine_info().items()]
@@ -462,7 +459,7 @@ def _md_table(table: _Table) -> list[str]:
 
 def _markdown(
     title: str,
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     tables: list[_Table],
     figures: list[_Plot],
 ) -> str:
@@ -485,7 +482,7 @@ def _markdown(
     return "\n".join(lines)
 
 
-def _md_commands(manifest: Mapping[str, Any]) -> list[str]:
+def _md_commands(manifest: Manifest) -> list[str]:
     commands = _items(manifest, "commands")
     if not commands:
         return []
@@ -543,7 +540,7 @@ def _html_table(table: _Table, colour: Mapping[str, Any]) -> list[str]:
 
 def _html(
     title: str,
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     tables: list[_Table],
     figures: list[_Plot],
     colour: Mapping[str, Any],

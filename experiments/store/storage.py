@@ -339,15 +339,57 @@ def read_chunk(path: str | Path) -> tuple[Curves, dict[str, Any]]:
     """Reads a chunk file: its curves and its metadata (see `write_curves`)."""
     path = Path(path)
     table = pq.read_table(path)
-    raw = (table.schema.metadata or {}).get(CHUNK_META_KEY)
+    meta = _chunk_meta(path, table.schema.metadata)
+    columns = {n: table.column(n).to_numpy() for n in CURVE_SCHEMA.names[1:]}
+    return _curves_from_columns(columns, where=str(path)), meta
+
+
+def read_chunk_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a chunk file, from its schema only (no data is read)."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise BanditConfigError(f"{path} is not a readable chunk file: {err}") from None
+    return _chunk_meta(Path(path), schema.metadata)
+
+
+def _chunk_meta(path: Path, metadata: Mapping[bytes, bytes] | None) -> dict[str, Any]:
+    raw = (metadata or {}).get(CHUNK_META_KEY)
     if raw is None:
         raise BanditConfigError(f"{path} holds no chunk metadata")
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BanditConfigError(f"{path}: unreadable chunk metadata: {err}") from None
-    columns = {n: table.column(n).to_numpy() for n in CURVE_SCHEMA.names[1:]}
-    return _curves_from_columns(columns, where=str(path)), meta
+    if not isinstance(meta, dict):
+        raise BanditConfigError(f"{path}: chunk metadata is not a JSON object")
+    return meta
+
+
+def chunk_matches(path: str | Path, config_hash: str) -> bool:
+    """Whether a stored chunk file is readable and was computed for `config_hash`."""
+    try:
+        return read_chunk_meta(path).get("config_hash") == config_hash
+    except BanditConfigError:
+        return False
+
+
+def remove_temporary_files(folders: Iterable[Path]) -> None:
+    """Removes the temporary files a killed atomic write leaves (`.*.tmp`)."""
+    for folder in folders:
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def ordered_records(
+    records: Iterable[Mapping[str, Any]], order: Mapping[str, int]
+) -> list[Mapping[str, Any]]:
+    """Summary records by series (in `order`), each series' seed lines first."""
+    return sorted(
+        records,
+        key=lambda r: (order.get(r.get("agent"), len(order)), r["kind"] != "seed"),
+    )
 
 
 def chunk_file_name(series: int, chunk: int) -> str:

@@ -418,12 +418,16 @@ def test_agent_grid_over_a_missing_hyperparameter_is_refused():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("chunk_size", 0, "run.chunk_size must be > 0"),
+        ("chunk_size", 0, "run.chunk_size must be a positive integer, got 0"),
         ("chunk_size", "big", 'run.chunk_size must be a positive integer or "auto"'),
         ("chunk_size", 2.0, 'run.chunk_size must be a positive integer or "auto"'),
         ("curve_spacing", "linear", "run.curve_spacing must be one of"),
         ("prediction_seeds", -1, "run.prediction_seeds must be an integer >= 0"),
-        ("prediction_contexts", 0, "run.prediction_contexts must be > 0"),
+        (
+            "prediction_contexts",
+            0,
+            "run.prediction_contexts must be a positive integer, got 0",
+        ),
     ],
 )
 def test_run_options_are_checked(key, value, message):

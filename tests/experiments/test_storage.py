@@ -238,3 +238,18 @@ def test_summaries_from_curves_match_summaries_from_trajectories():
             assert a[key] == (
                 b[key] if isinstance(a[key], str) else pytest.approx(b[key], rel=1e-6)
             ), key
+
+
+def test_a_chunk_matches_only_its_own_config_hash(tmp_path):
+    """The hash is compared as the metadata's `config_hash` value: a chunk whose
+    other fields happen to hold the digest (as text) does not match."""
+    curves = storage.curves_from_trajectory(fake_trajectory(2, 10), [0, 1])
+    path = tmp_path / "c.parquet"
+    storage.write_curves(path, "a", curves, {"config_hash": "abc", "task": "def"})
+    assert storage.chunk_matches(path, "abc")
+    assert not storage.chunk_matches(path, "def")
+    assert not storage.chunk_matches(path, "ab")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    assert not storage.chunk_matches(tmp_path / "broken.parquet", "abc")
+    with pytest.raises(BanditConfigError, match="not a readable chunk file"):
+        storage.read_chunk_meta(tmp_path / "broken.parquet")

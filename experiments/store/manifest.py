@@ -1,0 +1,226 @@
+"""The typed manifest of a results folder (`manifest.json`).
+
+One definition shared by the writer (the runner) and the readers (the report,
+`bandits compare`): a field renamed here is renamed for all of them, and a
+reader sees typed attributes, not keys it has to know.
+
+    Manifest                      what ran, on what, with which config
+      .agents: SeriesEntry, ...   one per finished series (agent x env setting)
+      .last_run                   what the latest `bandits run` computed
+
+Folders written by earlier versions, or by hand, read with defaults for the
+fields they lack; a manifest that is not a JSON object is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.store import storage
+
+FORMAT = "bandits-results/2"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Compute cost of one series, summed or maxed over its chunks."""
+
+    compile_time_s: float | None = None
+    """Longest compile of one chunk (the first chunk of a program compiles)."""
+    compile_time_total_s: float | None = None
+    run_time_s: float | None = None
+    wall_time_s: float | None = None
+    rounds_per_s: float | None = None
+    peak_memory_bytes: int | None = None
+    memory_increase_bytes: int | None = None
+
+    @classmethod
+    def of_chunks(cls, costs: Sequence[Mapping[str, Any]]) -> Cost:
+        """The series' cost from the per-chunk costs the tasks report."""
+        run_s = sum(c["run_s"] for c in costs)
+        rounds = sum(c["rounds"] for c in costs)
+        return cls(
+            compile_time_s=max(c["compile_s"] for c in costs),
+            compile_time_total_s=sum(c["compile_s"] for c in costs),
+            run_time_s=run_s,
+            wall_time_s=sum(c["wall_s"] for c in costs),
+            rounds_per_s=rounds / run_s if run_s > 0 else None,
+            peak_memory_bytes=max(c["peak_memory_bytes"] for c in costs),
+            memory_increase_bytes=max(c["memory_increase_bytes"] for c in costs),
+        )
+
+
+COST_FIELDS = tuple(f.name for f in dataclasses.fields(Cost))
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesEntry:
+    """One finished series: an agent (a grid point of it) on one env setting."""
+
+    label: str
+    """Unique series label (agent label, plus the env setting in an env grid)."""
+    name: str = ""
+    """Registry name of the agent."""
+    agent_label: str = ""
+    """The agent's label (without the env setting)."""
+    base_label: str = ""
+    """The label of its `[[agents]]` table (without grid values)."""
+    entry: int | None = None
+    """Index of its `[[agents]]` table."""
+    setting: str = ""
+    """Env setting label ("" without an env grid)."""
+    setting_index: int = 0
+    grid: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Agent grid values of this series."""
+    env_grid: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Env grid values of this series."""
+    hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Every argument the agent was built with."""
+    program: str = "run"
+    """"run", or "sweep xG" for a traced sweep."""
+    curves: str = ""
+    """The merged curve file, relative to the folder."""
+    finished: str = ""
+    chunks: int = 0
+    cost: Cost = Cost()
+    prediction: Mapping[str, Any] | None = None
+    """Reward-model metrics (`reward_type`, `contexts`, `metrics`), if evaluated."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "cost":
+                out.update(dataclasses.asdict(value))
+            elif field.name == "prediction":
+                if value is not None:
+                    out["prediction"] = dict(value)
+            else:
+                out[field.name] = dict(value) if isinstance(value, Mapping) else value
+        return out
+
+    def summary_fields(self) -> dict[str, Any]:
+        """What the series' summary line in `summaries.jsonl` repeats."""
+        return {k: v for k, v in self.to_json().items() if k not in ("label", "curves")}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> SeriesEntry | None:
+        """The entry, or None for an item that is not one (no label)."""
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("label"), str):
+            return None
+        known = {f.name for f in dataclasses.fields(cls)} - {"cost"}
+        kwargs = {k: raw[k] for k in known if k in raw}
+        kwargs["cost"] = Cost(**{k: raw[k] for k in COST_FIELDS if k in raw})
+        for key in ("grid", "env_grid", "hyperparameters"):
+            if not isinstance(kwargs.get(key, {}), Mapping):
+                kwargs[key] = {}
+        return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """`manifest.json`: the config, the finished series and how they were run."""
+
+    config_hash: str = ""
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The canonical config (`ExperimentConfig.canonical()`)."""
+    title: str = ""
+    format: str = FORMAT
+    created: str = ""
+    updated: str = ""
+    agents: tuple[SeriesEntry, ...] = ()
+    setup: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """The report's setup lines (environment, horizon, seeds, agents)."""
+    commands: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Commands that reproduce the folder, by what they do."""
+    machine: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    last_run: Mapping[str, Any] | None = None
+
+    @property
+    def run(self) -> Mapping[str, Any]:
+        """The config's `[run]` table ({} if unknown)."""
+        run = self.config.get("run")
+        return run if isinstance(run, Mapping) else {}
+
+    @property
+    def env(self) -> Mapping[str, Any] | None:
+        env = self.config.get("env")
+        return env if isinstance(env, Mapping) else None
+
+    @property
+    def horizon(self) -> int | None:
+        return self.run.get("horizon")
+
+    def entry(self, label: str) -> SeriesEntry | None:
+        return next((e for e in self.agents if e.label == label), None)
+
+    def replace(self, **changes: Any) -> Manifest:
+        return dataclasses.replace(self, **changes)
+
+    def with_entries(
+        self, entries: Iterable[SeriesEntry], order: Mapping[str, int]
+    ) -> Manifest:
+        """The manifest listing `entries`, in the plan's series order."""
+        ordered = sorted(entries, key=lambda e: order.get(e.label, len(order)))
+        return dataclasses.replace(self, agents=tuple(ordered))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "format": self.format,
+            "title": self.title,
+            "config_hash": self.config_hash,
+            "config": dict(self.config),
+            "created": self.created,
+            "agents": [e.to_json() for e in self.agents],
+            "updated": self.updated,
+            "setup": dict(self.setup),
+            "commands": dict(self.commands),
+            "machine": dict(self.machine),
+        }
+        if self.last_run is not None:
+            out["last_run"] = dict(self.last_run)
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Manifest:
+        def table(key: str) -> dict[str, Any]:
+            value = raw.get(key)
+            return dict(value) if isinstance(value, Mapping) else {}
+
+        agents = raw.get("agents")
+        entries = [SeriesEntry.from_json(e) for e in agents or []]
+        last_run = raw.get("last_run")
+        return cls(
+            config_hash=str(raw.get("config_hash") or ""),
+            config=table("config"),
+            title=str(raw.get("title") or ""),
+            format=str(raw.get("format") or FORMAT),
+            created=str(raw.get("created") or ""),
+            updated=str(raw.get("updated") or ""),
+            agents=tuple(e for e in entries if e is not None),
+            setup=table("setup"),
+            commands=table("commands"),
+            machine=table("machine"),
+            last_run=last_run if isinstance(last_run, Mapping) else None,
+        )
+
+
+def read(directory: str | Path) -> Manifest:
+    """The manifest of a results folder.
+
+    Raises:
+      BanditConfigError: no manifest, or not a readable JSON object.
+    """
+    return Manifest.from_json(storage.read_manifest(directory))
+
+
+def write(directory: str | Path, manifest: Manifest) -> Path:
+    """Writes `manifest.json` into a results folder, atomically."""
+    return storage.write_manifest(directory, manifest.to_json())
+
+
+def exists(directory: str | Path) -> bool:
+    return (Path(directory) / storage.MANIFEST).is_file()
