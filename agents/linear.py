@@ -1,18 +1,29 @@
-"""Linear bandits: LinUCB, linear Thompson sampling, greedy and epsilon-greedy.
+"""Linear bandits: one ridge core composed with four exploration rules.
 
-Every agent here is one ridge-regression core (`agents.ridge`) with its own
-scoring rule. Per parameter block m the core keeps
+Every agent here is the ridge-regression core of `agents.ridge` plus a rule from
+`agents.exploration`; only the rule differs:
+
+    linucb          UCB(alpha)           argmax_k mu_k + alpha sigma_k
+    lin_greedy      Greedy()             argmax_k mu_k
+    lints           Thompson(v)          argmax_k of one posterior draw
+    epsilon_greedy  EpsilonGreedy(eps)   uniform w.p. eps, else greedy
+
+Per parameter block m the core keeps
 
     A_m = lambda I + sum_t x_t x_t^T,  b_m = sum_t r_t x_t,  theta_hat_m = A_m^{-1} b_m
 
 in O(f^2) per round, exact in float32 over long runs (a square root of A_m^{-1}
 updated by Potter's formula and re-factorised from compensated sums every
-`refactor_every` rounds; see `agents.ridge` and docs/numerics.md).
+`refactor_every` rounds; see `agents.ridge` and docs/numerics.md), and hands the
+rule its belief about the arms (`agents.ridge.ridge_belief`): the estimate
+mu_k = x_k^T theta_hat and the width sigma_k = sqrt(x_k^T A^{-1} x_k).
 
 Two feature forms (`features=`):
-  * "context" (disjoint): one block per arm, x = obs.context (d features);
+  * "context" (disjoint): one block per arm, x = obs.context (d features); the
+    belief is independent per-arm Gaussians (`GaussianScores`);
   * "arms" (shared): one block for all arms, x_k = obs.arms[k] (p features), the
-    "action-dependent features" form of Vowpal Wabbit and TF-Agents per-arm agents.
+    "action-dependent features" form of Vowpal Wabbit and TF-Agents per-arm
+    agents; the belief is a Gaussian over the shared theta (`GaussianWeights`).
 """
 
 from __future__ import annotations
@@ -20,7 +31,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from agents.exploration import masked_argmax
+from agents.exploration import (
+    UCB,
+    EpsilonGreedy,
+    Exploration,
+    Greedy,
+    Thompson,
+)
 from agents.registry import register
 from agents.ridge import (
     REFACTOR_EVERY,
@@ -28,12 +45,14 @@ from agents.ridge import (
     block_and_features,
     mean_and_width,
     ridge_add,
+    ridge_belief,
     ridge_init,
 )
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, choice, positive_int, real
 
 FEATURE_FORMS = ("context", "arms")
+DTYPES = ("float32", "float64")
 
 
 def _check_common(
@@ -54,21 +73,18 @@ def _check_common(
 
 def _ridge_agent(
     name: str,
+    rule: Exploration,
     num_arms: int,
     dim: int,
     regularization,
     features: str,
     dtype: str,
     refactor_every: int,
-    act,
-    action_probs=None,
 ) -> Agent:
-    """An `Agent` from a scoring rule on the shared ridge core.
+    """An `Agent` from the shared ridge core and an exploration rule.
 
-    `act(key, state, obs)` and `action_probs(key, state, obs)` see the
-    `RidgeState`; init, update and predict are the core's. Without
-    `action_probs` the policy is deterministic given its state: all mass on the
-    arm `act` plays.
+    init, update and predict are the core's; `act` and `action_probs` hand the
+    rule the core's belief about the observation's arms (`ridge_belief`).
     """
     num_arms, dim, refactor_every = _check_common(
         num_arms, dim, regularization, features, refactor_every
@@ -80,6 +96,12 @@ def _ridge_agent(
         del key
         return ridge_init(blocks, dim, regularization, jdtype)
 
+    def act(key, state, obs):
+        return rule.sample(key, ridge_belief(state, obs, features), obs.mask)
+
+    def action_probs(key, state, obs):
+        return rule.probs(key, ridge_belief(state, obs, features), obs.mask)
+
     def update(key, state, obs, action, reward):
         del key
         block, x = block_and_features(obs, action, features, jdtype)
@@ -87,11 +109,6 @@ def _ridge_agent(
 
     def predict(state: RidgeState, obs: Observation) -> jax.Array:
         return mean_and_width(state, obs, features)[0]
-
-    if action_probs is None:
-
-        def action_probs(key, state, obs):
-            return jax.nn.one_hot(act(key, state, obs), num_arms)
 
     return Agent(init, act, update, action_probs, name=name, predict=predict)
 
@@ -107,6 +124,9 @@ def linucb(
     refactor_every: int = REFACTOR_EVERY,
 ) -> Agent:
     """LinUCB: play argmax_k x_k^T theta_hat + alpha sqrt(x_k^T A^{-1} x_k).
+
+    The ridge core with the `UCB(alpha)` rule; `action_probs` is the one-hot of
+    the (deterministic) action.
 
     Args:
       num_arms: number of arms K.
@@ -127,16 +147,10 @@ def linucb(
       >>> agent = linucb(num_arms=10, dim=20, alpha=1.0)
     """
     real("alpha", alpha, low=0.0)
-
-    def act(key, state, obs):
-        del key
-        mean, width = mean_and_width(state, obs, features)
-        return masked_argmax(mean + alpha * width, obs.mask)
-
-    # Deterministic given its state: `action_probs` puts all mass on the UCB arm.
     return _ridge_agent(
-        "linucb", num_arms, dim, regularization, features, dtype, refactor_every, act
-    )
+        "linucb", UCB(alpha), num_arms, dim, regularization, features, dtype,
+        refactor_every,
+    )  # fmt: skip
 
 
 @register("lin_greedy")
@@ -150,18 +164,13 @@ def lin_greedy(
 ) -> Agent:
     """Greedy ridge regression: argmax_k x_k^T theta_hat, no exploration bonus.
 
-    The baseline that exploration must beat; it can lock onto a wrong arm.
-    Arguments as for `linucb`.
+    The baseline that exploration must beat; it can lock onto a wrong arm. The
+    ridge core with the `Greedy()` rule. Arguments as for `linucb`.
     """
-
-    def act(key, state, obs):
-        del key
-        return masked_argmax(mean_and_width(state, obs, features)[0], obs.mask)
-
-    name = "lin_greedy"
     return _ridge_agent(
-        name, num_arms, dim, regularization, features, dtype, refactor_every, act
-    )
+        "lin_greedy", Greedy(), num_arms, dim, regularization, features, dtype,
+        refactor_every,
+    )  # fmt: skip
 
 
 @register("lints")
@@ -177,9 +186,10 @@ def lints(
 ) -> Agent:
     """Linear Thompson sampling: theta_tilde ~ N(theta_hat, v^2 A^{-1}), play the best.
 
-    For "context" (disjoint) features each arm's parameters are independent, so the
-    sampled score x^T theta_tilde_k ~ N(x^T theta_hat_k, v^2 x^T A_k^{-1} x) is drawn
-    directly in O(K d^2). For "arms" the shared theta_tilde = theta_hat + v R^T z,
+    The ridge core with the `Thompson(v)` rule. For "context" (disjoint) features
+    each arm's parameters are independent, so the sampled score
+    x^T theta_tilde_k ~ N(x^T theta_hat_k, v^2 x^T A_k^{-1} x) is drawn directly
+    in O(K d^2). For "arms" the shared theta_tilde = theta_hat + v R^T z,
     z ~ N(0, I), is drawn through the root R (R^T R = A^{-1}) the ridge core
     keeps, in O(p^2).
 
@@ -202,36 +212,9 @@ def lints(
     """
     real("v", v, low=0.0)
     propensity_samples = positive_int("propensity_samples", propensity_samples)
-
-    def sample_scores(key, state, obs):
-        dtype = state.b.dtype
-        if features == "context":
-            mean, width = mean_and_width(state, obs, features)
-            z = jax.random.normal(key, (num_arms,), dtype)
-            return mean + v * width * z
-        z = jax.random.normal(key, state.theta_hat.shape[-1:], dtype)
-        theta = state.theta_hat[0] + v * (state.root[0].T @ z)
-        return obs.arms.astype(dtype) @ theta
-
-    def act(key, state, obs):
-        return masked_argmax(sample_scores(key, state, obs), obs.mask)
-
-    def action_probs(key, state, obs):
-        keys = jax.random.split(key, propensity_samples)
-        actions = jax.vmap(act, in_axes=(0, None, None))(keys, state, obs)
-        counts = jnp.zeros((num_arms,), jnp.float32).at[actions].add(1.0)
-        return counts / propensity_samples
-
+    rule = Thompson(v, propensity_samples, dtype=dtype)  # draws in the core's dtype
     return _ridge_agent(
-        "lints",
-        num_arms,
-        dim,
-        regularization,
-        features,
-        dtype,
-        refactor_every,
-        act,
-        action_probs,
+        "lints", rule, num_arms, dim, regularization, features, dtype, refactor_every
     )
 
 
@@ -248,42 +231,22 @@ def epsilon_greedy(
     """Epsilon-greedy on a ridge reward model, with exact action probabilities.
 
     With probability epsilon play uniformly among allowed arms, otherwise the greedy
-    arm, so pi(k | x) = epsilon / |allowed| + (1 - epsilon) 1[k = greedy].
-    Other arguments as for `linucb`.
+    arm, so pi(k | x) = epsilon / |allowed| + (1 - epsilon) 1[k = greedy]: the
+    ridge core with the `EpsilonGreedy(epsilon)` rule. Other arguments as for
+    `linucb`.
 
     References:
       Sutton & Barto (2018), "Reinforcement Learning: An Introduction", 2.2.
     """
     real("epsilon", epsilon, low=0.0, high=1.0)
-
-    def action_probs(key, state, obs):
-        del key
-        mean, _ = mean_and_width(state, obs, features)
-        greedy = jax.nn.one_hot(masked_argmax(mean, obs.mask), num_arms)
-        allowed = obs.mask.astype(greedy.dtype)
-        uniform = allowed / jnp.sum(allowed)
-        return epsilon * uniform + (1.0 - epsilon) * greedy
-
-    def act(key, state, obs):
-        key_probs, key_choice = jax.random.split(key)
-        probs = action_probs(key_probs, state, obs)
-        return jax.random.choice(key_choice, num_arms, p=probs).astype(jnp.int32)
-
     return _ridge_agent(
-        "epsilon_greedy",
-        num_arms,
-        dim,
-        regularization,
-        features,
-        dtype,
-        refactor_every,
-        act,
-        action_probs,
-    )
+        "epsilon_greedy", EpsilonGreedy(epsilon), num_arms, dim, regularization,
+        features, dtype, refactor_every,
+    )  # fmt: skip
 
 
 def _dtype(name: str):
-    choice("dtype", name, ("float32", "float64"))
+    choice("dtype", name, DTYPES)
     if name == "float64" and not jax.config.jax_enable_x64:
         raise BanditConfigError(
             "dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 or use "

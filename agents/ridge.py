@@ -16,6 +16,11 @@ The state keeps
     numerically dependent columns, a triangular inverse and a solve), which
     resets any accumulated rounding.
 
+`ridge_belief` turns the statistics into what an exploration rule of
+`agents.exploration` acts on: per-arm `GaussianScores` (one block per arm) or
+`GaussianWeights` over the shared block; the agents of `agents.linear` are this
+core composed with such a rule.
+
 The counter does not depend on the data, so under `vmap` over seeds it stays one
 unbatched scalar and the periodic re-factorisation is a real branch, not a
 per-step `select`: it costs M f^3 every `refactor_every` rounds.
@@ -36,6 +41,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from agents.exploration import GaussianScores, GaussianWeights
 from bandits.linalg import compensated_add, inverse_factor, potter_update
 from bandits.types import Observation
 
@@ -129,24 +135,31 @@ def ridge_add(
     return jax.lax.fori_loop(0, trips, lambda _, s: ridge_refactor(s), state)
 
 
-def mean_and_width(
+def ridge_belief(
     state: RidgeState, obs: Observation, features: str
-) -> tuple[jax.Array, jax.Array]:
-    """Per-arm ridge estimate x_k^T theta_hat and width sqrt(x_k^T A^{-1} x_k), (K,).
+) -> GaussianScores | GaussianWeights:
+    """What the ridge statistics say about the arms of `obs`, for an exploration rule.
 
-    For "context" arm k scores the shared context x with its own block k; for
-    "arms" every arm's features x_k go through the one shared block.
+    For "context" arm k scores the shared context x with its own block k:
+    independent `GaussianScores` with mean x^T theta_hat_k and width
+    sqrt(x^T A_k^{-1} x). For "arms" every arm's features x_k go through the one
+    shared block: `GaussianWeights` over theta ~ N(theta_hat, A^{-1}) with root R.
     """
     dtype = state.b.dtype
     if features == "context":
         x = obs.context.astype(dtype)
         mean = state.theta_hat @ x
         root = state.root @ x  # (K, f): R_k x
-    else:
-        X = obs.arms.astype(dtype)
-        mean = X @ state.theta_hat[0]
-        root = X @ state.root[0].T  # (K, f): rows R x_k
-    return mean, jnp.sqrt(jnp.sum(root * root, axis=-1))
+        return GaussianScores(mean, jnp.sqrt(jnp.sum(root * root, axis=-1)))
+    X = obs.arms.astype(dtype)
+    return GaussianWeights(X, state.theta_hat[0], state.root[0])
+
+
+def mean_and_width(
+    state: RidgeState, obs: Observation, features: str
+) -> tuple[jax.Array, jax.Array]:
+    """Per-arm ridge estimate x_k^T theta_hat and width sqrt(x_k^T A^{-1} x_k), (K,)."""
+    return ridge_belief(state, obs, features).marginals()
 
 
 def block_and_features(
