@@ -38,8 +38,47 @@ class ContextState:
     context: jax.Array  # (d,)  the context the agent is about to act on
 
 
+class _IndependentRounds(BanditEnv):
+    """An env whose rounds are independent draws: a fresh state every step, the
+    reward a linear score (`_logits`) through the reward model's link.
+
+    Subclasses give `_sample_state(key)`, `_observe(state)` and
+    `_logits(state, params)`, and the fields `reward` and `noise_std`.
+    """
+
+    reward: str
+    noise_std: float
+
+    def reset(self, key, params):
+        del params
+        state = self._sample_state(key)
+        return self._observe(state), state
+
+    def step(self, key, state, action, params):
+        key_reward, key_next = jax.random.split(key)
+        expected = self.expected_rewards(state, params)
+        reward = _sample_reward(
+            key_reward, self.reward, expected[action], self.noise_std
+        )
+        next_state = self._sample_state(key_next)
+        return self._observe(next_state), next_state, Feedback(reward, expected)
+
+    def expected_rewards(self, state, params):
+        logits = self._logits(state, params)
+        return jax.nn.sigmoid(logits) if self.reward == "bernoulli" else logits
+
+    def _sample_state(self, key):
+        raise NotImplementedError
+
+    def _observe(self, state) -> Observation:
+        raise NotImplementedError
+
+    def _logits(self, state, params) -> jax.Array:
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True)
-class LinearEnv(BanditEnv):
+class LinearEnv(_IndependentRounds):
     """Disjoint linear bandit over a shared context (see module docstring)."""
 
     arms_count: int = 10
@@ -64,23 +103,8 @@ class LinearEnv(BanditEnv):
         theta = jax.random.normal(key, (self.arms_count, self.dim))
         return LinearParams(theta=theta * (self.scale / jnp.sqrt(self.dim)))
 
-    def reset(self, key, params):
-        del params
-        state = ContextState(context=self._sample_context(key))
-        return self._observe(state), state
-
-    def step(self, key, state, action, params):
-        key_reward, key_context = jax.random.split(key)
-        expected = self.expected_rewards(state, params)
-        reward = _sample_reward(
-            key_reward, self.reward, expected[action], self.noise_std
-        )
-        next_state = ContextState(context=self._sample_context(key_context))
-        return self._observe(next_state), next_state, Feedback(reward, expected)
-
-    def expected_rewards(self, state, params):
-        logits = params.theta @ state.context
-        return jax.nn.sigmoid(logits) if self.reward == "bernoulli" else logits
+    def _logits(self, state, params):
+        return params.theta @ state.context
 
     def observation_spec(self):
         return {
@@ -89,8 +113,10 @@ class LinearEnv(BanditEnv):
             "mask": ArraySpec((self.arms_count,), jnp.bool_, 0, 1),
         }
 
-    def _sample_context(self, key):
-        return jax.random.uniform(key, (self.dim,), minval=-1.0, maxval=1.0)
+    def _sample_state(self, key):
+        return ContextState(
+            context=jax.random.uniform(key, (self.dim,), minval=-1.0, maxval=1.0)
+        )
 
     def _observe(self, state):
         return Observation(
@@ -113,7 +139,7 @@ class ArmFeatureState:
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearArmFeaturesEnv(BanditEnv):
+class LinearArmFeaturesEnv(_IndependentRounds):
     """Shared-parameter linear bandit over per-arm features (ADF form)."""
 
     arms_count: int = 50
@@ -145,23 +171,8 @@ class LinearArmFeaturesEnv(BanditEnv):
             * (self.scale / jnp.sqrt(self.context_dim)),
         )
 
-    def reset(self, key, params):
-        del params
-        state = self._sample_state(key)
-        return self._observe(state), state
-
-    def step(self, key, state, action, params):
-        key_reward, key_next = jax.random.split(key)
-        expected = self.expected_rewards(state, params)
-        reward = _sample_reward(
-            key_reward, self.reward, expected[action], self.noise_std
-        )
-        next_state = self._sample_state(key_next)
-        return self._observe(next_state), next_state, Feedback(reward, expected)
-
-    def expected_rewards(self, state, params):
-        logits = state.arms @ params.theta + state.context @ params.theta_context
-        return jax.nn.sigmoid(logits) if self.reward == "bernoulli" else logits
+    def _logits(self, state, params):
+        return state.arms @ params.theta + state.context @ params.theta_context
 
     def observation_spec(self):
         return {

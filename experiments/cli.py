@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_run(sub)
+    _add_report_and_compare(sub)
+    _add_bench_and_list(sub)
+    return parser
+
+
+def _add_run(sub) -> None:
     run = sub.add_parser(
         "run",
         help="run a TOML config and write results and a report",
@@ -112,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+
+def _add_report_and_compare(sub) -> None:
     report = sub.add_parser(
         "report",
         help="re-render the report of a results folder",
@@ -136,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(handler=_compare)
 
+
+def _add_bench_and_list(sub) -> None:
     bench = sub.add_parser(
         "bench",
         help="run the pytest benchmarks (as `make bench`); compare with the last run",
@@ -165,7 +176,6 @@ def _parser() -> argparse.ArgumentParser:
         "defaults.",
     )
     list_.set_defaults(handler=_list)
-    return parser
 
 
 def _run(args: argparse.Namespace) -> int:

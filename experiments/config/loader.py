@@ -117,12 +117,17 @@ PACKAGED_CONFIGS = "configs"
 # Loading
 
 
-def load_config(source: str | Path) -> ExperimentConfig:
+def load_config(
+    source: str | Path, overrides: Mapping[str, Any] | None = None
+) -> ExperimentConfig:
     """Reads, parses and fully validates a config.
 
     Args:
       source: a path to a TOML file, or the name of a config shipped with the
         package (e.g. "quickstart"; see `packaged_configs`).
+      overrides: tables merged into the document before it is validated, e.g.
+        `{"run": {"horizon": 200}, "env": {"grid": {"noise_std": [0.5]}}}` (a
+        study's command-line options); values replace, tables merge.
 
     Returns:
       The validated `ExperimentConfig` (every env and agent was built once).
@@ -132,10 +137,25 @@ def load_config(source: str | Path) -> ExperimentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise BanditConfigError(f"{origin} is not valid TOML: {err}") from None
+    if overrides:
+        data = _merged(data, overrides)
     config = parse_config(data, default_name=stem)
-    config = dataclasses.replace(config, source=origin, text=text)
+    # With overrides the file's text is not the config; the copy stored with the
+    # results is then written from the config itself (`to_toml`).
+    kept_text = None if overrides else text
+    config = dataclasses.replace(config, source=origin, text=kept_text)
     build(config)
     return config
+
+
+def _merged(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def packaged_configs() -> list[str]:
@@ -225,21 +245,15 @@ def _parse_env(table: Mapping[str, Any]) -> EnvConfig:
     grid = _table("env.grid", table.get("grid", {}))
     allowed = env_registry.hyperparameters(env_id)
     _check_keys(params, list(allowed), f"env.params (env {env_id!r})")
-    unknown = [k for k in grid if k not in allowed]
-    if unknown:
-        raise BanditConfigError(
-            f"unknown parameter {unknown[0]!r} in env.grid (env {env_id!r}); "
-            f"allowed: {', '.join(allowed)}"
-        )
-    for key, value in params.items():
-        _check_value(f"env.params.{key}", value, allowed[key])
-    for key, values in grid.items():
-        path = f"env.grid.{key}"
-        if key in params:
-            raise BanditConfigError(
-                f"{path}: {key!r} is set in both env.params and env.grid; keep one"
-            )
-        _check_grid_list(path, values, allowed[key])
+    _check_values_and_grid(
+        params,
+        grid,
+        allowed,
+        ("env.params", "env.grid"),
+        noun="parameter",
+        owner=f"env {env_id!r}",
+        names=("env.params", "env.grid"),
+    )
     return EnvConfig(
         env_id,
         MappingProxyType(_frozen(params)),
@@ -345,22 +359,14 @@ def _parse_agent(index: int, raw: Mapping[str, Any]) -> list[AgentConfig]:
     allowed = agent_registry.hyperparameters(name)
     hyper = _table(f"{where}.hyperparameters", raw.get("hyperparameters", {}))
     grid = _table(f"{where}.grid", raw.get("grid", {}))
-    for table_name, table in (("hyperparameters", hyper), ("grid", grid)):
-        unknown = [k for k in table if k not in allowed]
-        if unknown:
-            raise BanditConfigError(
-                f"unknown hyperparameter {unknown[0]!r} in {where}.{table_name} "
-                f"(agent {name!r}); allowed: {', '.join(allowed)}"
-            )
-    for key, value in hyper.items():
-        _check_value(f"{where}.hyperparameters.{key}", value, allowed[key])
-    for key, values in grid.items():
-        path = f"{where}.grid.{key}"
-        if key in hyper:
-            raise BanditConfigError(
-                f"{path}: {key!r} is set in both hyperparameters and grid; keep one"
-            )
-        _check_grid_list(path, values, allowed[key])
+    _check_values_and_grid(
+        hyper,
+        grid,
+        allowed,
+        (f"{where}.hyperparameters", f"{where}.grid"),
+        noun="hyperparameter",
+        owner=f"agent {name!r}",
+    )
     if not grid:
         return [
             AgentConfig(name, label, MappingProxyType(_frozen(hyper)), index, (), label)
@@ -383,6 +389,36 @@ def _parse_agent(index: int, raw: Mapping[str, Any]) -> list[AgentConfig]:
             )
         )
     return out
+
+
+def _check_values_and_grid(
+    values: Mapping[str, Any],
+    grid: Mapping[str, Any],
+    allowed: Mapping[str, Any],
+    paths: tuple[str, str],
+    *,
+    noun: str,
+    owner: str,
+    names: tuple[str, str] = ("hyperparameters", "grid"),
+) -> None:
+    """Checks a table of single values and a table of grid lists against the
+    accepted names (`allowed`: name -> default), and that no name is in both."""
+    for path, table in zip(paths, (values, grid), strict=True):
+        unknown = [k for k in table if k not in allowed]
+        if unknown:
+            raise BanditConfigError(
+                f"unknown {noun} {unknown[0]!r} in {path} ({owner}); "
+                f"allowed: {', '.join(allowed)}"
+            )
+    for key, value in values.items():
+        _check_value(f"{paths[0]}.{key}", value, allowed[key])
+    for key, options in grid.items():
+        path = f"{paths[1]}.{key}"
+        if key in values:
+            raise BanditConfigError(
+                f"{path}: {key!r} is set in both {names[0]} and {names[1]}; keep one"
+            )
+        _check_grid_list(path, options, allowed[key])
 
 
 def _check_grid_list(path: str, values: Any, default: Any) -> None:
@@ -565,4 +601,6 @@ def select_agents(
             f"has {', '.join(map(repr, known))}"
         )
     kept = tuple(agent for agent in config.agents if agent.label in labels)
-    return dataclasses.replace(config, agents=kept)
+    if len(kept) == len(config.agents):
+        return config
+    return dataclasses.replace(config, agents=kept, text=None)

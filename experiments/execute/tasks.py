@@ -76,21 +76,10 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
         comes from another version.
       bandits.NonFiniteAgentStateError: an agent's state became NaN or inf.
     """
-    if spec.get("format") != SPEC_FORMAT:
-        raise WorkerSetupError(
-            f"task format {spec.get('format')!r} is not {SPEC_FORMAT}: the worker "
-            "runs another version of the bandits package"
-        )
-    if jax.local_device_count() != 1:
-        raise WorkerSetupError(
-            f"a worker must have exactly one JAX device, found "
-            f"{jax.local_device_count()}; start it with {SINGLE_DEVICE_ENV}=1 "
-            "(results are bit-identical only for one device per worker)"
-        )
+    _check_worker(spec)
     env = spec_env(spec)
     params = env.default_params()
     horizon = int(spec["horizon"])
-    resample = bool(spec["resample_params"])
     seeds = [int(s) for s in spec["seeds"]]
     batch = padded_seeds(seeds, int(spec["chunk_size"]))
     swept = {k: [float(v) for v in vs] for k, vs in spec["agent"]["swept"].items()}
@@ -108,27 +97,19 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
         evaluated = []
     start = time.perf_counter()
     with CompileClock() as clock, PeakMemory() as memory:
+        common = dict(
+            horizon=horizon,
+            seeds=batch,
+            states_of=evaluated,
+            params=params,
+            resample_params=bool(spec["resample_params"]),
+        )
         if swept:
             trajectory, states = bandits.sweep_with_states(
-                env,
-                agent_fn,
-                swept,
-                horizon=horizon,
-                seeds=batch,
-                states_of=evaluated,
-                params=params,
-                resample_params=resample,
+                env, agent_fn, swept, **common
             )
         else:
-            trajectory, states = bandits.run_with_states(
-                env,
-                agent,
-                horizon=horizon,
-                seeds=batch,
-                states_of=evaluated,
-                params=params,
-                resample_params=resample,
-            )
+            trajectory, states = bandits.run_with_states(env, agent, **common)
             trajectory = jax.tree_util.tree_map(lambda x: x[None], trajectory)
         regret, reward, optimal = jax.device_get(
             (trajectory.regret, trajectory.reward, trajectory.optimal)
@@ -136,32 +117,18 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     del trajectory
     count = regret.shape[0]
     curves = [
-        storage.curves_from_trajectory(
-            bandits.Trajectory(
-                action=None,
-                reward=reward[g, : len(seeds)],
-                expected_reward=None,
-                optimal_expected_reward=None,
-                regret=regret[g, : len(seeds)],
-                optimal=optimal[g, : len(seeds)],
-            ),
-            seeds,
-            int(spec["curve_points"]),
-            spec["curve_spacing"],
-        )
-        for g in range(count)
+        _curves(spec, seeds, regret[g], reward[g], optimal[g]) for g in range(count)
     ]
     prediction, prediction_s = _predictions(
         spec, env, params, evaluated, states, agent, agent_fn, swept, count
     )
-    run_s = clock.run_s
     rounds = count * len(seeds) * horizon
     cost = {
         "wall_s": time.perf_counter() - start,
         "compile_s": clock.compile_s,
-        "run_s": run_s,
+        "run_s": clock.run_s,
         "rounds": rounds,
-        "rounds_per_s": rounds / run_s if run_s > 0 else None,
+        "rounds_per_s": rounds / clock.run_s if clock.run_s > 0 else None,
         "batch": len(batch),
         "programs": count,
         "peak_memory_bytes": memory.peak_bytes,
@@ -181,6 +148,37 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
         "cost": cost,
         "worker": {"host": platform.node(), "pid": os.getpid()},
     }
+
+
+def _check_worker(spec: Mapping[str, Any]) -> None:
+    """Refuses a spec of another version, and a process with several devices."""
+    if spec.get("format") != SPEC_FORMAT:
+        raise WorkerSetupError(
+            f"task format {spec.get('format')!r} is not {SPEC_FORMAT}: the worker "
+            "runs another version of the bandits package"
+        )
+    if jax.local_device_count() != 1:
+        raise WorkerSetupError(
+            f"a worker must have exactly one JAX device, found "
+            f"{jax.local_device_count()}; start it with {SINGLE_DEVICE_ENV}=1 "
+            "(results are bit-identical only for one device per worker)"
+        )
+
+
+def _curves(spec, seeds, regret, reward, optimal) -> storage.Curves:
+    """The stored curves of one series (padding seeds dropped)."""
+    n = len(seeds)
+    trajectory = bandits.Trajectory(
+        action=None,
+        reward=reward[:n],
+        expected_reward=None,
+        optimal_expected_reward=None,
+        regret=regret[:n],
+        optimal=optimal[:n],
+    )
+    return storage.curves_from_trajectory(
+        trajectory, seeds, int(spec["curve_points"]), spec["curve_spacing"]
+    )
 
 
 def _predictions(spec, env, params, seeds, states, agent, agent_fn, swept, count):

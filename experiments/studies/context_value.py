@@ -1,200 +1,161 @@
 """Study: how much is context worth, and which agent exploits it?
 
-Runs the agents of `experiments/configs/context_value.toml` (context-aware LinUCB,
-context-blind LinUCB, popularity, random) on `ContextualRec-v0` at several context
-strengths s (the scale of the context effect in the click model, see
-`docs/recommendation_env.md`) and plots the final cumulative regret against s with
-95% Student-t bands across seeds. At s = 0 the context carries no information, so
-the context-aware agent can only match the blind one; as s grows, the blind agent's
-regret grows and the gap is the value of context.
+The study is a config, `experiments/configs/context_value.toml`: context-aware
+LinUCB, context-blind LinUCB, popularity and random on `ContextualRec-v0`, with
+an `[env]` grid over the context strength s (the scale of the context effect in
+the click model, see `docs/recommendation_env.md`). It runs through the
+experiment platform like any config, so
 
-    python -m experiments.studies.context_value --out results/context_value_sweep
-    # smoke run
+    bandits run experiments/configs/context_value.toml
+
+gives the same results, with resume and the report, whose sensitivity plot
+(`sensitivity-env-context_strength.png`) is final cumulative regret against s
+with 95% Student-t bands across seeds. At s = 0 the context carries no
+information, so the context-aware agent can only match the blind one; as s
+grows, the blind agent's regret grows and the gap is the value of context.
+
+This command adds what only this study needs: options for the grid, horizon,
+seeds and agents, and the table of final regret by agent and strength
+(`summary.json`, `summary.csv`, printed as in docs/recommendation_env.md).
+
+    python -m experiments.studies.context_value               # results/context_value
     python -m experiments.studies.context_value --quick --out /tmp/context_value
-
-Writes `summary.json`, `summary.csv` and `context_value.png` to `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+from bandits.validation import BanditConfigError
+from experiments.config.loader import load_config, select_agents
+from experiments.execute.runner import run_experiment
+from experiments.store import manifest, storage
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-import bandits
-from bandits import metrics
-from experiments.config.loader import (
-    EnvConfig,
-    ExperimentConfig,
-    build,
-    load_config,
-    select_agents,
-)
+PARAMETER = "context_strength"
+QUICK = {"strengths": [0.0, 1.0], "horizon": 200, "seeds": 2}
 
 
-@dataclasses.dataclass(frozen=True)
-class Args:
-    """Command-line arguments of the context-value study."""
-
-    out: str = "results/context_value_sweep"
-    """Folder for summary.json, summary.csv and context_value.png."""
-    config: str = "context_value"
-    """A TOML config path or the name of a packaged config (env, agents, run)."""
-    strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
-    """Context strengths s in [0, 1] to sweep."""
-    horizon: int | None = None
-    """Rounds per run; default: the config's (10,000)."""
-    seeds: int | None = None
-    """Seeds per agent and strength; default: the config's (32)."""
-    agents: tuple[str, ...] | None = None
-    """Labels of the config's agents to run; default: all of them."""
-    quick: bool = False
-    """Tiny settings for a smoke run: 200 rounds, 2 seeds, strengths 0 and 1."""
-
-
-def parse_args(argv: Sequence[str] | None = None) -> Args:
-    defaults = Args()
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=defaults.out)
-    parser.add_argument("--config", default=defaults.config)
+    parser.add_argument("--out", help="results folder (default: the config's)")
     parser.add_argument(
-        "--strengths", type=float, nargs="+", default=list(defaults.strengths)
+        "--config",
+        default="context_value",
+        help="a TOML config path or a packaged config name",
     )
-    parser.add_argument("--horizon", type=int, default=None)
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--agents", nargs="+", default=None, metavar="LABEL")
-    parser.add_argument("--quick", action="store_true")
-    ns = parser.parse_args(argv)
-    args = Args(
-        out=ns.out,
-        config=ns.config,
-        strengths=tuple(ns.strengths),
-        horizon=ns.horizon,
-        seeds=ns.seeds,
-        agents=None if ns.agents is None else tuple(ns.agents),
-        quick=ns.quick,
+    parser.add_argument(
+        "--strengths",
+        type=float,
+        nargs="+",
+        help="context strengths in [0, 1] (default: the config's grid)",
     )
-    if args.quick:
-        args = dataclasses.replace(
-            args,
-            strengths=(0.0, 1.0),
-            horizon=args.horizon or 200,
-            seeds=args.seeds or 2,
-        )
-    return args
+    parser.add_argument("--horizon", type=int, help="rounds per run")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per agent and s")
+    parser.add_argument("--agents", nargs="+", metavar="LABEL")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 200 rounds, 2 seeds, strengths 0 and 1",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    return parser.parse_args(argv)
 
 
-def at_strength(config: ExperimentConfig, strength: float) -> ExperimentConfig:
-    """The config with `context_strength` set in its env parameters."""
-    params = {**config.env.params, "context_strength": strength}
-    return dataclasses.replace(config, env=EnvConfig(config.env.id, params))
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config changes the options ask for (validated with the config)."""
+    quick = QUICK if args.quick else {}
+    strengths = args.strengths or quick.get("strengths")
+    horizon = args.horizon or quick.get("horizon")
+    seeds = args.seeds or quick.get("seeds")
+    out: dict[str, Any] = {}
+    if strengths:
+        out["env"] = {"grid": {PARAMETER: list(strengths)}}
+    run = {k: v for k, v in (("horizon", horizon), ("seeds", seeds)) if v}
+    if run:
+        out["run"] = run
+    return out
 
 
-def run_point(
-    config: ExperimentConfig, strength: float, horizon: int, seeds: list[int]
-) -> list[dict]:
-    """Final cumulative regret (mean and 95% band over seeds) of every agent."""
-    experiment = build(at_strength(config, strength))
+def table(directory: Path) -> list[dict[str, Any]]:
+    """Final regret (mean, 95% interval) by context strength and agent, from a
+    results folder of the study."""
+    stored = manifest.read(directory)
     rows = []
-    for agent_config, agent in zip(config.agents, experiment.agents, strict=True):
-        start = time.perf_counter()
-        trajectory = bandits.run(
-            experiment.env,
-            agent,
-            horizon=horizon,
-            seeds=seeds,
-            resample_params=config.run.resample_params,
-        )
-        final = metrics.cumulative_regret(trajectory)[:, -1]
-        band = metrics.mean_band(final[:, None])
+    for record in storage.read_summaries(directory):
+        if record.get("kind") != "agent":
+            continue
+        entry = stored.entry(record["agent"])
+        if entry is None or PARAMETER not in entry.env_grid:
+            continue
         rows.append(
             {
-                "context_strength": strength,
-                "agent": agent_config.label,
-                "final_regret_mean": float(band.mean[0]),
-                "final_regret_low": float(band.low[0]),
-                "final_regret_high": float(band.high[0]),
-                "seeds": len(seeds),
-                "horizon": horizon,
-                "seconds": round(time.perf_counter() - start, 2),
+                PARAMETER: entry.env_grid[PARAMETER],
+                "agent": entry.agent_label,
+                "final_regret_mean": record["final_regret_mean"],
+                "final_regret_low": record["final_regret_low"],
+                "final_regret_high": record["final_regret_high"],
+                "seeds": record["seeds"],
+                "horizon": record["horizon"],
             }
-        )
-        print(
-            f"s={strength:<5g} {agent_config.label:<24} final regret "
-            f"{band.mean[0]:9.1f}  95% [{band.low[0]:9.1f}, {band.high[0]:9.1f}]",
-            flush=True,
         )
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Final regret against context strength, one line and band per agent."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for label in dict.fromkeys(row["agent"] for row in rows):
-        mine = sorted(
-            (r for r in rows if r["agent"] == label),
-            key=lambda r: r["context_strength"],
-        )
-        s = [r["context_strength"] for r in mine]
-        line = ax.plot(
-            s, [r["final_regret_mean"] for r in mine], marker="o", label=label
-        )
-        ax.fill_between(
-            s,
-            [r["final_regret_low"] for r in mine],
-            [r["final_regret_high"] for r in mine],
-            color=line[0].get_color(),
-            alpha=0.2,
-            linewidth=0,
-        )
-    first = rows[0]
-    ax.set_xlabel("context strength s")
-    ax.set_ylabel(f"cumulative regret at T = {first['horizon']}")
-    ax.set_title(f"Value of context (mean and 95% band, {first['seeds']} seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_summary(rows: list[dict], out: Path) -> None:
-    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+def write_table(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
+    storage.atomic_write_text(out / "summary.json", json.dumps(rows, indent=2) + "\n")
     with open(out / "summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
 
 
+def print_table(rows: Sequence[Mapping[str, Any]]) -> None:
+    strengths = sorted({r[PARAMETER] for r in rows})
+    print("| agent | " + " | ".join(f"s = {s:g}" for s in strengths) + " |")
+    print("|---|" + "---|" * len(strengths))
+    for agent in dict.fromkeys(r["agent"] for r in rows):
+        cells = {r[PARAMETER]: r for r in rows if r["agent"] == agent}
+        print(
+            f"| {agent} | "
+            + " | ".join(
+                f"{cells[s]['final_regret_mean']:.0f} "
+                f"[{cells[s]['final_regret_low']:.0f}, "
+                f"{cells[s]['final_regret_high']:.0f}]"
+                for s in strengths
+            )
+            + " |"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    config = select_agents(load_config(args.config), args.agents)
-    horizon = args.horizon or config.run.horizon
-    seeds = list(range(args.seeds)) if args.seeds else list(config.run.seeds)
-    for strength in args.strengths:  # every point is checked before any runs
-        build(at_strength(config, strength))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    rows = []
-    for strength in args.strengths:
-        rows += run_point(config, strength, horizon, seeds)
-
-    write_summary(rows, out)
-    plot(rows, out / "context_value.png")
-    print(f"wrote {out / 'summary.json'} and {out / 'context_value.png'}")
+    try:
+        config = select_agents(load_config(args.config, overrides(args)), args.agents)
+        if PARAMETER not in config.env.grid:
+            raise BanditConfigError(
+                f"the study needs an [env] grid over {PARAMETER} (or --strengths)"
+            )
+        command = " ".join(
+            ["python -m experiments.studies.context_value", *(argv or [])]
+        )
+        result = run_experiment(
+            config, args.out, progress=not args.quiet, command=command
+        )
+    except BanditConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = table(result.output)
+    write_table(rows, result.output)
+    print_table(rows)
+    print(f"wrote {result.output / 'summary.json'} and {result.report.html}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

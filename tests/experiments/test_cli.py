@@ -4,8 +4,6 @@ bad input that must leave results untouched."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from experiments import cli
 from experiments.config.loader import load_config
 from experiments.execute.runner import run_experiment
 from experiments.store import storage
+from tests.experiments.modules import run_module
 
 TINY = """
 name = "tiny"
@@ -74,15 +73,9 @@ def result_numbers(directory: Path) -> list[dict]:
     ]
 
 
-def bandits_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Runs the installed CLI module in a fresh interpreter."""
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def bandits_cli(*args: str, cwd: Path):
+    """Runs the CLI module in a fresh interpreter."""
+    return run_module("experiments.cli", *args, cwd=cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,6 @@ width-16 transformer) with 1,000 logged events and three of the config's agents
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,19 +16,13 @@ from bandits.validation import BanditConfigError
 from envs import logged
 from experiments.studies.pretrain_finetune import Args, select
 from experiments.studies.pretrain_finetune_config import load_study
+from tests.experiments.modules import run_module
 
-ROOT = Path(__file__).resolve().parents[3]
 AGENTS = ["Transformer pretrained + TS", "LinUCB (warm)", "Random"]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.studies.pretrain_finetune", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+def _run(*args: str):
+    return run_module("experiments.studies.pretrain_finetune", *args)
 
 
 @pytest.mark.slow

@@ -8,23 +8,14 @@ check that finished cells are skipped (resume).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.experiments.modules import run_module
 
 
-def _run(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+def _run(module: str, *args: str):
+    return run_module(module, *args)
 
 
 @pytest.mark.slow

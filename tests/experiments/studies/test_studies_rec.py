@@ -7,24 +7,16 @@ with `--quick` and two of the config's agents, to keep the compile count low.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.experiments.modules import run_module
+
 AGENTS = ["--agents", "Random", "LinUCB items only"]
 
 
-def _run(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _run(module: str, *args: str):
+    return run_module(module, *args, timeout=600)
 
 
 @pytest.mark.slow
@@ -44,8 +36,18 @@ def test_context_value_study_quick(tmp_path):
             <= row["final_regret_high"]
         )
         assert row["seeds"] == 2 and row["horizon"] == 200
-    assert (tmp_path / "context_value.png").stat().st_size > 0
+    # Through the platform: the report with its sensitivity plot over the grid.
+    assert (tmp_path / "sensitivity-env-context_strength.png").stat().st_size > 0
+    assert "context_strength" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "summary.csv").read_text().startswith("context_strength,agent")
+    # A rerun resumes: every chunk is reused, the table is the same.
+    again = _run(
+        "experiments.studies.context_value", "--quick", "--out", str(tmp_path), *AGENTS
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "summary.json").read_text()) == rows
+    last_run = json.loads((tmp_path / "manifest.json").read_text())["last_run"]
+    assert last_run["computed_chunks"] == []
 
 
 @pytest.mark.slow
