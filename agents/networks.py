@@ -13,15 +13,18 @@ Three input forms decide how a round's observation becomes network inputs:
     x and the rest zeros; the encoding of Zhou et al. (2020) and Zhang et al. (2021).
   * "arms" (per-candidate): one scalar output on the arm's own features a_k (p,).
 
-A replay item keeps the stored input `x` (the context, or the chosen arm's features
-for "arms"), the action and the reward; `predict_taken` rebuilds the network input.
+The training options of every neural agent are one frozen `TrainConfig`, which
+`setup_training` validates into a `Setup` (the network, the optimiser and the
+integer schedule). A replay item keeps the stored input `x` (the context, or the
+chosen arm's features for "arms"), the action and the reward; `predict_taken`
+rebuilds the network input.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -365,6 +368,13 @@ def forced_pull(step: jax.Array, initial_pulls: int, num_arms: int, action, mask
     return jnp.where(use, forced, action).astype(jnp.int32)
 
 
+def forced_probs(step: jax.Array, initial_pulls: int, num_arms: int, probs, mask):
+    """`probs` with all mass on arm `step mod K` while `forced_pull` forces it."""
+    forced = (step % num_arms).astype(jnp.int32)
+    use = (step < initial_pulls * num_arms) & mask[forced]
+    return jnp.where(use, jax.nn.one_hot(forced, num_arms, dtype=probs.dtype), probs)
+
+
 # ---------------------------------------------------------------------------
 # What every single-network agent shares: state, setup, store-then-retrain
 
@@ -379,6 +389,43 @@ class NeuralState(NamedTuple):
     step: jax.Array  # () int32 rounds seen
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a neural agent builds and trains its network (its factory's arguments).
+
+    The defaults are `neural_epsilon_greedy`'s; every factory passes its own.
+    `setup_training` validates the values.
+    """
+
+    features: str = "context"
+    """Input form: "context" (multi-head), "disjoint" or "arms"."""
+    hidden_sizes: Any = (50,)
+    """Hidden layer widths (an int is one layer)."""
+    learning_rate: Any = 1e-2
+    """Adam step size > 0 (may be traced)."""
+    train_every: int = 50
+    """Retrain every this many rounds."""
+    train_steps: int = 50
+    """Gradient steps per retraining."""
+    batch_size: int = 64
+    """Replay rows per gradient step."""
+    capacity: int = 10_000
+    """Replay buffer slots (the last `capacity` rounds are kept)."""
+    max_grad_norm: Any = 5.0
+    """Global-norm gradient clipping (0: none)."""
+    weight_decay: Any = 0.0
+    """Coefficient of ||theta - theta_0||^2 in the loss, >= 0."""
+    initial_pulls: int = 1
+    """Round-robin pulls of each arm before the policy acts."""
+
+    @classmethod
+    def pick(cls, arguments: Mapping[str, Any]) -> TrainConfig:
+        """The training options among a factory's `arguments` (its `locals()`);
+        options the factory does not take keep their defaults."""
+        names = [field.name for field in dataclasses.fields(cls)]
+        return cls(**{name: arguments[name] for name in names if name in arguments})
+
+
 class Setup(NamedTuple):
     """Validated static configuration of a neural agent (Python values)."""
 
@@ -389,40 +436,36 @@ class Setup(NamedTuple):
     batch_size: int
     capacity: int
     initial_pulls: int
+    learning_rate: Any  # as given (may be traced)
+    weight_decay: Any  # as given (may be traced)
 
 
-def setup_training(
-    num_arms,
-    dim,
-    features,
-    hidden_sizes,
-    learning_rate,
-    train_every,
-    train_steps,
-    batch_size,
-    capacity,
-    max_grad_norm,
-    weight_decay,
-    initial_pulls,
-) -> Setup:
+def setup_training(num_arms, dim, train: TrainConfig) -> Setup:
     """Validates the shared hyperparameters and builds the network once."""
     num_arms = positive_int("num_arms", num_arms)
     dim = positive_int("dim", dim)
-    sizes = hidden_sizes_of(hidden_sizes)
-    network = make_network(features, num_arms, dim, sizes)
+    sizes = hidden_sizes_of(train.hidden_sizes)
+    network = make_network(train.features, num_arms, dim, sizes)
     train_every, train_steps, batch_size, capacity = check_training(
-        learning_rate, train_every, train_steps, batch_size, capacity, max_grad_norm
+        train.learning_rate,
+        train.train_every,
+        train.train_steps,
+        train.batch_size,
+        train.capacity,
+        train.max_grad_norm,
     )
-    real("weight_decay", weight_decay, low=0.0)
-    initial_pulls = non_negative_int("initial_pulls", initial_pulls)
+    real("weight_decay", train.weight_decay, low=0.0)
+    initial_pulls = non_negative_int("initial_pulls", train.initial_pulls)
     return Setup(
         network,
-        make_optimizer(learning_rate, max_grad_norm),
+        make_optimizer(train.learning_rate, train.max_grad_norm),
         train_every,
         train_steps,
         batch_size,
         capacity,
         initial_pulls,
+        train.learning_rate,
+        train.weight_decay,
     )
 
 
@@ -456,14 +499,14 @@ def net_init(key, setup: Setup) -> NeuralState:
     )
 
 
-def net_update(key, net: NeuralState, item: dict, setup: Setup, weight_decay):
+def net_update(key, net: NeuralState, item: dict, setup: Setup):
     """Stores the round, then retrains every `train_every` rounds."""
     net = net._replace(buffer=replay_push(net.buffer, item), step=net.step + 1)
     network = setup.network
 
     def loss(params, batch, valid):
         return squared_error_loss(
-            network, params, net.params0, batch, valid, weight_decay
+            network, params, net.params0, batch, valid, setup.weight_decay
         )
 
     def train(net):

@@ -9,20 +9,26 @@ seen, kept in a fixed-capacity replay ring buffer (`agents.replay`). Every
                + weight_decay ||theta - theta_0||^2
 
 (theta_0: the initial parameters), inside one `lax.cond` so the simulation stays a
-single compiled `scan`. The agents differ in how they explore:
+single compiled `scan`. The training options are one frozen `TrainConfig`
+(`agents.networks`). Each agent composes the network with an exploration rule of
+`agents.exploration`, handing it the network's belief about the arms:
 
-  * `neural_epsilon_greedy`: uniform with probability epsilon, else argmax_k f_k.
+  * `neural_epsilon_greedy`: `EpsilonGreedy(epsilon)` on the scores f_k.
   * `neural_linear`: Bayesian linear regression on the last hidden layer phi with a
     Normal-inverse-gamma posterior, Thompson sampling (Riquelme et al., 2018).
-  * `neural_ucb`: f_k + nu sigma_k with sigma_k^2 = lambda sum_j g_kj^2 / Z_j, g_k the
-    gradient of f_k, Z = lambda + sum of squared played gradients (diagonal form of
-    Zhou et al., 2020).
-  * `neural_ts`: a sample f_k + nu sigma_k z_k, z_k ~ N(0, 1) (diagonal form of
-    Zhang et al., 2021).
+  * `neural_ucb`: `UCB(nu)` on `GaussianScores(f_k, sigma_k)`: f_k + nu sigma_k with
+    sigma_k^2 = lambda sum_j g_kj^2 / Z_j, g_k the gradient of f_k, Z = lambda +
+    sum of squared played gradients (diagonal form of Zhou et al., 2020).
+  * `neural_ts`: `Thompson(nu)` on the same belief, a sample f_k + nu sigma_k z_k,
+    z_k ~ N(0, 1) (diagonal form of Zhang et al., 2021).
   * `ensemble_sampling`: M networks, each from its own prior draw on its own
-    perturbed rewards; each round one member, drawn uniformly, chooses greedily
-    (Lu & Van Roy, 2017). `bootstrapped_ensemble`: the same on Poisson(1)
-    bootstrap weights without perturbations (bootstrapped Thompson sampling).
+    perturbed rewards; `EnsembleChoice(M)`: each round one member, drawn
+    uniformly, chooses greedily (Lu & Van Roy, 2017). `bootstrapped_ensemble`:
+    the same on Poisson(1) bootstrap weights without perturbations
+    (bootstrapped Thompson sampling).
+
+During the first `initial_pulls * K` rounds every agent plays the arms round-robin
+(`agents.networks.forced_pull`, and `forced_probs` for the propensities).
 
 All factories take `num_arms`, `dim` and keyword hyperparameters; float
 hyperparameters (learning rate, exploration scales, ...) may be traced, so a sweep is
@@ -43,12 +49,23 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from agents.exploration import masked_argmax
+from agents.exploration import (
+    UCB,
+    EnsembleChoice,
+    EpsilonGreedy,
+    GaussianScores,
+    MemberScores,
+    Thompson,
+    sample_probs,
+)
 from agents.networks import (
     NeuralState,
+    Setup,
+    TrainConfig,
     empty_item,
     fit,
     fit_full_batch,
+    forced_probs,
     forced_pull,
     net_init,
     net_update,
@@ -125,35 +142,26 @@ def neural_epsilon_greedy(
       Riquelme, Tucker & Snoek (2018), "Deep Bayesian bandits showdown", ICLR
       (the NeuralGreedy baselines).
     """
-    setup = setup_training(
-        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
-        train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
-    )  # fmt: skip
+    setup = setup_training(num_arms, dim, TrainConfig.pick(locals()))
     real("epsilon", epsilon, low=0.0, high=1.0)
     network = setup.network
 
     def init(key):
         return net_init(key, setup)
 
-    def greedy(state, obs):
-        action = masked_argmax(network.scores(state.params, obs), obs.mask)
-        return forced_pull(state.step, setup.initial_pulls, num_arms, action, obs.mask)
-
     def action_probs(key, state, obs):
         del key
-        one_hot = jax.nn.one_hot(greedy(state, obs), num_arms)
-        allowed = obs.mask.astype(one_hot.dtype)
+        # No exploration during the round-robin pulls.
         explore = state.step >= setup.initial_pulls * num_arms
-        eps = jnp.where(explore, epsilon, 0.0)
-        return eps * allowed / jnp.sum(allowed) + (1.0 - eps) * one_hot
+        rule = EpsilonGreedy(jnp.where(explore, epsilon, 0.0), divide_last=True)
+        probs = rule.probs(None, network.scores(state.params, obs), obs.mask)
+        return forced_probs(state.step, setup.initial_pulls, num_arms, probs, obs.mask)
 
     def act(key, state, obs):
-        probs = action_probs(None, state, obs)
-        return jax.random.choice(key, num_arms, p=probs).astype(jnp.int32)
+        return sample_probs(key, action_probs(None, state, obs))
 
     def update(key, state, obs, action, reward):
-        item = replay_item(setup, obs, action, reward)
-        return net_update(key, state, item, setup, weight_decay)
+        return net_update(key, state, replay_item(setup, obs, action, reward), setup)
 
     return Agent(init, act, update, action_probs, name="neural_epsilon_greedy")
 
@@ -182,90 +190,84 @@ CONFIGS = ("fast", "paper")
 
 def _gradient_agent(
     name: str,
-    sample: bool,
+    exploration: type[UCB] | type[Thompson],
     num_arms,
     dim,
     nu,
     regularization,
-    features,
-    hidden_sizes,
-    learning_rate,
-    train_every,
-    train_steps,
-    batch_size,
-    capacity,
-    max_grad_norm,
-    weight_decay,
-    initial_pulls,
-    config="fast",
+    train: TrainConfig,
+    config: str,
 ) -> Agent:
+    """NeuralUCB (`exploration=UCB`) or NeuralTS (`Thompson`), the rule built with
+    scale nu, on the belief N(f_k, sigma_k^2) of the network's gradient features
+    (see `neural_ucb`)."""
     choice("config", config, CONFIGS)
     paper = config == "paper"
-    setup = setup_training(
-        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
-        train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
-    )  # fmt: skip
+    setup = setup_training(num_arms, dim, train)
     real("nu", nu, low=0.0)
     real("regularization", regularization, low=0.0, low_open=True)
+    rule = exploration(nu)
     network = setup.network
     # The papers scale the gradient features by 1/sqrt(m), m the network width.
     m = float(network.embed_dim) if paper else 1.0
     # NeuralTS: sigma^2 = lambda g^T Z^{-1} g / m; NeuralUCB: g^T Z^{-1} g / m.
-    width_scale = regularization / m if (sample or not paper) else 1.0 / m
+    sampled = exploration is Thompson
+    width_scale = regularization / m if (sampled or not paper) else 1.0 / m
 
     def init(key):
         net = net_init(key, setup)
         diag = jax.tree.map(lambda p: jnp.full_like(p, regularization), net.params)
         return GradientState(net, diag)
 
-    def mean_and_width(state, obs):
+    def belief(state, obs) -> GaussianScores:
         params = state.net.params
         mean = network.scores(params, obs)
         grads = network.arm_gradients(params, obs)
         width = jnp.sqrt(
             width_scale * _squared_norm_over_z(grads, state.precision_diag)
         )
-        return mean, width
+        return GaussianScores(mean, width)
 
     def act(key, state, obs):
-        mean, width = mean_and_width(state, obs)
-        if sample:
-            scores = mean + nu * width * jax.random.normal(key, mean.shape)
-        else:
-            del key
-            scores = mean + nu * width
-        action = masked_argmax(scores, obs.mask)
+        action = rule.sample(key, belief(state, obs), obs.mask)
         step = state.net.step
         return forced_pull(step, setup.initial_pulls, num_arms, action, obs.mask)
+
+    def action_probs(key, state, obs):
+        probs = rule.probs(key, belief(state, obs), obs.mask)
+        step = state.net.step
+        return forced_probs(step, setup.initial_pulls, num_arms, probs, obs.mask)
 
     def update(key, state, obs, action, reward):
         item = replay_item(setup, obs, action, reward)
         g = network.taken_gradient(state.net.params, item["x"], item["action"])
         diag = jax.tree.map(lambda z, gi: z + gi * gi / m, state.precision_diag, g)
-        if not paper:
-            net = net_update(key, state.net, item, setup, weight_decay)
-            return GradientState(net, diag)
-        del key
-        net = state.net
-        net = net._replace(buffer=replay_push(net.buffer, item), step=net.step + 1)
-
-        def train(net):
-            params = fit_full_batch(
-                network, net.params0, net.buffer, learning_rate, regularization,
-                setup.train_steps,
-            )  # fmt: skip
-            return net._replace(params=params)
-
-        net = maybe(should_train(net.step, setup.train_every), train, net)
+        if paper:
+            del key
+            net = _full_batch_update(state.net, item, setup, regularization)
+        else:
+            net = net_update(key, state.net, item, setup)
         return GradientState(net, diag)
 
-    action_probs = None
-    if not sample:
+    # NeuralTS exposes no propensities (a Monte Carlo estimate would cost
+    # `samples` posterior draws per call).
+    probs_fn = None if sampled else action_probs
+    return Agent(init, act, update, probs_fn, name=name)
 
-        def action_probs(key, state, obs):
-            return jax.nn.one_hot(act(key, state, obs), num_arms)
 
-    return Agent(init, act, update, action_probs, name=name)
+def _full_batch_update(net: NeuralState, item, setup: Setup, regularization):
+    """Stores the round; every `train_every` rounds TrainNN of the papers: full-batch
+    gradient descent from theta_0 on every stored round."""
+    net = net._replace(buffer=replay_push(net.buffer, item), step=net.step + 1)
+
+    def train(net):
+        params = fit_full_batch(
+            setup.network, net.params0, net.buffer, setup.learning_rate,
+            regularization, setup.train_steps,
+        )  # fmt: skip
+        return net._replace(params=params)
+
+    return maybe(should_train(net.step, setup.train_every), train, net)
 
 
 @register("neural_ucb")
@@ -316,11 +318,10 @@ def neural_ucb(
       Zhou, Li & Gu (2020), "Neural contextual bandits with UCB-based exploration",
       ICML, Algorithm 1 (diagonal approximation as in their experiments).
     """
+    train = TrainConfig.pick(locals())
     return _gradient_agent(
-        "neural_ucb", False, num_arms, dim, nu, regularization, features,
-        hidden_sizes, learning_rate, train_every, train_steps, batch_size,
-        capacity, max_grad_norm, weight_decay, initial_pulls, config,
-    )  # fmt: skip
+        "neural_ucb", UCB, num_arms, dim, nu, regularization, train, config
+    )
 
 
 @register("neural_ts")
@@ -360,11 +361,10 @@ def neural_ts(
     References:
       Zhang, Zhou, Li & Gu (2021), "Neural Thompson sampling", ICLR, Algorithm 1.
     """
+    train = TrainConfig.pick(locals())
     return _gradient_agent(
-        "neural_ts", True, num_arms, dim, nu, regularization, features,
-        hidden_sizes, learning_rate, train_every, train_steps, batch_size,
-        capacity, max_grad_norm, weight_decay, initial_pulls, config,
-    )  # fmt: skip
+        "neural_ts", Thompson, num_arms, dim, nu, regularization, train, config
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -388,6 +388,7 @@ def _ensemble_agent(
     """
     num_models = positive_int("num_models", num_models)
     real("noise_std", noise_std, low=0.0)
+    rule = EnsembleChoice(num_models)
     network = setup.network
     num_arms = network.num_arms
     optimizer = setup.optimizer
@@ -407,22 +408,25 @@ def _ensemble_agent(
             step=jnp.zeros((), jnp.int32),
         )
 
-    def member_actions(state, obs):
-        scores = jax.vmap(network.scores, in_axes=(0, None))(state.params, obs)
-        actions = jax.vmap(masked_argmax, in_axes=(0, None))(scores, obs.mask)
-        return jax.vmap(forced_pull, in_axes=(None, None, None, 0, None))(
-            state.step, setup.initial_pulls, num_arms, actions, obs.mask
-        )
+    def belief(state, obs) -> MemberScores:
+        def member(m):
+            params = jax.tree.map(lambda p: p[m], state.params)
+            return network.scores(params, obs)
 
-    def action_probs(key, state, obs):
-        del key
-        return jnp.mean(jax.nn.one_hot(member_actions(state, obs), num_arms), axis=0)
+        def every():
+            return jax.vmap(network.scores, in_axes=(0, None))(state.params, obs)
+
+        return MemberScores(member, every)
 
     def act(key, state, obs):
-        member = jax.random.randint(key, (), 0, num_models)
-        params = jax.tree.map(lambda p: p[member], state.params)
-        action = masked_argmax(network.scores(params, obs), obs.mask)
-        return forced_pull(state.step, setup.initial_pulls, num_arms, action, obs.mask)
+        action = rule.sample(key, belief(state, obs), obs.mask)
+        step = state.step
+        return forced_pull(step, setup.initial_pulls, num_arms, action, obs.mask)
+
+    def action_probs(key, state, obs):
+        probs = rule.probs(key, belief(state, obs), obs.mask)
+        step = state.step
+        return forced_probs(step, setup.initial_pulls, num_arms, probs, obs.mask)
 
     def update(key, state, obs, action, reward):
         key_weights, key_noise, key_train = jax.random.split(key, 3)
@@ -536,10 +540,7 @@ def ensemble_sampling(
     References:
       Lu & Van Roy (2017), "Ensemble sampling", NeurIPS, Algorithm 1.
     """
-    setup = setup_training(
-        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
-        train_steps, batch_size, capacity, max_grad_norm, 0.0, initial_pulls,
-    )  # fmt: skip
+    setup = setup_training(num_arms, dim, TrainConfig.pick(locals()))
     real("prior_std", prior_std, low=0.0, low_open=True)
     ratio = (noise_std / prior_std) ** 2
 
@@ -594,10 +595,7 @@ def bootstrapped_ensemble(
       exploration"; Osband, Blundell, Pritzel & Van Roy (2016), "Deep exploration
       via bootstrapped DQN", NeurIPS (online bootstrap weights).
     """
-    setup = setup_training(
-        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
-        train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
-    )  # fmt: skip
+    setup = setup_training(num_arms, dim, TrainConfig.pick(locals()))
     return _ensemble_agent(
         "bootstrapped_ensemble",
         setup,

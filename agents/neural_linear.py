@@ -23,6 +23,7 @@ from agents.exploration import masked_argmax
 from agents.networks import (
     Network,
     NeuralState,
+    TrainConfig,
     forced_pull,
     net_init,
     net_update,
@@ -172,10 +173,7 @@ def neural_linear(
       Riquelme, Tucker & Snoek (2018), "Deep Bayesian bandits showdown: an empirical
       comparison of Bayesian deep networks for Thompson sampling", ICLR, section 3.
     """
-    setup = setup_training(
-        num_arms, dim, features, hidden_sizes, learning_rate, train_every,
-        train_steps, batch_size, capacity, max_grad_norm, weight_decay, initial_pulls,
-    )  # fmt: skip
+    setup = setup_training(num_arms, dim, TrainConfig.pick(locals()))
     real("a0", a0, low=0.0, low_open=True)
     real("b0", b0, low=0.0, low_open=True)
     real("lambda_prior", lambda_prior, low=0.0, low_open=True)
@@ -199,7 +197,7 @@ def neural_linear(
         item = replay_item(setup, obs, action, reward)
         phi = network.embed_taken(state.net.params, item["x"], item["action"])
         blr = _blr_add(state.blr, network.block_of(action), phi, item["reward"])
-        net = net_update(key, state.net, item, setup, weight_decay)
+        net = net_update(key, state.net, item, setup)
         retrained = should_train(net.step, setup.train_every)
 
         def refit(blr):

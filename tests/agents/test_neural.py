@@ -8,6 +8,8 @@ on tiny networks so each test compiles quickly.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 import bandits
 import envs
 from agents import neural, neural_linear
-from agents.networks import make_network
+from agents.networks import TrainConfig, make_network
 from bandits.validation import BanditConfigError
 
 K, D = 3, 4
@@ -481,3 +483,12 @@ def test_push_keeps_stored_inputs_of_the_form():
     np.testing.assert_allclose(
         float(network.predict_taken(params, x, jnp.int32(2))), float(direct)
     )
+
+
+def test_train_config_picks_a_factorys_training_arguments():
+    arguments = {"num_arms": 3, "nu": 0.5, "hidden_sizes": (4,), "train_every": 7}
+    train = TrainConfig.pick(arguments)
+    assert train.hidden_sizes == (4,) and train.train_every == 7
+    assert train.weight_decay == TrainConfig().weight_decay  # not given: default
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        train.train_every = 1  # type: ignore[misc]
