@@ -67,6 +67,7 @@ from experiments.config.schema import (
     EnvSetting,
     Experiment,
     ExperimentConfig,
+    NamedSetting,
     RunConfig,
     auto_chunk_size,
     env_settings,
@@ -97,7 +98,8 @@ __all__ = [
 ]
 
 TOP_KEYS = ("name", "env", "run", "agents")
-ENV_KEYS = ("id", "params", "grid")
+ENV_KEYS = ("id", "params", "grid", "settings")
+SETTING_KEYS = ("label", "params")
 RUN_KEYS = (
     "horizon",
     "seeds",
@@ -254,13 +256,54 @@ def _parse_env(table: Mapping[str, Any]) -> EnvConfig:
         owner=f"env {env_id!r}",
         names=("env.params", "env.grid"),
     )
+    settings = _parse_settings(table.get("settings"), allowed, env_id, grid)
     return EnvConfig(
         env_id,
         MappingProxyType(_frozen(params)),
         MappingProxyType(
             {k: tuple(_frozen_value(v) for v in vs) for k, vs in grid.items()}
         ),
+        settings,
     )
+
+
+def _parse_settings(
+    raw: Any, allowed: Mapping[str, Any], env_id: str, grid: Mapping[str, Any]
+) -> tuple[NamedSetting, ...]:
+    """`[env] settings`: a list of {label, params}, one env setting each."""
+    if raw is None:
+        return ()
+    if grid:
+        raise BanditConfigError(
+            "env.settings and env.grid cannot be combined; list every combination "
+            "as a setting, or use the grid alone"
+        )
+    if not isinstance(raw, list) or not raw:
+        raise BanditConfigError(
+            "env.settings must be a non-empty array of tables "
+            f"({{label = ..., params = {{...}}}}), got {_type_name(raw)}"
+        )
+    out = []
+    for i, entry in enumerate(raw):
+        where = f"env.settings[{i}]"
+        entry = _table(where, entry)
+        _check_keys(entry, SETTING_KEYS, where, required=("label",))
+        label = entry["label"]
+        _check_type(f"{where}.label", label, str, "a string")
+        if not label.strip() or not label.isprintable():
+            raise BanditConfigError(
+                f"{where}.label must be a non-empty single-line string, got {label!r}"
+            )
+        params = _table(f"{where}.params", entry.get("params", {}))
+        _check_keys(params, list(allowed), f"{where}.params (env {env_id!r})")
+        for key, value in params.items():
+            _check_value(f"{where}.params.{key}", value, allowed[key])
+        out.append(NamedSetting(label, MappingProxyType(_frozen(params))))
+    labels = [s.label for s in out]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise BanditConfigError(f"env.settings labels must be unique; {repeated}")
+    return tuple(out)
 
 
 def _parse_run(table: Mapping[str, Any]) -> RunConfig:
@@ -466,7 +509,7 @@ def build(config: ExperimentConfig) -> Experiment:
             raise _with_path(
                 err,
                 setting.params,
-                lambda k: f"env.{'grid' if k in config.env.grid else 'params'}.{k}",
+                lambda k, s=setting: _env_path(config.env, s.index, k),
                 "env.params",
                 where,
             ) from None
@@ -491,6 +534,13 @@ def build(config: ExperimentConfig) -> Experiment:
     return Experiment(
         config, tuple(envs_), tuple(agents_by_setting), tuple(specs_by_setting)
     )
+
+
+def _env_path(env: EnvConfig, setting: int, key: str) -> str:
+    """The config path of env parameter `key` in env setting `setting`."""
+    if env.settings and key in env.settings[setting].params:
+        return f"env.settings[{setting}].params.{key}"
+    return f"env.{'grid' if key in env.grid else 'params'}.{key}"
 
 
 def make_env(env_id: str, params: Mapping[str, Any]) -> Env:

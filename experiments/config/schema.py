@@ -41,6 +41,17 @@ class EnvConfig:
         default_factory=lambda: MappingProxyType({})
     )
     """Parameter -> values; every combination is one env setting (read-only)."""
+    settings: tuple[NamedSetting, ...] = ()
+    """Named settings, one env setting each (instead of a grid), in file order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedSetting:
+    """One `[env] settings` entry: a label and the parameters it changes."""
+
+    label: str
+    params: Mapping[str, Any]
+    """Keyword arguments that replace `env.params` for this setting (read-only)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,11 +165,7 @@ class ExperimentConfig:
         bit-identical only for the same seeds per compiled batch.
         """
         return {
-            "env": {
-                "id": self.env.id,
-                "params": plain(self.env.params),
-                "grid": plain(self.env.grid),
-            },
+            "env": self._canonical_env(),
             "run": {
                 "horizon": self.run.horizon,
                 "seeds": list(self.run.seeds),
@@ -179,6 +186,21 @@ class ExperimentConfig:
             ],
         }
 
+    def _canonical_env(self) -> dict[str, Any]:
+        env: dict[str, Any] = {
+            "id": self.env.id,
+            "params": plain(self.env.params),
+            "grid": plain(self.env.grid),
+        }
+        if self.env.settings:  # absent otherwise: older configs keep their hash
+            env["settings"] = self._settings_plain()
+        return env
+
+    def _settings_plain(self) -> list[dict[str, Any]]:
+        return [
+            {"label": s.label, "params": plain(s.params)} for s in self.env.settings
+        ]
+
     def to_toml(self) -> str:
         """The config as TOML (agent grids expanded), parseable to an equal config."""
         lines = [f"name = {toml_value(self.name)}", "", "[env]"]
@@ -186,6 +208,8 @@ class ExperimentConfig:
         lines += [f"params = {toml_value(plain(self.env.params))}"]
         if self.env.grid:
             lines += [f"grid = {toml_value(plain(self.env.grid))}"]
+        if self.env.settings:
+            lines += [f"settings = {toml_value(self._settings_plain())}"]
         lines += ["", "[run]"]
         for key, value in self.canonical()["run"].items():
             lines.append(f"{key} = {toml_value(value)}")
@@ -289,7 +313,18 @@ class Experiment:
 
 
 def env_settings(env: EnvConfig) -> tuple[EnvSetting, ...]:
-    """Every point of the env grid as an `EnvSetting` (one if there is no grid)."""
+    """Every named setting, or every point of the env grid, as an `EnvSetting`
+    (one if there is neither)."""
+    if env.settings:
+        return tuple(
+            EnvSetting(
+                index,
+                named.label,
+                MappingProxyType({**env.params, **named.params}),
+                MappingProxyType({}),
+            )
+            for index, named in enumerate(env.settings)
+        )
     keys = tuple(env.grid)
     settings = []
     for index, point in enumerate(itertools.product(*(env.grid[k] for k in keys))):

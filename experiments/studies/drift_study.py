@@ -1,10 +1,16 @@
 """Study: do the agents recover when the population's tastes drift?
 
-Runs the agents of `experiments/configs/drift.toml` on `ContextualRec-Drift-v0`
-(tastes rotate slowly, jump by a quarter turn at the shift steps, a weekly season,
-new users) and on the same environment with every drift switched off, then plots
-the per-step regret over time (a moving average, mean and 95% band over seeds) for
-both, with the shift steps marked.
+The study is a config, `experiments/configs/drift.toml`: the agents of the
+context-value study on `ContextualRec-Drift-v0` (tastes rotate slowly, jump by a
+quarter turn at the shift steps, a weekly season, new users) and on the same
+environment with every drift switched off, as two named env settings, keeping
+every step of every curve. It runs through the experiment platform like any
+config (`bandits run experiments/configs/drift.toml`: resume, report).
+
+This command adds what only this study needs, read back from the stored
+curves: the per-step regret over time (a moving average, mean and 95% band over
+seeds) for both settings with the shift steps marked (`drift.png`), and how long
+each agent takes to recover from each shift (`summary.json`).
 
 Recovery: for each shift step t_s, the pre-shift level is the mean per-step regret
 over the `window` steps before t_s; the agent has recovered at the first t > t_s
@@ -12,20 +18,18 @@ at which the moving average over (t - window, t] is back within `tolerance` of
 that level (relative). Regret is dynamic regret against the per-step oracle, so
 an agent that never adapts stays above its pre-shift level.
 
-    python -m experiments.studies.drift_study --out results/drift_study
+    python -m experiments.studies.drift_study                   # results/drift
     python -m experiments.studies.drift_study --quick --out /tmp/drift  # smoke run
-
-Writes `summary.json`, `curves.npz` and `drift.png` to `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -33,88 +37,80 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-import bandits
 from bandits import metrics
-from experiments.config.loader import (
-    EnvConfig,
-    ExperimentConfig,
-    build,
-    load_config,
-    select_agents,
-)
+from bandits.validation import BanditConfigError
+from experiments.config.loader import ExperimentConfig, load_config, select_agents
+from experiments.execute.runner import run_experiment
+from experiments.store import manifest, storage
 
-NO_DRIFT = {
-    "drift_rotation": 0.0,
-    "drift_shift_steps": (),
-    "season_amplitude": 0.0,
-    "new_user_rate": 0.0,
-}
+DRIFT = "drift"
+"""The label of the env setting with drift (the others are baselines)."""
+WINDOW = 250
+TOLERANCE = 0.1
 
 
-@dataclasses.dataclass(frozen=True)
-class Args:
-    """Command-line arguments of the drift study."""
-
-    out: str = "results/drift_study"
-    """Folder for summary.json, curves.npz and drift.png."""
-    config: str = "drift"
-    """A TOML config path or the name of a packaged config (env, agents, run)."""
-    horizon: int | None = None
-    """Rounds per run; default: the config's (10,000)."""
-    seeds: int | None = None
-    """Seeds per agent and condition; default: the config's (32)."""
-    shift_steps: tuple[int, ...] | None = None
-    """Steps of the abrupt taste shifts; default: the config's."""
-    window: int = 250
-    """Moving-average window (steps) of the per-step regret curves."""
-    tolerance: float = 0.1
-    """Relative distance to the pre-shift level that counts as recovered."""
-    agents: tuple[str, ...] | None = None
-    """Labels of the config's agents to run; default: all of them."""
-    quick: bool = False
-    """Tiny settings for a smoke run: 300 rounds, 2 seeds, a shift at 150."""
-
-
-def parse_args(argv: Sequence[str] | None = None) -> Args:
-    defaults = Args()
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=defaults.out)
-    parser.add_argument("--config", default=defaults.config)
-    parser.add_argument("--horizon", type=int, default=None)
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--shift-steps", type=int, nargs="*", default=None)
-    parser.add_argument("--window", type=int, default=defaults.window)
-    parser.add_argument("--tolerance", type=float, default=defaults.tolerance)
-    parser.add_argument("--agents", nargs="+", default=None, metavar="LABEL")
-    parser.add_argument("--quick", action="store_true")
-    ns = parser.parse_args(argv)
-    args = Args(
-        out=ns.out,
-        config=ns.config,
-        horizon=ns.horizon,
-        seeds=ns.seeds,
-        shift_steps=None if ns.shift_steps is None else tuple(ns.shift_steps),
-        window=ns.window,
-        tolerance=ns.tolerance,
-        agents=None if ns.agents is None else tuple(ns.agents),
-        quick=ns.quick,
+    parser.add_argument("--out", help="results folder (default: the config's)")
+    parser.add_argument("--config", default="drift")
+    parser.add_argument("--horizon", type=int, help="rounds per run")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per agent")
+    parser.add_argument(
+        "--shift-steps", type=int, nargs="*", help="steps of the abrupt shifts"
     )
+    parser.add_argument(
+        "--window", type=int, default=WINDOW, help="moving-average window (steps)"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help="relative distance to the pre-shift level that counts as recovered",
+    )
+    parser.add_argument("--agents", nargs="+", metavar="LABEL")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 300 rounds, 2 seeds, a shift at 150",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    args = parser.parse_args(argv)
     if args.quick:
-        horizon = args.horizon or 300
-        args = dataclasses.replace(
-            args,
-            horizon=horizon,
-            seeds=args.seeds or 2,
-            shift_steps=args.shift_steps or (horizon // 2,),
-            window=min(args.window, horizon // 6),
-        )
+        args.horizon = args.horizon or 300
+        args.seeds = args.seeds or 2
+        args.shift_steps = args.shift_steps or [args.horizon // 2]
+        args.window = min(args.window, args.horizon // 6)
     return args
 
 
-def with_env_params(config: ExperimentConfig, **params) -> ExperimentConfig:
-    """The config with some env parameters replaced."""
-    merged = {**config.env.params, **params}
-    return dataclasses.replace(config, env=EnvConfig(config.env.id, merged))
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config changes the options ask for (validated with the config)."""
+    run: dict[str, Any] = {}
+    if args.horizon:  # every step is kept: the study reads per-step regret
+        run.update(horizon=args.horizon, curve_points=args.horizon)
+    if args.seeds:
+        run["seeds"] = args.seeds
+    out: dict[str, Any] = {"run": run} if run else {}
+    if args.shift_steps is not None:
+        out["env"] = {"params": {"drift_shift_steps": list(args.shift_steps)}}
+    return out
+
+
+def check(config: ExperimentConfig) -> tuple[int, ...]:
+    """The drift setting's shift steps; refuses a config the study cannot read."""
+    labels = [s.label for s in config.settings]
+    if DRIFT not in labels:
+        raise BanditConfigError(
+            f"the study needs an env setting labelled {DRIFT!r}; the config has "
+            f"{labels}"
+        )
+    if config.run.curve_points < config.run.horizon:
+        raise BanditConfigError(
+            f"run.curve_points ({config.run.curve_points}) must be at least the "
+            f"horizon ({config.run.horizon}): the study reads every step's regret"
+        )
+    drift = config.settings[labels.index(DRIFT)]
+    return tuple(drift.params.get("drift_shift_steps", ()))
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -155,45 +151,62 @@ def recovery_steps(
     return out
 
 
-def run_condition(
-    config: ExperimentConfig, horizon: int, seeds: list[int], window: int
-) -> dict[str, dict]:
-    """Per-step regret curves (moving average, mean and 95% band) of every agent."""
-    experiment = build(config)
-    curves = {}
-    for agent_config, agent in zip(config.agents, experiment.agents, strict=True):
-        trajectory = bandits.run(
-            experiment.env,
-            agent,
-            horizon=horizon,
-            seeds=seeds,
-            resample_params=config.run.resample_params,
-        )
-        regret = np.asarray(trajectory.regret, dtype=np.float64)  # (S, T)
+def per_step_regret(curves: storage.Curves) -> np.ndarray:
+    """(S, T) per-step regret from stored cumulative curves that keep every step."""
+    steps = curves.steps
+    if not np.array_equal(steps, np.arange(1, steps.size + 1)):
+        raise BanditConfigError("the stored curves do not keep every step")
+    return np.diff(curves.cumulative_regret, axis=-1, prepend=0.0)
+
+
+def summarise(
+    directory: Path, shifts: Sequence[int], window: int, tolerance: float
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, metrics.Band]]]:
+    """The study's table and its smoothed curves, by env setting and agent."""
+    stored = manifest.read(directory)
+    curves = storage.read_curves(directory / storage.CURVES_DIR)
+    rows, bands = [], {}
+    for entry in stored.agents:
+        regret = per_step_regret(curves[entry.label])
         band = metrics.mean_band(moving_average(regret, window))
-        final = metrics.mean_band(metrics.cumulative_regret(trajectory)[:, -1:])
-        curves[agent_config.label] = {
-            "mean_regret": regret.mean(axis=0),
-            "band": band,
-            "final": final,
-        }
-    return curves
+        final = metrics.mean_band(curves[entry.label].cumulative_regret[:, -1:])
+        recovered = (
+            recovery_steps(band.mean, regret.mean(axis=0), shifts, window, tolerance)
+            if entry.setting == DRIFT
+            else None
+        )
+        bands.setdefault(entry.setting, {})[entry.agent_label] = band
+        rows.append(
+            {
+                "condition": entry.setting,
+                "agent": entry.agent_label,
+                "final_regret_mean": float(final.mean[0]),
+                "final_regret_low": float(final.low[0]),
+                "final_regret_high": float(final.high[0]),
+                "recovery_steps": recovered,
+                "seeds": int(regret.shape[0]),
+                "horizon": int(regret.shape[1]),
+            }
+        )
+    return rows, bands
 
 
-def plot(results: dict, shifts: Sequence[int], window: int, path: Path) -> None:
-    """Smoothed per-step regret over time, one panel per condition."""
-    fig, axes = plt.subplots(1, len(results), figsize=(12, 4.2), sharey=True)
-    for ax, (condition, curves) in zip(
-        np.atleast_1d(axes), results.items(), strict=True
-    ):
-        for label, curve in curves.items():
-            band = curve["band"]
+def plot(
+    bands: Mapping[str, Mapping[str, metrics.Band]],
+    shifts: Sequence[int],
+    window: int,
+    path: Path,
+) -> None:
+    """Smoothed per-step regret over time, one panel per env setting."""
+    fig, axes = plt.subplots(1, len(bands), figsize=(12, 4.2), sharey=True)
+    for ax, (condition, curves) in zip(np.atleast_1d(axes), bands.items(), strict=True):
+        for label, band in curves.items():
             t = np.arange(1, band.mean.shape[0] + 1)
             line = ax.plot(t, band.mean, label=label, linewidth=1.2)
             ax.fill_between(
                 t, band.low, band.high, color=line[0].get_color(), alpha=0.2, lw=0
             )
-        if condition == "drift":
+        if condition == DRIFT:
             for shift in shifts:
                 ax.axvline(shift, color="black", linestyle="--", linewidth=0.8)
         ax.set_title(condition)
@@ -209,63 +222,34 @@ def plot(results: dict, shifts: Sequence[int], window: int, path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    config = select_agents(load_config(args.config), args.agents)
-    if args.shift_steps is not None:
-        config = with_env_params(config, drift_shift_steps=args.shift_steps)
-    horizon = args.horizon or config.run.horizon
-    seeds = list(range(args.seeds)) if args.seeds else list(config.run.seeds)
-    conditions = {"no drift": with_env_params(config, **NO_DRIFT), "drift": config}
-    for condition in conditions.values():  # check everything before any runs
-        build(condition)
-    shifts = tuple(build(config).env.drift_shift_steps)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    results = {}
-    for name, condition in conditions.items():
-        results[name] = run_condition(condition, horizon, seeds, args.window)
-
-    summary = []
-    for name, curves in results.items():
-        for label, curve in curves.items():
-            recovered = recovery_steps(
-                curve["band"].mean,
-                curve["mean_regret"],
-                shifts,
-                args.window,
-                args.tolerance,
+    try:
+        config = select_agents(load_config(args.config, overrides(args)), args.agents)
+        shifts = check(config)
+        command = " ".join(["python -m experiments.studies.drift_study", *(argv or [])])
+        result = run_experiment(
+            config, args.out, progress=not args.quiet, command=command
+        )
+    except BanditConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows, bands = summarise(result.output, shifts, args.window, args.tolerance)
+    for row in rows:
+        print(
+            f"{row['condition']:<9} {row['agent']:<24} final regret "
+            f"{row['final_regret_mean']:9.1f} 95% [{row['final_regret_low']:9.1f}, "
+            f"{row['final_regret_high']:9.1f}]"
+            + (
+                f"  recovery after shifts {row['recovery_steps']}"
+                if row["recovery_steps"] is not None
+                else ""
             )
-            row = {
-                "condition": name,
-                "agent": label,
-                "final_regret_mean": float(curve["final"].mean[0]),
-                "final_regret_low": float(curve["final"].low[0]),
-                "final_regret_high": float(curve["final"].high[0]),
-                "recovery_steps": recovered if name == "drift" else None,
-                "seeds": len(seeds),
-                "horizon": horizon,
-            }
-            summary.append(row)
-            print(
-                f"{name:<9} {label:<24} final regret {row['final_regret_mean']:9.1f} "
-                f"95% [{row['final_regret_low']:9.1f}, {row['final_regret_high']:9.1f}]"
-                + (f"  recovery after shifts {recovered}" if name == "drift" else ""),
-                flush=True,
-            )
-
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    np.savez(
-        out / "curves.npz",
-        **{
-            f"{name}/{label}": curve["band"].mean
-            for name, curves in results.items()
-            for label, curve in curves.items()
-        },
-    )
-    plot(results, shifts, args.window, out / "drift.png")
-    print(f"wrote {out / 'summary.json'} and {out / 'drift.png'}")
+        )
+    text = json.dumps(rows, indent=2) + "\n"
+    storage.atomic_write_text(result.output / "summary.json", text)
+    plot(bands, shifts, args.window, result.output / "drift.png")
+    print(f"wrote {result.output / 'summary.json'} and {result.output / 'drift.png'}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

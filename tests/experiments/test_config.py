@@ -468,3 +468,62 @@ def test_to_toml_round_trips_env_grids_and_run_options():
     again = parse_config(tomllib.loads(config.to_toml()))
     assert again.canonical() == config.canonical()
     assert again.settings == config.settings
+
+
+# --- named env settings ------------------------------------------------------
+
+
+def with_settings(settings) -> dict:
+    data = base()
+    data["env"]["settings"] = settings
+    return data
+
+
+def test_named_env_settings_are_one_setting_each_in_file_order():
+    data = with_settings(
+        [{"label": "noisy", "params": {"noise_std": 2.0}}, {"label": "default"}]
+    )
+    config = parse_config(data)
+    settings = config.settings
+    assert [s.label for s in settings] == ["noisy", "default"]
+    assert settings[0].params["noise_std"] == 2.0
+    assert "noise_std" not in settings[1].params
+    experiment = build(config)
+    assert [e.noise_std for e in experiment.envs] == [2.0, 1.0]
+    # The stored TOML parses back to the same config (and hash).
+    again = parse_config(tomllib.loads(config.to_toml()))
+    assert again.env == config.env and again.hash() == config.hash()
+
+
+def test_a_config_without_settings_keeps_its_hash_form():
+    """Configs written before named settings existed keep their config hash:
+    the canonical form has no `settings` key unless settings are given."""
+    assert "settings" not in parse_config(base()).canonical()["env"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ([], "env.settings must be a non-empty array of tables"),
+        ([{"params": {}}], "missing key 'label' in env.settings[0]"),
+        ([{"label": ""}], "env.settings[0].label must be a non-empty"),
+        ([{"label": "a"}, {"label": "a"}], "labels must be unique"),
+        ([{"label": "a", "params": {"nope": 1}}], "env.settings[0].params"),
+        ([{"label": "a", "colour": 1}], "colour"),
+    ],
+)
+def test_bad_named_settings_are_refused(settings, message):
+    raises(with_settings(settings), message)
+
+
+def test_named_settings_and_a_grid_do_not_combine():
+    data = with_settings([{"label": "a"}])
+    data["env"]["grid"] = {"noise_std": [0.5, 1.0]}
+    raises(data, "env.settings and env.grid cannot be combined")
+
+
+def test_a_bad_value_in_a_named_setting_points_at_it():
+    data = with_settings([{"label": "a", "params": {"noise_std": -1.0}}])
+    with pytest.raises(BanditConfigError) as info:
+        check(data)
+    assert str(info.value).startswith("env.settings[0].params.noise_std must be")
