@@ -52,7 +52,7 @@ from envs import logged
 from experiments.store.storage import atomic_write_text
 from experiments.studies.pretrain_finetune_config import (
     LOGGING_POLICIES,
-    AgentSpec,
+    StudyAgent,
     StudyConfig,
     load_study,
     transformer_config,
@@ -169,45 +169,45 @@ def _context_items(env):
     )
 
 
-def agent_config(spec: AgentSpec, env, study: StudyConfig) -> tf.TransformerConfig:
+def agent_config(spec: StudyAgent, env, study: StudyConfig) -> tf.TransformerConfig:
     """The transformer architecture of `spec`: the study's, with its overrides."""
     return transformer_config(env, **{**study.model, **spec.model})
 
 
-def build_agent(spec: AgentSpec, env, pretrained: Mapping[str, Any], study):
+def build_agent(spec: StudyAgent, env, pretrained: Mapping[str, Any], study):
     """The agent of `spec` for `env` (before any warm start)."""
     hyper = dict(spec.hyperparameters)
-    if spec.kind == "transformer":
+    if spec.name == "transformer":
         params = pretrained[spec.checkpoint_tag] if spec.pretrained else None
         cfg = agent_config(spec, env, study)
         return tf.policy(cfg, params, name=spec.label, **hyper)
-    if spec.kind in ("linucb_context_items", "linucb_items"):
+    if spec.name in ("linucb_context_items", "linucb_items"):
         hyper.setdefault("item_dim", env.item_dim)
-        if spec.kind == "linucb_context_items":
+        if spec.name == "linucb_context_items":
             hyper.setdefault("cross_dim", env.num_categories)
         return agents.make(
-            spec.kind, num_arms=env.num_arms, dim=env.context_dim, **hyper
+            spec.name, num_arms=env.num_arms, dim=env.context_dim, **hyper
         )
-    if spec.kind == "popularity":
+    if spec.name == "popularity":
         hyper.setdefault("num_items", env.num_items)
     if spec.feature_map == "context_items":
         width = env.item_dim + env.num_categories * env.context_dim
         base = agents.make(
-            spec.kind, num_arms=env.num_arms, dim=width, features="arms", **hyper
+            spec.name, num_arms=env.num_arms, dim=width, features="arms", **hyper
         )
         return with_arm_features(base, _context_items(env), name=spec.label)
     if spec.feature_map is not None:
         raise BanditConfigError(
             f"feature_map must be 'context_items' or absent, got {spec.feature_map!r}"
         )
-    return agents.make(spec.kind, num_arms=env.num_arms, dim=env.context_dim, **hyper)
+    return agents.make(spec.name, num_arms=env.num_arms, dim=env.context_dim, **hyper)
 
 
-def reward_model(spec: AgentSpec, env, agent):
+def reward_model(spec: StudyAgent, env, agent):
     """`predict(state, obs) -> (K,)` of the agent's reward model, or None."""
-    if spec.kind == "transformer":
+    if spec.name == "transformer":
         return agent.predict
-    if spec.kind == "linucb_context_items":
+    if spec.name == "linucb_context_items":
         base = agents.linucb(
             env.num_arms,
             env.item_dim + env.num_categories * env.context_dim,
@@ -215,7 +215,7 @@ def reward_model(spec: AgentSpec, env, agent):
         )
         mapped = _context_items(env)
         return lambda state, obs: base.predict(state, obs._replace(arms=mapped(obs)))
-    if spec.kind == "neural_ts" and spec.feature_map == "context_items":
+    if spec.name == "neural_ts" and spec.feature_map == "context_items":
         width = env.item_dim + env.num_categories * env.context_dim
         sizes = tuple(spec.hyperparameters.get("hidden_sizes", (100,)))
         network = make_network("arms", env.num_arms, width, sizes)

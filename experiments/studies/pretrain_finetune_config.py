@@ -8,8 +8,12 @@ in its layout) into frozen dataclasses and checks it before any compute:
     [model]     width, depth, heads, mlp_ratio, wide_cross   (the transformer)
     [pretrain]  epochs, batch_size, learning_rate, max_weight, ssl_weight, seed
     [[envs]]    id, params
-    [[agents]]  label, kind, hyperparameters, pretrained, warm_start,
+    [[agents]]  name, label, hyperparameters, pretrained, warm_start,
                 feature_map, model, pretrain, envs (ids it runs on; default all)
+
+An agent's `name` is "transformer" or a registered agent name, as in the
+platform's configs; tables and keys are checked with the platform's checks
+(`experiments.config.checks`), so errors read the same.
 
 `transformer_config` derives the transformer's shapes from a `ContextualRec-*`
 environment (one token per context field).
@@ -28,6 +32,7 @@ import envs
 from agents import transformer as tf
 from bandits.validation import BanditConfigError
 from envs import logged
+from experiments.config.checks import check_keys, check_type, table
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 LOGGING_POLICIES = {
@@ -48,9 +53,12 @@ PRETRAIN_KEYS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class AgentSpec:
+class StudyAgent:
+    """One `[[agents]]` entry of the study."""
+
     label: str
-    kind: str
+    name: str
+    """"transformer", or a registered agent name."""
     hyperparameters: Mapping[str, Any]
     pretrained: str | None = None  # "ips", "unweighted" or None
     warm_start: bool | str = False
@@ -76,19 +84,14 @@ class StudyConfig:
     model: Mapping[str, Any]
     pretrain: Mapping[str, Any]
     envs: tuple[tuple[str, Mapping[str, Any]], ...]
-    agents: tuple[AgentSpec, ...]
+    agents: tuple[StudyAgent, ...]
 
 
-def _table(raw: Mapping, name: str, allowed: set[str]) -> dict:
-    value = raw.get(name, {})
-    if not isinstance(value, Mapping):
-        raise BanditConfigError(f"{name} must be a table, got {value!r}")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise BanditConfigError(
-            f"unknown key(s) {unknown} in [{name}]; allowed: {sorted(allowed)}"
-        )
-    return dict(value)
+def _table(raw: Mapping, name: str, allowed: set[str], where: str = "") -> dict:
+    path = f"{where}.{name}" if where else name
+    value = table(path, raw.get(name, {}))
+    check_keys(value, sorted(allowed), f"[{path}]")
+    return value
 
 
 def _env_ids(value: Any, field: str) -> tuple[str, ...] | None:
@@ -132,9 +135,9 @@ def load_study(config: str) -> StudyConfig:
         envs.make_env(entry["id"], **entry.get("params", {}))  # checks the id early
         env_list.append((entry["id"], dict(entry.get("params", {}))))
     specs = []
-    allowed_keys = {
+    allowed_keys = (
+        "name",
         "label",
-        "kind",
         "hyperparameters",
         "pretrained",
         "warm_start",
@@ -142,34 +145,37 @@ def load_study(config: str) -> StudyConfig:
         "model",
         "pretrain",
         "envs",
-    }
+    )
     for i, entry in enumerate(raw.get("agents", [])):
-        extra = sorted(set(entry) - allowed_keys)
-        if extra:
-            raise BanditConfigError(f"unknown key(s) {extra} in agents[{i}]")
-        kind = entry.get("kind")
-        if kind != "transformer" and kind not in agents.registered():
+        where = f"agents[{i}]"
+        entry = table(where, entry)
+        check_keys(entry, allowed_keys, where, required=("name",))
+        name = entry["name"]
+        check_type(f"{where}.name", name, str, "a string")
+        if name != "transformer" and name not in agents.registered():
             raise BanditConfigError(
-                f"agents[{i}].kind must be 'transformer' or a registered agent; got "
-                f"{kind!r}"
+                f"{where}.name must be 'transformer' or a registered agent; got "
+                f"{name!r}"
             )
         pretrained = entry.get("pretrained", False)
         if pretrained not in (False, *PRETRAINED):
             raise BanditConfigError(
-                f"agents[{i}].pretrained must be false, 'ips' or 'unweighted'; got "
+                f"{where}.pretrained must be false, 'ips' or 'unweighted'; got "
                 f"{pretrained!r}"
             )
         specs.append(
-            AgentSpec(
-                label=entry.get("label", kind),
-                kind=kind,
-                hyperparameters=dict(entry.get("hyperparameters", {})),
+            StudyAgent(
+                label=entry.get("label", name),
+                name=name,
+                hyperparameters=table(
+                    f"{where}.hyperparameters", entry.get("hyperparameters", {})
+                ),
                 pretrained=pretrained or None,
                 warm_start=entry.get("warm_start", False),
                 feature_map=entry.get("feature_map"),
-                envs=_env_ids(entry.get("envs"), f"agents[{i}].envs"),
-                model=_table(entry, "model", MODEL_KEYS),
-                pretrain=_table(entry, "pretrain", PRETRAIN_KEYS),
+                envs=_env_ids(entry.get("envs"), f"{where}.envs"),
+                model=_table(entry, "model", MODEL_KEYS, where),
+                pretrain=_table(entry, "pretrain", PRETRAIN_KEYS, where),
             )
         )
     labels = [s.label for s in specs]

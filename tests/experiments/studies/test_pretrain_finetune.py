@@ -93,14 +93,17 @@ def test_bad_config_raises(tmp_path):
     path.write_text('[run]\nhorizon = 10\n[logs]\npolicy = "greedy"\n')
     with pytest.raises(BanditConfigError, match=r"logs\.policy"):
         load_study(str(path))
-    path.write_text('[[agents]]\nlabel = "x"\nkind = "nonexistent"\n')
-    with pytest.raises(BanditConfigError, match="kind"):
+    path.write_text('[[agents]]\nlabel = "x"\nname = "nonexistent"\n')
+    with pytest.raises(BanditConfigError, match=r"agents\[0\]\.name must be"):
         load_study(str(path))
-    path.write_text('[[agents]]\nkind = "transformer"\nmodel = { depth2 = 1 }\n')
+    path.write_text('[[agents]]\nname = "transformer"\nmodel = { depth2 = 1 }\n')
     with pytest.raises(BanditConfigError, match="unknown key"):
         load_study(str(path))
-    path.write_text('[[agents]]\nkind = "random"\nenvs = ["Nope-v0"]\n')
+    path.write_text('[[agents]]\nname = "random"\nenvs = ["Nope-v0"]\n')
     with pytest.raises(BanditConfigError, match="unknown env"):
         load_study(str(path))
-    path.write_text('[[agents]]\nkind = "random"\nenvs = ["ContextualRec-v0"]\n')
+    path.write_text('[[agents]]\nkind = "random"\n')
+    with pytest.raises(BanditConfigError, match="unknown key 'kind'"):
+        load_study(str(path))  # the platform's key: name
+    path.write_text('[[agents]]\nname = "random"\nenvs = ["ContextualRec-v0"]\n')
     assert load_study(str(path)).agents[0].envs == ("ContextualRec-v0",)
