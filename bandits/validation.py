@@ -79,14 +79,18 @@ def real(
     low_open: bool = False,
     high_open: bool = False,
 ) -> float:
-    """Checks that a number lies in an interval; returns it as float.
+    """Checks that a finite number lies in an interval; returns it as float.
 
+    Strings are not numbers ("1.0" and "inf" are refused), nor are NaN and the
+    infinities: every real-valued setting in the project means a finite value.
     Traced JAX values pass through unchecked (their value is unknown at trace time).
     """
     if _is_tracer(value):
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool | str | bytes) or not isinstance(value, int | float):
         try:
+            if isinstance(value, bool | str | bytes):
+                raise TypeError
             value = float(value)  # numpy / 0-d jax scalars
         except (TypeError, ValueError):
             raise BanditConfigError.about(
@@ -95,6 +99,8 @@ def real(
     value = float(value)
     if math.isnan(value):
         raise BanditConfigError.about(field, "must be a number, got NaN")
+    if math.isinf(value):
+        raise BanditConfigError.about(field, f"must be a finite number, got {value}")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:

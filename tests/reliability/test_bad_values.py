@@ -1,0 +1,41 @@
+"""Bad values are refused at the edge, naming the field (reliability cases).
+
+Each case was accepted before and ran to a silently wrong result: an infinite
+UCB width plays arm 0 forever; an infinite noise gives NaN rewards; a string
+parsed as a float hid a config mistake.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import agents
+import envs
+from bandits import BanditConfigError
+from bandits.validation import real
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, "inf", "1.0", b"1"])
+def test_a_real_setting_takes_finite_numbers_only(value):
+    with pytest.raises(BanditConfigError) as info:
+        real("alpha", value, low=0.0)
+    assert info.value.field == "alpha"
+
+
+def test_numpy_and_python_numbers_pass():
+    assert real("alpha", np.float32(0.5), low=0.0) == 0.5
+    assert real("alpha", 2, low=0.0) == 2.0
+
+
+@pytest.mark.parametrize("alpha", [math.inf, "inf"])
+def test_linucb_refuses_an_infinite_alpha(alpha):
+    with pytest.raises(BanditConfigError, match="alpha must be a"):
+        agents.make("linucb", num_arms=3, dim=2, alpha=alpha)
+
+
+def test_an_env_refuses_infinite_noise():
+    with pytest.raises(BanditConfigError, match="noise_std must be a finite number"):
+        envs.make_env("Linear-v0", noise_std=math.inf)
