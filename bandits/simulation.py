@@ -332,6 +332,7 @@ def sweep(
     params: EnvParams | None = None,
     resample_params: bool = False,
     check_finite: bool = True,
+    check_values: bool = True,
 ) -> Trajectory:
     """Runs a grid of traced hyperparameter settings x seeds as ONE compiled program.
 
@@ -353,6 +354,10 @@ def sweep(
       params: the problem instance; `None` uses `env.default_params()`.
       resample_params: draw a problem instance per seed (shared across settings).
       check_finite: raise `NonFiniteAgentStateError` if a state turns non-finite.
+      check_values: build the agent once per setting with concrete values first,
+        so that a bad value (NaN, out of range) is refused before tracing, where
+        the agent's checks cannot see it. Off only where every setting was
+        already built (the experiment platform builds each grid point once).
 
     Returns:
       A `Trajectory` with leaves shaped (G, S, T).
@@ -367,8 +372,22 @@ def sweep(
         params=params,
         resample_params=resample_params,
         check_finite=check_finite,
+        check_values=check_values,
     )
     return trajectory
+
+
+def _check_settings(agent_fn, names, columns) -> None:
+    """Builds the agent of every setting with concrete values (checks them)."""
+    for g in range(columns[0].shape[0]):
+        setting = {n: float(c[g]) for n, c in zip(names, columns, strict=True)}
+        try:
+            agent_fn(**setting)
+        except BanditConfigError as err:
+            where = f"hyperparameters[{err.field!r}][{g}]"
+            if err.field in names:
+                raise err.at(where) from None
+            raise err.at(f"setting {g} ({setting})") from None
 
 
 def sweep_with_states(
@@ -382,6 +401,7 @@ def sweep_with_states(
     params: EnvParams | None = None,
     resample_params: bool = False,
     check_finite: bool = True,
+    check_values: bool = True,
 ) -> tuple[Trajectory, Any]:
     """`sweep`, also returning the final agent state of the seeds in `states_of`.
 
@@ -411,6 +431,8 @@ def sweep_with_states(
     # hyperparameters and seed key: the env and agent arithmetic of every setting is
     # batched together and the rows are sharded across devices like seeds are.
     num_settings, num_seeds = columns[0].shape[0], len(seed_values)
+    if check_values:
+        _check_settings(agent_fn, names, columns)
     rows = num_settings * num_seeds
     keys = _seed_keys(seed_values * num_settings)
     padded = keys.shape[0]

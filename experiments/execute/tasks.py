@@ -105,8 +105,9 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
             resample_params=bool(spec["resample_params"]),
         )
         if swept:
+            # Every grid point was built, hence checked, with the config.
             trajectory, states = bandits.sweep_with_states(
-                env, agent_fn, swept, **common
+                env, agent_fn, swept, check_values=False, **common
             )
         else:
             trajectory, states = bandits.run_with_states(env, agent, **common)

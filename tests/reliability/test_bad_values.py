@@ -39,3 +39,26 @@ def test_linucb_refuses_an_infinite_alpha(alpha):
 def test_an_env_refuses_infinite_noise():
     with pytest.raises(BanditConfigError, match="noise_std must be a finite number"):
         envs.make_env("Linear-v0", noise_std=math.inf)
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"alpha": [math.nan, 1.0]}, "hyperparameters['alpha'][0] must be a number"),
+        ({"alpha": [1.0, -1.0]}, "hyperparameters['alpha'][1] must be in"),
+        ({"epsilon": [2.0, 0.1]}, "hyperparameters['epsilon'][0] must be in"),
+    ],
+)
+def test_every_swept_value_is_checked_before_tracing(grid, message):
+    """`bandits.sweep` traces the swept values, where the agent's own checks see
+    no value; each setting is built once with concrete values first."""
+    import functools
+
+    import bandits
+
+    name = "epsilon_greedy" if "epsilon" in grid else "linucb"
+    agent_fn = functools.partial(agents.registered()[name].factory, num_arms=3, dim=2)
+    env = envs.make_env("Linear-v0", num_arms=3, dim=2)
+    with pytest.raises(BanditConfigError) as info:
+        bandits.sweep(env, agent_fn, grid, horizon=5, seeds=1)
+    assert str(info.value).startswith(message), str(info.value)
