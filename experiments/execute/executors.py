@@ -19,6 +19,8 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -57,11 +59,30 @@ def cpu_count() -> int:
 # Local worker processes
 
 
-def _single_device_worker() -> None:
-    """Process-pool initializer: one JAX CPU device in this worker.
+PARENT_POLL_S = 0.5
+"""How often a worker checks that the process that started it is alive."""
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Ends this worker when `parent` dies (also by SIGKILL, where nothing runs
+    on the parent's side): a daemon thread polls the parent's PID, which changes
+    when the worker is re-parented."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="bandits-parent-watch", daemon=True).start()
+
+
+def _single_device_worker(parent: int) -> None:
+    """Process-pool initializer: one JAX CPU device in this worker, and no life
+    beyond the process that started it.
 
     Runs before the first task imports anything that touches a JAX backend.
     """
+    _exit_with_parent(parent)
     os.environ[SINGLE_DEVICE_ENV] = "1"
     import jax
 
@@ -84,6 +105,7 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_single_device_worker,
+            initargs=(os.getpid(),),
         )
         _POOLS[workers] = pool
     return pool
