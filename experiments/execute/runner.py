@@ -45,7 +45,7 @@ from experiments.execute.progress import chunk_progress
 from experiments.execute.tasks import curves_from_result
 from experiments.plan.planner import Plan, Series, Task, plan
 from experiments.report import render as report
-from experiments.store import manifest, storage
+from experiments.store import lock, manifest, storage
 from experiments.store.manifest import Cost, Manifest, SeriesEntry
 
 CONFIG_COPY = "config.toml"
@@ -132,9 +132,20 @@ def run_experiment(
     executor = executor or LocalExecutor()
     executor.check()
     directory = output_dir(config, out)
-    folder = _Folder(
-        directory, config, the_plan, _prepare(directory, config, overwrite, command)
-    )
+    if directory.exists() and not directory.is_dir():
+        raise BanditConfigError(f"output {str(directory)!r} exists and is not a folder")
+    with lock.exclusive(directory, command):
+        folder = _Folder(
+            directory, config, the_plan, _prepare(directory, config, overwrite, command)
+        )
+        return _run_folder(folder, executor, progress, console)
+
+
+def _run_folder(
+    folder: _Folder, executor: Executor, progress: bool, console: Console | None
+) -> ExperimentResult:
+    """Runs what the folder lacks, stores it, renders the report (folder locked)."""
+    the_plan, config, directory = folder.plan, folder.config, folder.directory
     pending = [t for t in the_plan.tasks if not folder.task_done(t)]
     reused = tuple(folder.stored_chunk_names())
     started, clock = _now(), time.perf_counter()
@@ -421,7 +432,9 @@ def _refuse_foreign(directory: Path, existing: Manifest | None, digest: str) -> 
             f"(config hash {theirs}, this config {digest[:12]}); nothing was changed. "
             "Choose another --out, or pass --overwrite to replace them"
         )
-    if directory.is_dir() and any(directory.iterdir()):
+    if directory.is_dir() and any(
+        f.name != lock.LOCK_FILE for f in directory.iterdir()
+    ):
         raise BanditConfigError(
             f"output folder {str(directory)!r} is not empty and holds no bandits "
             f"results ({storage.MANIFEST}); nothing was changed. Choose an empty or "
