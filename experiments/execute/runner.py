@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import rich.markup
 from rich.console import Console
 
@@ -234,14 +235,32 @@ class _Folder:
         self.digest = m.config_hash
         self.chunks = directory / storage.CHUNKS_DIR
         self.order = {s.label: s.index for s in the_plan.series}
-        self.finished = {
-            e.label: e
+        # A finished series counts only if its curve file reads back; a missing
+        # or damaged one is recomputed.
+        stored = {
+            e.label: (e, _read_series(directory, e))
             for e in m.agents
-            if e.label in self.order and (directory / e.curves).is_file()
+            if e.label in self.order
         }
+        self.finished = {k: e for k, (e, c) in stored.items() if c is not None}
         self.manifest = m.with_entries(self.finished.values(), self.order)
         self.records = _kept_records(directory, self.finished)
+        self._rebuild_missing_records({k: c for k, (_, c) in stored.items() if c})
         self._remove_stale_files()
+
+    def _rebuild_missing_records(self, curves: Mapping[str, storage.Curves]) -> None:
+        """Summary lines of finished series that `summaries.jsonl` lacks (deleted,
+        damaged or cut short), rebuilt from their curves: the same lines the
+        merge wrote."""
+        have = {r.get("agent") for r in self.records if r.get("kind") == "agent"}
+        missing = [label for label in self.finished if label not in have]
+        if not missing:
+            return
+        self.records[:] = [r for r in self.records if r.get("agent") not in missing]
+        for label in missing:
+            self.records += _series_records(self.finished[label], curves[label])
+        self.records[:] = storage.ordered_records(self.records, self.order)
+        storage.write_summaries(self.directory / storage.SUMMARIES, self.records)
 
     def _remove_stale_files(self) -> None:
         """Temporary files of a killed write, and chunks this plan does not use."""
@@ -320,11 +339,7 @@ class _Folder:
         storage.write_curves(self.directory / curves_name, series.label, curves)
         entry = _series_entry(self.config, self.plan, series, curves_name, metas)
         self.records[:] = [r for r in self.records if r.get("agent") != series.label]
-        self.records += storage.curve_seed_records(series.label, curves)
-        summary = storage.curve_summary(series.label, curves, CONFIDENCE)
-        self.records.append(
-            storage.summary_record(summary, CONFIDENCE, **entry.summary_fields())
-        )
+        self.records += _series_records(entry, curves)
         self.records[:] = storage.ordered_records(self.records, self.order)
         storage.write_summaries(self.directory / storage.SUMMARIES, self.records)
         self.finished[series.label] = entry
@@ -461,11 +476,38 @@ def _clear_results(directory: Path) -> None:
 def _kept_records(
     directory: Path, done: Mapping[str, SeriesEntry]
 ) -> list[Mapping[str, Any]]:
-    """Summary lines of finished series (lines of unfinished ones are dropped)."""
+    """Summary lines of finished series (lines of unfinished ones are dropped;
+    none if the file is missing or unreadable: they are rebuilt)."""
     path = directory / storage.SUMMARIES
     if not path.is_file() or not done:
         return []
-    return [r for r in storage.read_summaries(path) if r.get("agent") in done]
+    try:
+        records = storage.read_summaries(path)
+    except BanditConfigError:
+        return []
+    return [r for r in records if r.get("agent") in done]
+
+
+def _read_series(directory: Path, entry: SeriesEntry) -> storage.Curves | None:
+    """The stored curves of a finished series, or None if missing or damaged."""
+    path = directory / entry.curves
+    if not entry.curves or not path.is_file():
+        return None
+    try:
+        return storage.read_curves(path).get(entry.label)
+    except (BanditConfigError, OSError, ValueError, pa.ArrowException):
+        return None
+
+
+def _series_records(
+    entry: SeriesEntry, curves: storage.Curves
+) -> list[Mapping[str, Any]]:
+    """A series' lines of `summaries.jsonl`: one per seed, then its summary."""
+    summary = storage.curve_summary(entry.label, curves, CONFIDENCE)
+    return [
+        *storage.curve_seed_records(entry.label, curves),
+        storage.summary_record(summary, CONFIDENCE, **entry.summary_fields()),
+    ]
 
 
 def _setup(config: ExperimentConfig) -> dict[str, str]:
