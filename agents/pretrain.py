@@ -233,17 +233,41 @@ def pretrain(
     key_init, key_train = jax.random.split(key)
     graphdef, fresh = nnx.split(build_model(cfg, key_init))
     params = fresh if params is None else params
-    steps_per_epoch = n // batch_size
-    total = epochs * steps_per_epoch
+    total = epochs * (n // batch_size)
     schedule = optax.cosine_decay_schedule(learning_rate, max(total, 1), alpha=0.1)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
-    opt_state = optimizer.init(params)
     loss_options = {
         "ips": ips,
         "max_weight": max_weight,
         "ssl_weight": ssl_weight,
         "mask_probability": mask_probability,
     }
+    run_steps = _training_program(graphdef, optimizer, loss_options)
+    start = time.perf_counter()
+    params, (losses, clicks, histories) = _run_epochs(
+        key_train,
+        run_steps,
+        (params, optimizer.init(params)),
+        columns,
+        epochs=epochs,
+        batch_size=batch_size,
+        steps_per_call=steps_per_call,
+        progress=progress,
+    )
+    return PretrainResult(
+        config=cfg,
+        params=params,
+        losses=losses,
+        click_losses=clicks,
+        history_losses=histories,
+        seconds=time.perf_counter() - start,
+        ips=ips,
+    )
+
+
+def _training_program(graphdef, optimizer, loss_options: Mapping[str, Any]):
+    """The jitted `run_steps(params, opt_state, keys, batches)`: one Adam step per
+    (key, batch) under `scan`, returning the per-step (loss, click, history)."""
 
     def step(carry, inputs):
         params, opt_state = carry
@@ -259,10 +283,31 @@ def pretrain(
     def run_steps(params, opt_state, keys, batches):
         return jax.lax.scan(step, (params, opt_state), (keys, batches))
 
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key_train)).ravel())
-    step_keys = jax.random.split(key_train, max(total, 1))
-    losses, clicks, histories = [], [], []
-    start = time.perf_counter()
+    return run_steps
+
+
+def _run_epochs(
+    key: jax.Array,
+    run_steps,
+    carry: tuple[Any, Any],
+    columns: Mapping[str, np.ndarray],
+    *,
+    epochs: int,
+    batch_size: int,
+    steps_per_call: int,
+    progress: bool,
+) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`epochs` shuffled passes, `steps_per_call` Adam steps per compiled call.
+
+    Returns the trained parameters and the (loss, click, history) curves, (steps,).
+    """
+    n = len(columns["action"])
+    steps_per_epoch = n // batch_size
+    total = epochs * steps_per_epoch
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    step_keys = jax.random.split(key, max(total, 1))
+    params, opt_state = carry
+    curves: tuple[list, list, list] = ([], [], [])
     with _ProgressBar(progress, total) as bar:
         done = 0
         for _ in range(epochs):
@@ -272,23 +317,13 @@ def pretrain(
                 index = order[first : first + steps_per_call]
                 batches = {name: value[index] for name, value in columns.items()}
                 keys = step_keys[done : done + len(index)]
-                (params, opt_state), (loss, click, history) = run_steps(
-                    params, opt_state, keys, batches
-                )
-                losses.append(np.asarray(loss))
-                clicks.append(np.asarray(click))
-                histories.append(np.asarray(history))
+                (params, opt_state), parts = run_steps(params, opt_state, keys, batches)
+                for curve, part in zip(curves, parts, strict=True):
+                    curve.append(np.asarray(part))
                 done += len(index)
-                bar(done, float(np.mean(losses[-1])))
-    return PretrainResult(
-        config=cfg,
-        params=params,
-        losses=np.concatenate(losses),
-        click_losses=np.concatenate(clicks),
-        history_losses=np.concatenate(histories),
-        seconds=time.perf_counter() - start,
-        ips=ips,
-    )
+                bar(done, float(np.mean(curves[0][-1])))
+    losses, clicks, histories = (np.concatenate(curve) for curve in curves)
+    return params, (losses, clicks, histories)
 
 
 def _training_columns(data: Any, cfg: TransformerConfig) -> dict[str, np.ndarray]:

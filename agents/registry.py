@@ -51,6 +51,34 @@ def register(name: str, description: str = ""):
     return wrap
 
 
+def keyword_options(config_type: type):
+    """Decorator: a factory's `**options` are the fields of dataclass `config_type`.
+
+    The factory's signature (what `hyperparameters` and `make` check, and what
+    `help` shows) then lists each field as a keyword argument with its default, in
+    place of `**options`; the factory validates them by building `config_type`.
+    """
+
+    def wrap(factory: Callable[..., Agent]) -> Callable[..., Agent]:
+        signature = inspect.signature(factory)
+        own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        fields = [
+            inspect.Parameter(
+                field.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=field.default,
+                annotation=field.type,
+            )
+            for field in dataclasses.fields(config_type)
+        ]
+        factory.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=own + fields
+        )
+        return factory
+
+    return wrap
+
+
 def registered() -> dict[str, AgentEntry]:
     """Registered agents by name (imports the deferred agent modules)."""
     for name in _DEFERRED:

@@ -4,11 +4,14 @@ The reward model is the transformer of `agents.transformer_model`: tokens for th
 context fields, the behaviour history and the K candidates, a small pre-norm
 transformer, and per candidate an embedding phi_k (width D) scored by a linear
 head, P(click | k) = sigmoid(w^T [phi_k, 1]). The policy explores with the last
-layer, the body serving as a feature extractor:
+layer, the body serving as a feature extractor: the heads' posterior is the
+belief, and the `exploration` string picks, once when the agent is built, the
+rule of `agents.exploration` that acts on it (`exploration_rule`):
 
-  * "ts": Thompson sampling from a Laplace posterior on w (neural-linear with a
-    logistic likelihood). The prior is N(w_0, I / lambda_0) centred on the
-    (pretrained) head; each round an extended-Kalman step updates it,
+  * "ts": `Thompson(nu)` on `GaussianWeights(phi, w, R)`, Thompson sampling
+    from a Laplace posterior on w (neural-linear with a logistic likelihood).
+    The prior is N(w_0, I / lambda_0) centred on the (pretrained) head; each
+    round an extended-Kalman step updates it,
 
         Sigma <- (Sigma^{-1} + p (1 - p) phi phi^T)^{-1}   (Sherman-Morrison),
         w     <- w + Sigma phi (r - p),    p = sigmoid(w^T phi),
@@ -19,9 +22,14 @@ layer, the body serving as a feature extractor:
     from it every `agents.ridge.REFACTOR_EVERY` rounds (exact in float32 over long
     runs, see docs/numerics.md); the K scores are drawn as Phi w + nu (Phi R^T) z,
     z ~ N(0, I_h), in O(K h^2) per round.
-  * "ensemble": M heads, each such a filter on Poisson(1) bootstrap weights,
-    started from draws of the prior; one head, drawn uniformly, plays greedily.
-  * "epsilon": epsilon-greedy on the posterior mean w ("greedy": epsilon = 0).
+  * "ensemble": `EnsembleChoice(M)` on the M heads' scores (`MemberScores`),
+    each head such a filter on Poisson(1) bootstrap weights, started from draws
+    of the prior; one head, drawn uniformly, plays greedily.
+  * "epsilon": `EpsilonGreedy(epsilon)` on the posterior mean scores phi_k^T w;
+    "greedy": `Greedy()` on them.
+
+The exploration and training options are one frozen `PolicyConfig`, validated
+in one place; `transformer(...)` and `policy(...)` take its fields as keywords.
 
 With `finetune=True` the body and the click head are trained every `train_every`
 rounds on the replay buffer (binary cross-entropy, Adam), after which the head
@@ -52,9 +60,17 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from agents.exploration import masked_argmax
+from agents.exploration import (
+    EnsembleChoice,
+    EpsilonGreedy,
+    Exploration,
+    GaussianWeights,
+    Greedy,
+    MemberScores,
+    Thompson,
+)
 from agents.quantize import check_quantization, quantize_state
-from agents.registry import register
+from agents.registry import keyword_options, register
 from agents.replay import (
     ReplayBuffer,
     maybe,
@@ -164,18 +180,76 @@ def _ekf_step(mean, R, precision, residual, phi, reward, weight):
     return mean, R, precision, residual
 
 
-def _check_exploration_args(
-    exploration, nu, prior_precision, epsilon, ensemble_size, learning_rate
-):
-    choice("exploration", exploration, EXPLORATIONS)
-    real("nu", nu, low=0.0)
-    real("prior_precision", prior_precision, low=0.0, low_open=True)
-    real("epsilon", epsilon, low=0.0, high=1.0)
-    real("learning_rate", learning_rate, low=0.0, low_open=True)
-    return positive_int("ensemble_size", ensemble_size)
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """How the transformer policy explores and learns: the keyword options of
+    `policy` and `transformer`, validated here, in one place, on construction."""
+
+    exploration: str = "ts"
+    """"ts", "ensemble", "epsilon" or "greedy" (see the module docstring)."""
+    nu: float = 1.0
+    """Thompson-sampling scale >= 0 (w~ ~ N(w, nu^2 Sigma)); also the spread of
+    the ensemble's initial draws."""
+    prior_precision: float = 10.0
+    """lambda_0 > 0, precision of the prior N(w_0, I / lambda_0) around the
+    (pretrained) head: trust in the pretrained head."""
+    epsilon: float = 0.05
+    """Exploration probability of "epsilon", in [0, 1]."""
+    ensemble_size: int = 8
+    """Heads M of "ensemble"."""
+    finetune: bool = True
+    """Train body and head on the replay buffer every `train_every` rounds
+    (False: frozen body)."""
+    train_every: int = 500
+    """Rounds between retrainings."""
+    train_steps: int = 20
+    """Adam steps per retraining."""
+    batch_size: int = 64
+    """Replay rows per Adam step."""
+    capacity: int = 1024
+    """Replay slots."""
+    learning_rate: float = 1e-3
+    """Adam step size > 0 for fine-tuning."""
+    max_grad_norm: float = 1.0
+    """Global-norm gradient clipping (0: none)."""
+    quantization: str = "none"
+    """"none", "int8" or "int8_dynamic" (needs `finetune=False`: int8 weights are
+    for inference only)."""
+    propensity_samples: int = 256
+    """Posterior draws behind the Monte Carlo `action_probs` of "ts"."""
+
+    def __post_init__(self):
+        choice("exploration", self.exploration, EXPLORATIONS)
+        real("nu", self.nu, low=0.0)
+        real("prior_precision", self.prior_precision, low=0.0, low_open=True)
+        real("epsilon", self.epsilon, low=0.0, high=1.0)
+        real("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        self._set_positive_int("ensemble_size")
+        check_quantization(self.quantization)
+        if not isinstance(self.finetune, bool):
+            raise BanditConfigError(
+                f"finetune must be true or false, got {self.finetune!r}"
+            )
+        if self.quantization != "none" and self.finetune:
+            raise BanditConfigError(
+                "quantization needs finetune=False: int8 weights are for inference only"
+            )
+        for name in (
+            "train_every",
+            "train_steps",
+            "batch_size",
+            "capacity",
+            "propensity_samples",
+        ):
+            self._set_positive_int(name)
+        real("max_grad_norm", self.max_grad_norm, low=0.0)
+
+    def _set_positive_int(self, name: str) -> None:
+        object.__setattr__(self, name, positive_int(name, getattr(self, name)))
 
 
 @register("transformer")
+@keyword_options(PolicyConfig)
 def transformer(
     num_arms: int,
     dim: int,
@@ -191,22 +265,9 @@ def transformer(
     heads: int = 2,
     mlp_ratio: int = 2,
     wide_cross: int = 0,
-    exploration: str = "ts",
-    nu: float = 1.0,
-    prior_precision: float = 10.0,
-    epsilon: float = 0.05,
-    ensemble_size: int = 8,
-    finetune: bool = True,
-    train_every: int = 500,
-    train_steps: int = 20,
-    batch_size: int = 64,
-    capacity: int = 1024,
-    learning_rate: float = 1e-3,
-    max_grad_norm: float = 1.0,
-    quantization: str = "none",
     checkpoint: str | None = None,
     params: Any = None,
-    propensity_samples: int = 256,
+    **options: Any,
 ) -> Agent:
     """A transformer reward model with a Bayesian last layer (see module docstring).
 
@@ -227,26 +288,14 @@ def transformer(
       wide_cross: c > 0 adds the wide part [a_k[:m], vec(a_k[:c] x^T)] to the
         click head (see `agents.transformer_model`; for `ContextualRec-*`,
         `env.num_categories` crosses the context with the category one-hot).
-      exploration: "ts", "ensemble", "epsilon" or "greedy".
-      nu: Thompson-sampling scale >= 0 (w~ ~ N(w, nu^2 Sigma)); also the spread
-        of the ensemble's initial draws.
-      prior_precision: lambda_0 > 0, precision of the prior N(w_0, I / lambda_0)
-        around the (pretrained) head: trust in the pretrained head.
-      epsilon: exploration probability of "epsilon".
-      ensemble_size: heads M of "ensemble".
-      finetune: train body and head on the replay buffer every `train_every`
-        rounds (False: frozen body).
-      train_every, train_steps, batch_size, capacity: retraining period, Adam
-        steps per retraining, rows per step, replay slots.
-      learning_rate: Adam step size > 0 for fine-tuning.
-      max_grad_norm: global-norm gradient clipping (0: none).
-      quantization: "none", "int8" or "int8_dynamic" (needs `finetune=False`:
-        int8 weights are for inference only).
       checkpoint: path of a `.npz` checkpoint from `agents.pretrain` (its
         architecture replaces the shape arguments, which must agree).
       params: pretrained float parameters (an `nnx.State`), instead of a path.
-      propensity_samples: posterior draws behind the Monte Carlo
-        `action_probs` of "ts".
+      **options: how the policy explores and learns, the fields of
+        `PolicyConfig` (exploration, nu, prior_precision, epsilon,
+        ensemble_size, finetune, train_every, train_steps, batch_size, capacity,
+        learning_rate, max_grad_norm, quantization, propensity_samples); they are
+        keyword arguments of this factory with `PolicyConfig`'s defaults.
 
     References:
       See the module docstring.
@@ -279,22 +328,7 @@ def transformer(
             f"context_fields must sum to dim ({dim}), got {fields} "
             f"(sum {cfg.context_dim})"
         )
-    ensemble_size = _check_exploration_args(
-        exploration, nu, prior_precision, epsilon, ensemble_size, learning_rate
-    )
-    check_quantization(quantization)
-    if not isinstance(finetune, bool):
-        raise BanditConfigError(f"finetune must be true or false, got {finetune!r}")
-    if quantization != "none" and finetune:
-        raise BanditConfigError(
-            "quantization needs finetune=False: int8 weights are for inference only"
-        )
-    train_every = positive_int("train_every", train_every)
-    train_steps = positive_int("train_steps", train_steps)
-    batch_size = positive_int("batch_size", batch_size)
-    capacity = positive_int("capacity", capacity)
-    propensity_samples = positive_int("propensity_samples", propensity_samples)
-    real("max_grad_norm", max_grad_norm, low=0.0)
+    config = PolicyConfig(**options)
     if checkpoint is not None and params is not None:
         raise BanditConfigError("give either checkpoint or params, not both")
     if checkpoint is not None:
@@ -302,25 +336,7 @@ def transformer(
 
         saved_cfg, params = load_checkpoint(checkpoint)
         _check_same_architecture(cfg, saved_cfg)
-
-    return policy(
-        cfg,
-        params,
-        exploration=exploration,
-        nu=nu,
-        prior_precision=prior_precision,
-        epsilon=epsilon,
-        ensemble_size=ensemble_size,
-        finetune=finetune,
-        train_every=train_every,
-        train_steps=train_steps,
-        batch_size=batch_size,
-        capacity=capacity,
-        learning_rate=learning_rate,
-        max_grad_norm=max_grad_norm,
-        quantization=quantization,
-        propensity_samples=propensity_samples,
-    )
+    return _build_policy(cfg, params, config)
 
 
 def _check_same_architecture(cfg: TransformerConfig, saved: TransformerConfig):
@@ -340,180 +356,184 @@ def policy(
     cfg: TransformerConfig,
     params: Any = None,
     *,
-    exploration: str = "ts",
-    nu: float = 1.0,
-    prior_precision: float = 10.0,
-    epsilon: float = 0.05,
-    ensemble_size: int = 8,
-    finetune: bool = True,
-    train_every: int = 500,
-    train_steps: int = 20,
-    batch_size: int = 64,
-    capacity: int = 1024,
-    learning_rate: float = 1e-3,
-    max_grad_norm: float = 1.0,
-    quantization: str = "none",
-    propensity_samples: int = 256,
     name: str | None = None,
+    **options: Any,
 ) -> Agent:
     """The agent for a given architecture and (optional) pretrained parameters.
 
-    `transformer(...)` validates its arguments and calls this; use it directly
-    with a `TransformerConfig` and the `params` returned by `agents.pretrain`.
-    `params=None` starts from a random initialisation drawn from the init key.
+    `transformer(...)` validates its arguments and builds the same agent; use
+    this directly with a `TransformerConfig` and the `params` returned by
+    `agents.pretrain`. `params=None` starts from a random initialisation drawn
+    from the init key. `options` are the fields of `PolicyConfig`.
     """
-    choice("exploration", exploration, EXPLORATIONS)
-    float_cfg = dataclasses.replace(cfg, quantization="none")
-    run_cfg = dataclasses.replace(cfg, quantization=quantization)
+    return _build_policy(cfg, params, PolicyConfig(**options), name)
+
+
+def _build_policy(
+    cfg: TransformerConfig, params: Any, config: PolicyConfig, name: str | None = None
+) -> Agent:
+    run_cfg = dataclasses.replace(cfg, quantization=config.quantization)
     graphdef, template = split_model(run_cfg)
-    if quantization != "none":
+    if config.quantization != "none":
         if params is None:
             raise BanditConfigError("quantization needs pretrained params")
         params = quantize_state(params, template)
-    M = ensemble_size if exploration == "ensemble" else 1
-    h = cfg.embed_dim
-    eps = 0.0 if exploration == "greedy" else epsilon
-    optimizer = _optimizer(learning_rate, max_grad_norm)
-    example_item = _buffer_item(_zero_observation(cfg), 0, 0.0, cfg)
+    agent = _TransformerPolicy(
+        cfg=dataclasses.replace(cfg, quantization="none"),
+        graphdef=graphdef,
+        params=params,
+        config=config,
+        rule=exploration_rule(config),
+        optimizer=_optimizer(config.learning_rate, config.max_grad_norm),
+    )
+    return Agent(
+        agent.init,
+        agent.act,
+        agent.update,
+        agent.action_probs,
+        name=name or f"transformer_{config.exploration}",
+        predict=agent.predict,
+    )
 
-    def initial_params(key):
-        if params is not None:
-            return params
-        return nnx.split(build_model(float_cfg, key))[1]
 
-    def init(key):
+def exploration_rule(config: PolicyConfig) -> Exploration:
+    """The rule named by `config.exploration`, chosen once when the agent is built."""
+    match config.exploration:
+        case "ts":
+            return Thompson(config.nu, config.propensity_samples, batched_probs=True)
+        case "ensemble":
+            return EnsembleChoice(config.ensemble_size)
+        case "epsilon":
+            return EpsilonGreedy(config.epsilon, divide_last=True)
+        case _:
+            return Greedy()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _TransformerPolicy:
+    """The agent's pure functions over static parts: the network's graph, the
+    pretrained parameters, the options and the exploration rule."""
+
+    cfg: TransformerConfig  # the float architecture
+    graphdef: Any  # static graph of the model as run (float or int8)
+    params: Any  # pretrained parameters as run, or None (random init)
+    config: PolicyConfig
+    rule: Exploration
+    optimizer: optax.GradientTransformation
+
+    @property
+    def bootstrap(self) -> bool:
+        """Whether the heads are an ensemble on bootstrap weights."""
+        return isinstance(self.rule, EnsembleChoice)
+
+    @property
+    def num_heads(self) -> int:
+        """M: the ensemble's size, else one head."""
+        return self.config.ensemble_size if self.bootstrap else 1
+
+    def init(self, key: jax.Array) -> TransformerState:
         key_params, key_heads = jax.random.split(key)
-        theta = initial_params(key_params)
-        w0 = head_of(theta)
-        mean = jnp.broadcast_to(w0, (M, h))
-        if exploration == "ensemble":
+        theta = self.params
+        if theta is None:
+            theta = nnx.split(build_model(self.cfg, key_params))[1]
+        M, h = self.num_heads, self.cfg.embed_dim
+        mean = jnp.broadcast_to(head_of(theta), (M, h))
+        if self.bootstrap:
             z = jax.random.normal(key_heads, (M, h))
-            mean = mean + nu * z / jnp.sqrt(prior_precision)
+            mean = mean + self.config.nu * z / jnp.sqrt(self.config.prior_precision)
         else:
             del key_heads
+        example = _buffer_item(_zero_observation(self.cfg), 0, 0.0, self.cfg)
         return TransformerState(
             params=theta,
-            opt_state=optimizer.init(theta) if finetune else (),
-            head=_head_prior(mean, prior_precision * jnp.eye(h)),
-            buffer=replay_init(example_item, capacity),
+            opt_state=self.optimizer.init(theta) if self.config.finetune else (),
+            head=_head_prior(mean, self.config.prior_precision * jnp.eye(h)),
+            buffer=replay_init(example, self.config.capacity),
             step=jnp.zeros((), jnp.int32),
         )
 
-    def phi_of(state, obs):
-        return embeddings(graphdef, state.params, obs)
+    def belief(
+        self, state: TransformerState, obs: Observation
+    ) -> GaussianWeights | MemberScores:
+        """What the heads say about the candidates: scores phi_k^T w."""
+        phi = embeddings(self.graphdef, state.params, obs)  # (K, h)
+        head = state.head
+        if self.bootstrap:
+            return MemberScores(lambda m: phi @ head.mean[m], lambda: head.mean @ phi.T)
+        return GaussianWeights(phi, head.mean[0], head.root[0])
 
-    def sample_scores(key, state, obs, phi):
-        if exploration == "ts":
-            # phi w~ with w~ = w + nu R^T z ~ N(w, nu^2 Sigma), O(K h^2)
-            z = jax.random.normal(key, (h,))
-            return phi @ (state.head.mean[0] + nu * (state.head.root[0].T @ z))
-        if exploration == "ensemble":
-            member = jax.random.randint(key, (), 0, M)
-            return phi @ state.head.mean[member]
-        return phi @ state.head.mean[0]
+    def act(self, key, state: TransformerState, obs: Observation) -> jax.Array:
+        return self.rule.sample(key, self.belief(state, obs), obs.mask)
 
-    def action_probs(key, state, obs):
-        phi = phi_of(state, obs)
-        if exploration == "ts":
-            G = phi @ state.head.root[0].T  # (K, h), G G^T = phi Sigma phi^T
-            z = jax.random.normal(key, (propensity_samples, h))
-            scores = phi @ state.head.mean[0] + nu * z @ G.T
-            actions = jax.vmap(masked_argmax, in_axes=(0, None))(scores, obs.mask)
-            return jnp.mean(jax.nn.one_hot(actions, cfg.num_arms), axis=0)
-        if exploration == "ensemble":
-            actions = jax.vmap(masked_argmax, in_axes=(0, None))(
-                state.head.mean @ phi.T, obs.mask
-            )
-            return jnp.mean(jax.nn.one_hot(actions, cfg.num_arms), axis=0)
-        del key
-        greedy = jax.nn.one_hot(
-            masked_argmax(phi @ state.head.mean[0], obs.mask), cfg.num_arms
-        )
-        allowed = obs.mask.astype(jnp.float32)
-        return eps * allowed / jnp.sum(allowed) + (1.0 - eps) * greedy
+    def action_probs(self, key, state: TransformerState, obs: Observation):
+        return self.rule.probs(key, self.belief(state, obs), obs.mask)
 
-    def act(key, state, obs):
-        if exploration in ("epsilon", "greedy"):
-            key_probs, key_choice = jax.random.split(key)
-            probs = action_probs(key_probs, state, obs)
-            if exploration == "greedy":
-                return jnp.argmax(probs).astype(jnp.int32)
-            return jax.random.choice(key_choice, cfg.num_arms, p=probs).astype(
-                jnp.int32
-            )
-        phi = phi_of(state, obs)
-        return masked_argmax(sample_scores(key, state, obs, phi), obs.mask)
-
-    def predict(state, obs):
-        phi = phi_of(state, obs)
+    def predict(self, state: TransformerState, obs: Observation) -> jax.Array:
+        phi = embeddings(self.graphdef, state.params, obs)
         return jnp.mean(jax.nn.sigmoid(phi @ state.head.mean.T), axis=-1)
 
-    def update(key, state, obs, action, reward):
+    def update(self, key, state: TransformerState, obs, action, reward):
         key_boot, key_train = jax.random.split(key)
-        phi = phi_of(state, obs)[action]
+        phi = embeddings(self.graphdef, state.params, obs)[action]
         reward = jnp.asarray(reward, jnp.float32)
-        if exploration == "ensemble":
+        M = self.num_heads
+        if self.bootstrap:
             weights = jax.random.poisson(key_boot, 1.0, (M,)).astype(jnp.float32)
         else:
             del key_boot
             weights = jnp.ones((M,), jnp.float32)
-        head = HeadState(
-            *jax.vmap(_ekf_step, in_axes=(0, 0, 0, 0, None, None, 0))(
-                *state.head, phi, reward, weights
-            )
-        )
         step = state.step + 1
-        head = jax.lax.cond(
-            step % REFACTOR_EVERY == 0, _head_refactor, lambda hd: hd, head
-        )
         state = state._replace(
-            head=head,
-            buffer=replay_push(state.buffer, _buffer_item(obs, action, reward, cfg)),
+            head=_head_update(state.head, phi, reward, weights, step),
+            buffer=replay_push(
+                state.buffer, _buffer_item(obs, action, reward, self.cfg)
+            ),
             step=step,
         )
-        if not finetune:
+        if not self.config.finetune:
             del key_train
             return state
         return maybe(
-            should_train(state.step, train_every),
-            lambda s: _retrain(key_train, s),
+            should_train(state.step, self.config.train_every),
+            lambda s: self.retrain(key_train, s),
             state,
         )
 
-    def _retrain(key, state):
+    def retrain(self, key, state: TransformerState) -> TransformerState:
+        """Fine-tunes body and head, then refits the head posteriors around it."""
         old_head = head_of(state.params)
         theta, opt_state = fit_click_model(
             key,
-            graphdef,
+            self.graphdef,
             state.params,
             state.opt_state,
             state.buffer,
-            optimizer,
-            train_steps,
-            batch_size,
+            self.optimizer,
+            self.config.train_steps,
+            self.config.batch_size,
         )
         new_head = head_of(theta)
         precision = _refit_precision(
-            graphdef, theta, state.buffer, new_head, prior_precision
+            self.graphdef, theta, state.buffer, new_head, self.config.prior_precision
         )
-        mean = (
-            state.head.mean - old_head + new_head
-            if exploration == "ensemble"
-            else jnp.broadcast_to(new_head, (M, h))
-        )
+        if self.bootstrap:
+            mean = state.head.mean - old_head + new_head
+        else:
+            mean = jnp.broadcast_to(new_head, (self.num_heads, self.cfg.embed_dim))
         return state._replace(
             params=theta, opt_state=opt_state, head=_head_prior(mean, precision)
         )
 
-    probs_fn = action_probs
-    return Agent(
-        init,
-        act,
-        update,
-        probs_fn,
-        name=name or f"transformer_{exploration}",
-        predict=predict,
+
+def _head_update(head: HeadState, phi, reward, weights, step) -> HeadState:
+    """Every head's extended-Kalman step on (phi, r) with its bootstrap weight,
+    and the periodic re-factorisation of the roots."""
+    head = HeadState(
+        *jax.vmap(_ekf_step, in_axes=(0, 0, 0, 0, None, None, 0))(
+            *head, phi, reward, weights
+        )
     )
+    return jax.lax.cond(step % REFACTOR_EVERY == 0, _head_refactor, lambda hd: hd, head)
 
 
 def _optimizer(learning_rate, max_grad_norm) -> optax.GradientTransformation:
@@ -577,6 +597,7 @@ def _refit_precision(graphdef, params, buffer, head, prior_precision):
 __all__ = [
     "EXPLORATIONS",
     "HeadState",
+    "PolicyConfig",
     "RecTransformer",
     "TransformerConfig",
     "TransformerState",
@@ -584,6 +605,7 @@ __all__ = [
     "build_model",
     "click_loss",
     "embeddings",
+    "exploration_rule",
     "fit_click_model",
     "head_of",
     "logits",

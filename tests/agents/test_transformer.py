@@ -17,6 +17,7 @@ import pytest
 import agents
 import bandits
 import envs
+from agents import exploration as rules
 from agents import transformer as tf
 from agents.transformer_model import TransformerConfig, field_selector
 from bandits.types import Observation
@@ -267,3 +268,33 @@ def test_registered_factory_and_bad_inputs_raise():
         tf.transformer(**kwargs, prior_precision=0.0)
     with pytest.raises(BanditConfigError, match="does not exist"):
         tf.transformer(**kwargs, checkpoint="/nonexistent/checkpoint.npz")
+
+
+def test_policy_options_are_one_validated_config():
+    """`transformer` lists every `PolicyConfig` field as a keyword with its
+    default; `policy` validates its options through the same config."""
+    hyper = agents.hyperparameters("transformer")
+    for field in dataclasses.fields(tf.PolicyConfig):
+        assert hyper[field.name] == field.default
+    with pytest.raises(BanditConfigError, match="nu"):
+        tf.policy(CFG, nu=-1.0)
+    with pytest.raises(TypeError, match="no_such_option"):
+        tf.policy(CFG, no_such_option=1)
+    with pytest.raises(BanditConfigError, match="no_such_option"):
+        agents.make(
+            "transformer", num_arms=K, dim=D_CTX, arm_features=P, no_such_option=1
+        )
+
+
+@pytest.mark.parametrize(
+    "exploration, rule",
+    [
+        ("ts", rules.Thompson),
+        ("ensemble", rules.EnsembleChoice),
+        ("epsilon", rules.EpsilonGreedy),
+        ("greedy", rules.Greedy),
+    ],
+)
+def test_exploration_string_picks_one_rule_at_build_time(exploration, rule):
+    config = tf.PolicyConfig(exploration=exploration, ensemble_size=3)
+    assert type(tf.exploration_rule(config)) is rule
