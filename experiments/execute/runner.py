@@ -165,6 +165,7 @@ def _run_folder(
         }
     )
     files = report.render(directory)
+    folder.save(files=_written(folder, files))
     runs = []
     for series in the_plan.series:
         names = set(the_plan.chunk_files(series.index))
@@ -411,7 +412,7 @@ def _prepare(
     else:
         if not overwrite:
             _refuse_foreign(directory, existing, digest)
-        _clear_results(directory)
+        _clear_results(directory, existing)
         current = Manifest(
             config_hash=digest, config=config.canonical(), created=_now()
         )
@@ -457,20 +458,44 @@ def _refuse_foreign(directory: Path, existing: Manifest | None, digest: str) -> 
         )
 
 
-def _clear_results(directory: Path) -> None:
-    """Removes the files a run writes (and nothing else) from `directory`."""
+def _written(folder: _Folder, files: report.ReportFiles) -> tuple[str, ...]:
+    """Every file of the folder a run wrote (relative paths), for the manifest."""
+    root = folder.directory.resolve()
+    names = [CONFIG_COPY, storage.SUMMARIES]
+    names += [e.curves for e in folder.manifest.agents]
+    names += [
+        str(Path(p).resolve().relative_to(root))
+        for p in (files.html, files.markdown, *files.images)
+    ]
+    return tuple(dict.fromkeys(names))
+
+
+def _clear_results(directory: Path, existing: Manifest | None) -> None:
+    """Removes what earlier runs wrote into `directory`, and nothing else: the
+    files its manifest lists (or, for a manifest without that list, the series'
+    curve files and the fixed names a run writes), the manifest, and chunk files
+    that carry a run's metadata."""
     if not directory.is_dir():
         return
-    names = [storage.MANIFEST, storage.SUMMARIES, CONFIG_COPY, *report.FILES]
-    for name in names:
-        (directory / name).unlink(missing_ok=True)
-    for pattern in report.FILE_PATTERNS:
-        for file in directory.glob(pattern):
+    if existing is not None and existing.files:
+        paths = manifest.owned_paths(directory, existing)
+    else:
+        fixed = [storage.SUMMARIES, CONFIG_COPY, *report.FILES]
+        curves = [e.curves for e in existing.agents] if existing else []
+        paths = manifest.owned_paths(
+            directory, Manifest(files=tuple(fixed + [c for c in curves if c]))
+        )
+    for path in paths:
+        path.unlink(missing_ok=True)
+    (directory / storage.MANIFEST).unlink(missing_ok=True)
+    chunks = directory / storage.CHUNKS_DIR
+    if chunks.is_dir():
+        for file in chunks.glob("*.parquet"):
+            try:
+                storage.read_chunk_meta(file)
+            except BanditConfigError:
+                continue  # not a chunk of a run: not ours
             file.unlink()
-    for folder in (storage.CURVES_DIR, storage.CHUNKS_DIR):
-        if (directory / folder).is_dir():
-            for file in (directory / folder).glob("*.parquet"):
-                file.unlink()
 
 
 def _kept_records(

@@ -56,7 +56,6 @@ REPORT_HTML = "report.html"
 SENSITIVITY_PREFIX = "sensitivity-"
 FILES = (REPORT_HTML, REPORT_MD, REGRET_PNG, LOGLOG_PNG, OPTIMAL_PNG)
 """Files `render` writes under fixed names."""
-FILE_PATTERNS = (f"{SENSITIVITY_PREFIX}*.png",)
 """Patterns of the other files `render` writes."""
 PREDICTION_METRICS = (
     ("mse", "MSE"),
@@ -117,8 +116,7 @@ def render(directory: str | Path) -> ReportFiles:
     """
     directory = Path(directory)
     manifest = manifest_file.read(directory)
-    curves_dir = directory / storage.CURVES_DIR
-    curves = storage.read_curves(curves_dir) if curves_dir.is_dir() else {}
+    curves = manifest_file.read_series_curves(directory, manifest)
     summaries_path = directory / storage.SUMMARIES
     records = storage.read_summaries(summaries_path) if summaries_path.is_file() else []
     aggregates = {r["agent"]: r for r in records if r.get("kind") == "agent"}
@@ -144,9 +142,13 @@ def render(directory: str | Path) -> ReportFiles:
     ]
     for file, title, key, lines in _sensitivity(entries, aggregates):
         figures.append(_Plot(file, title, plots.sensitivity_plot(key, lines)))
-    for old in directory.glob(FILE_PATTERNS[0]):
-        if old.name not in {p.file for p in figures}:
-            old.unlink()
+    # Sensitivity plots of an earlier render that this one does not draw; only
+    # files the manifest lists as written by a run (never a user's own file).
+    drawn = {p.file for p in figures}
+    for old in manifest_file.owned_paths(directory, manifest):
+        ours = old.parent == directory.resolve()
+        if ours and old.name.startswith(SENSITIVITY_PREFIX) and old.name not in drawn:
+            old.unlink(missing_ok=True)
     images = tuple(
         storage.atomic_write_bytes(directory / p.file, p.png) for p in figures
     )

@@ -138,6 +138,9 @@ class Manifest:
     """Commands that reproduce the folder, by what they do."""
     machine: Mapping[str, str] = dataclasses.field(default_factory=dict)
     last_run: Mapping[str, Any] | None = None
+    files: tuple[str, ...] = ()
+    """Every file the runs wrote, relative to the folder: what `--overwrite`
+    and the report may delete (nothing else in the folder is touched)."""
 
     @property
     def run(self) -> Mapping[str, Any]:
@@ -182,6 +185,8 @@ class Manifest:
         }
         if self.last_run is not None:
             out["last_run"] = dict(self.last_run)
+        if self.files:
+            out["files"] = list(self.files)
         return out
 
     @classmethod
@@ -193,6 +198,9 @@ class Manifest:
         agents = raw.get("agents")
         entries = [SeriesEntry.from_json(e) for e in agents or []]
         last_run = raw.get("last_run")
+        files = raw.get("files")
+        if not isinstance(files, list):
+            files = []
         return cls(
             config_hash=str(raw.get("config_hash") or ""),
             config=table("config"),
@@ -205,7 +213,35 @@ class Manifest:
             commands=table("commands"),
             machine=table("machine"),
             last_run=last_run if isinstance(last_run, Mapping) else None,
+            files=tuple(f for f in files if isinstance(f, str)),
         )
+
+
+def owned_paths(directory: str | Path, manifest: Manifest) -> list[Path]:
+    """The files the manifest lists, that lie inside `directory` (a listed path
+    that leads outside it, by `..` or a link, is ignored)."""
+    root = Path(directory).resolve()
+    out = []
+    for name in manifest.files:
+        path = (root / name).resolve()
+        if path.is_relative_to(root) and path != root:
+            out.append(path)
+    return out
+
+
+def read_series_curves(directory: str | Path, stored: Manifest) -> dict[str, Any]:
+    """`{label: Curves}` of the finished series, each from the file its entry
+    names (other files in `curves/` are not read); series whose file is missing
+    are left out."""
+    root = Path(directory)
+    out = {}
+    for entry in stored.agents:
+        path = root / entry.curves
+        if entry.curves and path.is_file():
+            curves = storage.read_curves(path)
+            if entry.label in curves:
+                out[entry.label] = curves[entry.label]
+    return out
 
 
 def read(directory: str | Path) -> Manifest:

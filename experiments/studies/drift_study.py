@@ -164,7 +164,7 @@ def summarise(
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, metrics.Band]]]:
     """The study's table and its smoothed curves, by env setting and agent."""
     stored = manifest.read(directory)
-    curves = storage.read_curves(directory / storage.CURVES_DIR)
+    curves = manifest.read_series_curves(directory, stored)
     rows, bands = [], {}
     for entry in stored.agents:
         regret = per_step_regret(curves[entry.label])

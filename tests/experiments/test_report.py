@@ -252,12 +252,20 @@ def test_sweep_report_has_sensitivity_cost_and_prediction(swept):
     assert len(embedded) == len(files.images) == 4
 
 
-def test_stale_sensitivity_plots_are_removed(tmp_path):
+def test_stale_sensitivity_plots_are_removed_but_not_the_users(tmp_path):
+    """A sensitivity plot an earlier render wrote (listed in the manifest's
+    `files`) and this one does not draw is removed; a file of the same name
+    pattern that no run wrote is the user's and stays."""
     write_sweep_results(tmp_path)
+    raw = storage.read_manifest(tmp_path)
+    storage.write_manifest(tmp_path, {**raw, "files": ["sensitivity-agent-old.png"]})
     stale = tmp_path / "sensitivity-agent-old.png"
-    stale.write_bytes(b"\x89PNG")
+    mine = tmp_path / "sensitivity-mine.png"
+    for path in (stale, mine):
+        path.write_bytes(b"\x89PNG")
     report.render(tmp_path)
     assert not stale.exists()
+    assert mine.read_bytes() == b"\x89PNG"
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
