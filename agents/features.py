@@ -62,9 +62,10 @@ def context_cross_items(
     """
     _check_columns(obs, item_dim)
     if obs.context.shape[-1] != context_dim:
-        raise BanditConfigError(
-            f"dim must equal the env's context dimension {obs.context.shape[-1]}, "
-            f"got {context_dim}"
+        raise BanditConfigError.about(
+            "dim",
+            f"must equal the env's context dimension {obs.context.shape[-1]}, "
+            f"got {context_dim}",
         )
     items = obs.arms[:, :item_dim]
     crossed = items[:, :cross_dim, None] * obs.context[None, None, :]
@@ -75,9 +76,9 @@ def context_cross_items(
 def _check_columns(obs: Observation, item_dim: int) -> None:
     columns = obs.arms.shape[-1]
     if item_dim > columns:
-        raise BanditConfigError(
-            f"item_dim must be <= the env's arm-feature columns ({columns}), got "
-            f"{item_dim}"
+        raise BanditConfigError.about(
+            "item_dim",
+            f"must be <= the env's arm-feature columns ({columns}), got {item_dim}",
         )
 
 
@@ -202,8 +203,8 @@ def linucb_context_items(
     item_dim = positive_int("item_dim", item_dim)
     cross_dim = item_dim if cross_dim is None else positive_int("cross_dim", cross_dim)
     if cross_dim > item_dim:
-        raise BanditConfigError(
-            f"cross_dim must be <= item_dim ({item_dim}), got {cross_dim}"
+        raise BanditConfigError.about(
+            "cross_dim", f"must be <= item_dim ({item_dim}), got {cross_dim}"
         )
     base = linucb(
         num_arms,

@@ -62,9 +62,9 @@ def _check_common(
     dim = positive_int("dim", dim)
     choice("features", features, FEATURE_FORMS)
     if not isinstance(regularization, jax.core.Tracer) and float(regularization) == 0:
-        raise BanditConfigError(
-            "regularization must be > 0 (it makes A = lambda I + X^T X invertible), "
-            "got 0"
+        raise BanditConfigError.about(
+            "regularization",
+            "must be > 0 (it makes A = lambda I + X^T X invertible), got 0",
         )
     real("regularization", regularization, low=0.0, low_open=True)
     refactor_every = positive_int("refactor_every", refactor_every)

@@ -93,8 +93,9 @@ def hidden_sizes_of(value: Any) -> tuple[int, ...]:
     try:
         sizes = tuple(value)
     except TypeError:
-        raise BanditConfigError(
-            f"hidden_sizes must be a positive integer or a list of them, got {value!r}"
+        raise BanditConfigError.about(
+            "hidden_sizes",
+            f"must be a positive integer or a list of them, got {value!r}",
         ) from None
     return tuple(positive_int("hidden_sizes", s) for s in sizes)
 

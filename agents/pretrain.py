@@ -227,8 +227,9 @@ def pretrain(
     columns = _training_columns(data, cfg)
     n = len(columns["action"])
     if n < batch_size:
-        raise BanditConfigError(
-            f"batch_size must be <= the number of logged events ({n}), got {batch_size}"
+        raise BanditConfigError.about(
+            "batch_size",
+            f"must be <= the number of logged events ({n}), got {batch_size}",
         )
     key_init, key_train = jax.random.split(key)
     graphdef, fresh = nnx.split(build_model(cfg, key_init))

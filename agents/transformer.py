@@ -227,12 +227,13 @@ class PolicyConfig:
         self._set_positive_int("ensemble_size")
         check_quantization(self.quantization)
         if not isinstance(self.finetune, bool):
-            raise BanditConfigError(
-                f"finetune must be true or false, got {self.finetune!r}"
+            raise BanditConfigError.about(
+                "finetune", f"must be true or false, got {self.finetune!r}"
             )
         if self.quantization != "none" and self.finetune:
-            raise BanditConfigError(
-                "quantization needs finetune=False: int8 weights are for inference only"
+            raise BanditConfigError.about(
+                "quantization",
+                "needs finetune=False: int8 weights are for inference only",
             )
         for name in (
             "train_every",
@@ -324,9 +325,9 @@ def transformer(
         wide_cross=wide_cross,
     )
     if cfg.context_dim != dim:
-        raise BanditConfigError(
-            f"context_fields must sum to dim ({dim}), got {fields} "
-            f"(sum {cfg.context_dim})"
+        raise BanditConfigError.about(
+            "context_fields",
+            f"must sum to dim ({dim}), got {fields} (sum {cfg.context_dim})",
         )
     config = PolicyConfig(**options)
     if checkpoint is not None and params is not None:
@@ -376,7 +377,7 @@ def _build_policy(
     graphdef, template = split_model(run_cfg)
     if config.quantization != "none":
         if params is None:
-            raise BanditConfigError("quantization needs pretrained params")
+            raise BanditConfigError.about("quantization", "needs pretrained params")
         params = quantize_state(params, template)
     agent = _TransformerPolicy(
         cfg=dataclasses.replace(cfg, quantization="none"),

@@ -99,7 +99,9 @@ class TransformerConfig:
         positive_int("num_arms", self.num_arms)
         fields = tuple(self.context_fields)
         if not fields:
-            raise BanditConfigError("context_fields must list at least one width")
+            raise BanditConfigError.about(
+                "context_fields", "must list at least one width"
+            )
         for i, w in enumerate(fields):
             positive_int(f"context_fields[{i}]", w)
         object.__setattr__(self, "context_fields", tuple(int(w) for w in fields))
@@ -108,16 +110,18 @@ class TransformerConfig:
         if self.arm_columns == 0:
             object.__setattr__(self, "arm_columns", self.arm_features)
         if self.arm_columns < self.arm_features:
-            raise BanditConfigError(
-                f"arm_columns must be >= arm_features ({self.arm_features}), got "
-                f"{self.arm_columns}"
+            raise BanditConfigError.about(
+                "arm_columns",
+                f"must be >= arm_features ({self.arm_features}), got "
+                f"{self.arm_columns}",
             )
         if self.num_items and not -self.arm_columns <= self.id_column < (
             self.arm_columns
         ):
-            raise BanditConfigError(
-                f"id_column must index one of the {self.arm_columns} arm columns, "
-                f"got {self.id_column}"
+            raise BanditConfigError.about(
+                "id_column",
+                f"must index one of the {self.arm_columns} arm columns, "
+                f"got {self.id_column}",
             )
         non_negative_int("history_length", self.history_length)
         if self.history_length:
@@ -126,15 +130,15 @@ class TransformerConfig:
         for name in ("width", "depth", "heads", "mlp_ratio"):
             positive_int(name, getattr(self, name))
         if self.width % self.heads:
-            raise BanditConfigError(
-                f"width must be divisible by heads ({self.heads}), got {self.width}"
+            raise BanditConfigError.about(
+                "width", f"must be divisible by heads ({self.heads}), got {self.width}"
             )
         check_quantization(self.quantization)
         non_negative_int("wide_cross", self.wide_cross)
         if self.wide_cross > self.arm_features:
-            raise BanditConfigError(
-                f"wide_cross must be <= arm_features ({self.arm_features}), got "
-                f"{self.wide_cross}"
+            raise BanditConfigError.about(
+                "wide_cross",
+                f"must be <= arm_features ({self.arm_features}), got {self.wide_cross}",
             )
 
     @property

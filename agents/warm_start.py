@@ -222,9 +222,9 @@ def maybe_warm_start(agent: Agent, warm_start_path: str | None, **options) -> Ag
     if warm_start_path is None:
         return agent
     if not isinstance(warm_start_path, str | os.PathLike):
-        raise BanditConfigError(
-            f"warm_start must be a path to a logged-data Parquet file, got "
-            f"{warm_start_path!r}"
+        raise BanditConfigError.about(
+            "warm_start",
+            f"must be a path to a logged-data Parquet file, got {warm_start_path!r}",
         )
     return warm_start(agent, warm_start_path, **options)
 
