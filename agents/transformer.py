@@ -340,6 +340,28 @@ def transformer(
     return _build_policy(cfg, params, config)
 
 
+def config_for_env(env: Any, **architecture: Any) -> TransformerConfig:
+    """The transformer's shapes for a recommendation env (`ContextualRec-*`).
+
+    One token per context field (`env.context_fields`, else the whole context as
+    one field), the item features of `obs.arms` with the id in the last column,
+    and the behaviour history. `architecture` sets width, depth, heads,
+    mlp_ratio and wide_cross.
+    """
+    fields = tuple(getattr(env, "context_fields", (env.context_dim,)))
+    return TransformerConfig(
+        num_arms=env.num_arms,
+        context_fields=fields,
+        arm_features=env.item_dim,
+        arm_columns=env.item_dim + 1,
+        history_length=env.history_length,
+        history_features=env.item_dim + 1,
+        num_items=env.num_items,
+        id_column=-1,
+        **architecture,
+    )
+
+
 def _check_same_architecture(cfg: TransformerConfig, saved: TransformerConfig):
     mine = dataclasses.asdict(cfg)
     theirs = dataclasses.asdict(dataclasses.replace(saved, quantization="none"))

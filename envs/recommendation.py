@@ -225,6 +225,13 @@ class RecommendationEnv(BanditEnv):
         return rec_context.context_dim(self)
 
     @property
+    def context_fields(self) -> tuple[int, ...]:
+        """Widths of the context's fields (time of day, weekend, device,
+        location, age band, region), summing to `context_dim`: a model can give
+        each field its own token."""
+        return rec_context.context_fields(self)
+
+    @property
     def item_dim(self) -> int:
         """Item-feature columns p_item = C + q + 1 (`arms` adds the id column)."""
         return self.num_categories + self.num_content_features + 1

@@ -144,5 +144,14 @@ def encode_context(
 
 def context_dim(cfg) -> int:
     """Length d of the observed context vector."""
+    return sum(context_fields(cfg))
+
+
+def context_fields(cfg) -> tuple[int, ...]:
+    """Widths of the context's fields, in order: time of day (sin, cos), weekend,
+    device, location, age band, region (one-hot blocks, or one column each with
+    `context_encoding="raw"`)."""
     counts = (len(cfg.devices), len(cfg.locations), cfg.num_age_bands, cfg.num_regions)
-    return 3 + (sum(counts) if cfg.context_encoding == "onehot" else len(counts))
+    if cfg.context_encoding == "onehot":
+        return (2, 1, *counts)
+    return (2, 1, 1, 1, 1, 1)

@@ -55,7 +55,6 @@ from experiments.studies.pretrain_finetune_config import (
     StudyAgent,
     StudyConfig,
     load_study,
-    transformer_config,
 )
 
 CURVE_POINTS = 200
@@ -171,7 +170,7 @@ def _context_items(env):
 
 def agent_config(spec: StudyAgent, env, study: StudyConfig) -> tf.TransformerConfig:
     """The transformer architecture of `spec`: the study's, with its overrides."""
-    return transformer_config(env, **{**study.model, **spec.model})
+    return tf.config_for_env(env, **{**study.model, **spec.model})
 
 
 def build_agent(spec: StudyAgent, env, pretrained: Mapping[str, Any], study):

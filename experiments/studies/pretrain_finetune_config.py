@@ -15,8 +15,7 @@ An agent's `name` is "transformer" or a registered agent name, as in the
 platform's configs; tables and keys are checked with the platform's checks
 (`experiments.config.checks`), so errors read the same.
 
-`transformer_config` derives the transformer's shapes from a `ContextualRec-*`
-environment (one token per context field).
+The transformer's shapes come from the env (`agents.transformer.config_for_env`).
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from typing import Any
 
 import agents
 import envs
-from agents import transformer as tf
 from bandits.validation import BanditConfigError
 from envs import logged
 from experiments.config.checks import check_keys, check_type, table
@@ -190,30 +188,4 @@ def load_study(config: str) -> StudyConfig:
         pretrain=pre,
         envs=tuple(env_list),
         agents=tuple(specs),
-    )
-
-
-def context_fields(env) -> tuple[int, ...]:
-    """Widths of the context fields of a `ContextualRec-*` env (one token each):
-    time of day (sin, cos), weekend, device, location, age band, region."""
-    counts = (len(env.devices), len(env.locations), env.num_age_bands, env.num_regions)
-    if getattr(env, "context_encoding", "onehot") == "onehot":
-        fields = (2, 1, *counts)
-    else:
-        fields = (2, 1, 1, 1, 1, 1)
-    return fields if sum(fields) == env.context_dim else (env.context_dim,)
-
-
-def transformer_config(env, **architecture) -> tf.TransformerConfig:
-    """The transformer's shapes for a `ContextualRec-*` env."""
-    return tf.TransformerConfig(
-        num_arms=env.num_arms,
-        context_fields=context_fields(env),
-        arm_features=env.item_dim,
-        arm_columns=env.item_dim + 1,
-        history_length=env.history_length,
-        history_features=env.item_dim + 1,
-        num_items=env.num_items,
-        id_column=-1,
-        **architecture,
     )

@@ -298,3 +298,17 @@ def test_policy_options_are_one_validated_config():
 def test_exploration_string_picks_one_rule_at_build_time(exploration, rule):
     config = tf.PolicyConfig(exploration=exploration, ensemble_size=3)
     assert type(tf.exploration_rule(config)) is rule
+
+
+def test_config_for_env_takes_every_shape_from_the_env():
+    from agents.transformer import config_for_env
+
+    env = envs.make_env("ContextualRec-v0")
+    cfg = config_for_env(env, width=32, depth=1, heads=2)
+    assert cfg.context_fields == env.context_fields
+    assert (cfg.num_arms, cfg.arm_features, cfg.num_items) == (
+        env.num_arms,
+        env.item_dim,
+        env.num_items,
+    )
+    assert cfg.history_length == env.history_length and cfg.width == 32

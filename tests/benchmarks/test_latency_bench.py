@@ -24,7 +24,7 @@ import pytest
 import agents
 import envs
 from agents import transformer as tf
-from experiments.studies.pretrain_finetune import transformer_config
+from agents.transformer import config_for_env
 
 CALLS = 2000
 WARMUP = 50
@@ -34,7 +34,7 @@ WARMUP = 50
 def setting():
     env, params = envs.make("ContextualRec-v0", history_length=20)
     obs, _ = env.reset(jax.random.key(0), params)
-    cfg = transformer_config(env)
+    cfg = config_for_env(env)
     assert (cfg.num_arms, cfg.history_length) == (20, 20)
     _, theta = tf.split_model(cfg, 0)
     policies = {

@@ -488,3 +488,12 @@ def test_large_catalog_arrays_for_64_seeds_fit_in_2_gib():
         jax.eval_shape(small.sample_params, jax.random.key(0)),
     )
     assert nbytes(small_state) == nbytes(state)
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "raw"])
+def test_context_fields_partition_the_context(encoding):
+    env = envs.make_env("ContextualRec-v0", context_encoding=encoding)
+    fields = env.context_fields
+    assert sum(fields) == env.context_dim == env.observation_spec()["context"].shape[0]
+    expected = (2, 1, 1, 1, 1, 1) if encoding == "raw" else (2, 1, *fields[2:])
+    assert fields == expected and len(fields) == 6

@@ -26,9 +26,9 @@ import bandits
 import envs
 from agents import pretrain as pt
 from agents import transformer as tf
+from agents.transformer import config_for_env
 from bandits import metrics
 from envs import logged
-from experiments.studies.pretrain_finetune import transformer_config
 
 HORIZON, SEEDS, EVENTS = 2000, 8, 20_000
 
@@ -39,7 +39,7 @@ def test_pretraining_reduces_early_regret():
     data = logged.generate(
         jax.random.key(100), env, params, logged.uniform(), EVENTS, num_streams=64
     )
-    cfg = transformer_config(env)
+    cfg = config_for_env(env)
     result = pt.pretrain(
         jax.random.key(0), cfg, data, epochs=3, batch_size=128, progress=False
     )
