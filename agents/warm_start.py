@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bandits.files import read_logged
+from bandits.files import check_logged_events, read_logged
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, positive_int
 
@@ -87,6 +87,7 @@ def as_events(data: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
     lengths = {name: len(v) for name, v in out.items()}
     if len(set(lengths.values())) > 1:
         raise BanditConfigError(f"logged columns differ in length: {lengths}")
+    check_logged_events(out, "logged data")
     return out
 
 

@@ -91,6 +91,58 @@ def write_logged(
     )
 
 
+def check_logged_events(columns: Mapping[str, np.ndarray], where: str) -> None:
+    """Refuses logged events a learner would silently misread, naming the column
+    and the first bad row: actions outside [0, K) or not allowed by the mask,
+    propensities outside (0, 1], and non-finite rewards or propensities.
+
+    K is the width of `mask` (or of `action_probs` / `arms`); columns that are
+    absent are not checked.
+    """
+    action = columns.get("action")
+    widths = [
+        np.shape(columns[n])[1]
+        for n in ("mask", "action_probs", "arms")
+        if n in columns and np.ndim(columns[n]) >= 2
+    ]
+    if action is not None:
+        action = np.asarray(action)
+        if not np.issubdtype(action.dtype, np.integer):
+            raise BanditConfigError(
+                f"{where}: column 'action' must hold integers, got {action.dtype}"
+            )
+        if widths:
+            _first_bad(
+                where,
+                "action",
+                (action < 0) | (action >= widths[0]),
+                action,
+                f"an arm in [0, {widths[0]})",
+            )
+        if "mask" in columns and widths:
+            mask = np.asarray(columns["mask"], bool)
+            inside = np.clip(action, 0, widths[0] - 1)
+            allowed = mask[np.arange(action.shape[0]), inside]
+            _first_bad(where, "action", ~allowed, action, "allowed by the row's mask")
+    if "reward" in columns:
+        reward = np.asarray(columns["reward"], np.float64)
+        _first_bad(where, "reward", ~np.isfinite(reward), reward, "a finite number")
+    if "propensity" in columns:
+        p = np.asarray(columns["propensity"], np.float64)
+        bad = ~np.isfinite(p) | (p <= 0) | (p > 1)
+        _first_bad(where, "propensity", bad, p, "in (0, 1]")
+
+
+def _first_bad(where: str, column: str, bad: np.ndarray, values, what: str) -> None:
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        value = np.asarray(values[row]).item()
+        raise BanditConfigError(
+            f"{where}: column {column!r} row {row} is {value!r}, not {what} "
+            f"({int(bad.sum())} bad row(s))"
+        )
+
+
 def read_logged(
     path: str | os.PathLike,
     columns: Sequence[str] | None = None,
@@ -159,4 +211,5 @@ def read_logged(
         arrays[name] = values.astype(spec["dtype"], copy=False).reshape(
             rows, *spec["shape"]
         )
+    check_logged_events(arrays, repr(str(path)))
     return arrays, dict(meta.get("metadata", {}))

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bandits.files import read_logged, write_logged
+from bandits.files import check_logged_events, read_logged, write_logged
 from bandits.types import Agent, Env, EnvParams, Observation
 from bandits.validation import BanditConfigError, positive_int, real
 
@@ -221,6 +221,9 @@ class LoggedData:
     stream: np.ndarray  # (n,) int32  generating stream
     step: np.ndarray  # (n,) int32  step within the stream
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        check_logged_events(self.columns(), "logged data")
 
     def __len__(self) -> int:
         return int(self.action.shape[0])
