@@ -471,10 +471,17 @@ def _check_grid_list(path: str, values: Any, default: Any) -> None:
         )
     for i, value in enumerate(values):
         _check_value(f"{path}[{i}]", value, default)
-    seen = [json.dumps(v) for v in values]
+    # Numbers compare by value: 1 and 1.0 build the same agent.
+    seen = [_grid_key(v) for v in values]
     repeated = sorted({v for v in seen if seen.count(v) > 1})
     if repeated:
         raise BanditConfigError(f"{path} lists value(s) {', '.join(repeated)} twice")
+
+
+def _grid_key(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return json.dumps(float(value))
+    return json.dumps(value)
 
 
 def _check_unique_labels(agents_: Sequence[AgentConfig]) -> None:

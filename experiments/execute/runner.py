@@ -406,7 +406,7 @@ def _prepare(
     if directory.exists() and not directory.is_dir():
         raise BanditConfigError(f"output {str(directory)!r} exists and is not a folder")
     digest = config.hash()
-    existing = _existing_manifest(directory)
+    existing = _existing_manifest(directory, overwrite)
     if existing is not None and existing.config_hash == digest and not overwrite:
         current = existing
     else:
@@ -430,14 +430,20 @@ def _prepare(
     return current
 
 
-def _existing_manifest(directory: Path) -> Manifest | None:
-    """The folder's manifest; None without one, an empty one if unreadable."""
+def _existing_manifest(directory: Path, overwrite: bool) -> Manifest | None:
+    """The folder's manifest; None without one. An unreadable or damaged one is
+    refused (naming the fault), or with `overwrite` treated as empty."""
     if not manifest.exists(directory):
         return None
     try:
         return manifest.read(directory)
-    except BanditConfigError:
-        return Manifest()
+    except BanditConfigError as err:
+        if overwrite:
+            return Manifest()
+        raise BanditConfigError(
+            f"output folder {str(directory)!r} holds a manifest that cannot be used "
+            f"({err}); nothing was changed. Pass --overwrite to replace the results"
+        ) from None
 
 
 def _refuse_foreign(directory: Path, existing: Manifest | None, digest: str) -> None:

@@ -49,8 +49,11 @@ def _png(fig: Figure) -> bytes:
 
 
 def plot_label(label: str) -> str:
-    """A label safe from matplotlib's mathtext (`$...$`)."""
-    return label.replace("$", r"\$")
+    """A label safe from matplotlib: no mathtext (`$...$`), and shown even when it
+    starts with "_" (matplotlib leaves such labels out of legends; a zero-width
+    space in front keeps it, invisibly)."""
+    label = label.replace("$", r"\$")
+    return "\u200b" + label if label.startswith("_") else label
 
 
 def _legend(ax, count: int, loc: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bandits.validation import BanditConfigError
 from experiments.store import storage
 
 FORMAT = "bandits-results/2"
@@ -107,17 +108,79 @@ class SeriesEntry:
         return {k: v for k, v in self.to_json().items() if k not in ("label", "curves")}
 
     @classmethod
-    def from_json(cls, raw: Any) -> SeriesEntry | None:
-        """The entry, or None for an item that is not one (no label)."""
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("label"), str):
-            return None
+    def from_json(cls, raw: Any, where: str = "entry") -> SeriesEntry:
+        """The entry; fields it lacks take their defaults.
+
+        Raises:
+          BanditConfigError: not an object, no label, or a field of the wrong
+            type (a hand-edited manifest), naming the field.
+        """
+        if not isinstance(raw, Mapping):
+            raise BanditConfigError(f"{where} must be a JSON object")
+        _expect(raw, where, "label", str, required=True)
+        for key, kind in _ENTRY_TYPES.items():
+            _expect(raw, where, key, kind)
         known = {f.name for f in dataclasses.fields(cls)} - {"cost"}
         kwargs = {k: raw[k] for k in known if k in raw}
         kwargs["cost"] = Cost(**{k: raw[k] for k in COST_FIELDS if k in raw})
-        for key in ("grid", "env_grid", "hyperparameters"):
-            if not isinstance(kwargs.get(key, {}), Mapping):
-                kwargs[key] = {}
         return cls(**kwargs)
+
+
+_NUMBER = (int, float)
+_ENTRY_TYPES: dict[str, Any] = {
+    "name": str,
+    "agent_label": str,
+    "base_label": str,
+    "entry": (int, type(None)),
+    "setting": str,
+    "setting_index": int,
+    "grid": Mapping,
+    "env_grid": Mapping,
+    "hyperparameters": Mapping,
+    "program": str,
+    "curves": str,
+    "finished": str,
+    "chunks": int,
+    "prediction": (Mapping, type(None)),
+    **{k: (*_NUMBER, type(None)) for k in COST_FIELDS},
+}
+_MANIFEST_TYPES: dict[str, Any] = {
+    "config_hash": str,
+    "config": Mapping,
+    "title": str,
+    "format": str,
+    "created": str,
+    "updated": str,
+    "agents": list,
+    "setup": Mapping,
+    "commands": Mapping,
+    "machine": Mapping,
+    "last_run": (Mapping, type(None)),
+    "files": list,
+}
+
+
+def _expect(
+    raw: Mapping[str, Any], where: str, key: str, kind: Any, required: bool = False
+) -> None:
+    if key not in raw:
+        if required:
+            raise BanditConfigError(f"{where} has no {key!r}")
+        return
+    value = raw[key]
+    if isinstance(value, bool) and kind is not bool and bool not in _tuple(kind):
+        ok = False
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise BanditConfigError(
+            f"{where}.{key} has the wrong type ({type(value).__name__}): "
+            "the manifest was edited or damaged"
+        )
+
+
+def _tuple(kind: Any) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,17 +253,27 @@ class Manifest:
         return out
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Manifest:
-        def table(key: str) -> dict[str, Any]:
-            value = raw.get(key)
-            return dict(value) if isinstance(value, Mapping) else {}
+    def from_json(cls, raw: Mapping[str, Any], where: str = "manifest") -> Manifest:
+        """The manifest; fields it lacks (older versions) take their defaults.
 
-        agents = raw.get("agents")
-        entries = [SeriesEntry.from_json(e) for e in agents or []]
+        Raises:
+          BanditConfigError: a field of the wrong type, naming it.
+        """
+        for key, kind in _MANIFEST_TYPES.items():
+            _expect(raw, where, key, kind)
+
+        def table(key: str) -> dict[str, Any]:
+            return dict(raw.get(key) or {})
+
+        entries = [
+            SeriesEntry.from_json(e, f"{where}.agents[{i}]")
+            for i, e in enumerate(raw.get("agents") or [])
+        ]
         last_run = raw.get("last_run")
-        files = raw.get("files")
-        if not isinstance(files, list):
-            files = []
+        files = raw.get("files") or []
+        for i, name in enumerate(files):
+            if not isinstance(name, str):
+                raise BanditConfigError(f"{where}.files[{i}] must be a string")
         return cls(
             config_hash=str(raw.get("config_hash") or ""),
             config=table("config"),
@@ -208,12 +281,12 @@ class Manifest:
             format=str(raw.get("format") or FORMAT),
             created=str(raw.get("created") or ""),
             updated=str(raw.get("updated") or ""),
-            agents=tuple(e for e in entries if e is not None),
+            agents=tuple(entries),
             setup=table("setup"),
             commands=table("commands"),
             machine=table("machine"),
-            last_run=last_run if isinstance(last_run, Mapping) else None,
-            files=tuple(f for f in files if isinstance(f, str)),
+            last_run=last_run,
+            files=tuple(files),
         )
 
 
@@ -248,9 +321,11 @@ def read(directory: str | Path) -> Manifest:
     """The manifest of a results folder.
 
     Raises:
-      BanditConfigError: no manifest, or not a readable JSON object.
+      BanditConfigError: no manifest, not a readable JSON object, or a field of
+        the wrong type.
     """
-    return Manifest.from_json(storage.read_manifest(directory))
+    where = str(Path(directory) / storage.MANIFEST)
+    return Manifest.from_json(storage.read_manifest(directory), where)
 
 
 def write(directory: str | Path, manifest: Manifest) -> Path:

@@ -63,12 +63,32 @@ def test_a_manifest_round_trips_through_the_folder(tmp_path):
 
 
 def test_a_partial_or_old_manifest_reads_with_defaults(tmp_path):
-    raw = {"title": "old", "agents": [{"label": "A"}, "not an entry", {"x": 1}]}
+    raw = {"title": "old", "agents": [{"label": "A"}]}
     (tmp_path / storage.MANIFEST).write_text(json.dumps(raw))
     read = manifest.read(tmp_path)
     assert read.title == "old" and read.horizon is None and read.env is None
     assert [e.label for e in read.agents] == ["A"]
     assert read.agents[0].cost == Cost() and read.agents[0].prediction is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"agents": [{"label": "A"}, "not an entry"]}, "agents[1] must be"),
+        ({"agents": [{"x": 1}]}, "agents[0] has no 'label'"),
+        ({"agents": [{"label": 3}]}, "agents[0].label has the wrong type (int)"),
+        ({"agents": [{"label": "A", "chunks": "2"}]}, "agents[0].chunks"),
+        ({"agents": [{"label": "A", "grid": [1]}]}, "agents[0].grid"),
+        ({"agents": [{"label": "A", "setting_index": True}]}, "setting_index"),
+        ({"agents": {"label": "A"}}, "manifest.json.agents has the wrong type"),
+        ({"files": ["a", 3]}, "files[1] must be a string"),
+    ],
+)
+def test_a_hand_edited_manifest_with_wrong_types_is_refused(tmp_path, raw, field):
+    (tmp_path / storage.MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(BanditConfigError) as info:
+        manifest.read(tmp_path)
+    assert field in str(info.value)
 
 
 def test_a_manifest_that_is_not_an_object_is_refused(tmp_path):

@@ -73,3 +73,24 @@ def test_a_damaged_curve_file_is_recomputed(first, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["agents"][0]["label"] == (
         "LinUCB"
     )
+
+
+def test_a_hand_edited_manifest_is_refused_by_name(first, tmp_path, capsys):
+    """Before: wrong types in a hand-edited manifest were accepted and a phantom
+    row appeared in the report. Now the report and a rerun name the field; an
+    `--overwrite` run replaces the results."""
+    from experiments import cli
+
+    out = tmp_path / "out"
+    run_experiment(parse_config(CONFIG), out, progress=False)
+    raw = storage.read_manifest(out)
+    raw["agents"][0]["chunks"] = "many"
+    storage.write_manifest(out, raw)
+    assert cli.main(["report", str(out)]) == cli.EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err
+    assert "agents[0].chunks has the wrong type (str)" in err
+    with pytest.raises(Exception, match="cannot be used") as info:
+        run_experiment(parse_config(CONFIG), out, progress=False)
+    assert "agents[0].chunks" in str(info.value)
+    run_experiment(parse_config(CONFIG), out, overwrite=True, progress=False)
+    assert manifest.read(out).agents[0].chunks == 1
