@@ -246,6 +246,7 @@ def run_with_states(
       leaves shaped (len(states_of), ...) in the order of `states_of` (`None` if
       `states_of` is empty).
     """
+    _check_pair(env, agent)
     horizon = positive_int("horizon", horizon)
     seed_values = seed_list(seeds)
     rows = _state_rows(seed_values, states_of)
@@ -253,7 +254,7 @@ def run_with_states(
         params = env.default_params()
     keys = _seed_keys(seed_values)
     program = _run_compiled(env, agent, horizon, resample_params, False, rows)
-    trajectory, finite, states = program(keys, params)
+    trajectory, finite, states = _traced(program, env, agent, keys, params)
     trajectory = jax.tree_util.tree_map(
         lambda leaf: leaf[: len(seed_values)], trajectory
     )
@@ -264,6 +265,48 @@ def run_with_states(
                 env, agent, horizon, resample_params, params, seed_values, bad
             )
     return trajectory, states
+
+
+def _check_pair(env: Any, agent: Any) -> None:
+    """Refuses arguments that are not an env and an agent (swapped, or a
+    `(env, params)` pair from `envs.make`) before anything is traced."""
+    if isinstance(env, Agent) or (hasattr(agent, "reset") and hasattr(agent, "step")):
+        raise BanditConfigError(
+            "env and agent are swapped: call run(env, agent, ...) (the env first)"
+        )
+    if isinstance(env, tuple):
+        raise BanditConfigError(
+            "env is a tuple (envs.make returns (env, params)); pass the env, and "
+            "params=params if you want that instance"
+        )
+    for name, value, needed in (
+        ("env", env, ("reset", "step", "default_params", "observation_spec")),
+        ("agent", agent, ("init", "act", "update")),
+    ):
+        missing = [m for m in needed if not hasattr(value, m)]
+        if missing:
+            raise BanditConfigError(
+                f"{name} must be a bandit {name}, got {type(value).__name__} "
+                f"(it has no {', '.join(missing)})"
+            )
+
+
+def _traced(program, env: Env, agent: Any, *args):
+    """Calls a compiled simulation; a shape error while tracing it (the agent was
+    built for other shapes than the env's) becomes an error naming both."""
+    try:
+        return program(*args)
+    except BanditConfigError:
+        raise  # already names its field
+    except (TypeError, ValueError) as err:
+        spec = env.observation_spec()
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in spec.items())
+        name = getattr(agent, "name", None) or getattr(agent, "__name__", "agent")
+        raise BanditConfigError(
+            f"agent {name!r} does not fit env {type(env).__name__} "
+            f"({env.num_arms} arms; observation {shapes}): check the agent's "
+            f"num_arms and dim. Tracing failed with: {err}"
+        ) from err
 
 
 def _state_rows(seed_values: list[int], states_of: Sequence[int]) -> tuple[int, ...]:
@@ -449,7 +492,7 @@ def sweep_with_states(
     program = _sweep_compiled(
         env, agent_fn, names, horizon, resample_params, state_rows
     )
-    trajectory, finite, states = program(values, keys, params)
+    trajectory, finite, states = _traced(program, env, agent_fn, values, keys, params)
     trajectory = jax.tree_util.tree_map(
         lambda leaf: leaf[:rows].reshape(num_settings, num_seeds, *leaf.shape[1:]),
         trajectory,

@@ -62,3 +62,32 @@ def test_every_swept_value_is_checked_before_tracing(grid, message):
     with pytest.raises(BanditConfigError) as info:
         bandits.sweep(env, agent_fn, grid, horizon=5, seeds=1)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_swapped_or_wrong_arguments_to_run_are_named():
+    import bandits
+
+    env = envs.make_env("Linear-v0", num_arms=3, dim=2)
+    agent = agents.make("linucb", num_arms=3, dim=2)
+    with pytest.raises(BanditConfigError, match="swapped"):
+        bandits.run(agent, env, horizon=5, seeds=1)
+    with pytest.raises(BanditConfigError, match=r"envs\.make returns"):
+        bandits.run(envs.make("Linear-v0"), agent, horizon=5, seeds=1)
+    with pytest.raises(BanditConfigError, match="agent must be a bandit agent"):
+        bandits.run(env, "linucb", horizon=5, seeds=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"), [({"num_arms": 3, "dim": 5}, "dim"), ({"num_arms": 7}, "K")]
+)
+def test_an_agent_built_for_other_shapes_names_both(kwargs, name):
+    """Before: a raw JAX shape error from deep inside the trace."""
+    import bandits
+
+    env = envs.make_env("Linear-v0", num_arms=3, dim=2)
+    agent = agents.make("linucb", **{"dim": 2, **kwargs})
+    with pytest.raises(BanditConfigError) as info:
+        bandits.run(env, agent, horizon=5, seeds=1)
+    message = str(info.value)
+    assert "does not fit env LinearEnv (3 arms; observation context (2,)" in message
+    assert "'linucb'" in message
