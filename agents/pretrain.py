@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import time
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -535,44 +536,96 @@ def save_checkpoint(
 def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerConfig, Any]:
     """Reads a checkpoint written by `save_checkpoint`: `(config, params)`.
 
+    The archive's table of contents is checked against the architecture it
+    declares before any parameter is decompressed: a member larger than its
+    parameter needs is refused (a small file cannot expand to gigabytes).
+
     Raises:
-      BanditConfigError: if the file is missing, is not such a checkpoint, or its
-        parameters do not match the architecture it declares.
+      BanditConfigError: if the file is missing, is not such a checkpoint, cannot
+        be read, or its parameters do not match the architecture it declares.
     """
     path = Path(path)
+    where = repr(str(path))
     if not path.exists():
-        raise BanditConfigError(f"checkpoint {str(path)!r} does not exist")
-    with np.load(path, allow_pickle=False) as archive:
-        if CONFIG_KEY not in archive.files:
-            raise BanditConfigError(f"{str(path)!r} is not a transformer checkpoint")
-        cfg = TransformerConfig.from_json(str(archive[CONFIG_KEY]))
-        stored = {
-            name[len(PARAM_PREFIX) :]: archive[name]
-            for name in archive.files
-            if name.startswith(PARAM_PREFIX)
+        raise BanditConfigError(f"checkpoint {where} does not exist")
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+        if magic != ZIP_MAGIC:
+            raise BanditConfigError(
+                f"{where} is not a transformer checkpoint (not an .npz archive)"
+            )
+        with zipfile.ZipFile(path) as archive:
+            sizes = {i.filename: i.file_size for i in archive.infolist()}
+        cfg = _checkpoint_config(path, sizes)
+        _, template = split_model(cfg)
+        expected = {
+            _path_name(p): np.asarray(v.get_value())
+            for p, v in nnx.to_flat_state(template)
         }
-    _, template = split_model(cfg)
-    flat, seen = [], set()
+        _check_members(where, sizes, expected)
+        with np.load(path, allow_pickle=False) as stored:
+            values = {name: stored[PARAM_PREFIX + name] for name in expected}
+    except BanditConfigError:
+        raise
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
+        raise BanditConfigError(
+            f"{where} is not a readable checkpoint: {err}"
+        ) from None
+    flat = []
     for p, variable in nnx.to_flat_state(template):
         name = _path_name(p)
-        if name not in stored:
-            raise BanditConfigError(f"checkpoint {str(path)!r} lacks parameter {name}")
-        value = stored[name]
-        expected = np.asarray(variable.get_value())
-        if value.shape != expected.shape or value.dtype != expected.dtype:
+        value, needed = values[name], expected[name]
+        if value.shape != needed.shape or value.dtype != needed.dtype:
             raise BanditConfigError(
                 f"checkpoint parameter {name} is {value.dtype}{value.shape}, the "
-                f"architecture needs {expected.dtype}{expected.shape}"
+                f"architecture needs {needed.dtype}{needed.shape}"
             )
         flat.append((p, variable.replace(jnp.asarray(value))))
-        seen.add(name)
-    extra = sorted(set(stored) - seen)
+    return cfg, nnx.from_flat_state(flat)
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+NPY_HEADER_BYTES = 4096
+"""Room for an .npy member's header beyond its data (the header is < 4 KiB)."""
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _checkpoint_config(path: Path, sizes: Mapping[str, int]) -> TransformerConfig:
+    member = CONFIG_KEY + ".npy"
+    if member not in sizes:
+        raise BanditConfigError(f"{str(path)!r} is not a transformer checkpoint")
+    if sizes[member] > MAX_CONFIG_BYTES:
+        raise BanditConfigError(
+            f"{str(path)!r}: its architecture entry is {sizes[member]} bytes, too "
+            "large to be one"
+        )
+    with np.load(path, allow_pickle=False) as archive:
+        return TransformerConfig.from_json(str(archive[CONFIG_KEY]))
+
+
+def _check_members(
+    where: str, sizes: Mapping[str, int], expected: Mapping[str, np.ndarray]
+) -> None:
+    """Every parameter present, none extra, none larger than it can be."""
+    stored = {
+        name[len(PARAM_PREFIX) : -len(".npy")]: size
+        for name, size in sizes.items()
+        if name.startswith(PARAM_PREFIX) and name.endswith(".npy")
+    }
+    for name, needed in expected.items():
+        if name not in stored:
+            raise BanditConfigError(f"checkpoint {where} lacks parameter {name}")
+        if stored[name] > needed.nbytes + NPY_HEADER_BYTES:
+            raise BanditConfigError(
+                f"checkpoint parameter {name} holds {stored[name]} bytes, more than "
+                f"the {needed.nbytes} its architecture needs; not read"
+            )
+    extra = sorted(set(stored) - set(expected))
     if extra:
         raise BanditConfigError(
-            f"checkpoint {str(path)!r} has parameters the architecture lacks: "
-            f"{extra[:5]}"
+            f"checkpoint {where} has parameters the architecture lacks: {extra[:5]}"
         )
-    return cfg, nnx.from_flat_state(flat)
 
 
 __all__ = [

@@ -181,13 +181,18 @@ def read_logged(
             f"{str(path)!r} is not a logged dataset (no {FORMAT_KEY.decode()!r} "
             "metadata)"
         )
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+        known = meta["columns"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise BanditConfigError(
+            f"{str(path)!r} has unreadable logged-data metadata: {error}"
+        ) from None
     if meta.get("version") != FORMAT_VERSION:
         raise BanditConfigError(
             f"{str(path)!r} has logged-data format version {meta.get('version')!r}; "
             f"this code reads version {FORMAT_VERSION}"
         )
-    known = meta["columns"]
     wanted = tuple(known) if columns is None else tuple(columns)
     missing = [n for n in wanted if n not in known and n not in optional]
     if missing:
@@ -195,6 +200,19 @@ def read_logged(
             f"{str(path)!r} has no column(s) {missing}; it has {sorted(known)}"
         )
     wanted = tuple(n for n in wanted if n in known)
+    try:
+        return _read_columns(path, known, wanted, meta)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
+        if isinstance(error, BanditConfigError):
+            raise
+        raise BanditConfigError(
+            f"{str(path)!r} is not a readable logged dataset: {error}"
+        ) from None
+
+
+def _read_columns(path: Path, known, wanted, meta) -> tuple[dict, dict]:
+    import pyarrow.parquet as pq
+
     stored = [n for n in wanted if math.prod(known[n]["shape"]) > 0]
     table = pq.read_table(path, columns=stored)
     rows = pq.read_metadata(path).num_rows

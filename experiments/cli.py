@@ -41,6 +41,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as err:  # bandits.NonFiniteAgentStateError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_RUN_ERROR
+    except RuntimeError as err:
+        from experiments.execute.executors import RunFailedError
+
+        if not isinstance(err, RunFailedError):
+            raise  # a bug: keep the traceback
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_RUN_ERROR
+    except OSError as err:  # a full disk, a folder made read-only mid-run
+        where = f" ({err.filename})" if err.filename else ""
+        print(
+            f"error: {err.strerror or err}{where}; finished chunks are stored, "
+            "rerun to resume",
+            file=sys.stderr,
+        )
+        return EXIT_RUN_ERROR
     except KeyboardInterrupt:
         print(
             "interrupted; finished chunks are stored, rerun to resume", file=sys.stderr

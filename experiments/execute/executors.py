@@ -32,6 +32,11 @@ EXECUTORS = ("local", "dask")
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 
 
+class RunFailedError(RuntimeError):
+    """A run stopped by a failure outside the config (a worker died, a cluster
+    went away); finished chunks are stored and a rerun resumes."""
+
+
 class Executor(Protocol):
     """Runs task specs and yields `(spec, result)` pairs as tasks finish."""
 
@@ -157,7 +162,7 @@ class LocalExecutor:
                 yield futures[future], future.result()
         except concurrent.futures.process.BrokenProcessPool as err:
             _discard_pool(workers)
-            raise RuntimeError(
+            raise RunFailedError(
                 f"a local worker process died ({err}); finished chunks are stored, "
                 "rerun to resume"
             ) from None
