@@ -359,9 +359,18 @@ def _parse_run(table: Mapping[str, Any]) -> RunConfig:
     )
 
 
+MAX_SEEDS = 10_000_000
+"""Most seeds a config may ask for (each is a summary line and a curve row)."""
+
+
 def _parse_seeds(value: Any) -> tuple[int, ...]:
     if _is_int(value):
-        return tuple(range(positive_int("run.seeds", value)))
+        count = positive_int("run.seeds", value)
+        if count > MAX_SEEDS:
+            raise BanditConfigError(
+                f"run.seeds must be at most {MAX_SEEDS:,}, got {count:,}"
+            )
+        return tuple(range(count))
     if not isinstance(value, list):
         raise BanditConfigError(
             "run.seeds must be a positive integer S (seeds 0..S-1) or a list of "

@@ -41,9 +41,10 @@ from rich.console import Console
 from bandits.validation import BanditConfigError
 from experiments.config.loader import ExperimentConfig, build
 from experiments.execute import evaluation
-from experiments.execute.executors import Executor, LocalExecutor
+from experiments.execute.executors import Executor, LocalExecutor, cpu_count
 from experiments.execute.progress import chunk_progress
 from experiments.execute.tasks import curves_from_result
+from experiments.plan import resources
 from experiments.plan.planner import Plan, Series, Task, plan
 from experiments.report import render as report
 from experiments.store import lock, manifest, storage
@@ -132,6 +133,9 @@ def run_experiment(
     the_plan = plan(experiment, digest)
     executor = executor or LocalExecutor()
     executor.check()
+    if isinstance(executor, LocalExecutor):  # Dask workers' memory is remote
+        parallel = min(executor.workers or cpu_count(), len(the_plan.tasks))
+        resources.check_memory(experiment, max(parallel, 1))
     directory = output_dir(config, out)
     if directory.exists() and not directory.is_dir():
         raise BanditConfigError(f"output {str(directory)!r} exists and is not a folder")
