@@ -420,6 +420,12 @@ def sweep(
     return trajectory
 
 
+def _fn_name(agent_fn: Any) -> str:
+    """A readable name for an agent factory (a `functools.partial` of one too)."""
+    inner = getattr(agent_fn, "func", agent_fn)
+    return getattr(inner, "__name__", type(inner).__name__)
+
+
 def _check_settings(agent_fn, names, columns) -> None:
     """Builds the agent of every setting with concrete values (checks them)."""
     for g in range(columns[0].shape[0]):
@@ -509,7 +515,8 @@ def sweep_with_states(
             f"{n}={float(c[setting]):g}" for n, c in zip(names, columns, strict=True)
         )
         raise NonFiniteAgentStateError(
-            f"agent {agent_fn} with {label} produced a non-finite (NaN or inf) "
+            f"agent {_fn_name(agent_fn)!r} with {label} produced a non-finite "
+            "(NaN or inf) "
             f"state at seed {seed_values[seed_index]} "
             f"({int((~finite).sum())} runs affected)"
         )

@@ -60,7 +60,7 @@ def estimate(experiment: Experiment, parallel: int) -> dict[str, int]:
 
     for env, agents in zip(experiment.envs, experiment.agents_by_setting, strict=True):
         params = jax.eval_shape(env.default_params)
-        obs = jax.eval_shape(lambda k, p=params, e=env: e.reset(k, p)[0], key)
+        obs = jax.eval_shape(lambda k, e=env: e.reset(k, e.default_params())[0], key)
         instances = chunk if run.resample_params else 1
         keep("problem instances", instances * tree_bytes(params))
         keep(

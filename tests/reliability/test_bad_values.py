@@ -91,3 +91,36 @@ def test_an_agent_built_for_other_shapes_names_both(kwargs, name):
     message = str(info.value)
     assert "does not fit env LinearEnv (3 arms; observation context (2,)" in message
     assert "'linucb'" in message
+
+
+def test_a_non_finite_state_in_a_sweep_names_the_agent_and_setting():
+    """Before: the message showed `functools.partial(<function ...>)`."""
+    import functools
+
+    import jax.numpy as jnp
+
+    import bandits
+
+    def exploding(num_arms, dim, alpha=1.0):
+        agent = agents.linucb(num_arms, dim, alpha=alpha)
+
+        def update(key, state, obs, action, reward):
+            state = agent.update(key, state, obs, action, reward)
+            return jax_tree_scale(state, jnp.where(alpha > 5.0, jnp.nan, 1.0))
+
+        return agent._replace(update=update)
+
+    def jax_tree_scale(tree, factor):
+        import jax
+
+        return jax.tree_util.tree_map(
+            lambda x: x * factor if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+        )
+
+    env = envs.make_env("Linear-v0", num_arms=3, dim=2)
+    fn = functools.partial(exploding, num_arms=3, dim=2)
+    with pytest.raises(bandits.NonFiniteAgentStateError) as info:
+        bandits.sweep(env, fn, {"alpha": [1.0, 10.0]}, horizon=5, seeds=1)
+    message = str(info.value)
+    assert message.startswith("agent 'exploding' with alpha=10")
+    assert "functools" not in message

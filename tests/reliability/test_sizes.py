@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import envs
 from bandits import BanditConfigError
 from experiments.config.loader import build, parse_config
 from experiments.execute.runner import run_experiment
@@ -52,4 +53,15 @@ def test_too_many_seeds_are_refused_while_parsing():
 
 def test_a_normal_run_is_estimated_small():
     parts = resources.estimate(build(parse_config(config())), parallel=2)
+    assert 0 < parts["total"] < 2**30
+
+
+@pytest.mark.parametrize("env_id", sorted(envs.registered()))
+def test_every_kind_of_env_can_be_estimated(env_id):
+    data = {
+        "env": {"id": env_id},
+        "run": {"horizon": 100, "seeds": 2},
+        "agents": [{"name": "random"}],
+    }
+    parts = resources.estimate(build(parse_config(data)), parallel=2)
     assert 0 < parts["total"] < 2**30
