@@ -31,9 +31,16 @@ that was acted on:
     optimal_action     ()    argmax of mu_k over the arms allowed by the mask
     regret             ()    mu_{optimal_action} - mu_{action}  (exact pseudo-regret)
 
-Envs whose state evolves report the per-step (dynamic) oracle. Gymnasium's action
-sampler ignores masks, so a masked-out arm may be chosen; the shell passes it to the
-env and its regret, measured against the best allowed arm, may then be negative.
+Envs whose state evolves report the per-step (dynamic) oracle.
+
+Masked arms. Some envs forbid arms in some rounds (`obs["mask"][k]` False; the
+recommendation envs mask repeated candidates). Playing one is refused: `step`
+raises `MaskedActionError`, naming the action and the allowed ones. With
+`strict=False` the shell keeps the old behaviour (the arm is played, and its
+regret, measured against the best allowed arm, may be negative) and warns once
+per env. The action spaces sample among the allowed arms of the current
+observation (`action_space.sample()`, also in `check_env`); an explicit
+`sample(mask=...)` is Gymnasium's own.
 
 Randomness. `reset(seed=s)` seeds `np_random` (via `super().reset`), draws two
 31-bit words from it and builds the JAX key `fold_in(key(w0), w1)`; each step splits
@@ -50,6 +57,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -191,6 +199,50 @@ def _select_rows(rows: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
 # Spaces and conversions
 
 
+class MaskedActionError(ValueError):
+    """An action the current observation's mask forbids (a strict shell)."""
+
+
+class MaskedDiscrete(spaces.Discrete):
+    """`Discrete(K)` whose `sample()` draws among the arms currently allowed.
+
+    `allowed` is the (K,) mask of the observation the agent is about to act on
+    (set by the shell; None before a reset). While every arm is allowed, sampling
+    is exactly `Discrete.sample()`.
+    """
+
+    allowed: np.ndarray | None = None
+
+    def sample(self, mask=None, probability=None):
+        if mask is None and probability is None and _some_masked(self.allowed):
+            mask = self.allowed.astype(np.int8)
+        return super().sample(mask=mask, probability=probability)
+
+
+class MaskedMultiDiscrete(spaces.MultiDiscrete):
+    """The batched `MaskedDiscrete` of a vector env: `allowed` is (num_envs, K)."""
+
+    allowed: np.ndarray | None = None
+
+    def sample(self, mask=None, probability=None):
+        if mask is None and probability is None and _some_masked(self.allowed):
+            mask = tuple(row.astype(np.int8) for row in self.allowed)
+        return super().sample(mask=mask, probability=probability)
+
+
+def _some_masked(allowed: np.ndarray | None) -> bool:
+    return allowed is not None and not allowed.all()
+
+
+def _refuse_masked(action: int, allowed: np.ndarray, where: str = "") -> str:
+    """The message for a masked-out `action` given the (K,) `allowed` mask."""
+    arms = np.flatnonzero(allowed).tolist()
+    return (
+        f"action {action}{where} is masked out by the current observation; "
+        f"allowed actions: {arms}"
+    )
+
+
 def observation_space(env: BanditEnv) -> spaces.Dict:
     """The Gymnasium observation space of `env`, from its `observation_spec()`.
 
@@ -230,11 +282,10 @@ def _numpy_obs(obs: Observation, space: spaces.Dict) -> dict[str, np.ndarray]:
     }
 
 
-def _check_env_kwargs(resample_params: Any, render_mode: Any) -> None:
-    if not isinstance(resample_params, bool):
-        raise BanditConfigError(
-            f"resample_params must be True or False, got {resample_params!r}"
-        )
+def _check_env_kwargs(resample_params: Any, render_mode: Any, strict: Any) -> None:
+    for name, value in (("resample_params", resample_params), ("strict", strict)):
+        if not isinstance(value, bool):
+            raise BanditConfigError.about(name, f"must be True or False, got {value!r}")
     if render_mode is not None:
         raise BanditConfigError(
             f"render_mode must be None (bandit envs do not render), got {render_mode!r}"
@@ -258,6 +309,8 @@ class BanditGymEnv(gymnasium.Env):
         accepted).
       resample_params: draw a new problem instance at every reset instead of
         using `default_params()`.
+      strict: refuse an action that the current observation's mask forbids
+        (`MaskedActionError`); False plays it and warns once.
       render_mode: must be None; bandit envs do not render.
       **env_kwargs: passed to `envs.make_env(env_id, ...)`.
 
@@ -283,18 +336,21 @@ class BanditGymEnv(gymnasium.Env):
         env_id: str,
         *,
         resample_params: bool = False,
+        strict: bool = True,
         render_mode: str | None = None,
         **env_kwargs: Any,
     ):
-        _check_env_kwargs(resample_params, render_mode)
+        _check_env_kwargs(resample_params, render_mode, strict)
         self.bandit_env = make_env(env_id, **env_kwargs)
         self.resample_params = resample_params
+        self.strict = strict
         self.render_mode = render_mode
         self.observation_space = observation_space(self.bandit_env)
-        self.action_space = spaces.Discrete(self.bandit_env.num_arms)
+        self.action_space = MaskedDiscrete(self.bandit_env.num_arms)
         self._default_params = self.bandit_env.default_params()
         self.params = self._default_params
         self._stream: _Stream | None = None
+        self._warned_masked = False
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -308,7 +364,7 @@ class BanditGymEnv(gymnasium.Env):
             env=self.bandit_env,
             resample=self.resample_params,
         )
-        return _numpy_obs(self._stream.obs, self.observation_space), {}
+        return self._observe(), {}
 
     def step(
         self, action: Any
@@ -317,6 +373,9 @@ class BanditGymEnv(gymnasium.Env):
         if self._stream is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         action = _check_action(action, self.bandit_env.num_arms)
+        allowed = self.action_space.allowed
+        if allowed is not None and not allowed[action]:
+            self._masked(action, allowed)
         self._stream, out = _single_step(
             self._stream, self.params, np.int32(action), env=self.bandit_env
         )
@@ -326,8 +385,28 @@ class BanditGymEnv(gymnasium.Env):
             "optimal_action": int(out.optimal_action),
             "regret": float(out.regret),
         }
+        return self._observe(), float(out.reward), False, False, info
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        """The current observation as NumPy; its mask goes to the action space."""
         obs = _numpy_obs(self._stream.obs, self.observation_space)
-        return obs, float(out.reward), False, False, info
+        self.action_space.allowed = obs["mask"].copy()
+        return obs
+
+    def _masked(self, action: int, allowed: np.ndarray) -> None:
+        """Refuses a masked-out action (strict), or warns once and lets it pass."""
+        message = _refuse_masked(action, allowed)
+        if self.strict:
+            raise MaskedActionError(
+                f"{message} (make the env with strict=False to play it anyway)"
+            )
+        if not self._warned_masked:
+            self._warned_masked = True
+            warnings.warn(
+                f"{message}; played anyway (strict=False), its regret may be "
+                "negative. Warned once per env.",
+                stacklevel=2,
+            )
 
 
 def _check_action(action: Any, num_arms: int) -> int:
@@ -365,6 +444,8 @@ class BanditVectorEnv(VectorEnv):
       resample_params: each sub-environment draws its own problem instance at
         every reset; otherwise all share `default_params()`.
       max_episode_steps: optional time limit (None: never truncate).
+      strict: refuse an action that its sub-env's current mask forbids
+        (`MaskedActionError`, naming the sub-env); False plays it and warns once.
       render_mode: must be None.
       **env_kwargs: passed to `envs.make_env(env_id, ...)`.
     """
@@ -381,28 +462,33 @@ class BanditVectorEnv(VectorEnv):
         *,
         resample_params: bool = False,
         max_episode_steps: int | None = None,
+        strict: bool = True,
         render_mode: str | None = None,
         **env_kwargs: Any,
     ):
-        _check_env_kwargs(resample_params, render_mode)
+        _check_env_kwargs(resample_params, render_mode, strict)
         self.num_envs = positive_int("num_envs", num_envs)
         if max_episode_steps is not None:
             max_episode_steps = positive_int("max_episode_steps", max_episode_steps)
         self.max_episode_steps = max_episode_steps
         self.bandit_env = make_env(env_id, **env_kwargs)
         self.resample_params = resample_params
+        self.strict = strict
         self.render_mode = render_mode
         self.single_observation_space = observation_space(self.bandit_env)
-        self.single_action_space = spaces.Discrete(self.bandit_env.num_arms)
+        self.single_action_space = MaskedDiscrete(self.bandit_env.num_arms)
         self.observation_space = batch_space(
             self.single_observation_space, self.num_envs
         )
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.action_space = MaskedMultiDiscrete(
+            np.full(self.num_envs, self.bandit_env.num_arms, dtype=np.int64)
+        )
         self._default_params = self.bandit_env.default_params()
         self.params = self._default_params
         self._streams: _Stream | None = None
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._restart = np.zeros(self.num_envs, dtype=bool)
+        self._warned_masked = False
 
     def reset(
         self,
@@ -425,7 +511,7 @@ class BanditVectorEnv(VectorEnv):
         )
         self._elapsed[:] = 0
         self._restart[:] = False
-        return _numpy_obs(self._streams.obs, self.single_observation_space), {}
+        return self._observe(), {}
 
     def step(
         self, actions: Any
@@ -435,6 +521,7 @@ class BanditVectorEnv(VectorEnv):
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         actions = self._check_actions(actions)
         restart = self._restart.copy()
+        self._check_allowed(actions, restart)
         self._streams, self.params, out = _vector_step(
             self._streams,
             self.params,
@@ -456,9 +543,38 @@ class BanditVectorEnv(VectorEnv):
         for name in INFO_KEYS:
             info[name] = np.array(getattr(out, name))
             info[f"_{name}"] = has_info.copy()
-        obs = _numpy_obs(self._streams.obs, self.single_observation_space)
+        obs = self._observe()
         terminated = np.zeros(self.num_envs, dtype=bool)
         return obs, np.array(out.reward), terminated, truncated, info
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        """The current observations; their masks go to the action spaces."""
+        obs = _numpy_obs(self._streams.obs, self.single_observation_space)
+        self.action_space.allowed = obs["mask"].copy()
+        return obs
+
+    def _check_allowed(self, actions: np.ndarray, restart: np.ndarray) -> None:
+        """Refuses (strict) or warns once about masked-out actions; sub-envs that
+        restart on this step ignore their action and are not checked."""
+        allowed = self.action_space.allowed
+        if allowed is None:
+            return
+        played = allowed[np.arange(self.num_envs), actions] | restart
+        if played.all():
+            return
+        i = int(np.flatnonzero(~played)[0])
+        message = _refuse_masked(int(actions[i]), allowed[i], f" of sub-env {i}")
+        if self.strict:
+            raise MaskedActionError(
+                f"{message} (make the env with strict=False to play it anyway)"
+            )
+        if not self._warned_masked:
+            self._warned_masked = True
+            warnings.warn(
+                f"{message}; played anyway (strict=False), its regret may be "
+                "negative. Warned once per env.",
+                stacklevel=2,
+            )
 
     def _seeds(self, seed: int | Sequence[int] | None) -> list[int] | None:
         if seed is None:
