@@ -155,14 +155,13 @@ def test_ridge_agents_match_a_float64_direct_solve(name, kind, d, n, scale):
 def test_transformer_head_covariance_matches_a_float64_direct_inverse():
     """The transformer's Bayesian head (an extended Kalman filter, root by Potter
     with weights c_t = p_t (1 - p_t), precision by Kahan sums, re-factorised every
-    `REFACTOR_EVERY` rounds) after 10^5 rounds of one-hot-plus-Gaussian features
+    `HEAD_REFACTOR_EVERY` rounds) after 10^5 rounds of one-hot-plus-Gaussian features
     (h = 32, collinear: the one-hot half sums to one): its covariance R^T R gives
     widths phi^T Sigma phi on held-out phi within 1e-3 of the float64 inverse of
     lambda_0 I + sum_t c_t phi_t phi_t^T, computed with the weights c_t the float32
     run used (the mean is a recursion with no closed form, so it is not compared).
     """
     from agents import transformer as tf
-    from agents.ridge import REFACTOR_EVERY
 
     rng = np.random.default_rng(7)
     n, h, lam = 100_000, 32, 10.0
@@ -191,7 +190,7 @@ def test_transformer_head_covariance_matches_a_float64_direct_inverse():
             )
             t = t + 1
             head = jax.lax.cond(
-                t % REFACTOR_EVERY == 0, tf._head_refactor, lambda x: x, head
+                t % tf.HEAD_REFACTOR_EVERY == 0, tf._head_refactor, lambda x: x, head
             )
             return (head, t), p * (1.0 - p)
 
