@@ -101,7 +101,7 @@ def random(num_arms: int, dim: int | None = None, dtype: str = "float32") -> Age
         del key, obs, reward
         return RandomState(pulls=_count_pull(state.pulls, action))
 
-    return Agent(init, act, update, action_probs, name="random")
+    return Agent(init, act, update, action_probs, name="random", num_arms=num_arms)
 
 
 @register("ucb1")
@@ -165,7 +165,7 @@ def ucb1(
             reward_sums=state.reward_sums.at[action].add(reward),
         )
 
-    return Agent(init, act, update, action_probs, name="ucb1")
+    return Agent(init, act, update, action_probs, name="ucb1", num_arms=num_arms)
 
 
 @register("thompson_bernoulli")
@@ -244,4 +244,6 @@ def thompson_bernoulli(
             beta=state.beta.at[action].add(1.0 - success),
         )
 
-    return Agent(init, act, update, action_probs, name="thompson_bernoulli")
+    return Agent(
+        init, act, update, action_probs, name="thompson_bernoulli", num_arms=num_arms
+    )

@@ -82,11 +82,16 @@ def _check_columns(obs: Observation, item_dim: int) -> None:
         )
 
 
-def with_arm_features(agent: Agent, feature_map: FeatureMap, name: str) -> Agent:
+def with_arm_features(
+    agent: Agent, feature_map: FeatureMap, name: str, context_dim: int | None = None
+) -> Agent:
     """`agent` acting and learning on `obs.arms = feature_map(obs)`.
 
     `agent` must be a shared-parameter agent over `obs.arms` (e.g. `linucb(...,
     features="arms")`) whose dimension equals the feature map's output width.
+    The result declares `agent`'s number of arms and `context_dim` (the width of
+    `obs.context` the feature map reads, if any); it declares no `arm_dim`, since
+    the map reads some leading columns of `obs.arms` only.
     """
 
     def mapped(obs: Observation) -> Observation:
@@ -110,7 +115,16 @@ def with_arm_features(agent: Agent, feature_map: FeatureMap, name: str) -> Agent
         def predict(state, obs):
             return agent.predict(state, mapped(obs))
 
-    return Agent(agent.init, act, update, action_probs, name=name, predict=predict)
+    return Agent(
+        agent.init,
+        act,
+        update,
+        action_probs,
+        name=name,
+        predict=predict,
+        num_arms=agent.num_arms,
+        context_dim=context_dim,
+    )
 
 
 @register("linucb_items")
@@ -223,4 +237,6 @@ def linucb_context_items(
         cross_dim=cross_dim,
         cross_scale=cross_scale,
     )
-    return with_arm_features(base, feature_map, name="linucb_context_items")
+    return with_arm_features(
+        base, feature_map, name="linucb_context_items", context_dim=dim
+    )

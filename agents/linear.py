@@ -38,7 +38,7 @@ from agents.exploration import (
     Greedy,
     Thompson,
 )
-from agents.registry import register
+from agents.registry import declared_shapes, register
 from agents.ridge import (
     REFACTOR_EVERY,
     RidgeState,
@@ -110,7 +110,15 @@ def _ridge_agent(
     def predict(state: RidgeState, obs: Observation) -> jax.Array:
         return mean_and_width(state, obs, features)[0]
 
-    return Agent(init, act, update, action_probs, name=name, predict=predict)
+    return Agent(
+        init,
+        act,
+        update,
+        action_probs,
+        name=name,
+        predict=predict,
+        **declared_shapes(num_arms, dim, features),
+    )
 
 
 @register("linucb")

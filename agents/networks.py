@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from agents.registry import declared_shapes
 from agents.replay import (
     ReplayBuffer,
     maybe,
@@ -117,6 +118,10 @@ class Network:
     dim: int
     hidden_sizes: tuple[int, ...]
     graphdef: Any
+
+    def agent_shapes(self) -> dict[str, int | None]:
+        """The shape fields of an `Agent` on this network (`declared_shapes`)."""
+        return declared_shapes(self.num_arms, self.dim, self.form)
 
     @property
     def in_features(self) -> int:

@@ -163,7 +163,14 @@ def neural_epsilon_greedy(
     def update(key, state, obs, action, reward):
         return net_update(key, state, replay_item(setup, obs, action, reward), setup)
 
-    return Agent(init, act, update, action_probs, name="neural_epsilon_greedy")
+    return Agent(
+        init,
+        act,
+        update,
+        action_probs,
+        name="neural_epsilon_greedy",
+        **network.agent_shapes(),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -252,7 +259,7 @@ def _gradient_agent(
     # NeuralTS exposes no propensities (a Monte Carlo estimate would cost
     # `samples` posterior draws per call).
     probs_fn = None if sampled else action_probs
-    return Agent(init, act, update, probs_fn, name=name)
+    return Agent(init, act, update, probs_fn, name=name, **network.agent_shapes())
 
 
 def _full_batch_update(net: NeuralState, item, setup: Setup, regularization):
@@ -450,7 +457,7 @@ def _ensemble_agent(
             state,
         )
 
-    return Agent(init, act, update, action_probs, name=name)
+    return Agent(init, act, update, action_probs, name=name, **network.agent_shapes())
 
 
 def _train_members(key, state: EnsembleState, setup, coefficient) -> EnsembleState:

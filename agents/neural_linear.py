@@ -205,4 +205,4 @@ def neural_linear(
 
         return NeuralLinearState(net, maybe(retrained, refit, blr))
 
-    return Agent(init, act, update, name="neural_linear")
+    return Agent(init, act, update, name="neural_linear", **network.agent_shapes())

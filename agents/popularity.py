@@ -103,4 +103,4 @@ def popularity(
             views=state.views.at[item].add(jnp.ones((), dtype)),
         )
 
-    return Agent(init, act, update, name="popularity")
+    return Agent(init, act, update, name="popularity", num_arms=num_arms)

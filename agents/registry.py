@@ -51,6 +51,17 @@ def register(name: str, description: str = ""):
     return wrap
 
 
+def declared_shapes(
+    num_arms: int, dim: int | None, features: str = "context"
+) -> dict[str, int | None]:
+    """The shape fields of an `Agent` built for `num_arms` arms whose model reads
+    `dim` columns of `obs.arms` rows (features="arms") or of `obs.context` (any
+    other form): `Agent(..., **declared_shapes(K, d, features))`."""
+    if features == "arms":
+        return {"num_arms": num_arms, "arm_dim": dim}
+    return {"num_arms": num_arms, "context_dim": dim}
+
+
 def keyword_options(config_type: type):
     """Decorator: a factory's `**options` are the fields of dataclass `config_type`.
 

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bandits.files import check_logged_events, read_logged
+from bandits.files import check_logged_events, read_logged, read_logged_shapes
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, positive_int
 
@@ -91,6 +91,51 @@ def as_events(data: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def check_fits(agent: Agent, data: Any) -> None:
+    """Refuses logged events of another shape than `agent` was built for.
+
+    The agent's declared `num_arms`, `context_dim` and `arm_dim` (those that are
+    not None) are compared with the per-event widths of the logged `mask`,
+    `context` and `arms` columns. For a file only its schema is read, so a
+    mismatch is reported before any event is.
+
+    Raises:
+      BanditConfigError: naming the agent's value and the logs' (field
+        "num_arms" or "dim").
+    """
+    shapes, where = _logged_shapes(data)
+    checks = (
+        ("num_arms", agent.num_arms, "mask", 0, "arms per event"),
+        ("dim", agent.context_dim, "context", 0, "context features"),
+        ("dim", agent.arm_dim, "arms", 1, "features per arm row"),
+    )
+    for field, declared, column, axis, what in checks:
+        shape = shapes.get(column)
+        if declared is None or shape is None or len(shape) <= axis:
+            continue
+        if shape[axis] != declared:
+            raise BanditConfigError.about(
+                field,
+                f"of agent {agent.name!r} is {declared}, but {where} has "
+                f"{shape[axis]} {what} (column {column!r} of per-event shape "
+                f"{shape}); build the agent for the env that logged the data",
+            )
+
+
+def _logged_shapes(data: Any) -> tuple[dict[str, tuple[int, ...]], str]:
+    """Per-event shapes of the logged columns, and how to name the data."""
+    if isinstance(data, str | os.PathLike):
+        return read_logged_shapes(data), f"the logged data {str(data)!r}"
+    shapes = {}
+    for name in ("mask", "context", "arms"):
+        value = (
+            data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
+        )
+        if value is not None:
+            shapes[name] = tuple(int(n) for n in np.shape(value)[1:])
+    return shapes, "the logged data"
+
+
 def _replay_program(agent: Agent, chunk_size: int):
     def replay(state, key, chunk):
         def step(state, event):
@@ -136,8 +181,13 @@ def replay_logged(
 
     Returns:
       The agent state after the replay.
+
+    Raises:
+      BanditConfigError: bad logged events, or logs of another shape than the
+        agent was built for (`check_fits`).
     """
     chunk_size = positive_int("chunk_size", chunk_size)
+    check_fits(agent, data)
     events = as_events(data, REPLAY_COLUMNS)
     n = len(events["action"])
     if max_events is not None:
@@ -193,10 +243,16 @@ def warm_start(
     Returns:
       An `Agent` named "<name>_warm".
 
+    Raises:
+      BanditConfigError: the logs were recorded with another number of arms or
+        feature width than the agent's (`check_fits`, before any event is read),
+        or hold bad events.
+
     Examples:
       >>> warm = warm_start(agents.linucb(num_arms=20, dim=13, features="arms"),
       ...                   "logs/rec.parquet")  # doctest: +SKIP
     """
+    check_fits(agent, data)
     key = jax.random.key(0) if key is None else key
     key_init, key_replay = jax.random.split(key)
     state = replay_logged(
@@ -232,6 +288,7 @@ def maybe_warm_start(agent: Agent, warm_start_path: str | None, **options) -> Ag
 
 __all__ = [
     "as_events",
+    "check_fits",
     "maybe_warm_start",
     "read_events",
     "replay_logged",

@@ -164,9 +164,49 @@ def read_logged(
         dataset of this version, or lacks a required column.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = Path(path)
+    meta = _logged_meta(path)
+    known = meta["columns"]
+    wanted = tuple(known) if columns is None else tuple(columns)
+    missing = [n for n in wanted if n not in known and n not in optional]
+    if missing:
+        raise BanditConfigError(
+            f"{str(path)!r} has no column(s) {missing}; it has {sorted(known)}"
+        )
+    wanted = tuple(n for n in wanted if n in known)
+    try:
+        return _read_columns(path, known, wanted, meta)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
+        if isinstance(error, BanditConfigError):
+            raise
+        raise BanditConfigError(
+            f"{str(path)!r} is not a readable logged dataset: {error}"
+        ) from None
+
+
+def read_logged_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The per-event shape of every column of a logged-data Parquet file, from its
+    schema metadata alone (no event is read).
+
+    Raises:
+      BanditConfigError: as `read_logged`, for a file that is not a logged
+        dataset of this version.
+    """
+    known = _logged_meta(Path(path))["columns"]
+    try:
+        return {str(n): tuple(int(k) for k in c["shape"]) for n, c in known.items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise BanditConfigError(
+            f"{str(path)!r} has unreadable logged-data metadata: {error}"
+        ) from None
+
+
+def _logged_meta(path: Path) -> dict[str, Any]:
+    """The format metadata of a logged-data file (its schema only), checked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if not path.exists():
         raise BanditConfigError(f"logged data file {str(path)!r} does not exist")
     try:
@@ -183,7 +223,8 @@ def read_logged(
         )
     try:
         meta = json.loads(raw)
-        known = meta["columns"]
+        if not isinstance(meta["columns"], Mapping):
+            raise TypeError("'columns' is not an object")
     except (ValueError, KeyError, TypeError) as error:
         raise BanditConfigError(
             f"{str(path)!r} has unreadable logged-data metadata: {error}"
@@ -193,21 +234,7 @@ def read_logged(
             f"{str(path)!r} has logged-data format version {meta.get('version')!r}; "
             f"this code reads version {FORMAT_VERSION}"
         )
-    wanted = tuple(known) if columns is None else tuple(columns)
-    missing = [n for n in wanted if n not in known and n not in optional]
-    if missing:
-        raise BanditConfigError(
-            f"{str(path)!r} has no column(s) {missing}; it has {sorted(known)}"
-        )
-    wanted = tuple(n for n in wanted if n in known)
-    try:
-        return _read_columns(path, known, wanted, meta)
-    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
-        if isinstance(error, BanditConfigError):
-            raise
-        raise BanditConfigError(
-            f"{str(path)!r} is not a readable logged dataset: {error}"
-        ) from None
+    return meta
 
 
 def _read_columns(path: Path, known, wanted, meta) -> tuple[dict, dict]:

@@ -60,6 +60,12 @@ class Agent(NamedTuple):
       name: a short display name.
       predict: optional `predict(state, obs) -> (K,)` the agent's estimate of
         every arm's expected reward (its reward model), for held-out evaluation.
+      num_arms: K, the number of arms the agent was built for (None: not
+        declared). Checked against data handed to it (e.g. a warm start's logs).
+      context_dim: d, the width of `obs.context` it reads (None: not declared,
+        or it reads none).
+      arm_dim: p, the width of `obs.arms` rows it reads (None: not declared, or
+        it reads none).
     """
 
     init: Callable[[jax.Array], AgentState]
@@ -72,6 +78,9 @@ class Agent(NamedTuple):
     )
     name: str = "agent"
     predict: Callable[[AgentState, Observation], jax.Array] | None = None
+    num_arms: int | None = None
+    context_dim: int | None = None
+    arm_dim: int | None = None
 
 
 class ArraySpec(NamedTuple):

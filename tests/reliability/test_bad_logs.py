@@ -74,3 +74,49 @@ def test_an_action_the_mask_forbids_is_refused(data):
 def test_good_logs_still_load(data, tmp_path):
     path = logged.save(data, tmp_path / "good.parquet")
     assert len(logged.load(path)) == len(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("linucb_items", dict(num_arms=3, item_dim=3),
+         "num_arms of agent 'linucb_items' is 3, but {where} has 5 arms per event "
+         "(column 'mask' of per-event shape (5,))"),
+        ("random", dict(num_arms=7),
+         "num_arms of agent 'random' is 7, but {where} has 5 arms per event"),
+        ("linucb", dict(num_arms=5, dim=4),
+         "dim of agent 'linucb' is 4, but {where} has 19 context features "
+         "(column 'context' of per-event shape (19,))"),
+        ("linucb", dict(num_arms=5, dim=13, features="arms"),
+         "dim of agent 'linucb' is 13, but {where} has 14 features per arm row "
+         "(column 'arms' of per-event shape (5, 14))"),
+    ],
+)  # fmt: skip
+def test_logs_of_another_shape_are_refused_before_any_event_is_read(
+    data, tmp_path, monkeypatch, name, kwargs, message
+):
+    """Before: K = 3 on logs of K = 5 replayed silently (the agent never learns
+    arms 3 and 4, or clamps them onto arm 2); a wrong dim was a raw JAX shape
+    error from inside the replay. Now the agent's declared shapes are compared
+    with the logs' first, naming both; from a file, only its schema is read."""
+    import agents.warm_start as module
+
+    path = logged.save(data, tmp_path / "logs.parquet")
+    agent = agents.make(name, **kwargs)
+
+    def no_events(*args, **kwargs):
+        raise AssertionError("events were read")
+
+    monkeypatch.setattr(module, "read_logged", no_events)
+    sources = {"the logged data": data, f"the logged data {str(path)!r}": str(path)}
+    for where, source in sources.items():
+        with pytest.raises(BanditConfigError) as info:
+            warm_start(agent, source)
+        assert str(info.value).startswith(message.format(where=where)), info.value
+        assert info.value.field == message.split()[0]
+
+
+def test_logs_of_the_agents_shape_still_warm_start(data, tmp_path):
+    agent = agents.make("linucb_context_items", num_arms=5, dim=19, item_dim=13)
+    path = logged.save(data, tmp_path / "logs.parquet")
+    assert warm_start(agent, str(path)).name == "linucb_context_items_warm"
