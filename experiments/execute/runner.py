@@ -240,16 +240,16 @@ class _Folder:
         self.digest = m.config_hash
         self.chunks = directory / storage.CHUNKS_DIR
         self.order = {s.label: s.index for s in the_plan.series}
-        # A finished series counts only if its curve file reads back; a missing
-        # or damaged one is recomputed.
+        # A finished series counts only if its curve file matches its checksum
+        # and reads back; a missing or damaged one is recomputed.
         stored = {
-            e.label: (e, _read_series(directory, e))
+            e.label: (e, _read_series(directory, m, e))
             for e in m.agents
             if e.label in self.order
         }
         self.finished = {k: e for k, (e, c) in stored.items() if c is not None}
         self.manifest = m.with_entries(self.finished.values(), self.order)
-        self.records = _kept_records(directory, self.finished)
+        self.records = _kept_records(directory, m, self.finished)
         self._rebuild_missing_records({k: c for k, (_, c) in stored.items() if c})
         self._remove_stale_files()
 
@@ -266,6 +266,9 @@ class _Folder:
             self.records += _series_records(self.finished[label], curves[label])
         self.records[:] = storage.ordered_records(self.records, self.order)
         storage.write_summaries(self.directory / storage.SUMMARIES, self.records)
+        self.manifest = manifest.record(
+            self.directory, self.manifest, storage.SUMMARIES
+        )
 
     def _remove_stale_files(self) -> None:
         """Temporary files of a killed write, and chunks this plan does not use."""
@@ -347,6 +350,9 @@ class _Folder:
         self.records += _series_records(entry, curves)
         self.records[:] = storage.ordered_records(self.records, self.order)
         storage.write_summaries(self.directory / storage.SUMMARIES, self.records)
+        self.manifest = manifest.record(
+            self.directory, self.manifest, curves_name, storage.SUMMARIES
+        )
         self.finished[series.label] = entry
         self.save()
         for file in files:
@@ -430,6 +436,7 @@ def _prepare(
     directory.mkdir(parents=True, exist_ok=True)
     text = config.text if config.text is not None else config.to_toml()
     storage.atomic_write_text(directory / CONFIG_COPY, text)
+    current = manifest.record(directory, current, CONFIG_COPY)
     manifest.write(directory, current)
     return current
 
@@ -509,12 +516,15 @@ def _clear_results(directory: Path, existing: Manifest | None) -> None:
 
 
 def _kept_records(
-    directory: Path, done: Mapping[str, SeriesEntry]
+    directory: Path, m: Manifest, done: Mapping[str, SeriesEntry]
 ) -> list[Mapping[str, Any]]:
     """Summary lines of finished series (lines of unfinished ones are dropped;
-    none if the file is missing or unreadable: they are rebuilt)."""
+    none if the file is missing, unreadable or not what was written: they are
+    rebuilt)."""
     path = directory / storage.SUMMARIES
     if not path.is_file() or not done:
+        return []
+    if manifest.damage(directory, m, storage.SUMMARIES) is not None:
         return []
     try:
         records = storage.read_summaries(path)
@@ -523,10 +533,15 @@ def _kept_records(
     return [r for r in records if r.get("agent") in done]
 
 
-def _read_series(directory: Path, entry: SeriesEntry) -> storage.Curves | None:
-    """The stored curves of a finished series, or None if missing or damaged."""
+def _read_series(
+    directory: Path, m: Manifest, entry: SeriesEntry
+) -> storage.Curves | None:
+    """The stored curves of a finished series, or None if missing or damaged
+    (another size or checksum than the manifest records, or unreadable)."""
     path = directory / entry.curves
     if not entry.curves or not path.is_file():
+        return None
+    if manifest.damage(directory, m, entry.curves) is not None:
         return None
     try:
         return storage.read_curves(path).get(entry.label)

@@ -7,6 +7,14 @@ reader sees typed attributes, not keys it has to know.
     Manifest                      what ran, on what, with which config
       .agents: SeriesEntry, ...   one per finished series (agent x env setting)
       .last_run                   what the latest `bandits run` computed
+      .files                      every file the runs wrote
+      .checksums: Checksum, ...   size and SHA-256 of each stored result file
+
+Stored result files (the config copy, `summaries.jsonl`, the curve files) get
+their size and SHA-256 recorded when they are written (`record`); a rerun and the
+report check them (`damage`) before trusting a file, so damage that still reads
+back (a flipped byte in a number) is caught. Report pages and plots are rendered
+anew by every run and `bandits report` and carry no checksum.
 
 Folders written by earlier versions, or by hand, read with defaults for the
 fields they lack; a manifest that is not a JSON object is an error.
@@ -18,6 +26,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from bandits.validation import BanditConfigError
 from experiments.store import storage
@@ -55,6 +65,35 @@ class Cost:
 
 
 COST_FIELDS = tuple(f.name for f in dataclasses.fields(Cost))
+
+
+@dataclasses.dataclass(frozen=True)
+class Checksum:
+    """What a stored file held when it was written."""
+
+    size: int
+    """Bytes."""
+    sha256: str
+    """SHA-256 hex digest of the content."""
+
+    @classmethod
+    def of(cls, path: str | Path) -> Checksum:
+        return cls(*storage.file_checksum(path))
+
+    @classmethod
+    def from_json(cls, raw: Any, where: str) -> Checksum:
+        """Raises `BanditConfigError` for anything but {"size": int, "sha256": hex}."""
+        if not isinstance(raw, Mapping):
+            raise BanditConfigError(f"{where} must be a JSON object")
+        _expect(raw, where, "size", int, required=True)
+        _expect(raw, where, "sha256", str, required=True)
+        digest = raw["sha256"]
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise BanditConfigError(
+                f"{where}.sha256 must be 64 lowercase hex digits: the manifest was "
+                "edited or damaged"
+            )
+        return cls(size=raw["size"], sha256=digest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +196,7 @@ _MANIFEST_TYPES: dict[str, Any] = {
     "machine": Mapping,
     "last_run": (Mapping, type(None)),
     "files": list,
+    "checksums": Mapping,
 }
 
 
@@ -204,6 +244,9 @@ class Manifest:
     files: tuple[str, ...] = ()
     """Every file the runs wrote, relative to the folder: what `--overwrite`
     and the report may delete (nothing else in the folder is touched)."""
+    checksums: Mapping[str, Checksum] = dataclasses.field(default_factory=dict)
+    """Stored result files (relative paths) -> their size and SHA-256 when
+    written; older folders have none (their files are checked by reading them)."""
 
     @property
     def run(self) -> Mapping[str, Any]:
@@ -250,6 +293,11 @@ class Manifest:
             out["last_run"] = dict(self.last_run)
         if self.files:
             out["files"] = list(self.files)
+        if self.checksums:
+            out["checksums"] = {
+                name: dataclasses.asdict(check)
+                for name, check in sorted(self.checksums.items())
+            }
         return out
 
     @classmethod
@@ -274,6 +322,10 @@ class Manifest:
         for i, name in enumerate(files):
             if not isinstance(name, str):
                 raise BanditConfigError(f"{where}.files[{i}] must be a string")
+        checksums = {
+            str(name): Checksum.from_json(check, f"{where}.checksums[{name!r}]")
+            for name, check in (raw.get("checksums") or {}).items()
+        }
         return cls(
             config_hash=str(raw.get("config_hash") or ""),
             config=table("config"),
@@ -287,6 +339,7 @@ class Manifest:
             machine=table("machine"),
             last_run=last_run,
             files=tuple(files),
+            checksums=checksums,
         )
 
 
@@ -302,18 +355,60 @@ def owned_paths(directory: str | Path, manifest: Manifest) -> list[Path]:
     return out
 
 
+def record(directory: str | Path, manifest: Manifest, *names: str) -> Manifest:
+    """The manifest with the checksums of the files `names` (relative to
+    `directory`) as they are now: call it right after writing them."""
+    root = Path(directory)
+    checks = {name: Checksum.of(root / name) for name in names}
+    return dataclasses.replace(manifest, checksums={**manifest.checksums, **checks})
+
+
+def damage(directory: str | Path, manifest: Manifest, name: str) -> str | None:
+    """Why the stored file `name` is not what was written (missing, another
+    size, another SHA-256), or None if it matches or no checksum was recorded
+    (an older folder: the caller reads it back instead)."""
+    check = manifest.checksums.get(name)
+    if check is None:
+        return None
+    path = Path(directory) / name
+    if not path.is_file():
+        return f"{name} is missing"
+    size, digest = storage.file_checksum(path)
+    if size != check.size:
+        return f"{name} has {size} bytes, {check.size} were written"
+    if digest != check.sha256:
+        return f"{name} does not hold what was written (its SHA-256 differs)"
+    return None
+
+
 def read_series_curves(directory: str | Path, stored: Manifest) -> dict[str, Any]:
     """`{label: Curves}` of the finished series, each from the file its entry
     names (other files in `curves/` are not read); series whose file is missing
-    are left out."""
+    are left out.
+
+    Raises:
+      BanditConfigError: a curve file is damaged (its size or checksum differs
+        from the manifest's, or it does not read back), naming it.
+    """
     root = Path(directory)
     out = {}
     for entry in stored.agents:
         path = root / entry.curves
-        if entry.curves and path.is_file():
-            curves = storage.read_curves(path)
-            if entry.label in curves:
-                out[entry.label] = curves[entry.label]
+        if not entry.curves or not path.is_file():
+            continue
+        problem = damage(root, stored, entry.curves)
+        if problem is None:
+            try:
+                curves = storage.read_curves(path)
+            except (BanditConfigError, OSError, ValueError, pa.ArrowException) as err:
+                problem = f"{entry.curves} does not read back ({err})"
+        if problem is not None:
+            raise BanditConfigError(
+                f"series {entry.label!r}: {problem}; rerun `bandits run` with the "
+                "same config and --out to recompute it"
+            )
+        if entry.label in curves:
+            out[entry.label] = curves[entry.label]
     return out
 
 

@@ -30,6 +30,7 @@ cost and any reward-model metrics. Its presence means the chunk is finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -112,6 +113,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 # ---------------------------------------------------------------------------
 # JSON and JSON Lines
+
+
+def file_checksum(path: str | Path) -> tuple[int, str]:
+    """`(size in bytes, SHA-256 hex digest)` of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
