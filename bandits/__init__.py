@@ -1,4 +1,5 @@
-"""The kernel: types and protocols, the simulation loop, metrics, linear algebra.
+"""The kernel: types and protocols, the simulation loop, metrics, linear algebra,
+off-policy estimators.
 
 It knows no concrete environment or agent (those live in `envs` and `agents`)
 and no experiment platform (configs, result folders, reports and plots live in
@@ -6,7 +7,7 @@ and no experiment platform (configs, result folders, reports and plots live in
 """
 
 # `_backend` configures JAX's CPU back-end on import, before anything uses it.
-from bandits import _backend, linalg, metrics  # noqa: F401
+from bandits import _backend, linalg, metrics, ope  # noqa: F401
 from bandits.simulation import (
     NonFiniteAgentStateError,
     run,
@@ -31,6 +32,7 @@ __all__ = [
     "Trajectory",
     "linalg",
     "metrics",
+    "ope",
     "run",
     "run_with_states",
     "seed_list",
