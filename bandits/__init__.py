@@ -7,7 +7,7 @@ and no experiment platform (configs, result folders, reports and plots live in
 """
 
 # `_backend` configures JAX's CPU back-end on import, before anything uses it.
-from bandits import _backend, linalg, metrics, ope  # noqa: F401
+from bandits import _backend, linalg, metrics, offline, ope  # noqa: F401
 from bandits.simulation import (
     NonFiniteAgentStateError,
     run,
@@ -32,6 +32,7 @@ __all__ = [
     "Trajectory",
     "linalg",
     "metrics",
+    "offline",
     "ope",
     "run",
     "run_with_states",

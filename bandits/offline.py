@@ -1,0 +1,319 @@
+"""What off-policy evaluation needs besides the estimators: the target policy's
+probabilities on logged contexts, reward models fitted on the logs with
+cross-fitting, and replay evaluation of a learning agent.
+
+Logged events come as arrays with a leading event axis n: an `Observation`
+batch (`context` (n, d), `arms` (n, K, p), `mask` (n, K), optional history),
+`action` (n,), `reward` (n,), `propensity` (n,). Everything here works on any
+`Agent` through its protocol; nothing knows a concrete agent or env.
+
+  policy_probs   pi(. | x_i) of an agent frozen at a state: its `action_probs`
+                 where it has them, else a Monte Carlo frequency of `act` over
+                 `samples` draws (Thompson sampling: the number of draws is the
+                 accuracy knob, the error is at most 1 / (2 sqrt(samples))
+                 per probability with high probability).
+  ridge_model    per-arm ridge regression of the reward on a feature map.
+  logistic_model per-arm L2-regularised logistic regression (Newton steps).
+  cross_fit      reward_hat (n, K) where every event's row comes from a model
+                 fitted on the other folds, so DM/DR never score an event with a
+                 model that saw it.
+  replay         Li, Chu, Langford & Wang (2011): run an agent through uniform
+                 logs, keeping only the events where it chose the logged action
+                 (it learns from those); `weighted=True` weights each kept event
+                 by 1 / propensity, for logs of a non-uniform policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bandits.ope import Z_95, Estimate, mean_estimate
+from bandits.types import Agent, Observation
+from bandits.validation import BanditConfigError, positive_int, real
+
+# ---------------------------------------------------------------------------
+# Target policies
+
+
+def policy_probs(
+    agent: Agent,
+    state: Any,
+    observations: Observation,
+    key: jax.Array,
+    samples: int = 1000,
+    batch_size: int = 1024,
+) -> jax.Array:
+    """pi(. | x_i) for every logged observation, (n, K), the agent frozen at `state`.
+
+    Uses `agent.action_probs` when the agent has it; otherwise the frequency of
+    each action over `samples` calls of `agent.act` with independent keys.
+    """
+    samples = positive_int("samples", samples)
+    batch_size = positive_int("batch_size", batch_size)
+    n = observations.mask.shape[0]
+    num_arms = observations.mask.shape[1]
+    keys = jax.random.split(key, n)
+
+    if agent.action_probs is not None:
+
+        def one(inputs):
+            k, obs = inputs
+            return agent.action_probs(k, state, obs)
+
+    else:
+
+        def one(inputs):
+            k, obs = inputs
+            draws = jax.vmap(lambda kk: agent.act(kk, state, obs))(
+                jax.random.split(k, samples)
+            )
+            counts = jnp.zeros(num_arms).at[draws].add(1.0)
+            return counts / samples
+
+    probs = jax.jit(lambda ks, obs: jax.lax.map(one, (ks, obs), batch_size=batch_size))(
+        keys, observations
+    )
+    return probs
+
+
+# ---------------------------------------------------------------------------
+# Reward models
+
+
+class RewardModel(NamedTuple):
+    """A reward model: `fit(features, action, reward) -> params` and
+    `predict(params, features) -> (n, K)`. `features` is (n, K, f): the feature
+    vector the model reads for each (event, action) pair."""
+
+    fit: Callable[[jax.Array, jax.Array, jax.Array], Any]
+    predict: Callable[[Any, jax.Array], jax.Array]
+    name: str
+
+
+def context_features(observations: Observation) -> jax.Array:
+    """(n, K, d): every action reads the shared context (one model per arm)."""
+    context = jnp.asarray(observations.context)
+    k = observations.mask.shape[1]
+    return jnp.broadcast_to(
+        context[:, None, :], (context.shape[0], k, context.shape[1])
+    )
+
+
+def arm_features(observations: Observation) -> jax.Array:
+    """(n, K, p): every action reads its own row of `arms` (one shared model)."""
+    return jnp.asarray(observations.arms)
+
+
+def _with_intercept(features):
+    ones = jnp.ones((*features.shape[:-1], 1), features.dtype)
+    return jnp.concatenate([features, ones], axis=-1)
+
+
+def ridge_model(
+    num_arms: int, regularization: float = 1.0, shared: bool = False
+) -> RewardModel:
+    """Ridge regression of the reward with an intercept: one model per arm on
+    its feature row (`shared=False`) or one model over all arms (`shared=True`,
+    for per-arm features). Each model solves lambda I + X^T X = X^T r directly
+    (the intercept is regularised too), once per fit: no recursion to drift."""
+    num_arms = positive_int("num_arms", num_arms)
+    lam = real("regularization", regularization, low=0.0, low_open=True)
+
+    def fit(features, action, reward):
+        X = _with_intercept(features)  # (n, K, f+1)
+        taken = jnp.take_along_axis(X, action[:, None, None], axis=1)[:, 0]
+        f = taken.shape[1]
+        if shared:
+            blocks = jnp.zeros_like(action)
+            count = 1
+        else:
+            blocks = action
+            count = num_arms
+        onehot = jax.nn.one_hot(blocks, count, dtype=taken.dtype)  # (n, M)
+        A = jnp.einsum("nm,ni,nj->mij", onehot, taken, taken) + lam * jnp.eye(f)
+        b = jnp.einsum("nm,ni,n->mi", onehot, taken, reward)
+        return jax.vmap(jnp.linalg.solve)(A, b)  # (M, f+1)
+
+    def predict(params, features):
+        X = _with_intercept(features)
+        if shared:
+            return X @ params[0]
+        return jnp.einsum("nkf,kf->nk", X, params)
+
+    return RewardModel(fit, predict, "ridge")
+
+
+def logistic_model(
+    num_arms: int,
+    regularization: float = 1.0,
+    shared: bool = False,
+    newton_steps: int = 25,
+) -> RewardModel:
+    """L2-regularised logistic regression of a {0, 1} (or [0, 1]) reward with an
+    intercept, per arm or shared as in `ridge_model`; `newton_steps` Newton
+    iterations from zero (the objective is strictly convex, so a few tens reach
+    float32 precision)."""
+    num_arms = positive_int("num_arms", num_arms)
+    lam = real("regularization", regularization, low=0.0, low_open=True)
+    newton_steps = positive_int("newton_steps", newton_steps)
+
+    def fit(features, action, reward):
+        X = _with_intercept(features)
+        taken = jnp.take_along_axis(X, action[:, None, None], axis=1)[:, 0]
+        f = taken.shape[1]
+        count = 1 if shared else num_arms
+        blocks = jnp.zeros_like(action) if shared else action
+        onehot = jax.nn.one_hot(blocks, count, dtype=taken.dtype)  # (n, M)
+        eye = jnp.eye(f)
+
+        def newton(w, _):
+            z = jnp.sum(onehot * (taken @ w.T), axis=1)  # (n,) each event's model
+            p = jax.nn.sigmoid(z)
+            grad = jnp.einsum("nm,ni,n->mi", onehot, taken, p - reward) + lam * w
+            weight = p * (1.0 - p)
+            hess = jnp.einsum("nm,ni,nj,n->mij", onehot, taken, taken, weight)
+            step = jax.vmap(jnp.linalg.solve)(hess + lam * eye, grad)
+            return w - step, None
+
+        w0 = jnp.zeros((count, f), taken.dtype)
+        return jax.lax.scan(newton, w0, None, length=newton_steps)[0]
+
+    def predict(params, features):
+        X = _with_intercept(features)
+        if shared:
+            return jax.nn.sigmoid(X @ params[0])
+        return jax.nn.sigmoid(jnp.einsum("nkf,kf->nk", X, params))
+
+    return RewardModel(fit, predict, "logistic")
+
+
+def cross_fit(
+    model: RewardModel,
+    features: jax.Array,
+    action: jax.Array,
+    reward: jax.Array,
+    key: jax.Array,
+    folds: int = 5,
+) -> jax.Array:
+    """reward_hat (n, K): each event's row from `model` fitted on the other folds
+    (events assigned to `folds` folds at random with `key`). `folds=1` fits on
+    every event and predicts them all (no cross-fitting)."""
+    folds = positive_int("folds", folds)
+    features = jnp.asarray(features)
+    action = jnp.asarray(action, jnp.int32)
+    reward = jnp.asarray(reward, features.dtype)
+    n = action.shape[0]
+    if folds > n:
+        raise BanditConfigError.about(
+            "folds", f"must be at most the number of events ({n}), got {folds}"
+        )
+    if folds == 1:
+        return model.predict(model.fit(features, action, reward), features)
+    fold = jax.random.permutation(key, jnp.arange(n) % folds)
+    out = jnp.zeros(features.shape[:2], features.dtype)
+    fit = jax.jit(model.fit)
+    predict = jax.jit(model.predict)
+    for f in range(folds):
+        train = np.flatnonzero(np.asarray(fold != f))
+        held = np.flatnonzero(np.asarray(fold == f))
+        params = fit(features[train], action[train], reward[train])
+        out = out.at[held].set(predict(params, features[held]))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Replay evaluation
+
+
+class ReplayResult(NamedTuple):
+    """Replay evaluation of one agent on one log."""
+
+    estimate: Estimate  # the value of the agent as it learns
+    accepted: jax.Array  # events where it chose the logged action
+    events: int  # events in the log
+    state: Any  # the agent's state after the replay
+
+
+def replay(
+    agent: Agent,
+    key: jax.Array,
+    observations: Observation,
+    action: jax.Array,
+    reward: jax.Array,
+    propensity: jax.Array | None = None,
+    *,
+    weighted: bool = False,
+    state: Any = None,
+) -> ReplayResult:
+    """Runs `agent` through the logged events in order; on every event where it
+    picks the logged action it is credited the logged reward and learns from it.
+
+    With uniform logs (Li et al. 2011) the accepted events are a sample of what
+    the agent would have seen online, and the mean accepted reward estimates its
+    online value. With `weighted=True` each accepted event counts
+    1 / propensity (a self-normalised mean), which corrects for a non-uniform
+    logging policy; with uniform logs it gives the same value. The interval is
+    the normal one over accepted events (delta method when weighted).
+    """
+    action = jnp.asarray(action, jnp.int32)
+    reward = jnp.asarray(reward, jnp.float32)
+    n = int(action.shape[0])
+    if n == 0:
+        raise BanditConfigError("the logs hold no events (n = 0)")
+    if weighted:
+        if propensity is None:
+            raise BanditConfigError.about("propensity", "is needed with weighted=True")
+        p = np.asarray(propensity)
+        bad = np.flatnonzero(~((p > 0) & (p <= 1)))
+        if bad.size:
+            raise BanditConfigError.about(
+                "propensity", f"must be in (0, 1], got {p[bad[0]]!r} at event {bad[0]}"
+            )
+        weights = 1.0 / jnp.asarray(propensity, jnp.float32)
+    else:
+        weights = jnp.ones((n,), jnp.float32)
+    key_init, key_run = jax.random.split(key)
+    state = agent.init(key_init) if state is None else state
+
+    @jax.jit
+    def run(state, keys, observations, action, reward, weights):
+        def step(state, event):
+            k, obs, a, r, w = event
+            k_act, k_update = jax.random.split(k)
+            chosen = jnp.asarray(agent.act(k_act, state, obs), jnp.int32)
+            match = chosen == a
+            state = jax.lax.cond(
+                match,
+                lambda s: agent.update(k_update, s, obs, a, r),
+                lambda s: s,
+                state,
+            )
+            return state, (match, jnp.where(match, w, 0.0))
+
+        return jax.lax.scan(step, state, (keys, observations, action, reward, weights))
+
+    keys = jax.random.split(key_run, n)
+    state, (match, kept) = run(state, keys, observations, action, reward, weights)
+    accepted = jnp.sum(match)
+    if int(accepted) < 2:
+        raise BanditConfigError(
+            f"replay accepted {int(accepted)} of {n} events: too few to estimate "
+            "a value (the agent rarely chose the logged action)"
+        )
+    mask = np.asarray(match)
+    r_kept = reward[mask]
+    w_kept = kept[mask]
+    if weighted:
+        mean_w = jnp.mean(w_kept)
+        value = jnp.sum(w_kept * r_kept) / jnp.sum(w_kept)
+        influence = w_kept * (r_kept - value) / mean_w
+        se = jnp.std(influence, ddof=1) / jnp.sqrt(r_kept.shape[0])
+        estimate = Estimate(value, value - Z_95 * se, value + Z_95 * se, se)
+    else:
+        estimate = mean_estimate(r_kept)
+    return ReplayResult(estimate, accepted, n, state)
