@@ -8,8 +8,10 @@
     bandits list
 
 CONFIG is a TOML file or the name of a packaged config (default: "quickstart").
-Bad input ends with a one-line `error: ...` on stderr and exit status 2; an agent
-whose state becomes NaN/inf ends with exit status 1 (finished chunks are kept).
+Bad input ends with a one-line `error: ...` on stderr and exit status 2. A series
+(a grid point) whose agent state becomes NaN/inf does not stop the others: they
+are stored and reported, and the run ends with one `error:` line naming each
+failed series with its first bad seed and step, and exit status 1.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from experiments.config.loader import load_config
     from experiments.execute.executors import make_executor
-    from experiments.execute.runner import run_experiment
+    from experiments.execute.runner import SeriesFailedError, run_experiment
 
     config = load_config(args.config)
     if args.chunk_size is not None:
@@ -218,20 +220,29 @@ def _run(args: argparse.Namespace) -> int:
             command=_command_from(args),
             executor=executor,
         )
+    except SeriesFailedError as err:
+        _print_result(err.result)
+        raise  # main prints its one error line, exit status 1
     finally:
         close = getattr(executor, "close", None)
         if close is not None:
             close()
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
     print(
         f"computed {len(result.computed)} chunk(s), reused {len(result.reused)} "
         "stored chunk(s)"
     )
     if result.skipped:
         print(f"reused stored results of: {', '.join(result.skipped)}")
+    if result.failed:
+        print(f"failed, not stored: {', '.join(f.label for f in result.failed)}")
     print(f"results: {result.output}")
     print(f"report:  {result.report.html}")
     print(f"         {result.report.markdown}")
-    return 0
 
 
 def _command_from(args: argparse.Namespace) -> str:

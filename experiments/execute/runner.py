@@ -11,6 +11,13 @@ not stored yet on an executor (`experiments.execute.executors`), and writes
     files are removed;
   * the report (`experiments.report.render.render`) at the end.
 
+A series whose agent state becomes NaN or infinite does not stop the run: the
+worker reports it (first bad seed and step) and keeps the other series of its
+task, the healthy grid points of the same sweep. The run stores everything
+else, lists the failed series in the manifest (`failed`) and the report, and
+then raises `SeriesFailedError` (exit status 1 from the CLI). A rerun retries
+the failed series' chunks only.
+
 The manifest records the config's hash, so
 
   * rerunning the same config into the same folder skips every stored chunk (a
@@ -38,6 +45,7 @@ import pyarrow as pa
 import rich.markup
 from rich.console import Console
 
+from bandits.simulation import NonFiniteAgentStateError
 from bandits.validation import BanditConfigError
 from experiments.config.loader import ExperimentConfig, build
 from experiments.execute import evaluation
@@ -48,7 +56,7 @@ from experiments.plan import resources
 from experiments.plan.planner import Plan, Series, Task, plan
 from experiments.report import render as report
 from experiments.store import lock, manifest, storage
-from experiments.store.manifest import Cost, Manifest, SeriesEntry
+from experiments.store.manifest import Cost, FailedSeries, Manifest, SeriesEntry
 
 CONFIG_COPY = "config.toml"
 CONFIDENCE = 0.95
@@ -63,6 +71,8 @@ class AgentRun:
     """True if every chunk was already stored (resumed run)."""
     computed_chunks: int = 0
     reused_chunks: int = 0
+    failed: FailedSeries | None = None
+    """Set if its agent state became NaN or inf in this call (not stored)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +86,8 @@ class ExperimentResult:
     """Chunk files computed in this call (`chunks/` names)."""
     reused: tuple[str, ...] = ()
     """Chunk files that were already stored (merged series count in full)."""
+    failed: tuple[FailedSeries, ...] = ()
+    """Series whose agent state became NaN or inf in this call."""
 
     @property
     def ran(self) -> list[str]:
@@ -86,6 +98,35 @@ class ExperimentResult:
     def skipped(self) -> list[str]:
         """Labels of the series whose stored results were reused in full."""
         return [a.label for a in self.agents if a.skipped]
+
+
+class SeriesFailedError(NonFiniteAgentStateError):
+    """Series of a run failed (their agent state became NaN or inf); every
+    other series is stored and the report rendered.
+
+    Attributes:
+      result: the `ExperimentResult` of the run (its `failed` lists them).
+    """
+
+    def __init__(self, result: ExperimentResult):
+        self.result = result
+        failed = result.failed
+        stored = len(result.agents) - len(failed)
+        if len(failed) == 1:
+            what = (
+                f"series {failed[0].label!r} failed: its agent state became "
+                f"non-finite (NaN or inf) at {failed[0].describe()}"
+            )
+        else:
+            listed = ", ".join(f"{f.label!r} ({f.describe()})" for f in failed)
+            what = (
+                f"{len(failed)} series failed, their agent state became "
+                f"non-finite (NaN or inf): {listed}"
+            )
+        super().__init__(
+            f"{what}; the other {stored} series are stored in {result.output} "
+            f"(report: {result.report.html})"
+        )
 
 
 def output_dir(config: ExperimentConfig, out: str | Path | None = None) -> Path:
@@ -125,8 +166,9 @@ def run_experiment(
     Raises:
       BanditConfigError: bad config, `out` holds other results, or the executor
         cannot run (before any compute starts and before `out` is touched).
-      bandits.NonFiniteAgentStateError: an agent's state became NaN/inf; the
-        chunks finished before it stay stored.
+      SeriesFailedError: some series' agent state became NaN/inf (a
+        `bandits.NonFiniteAgentStateError` naming each with its first bad seed
+        and step); all other series are stored and the report is rendered.
     """
     experiment = build(config)  # every env and agent, before anything runs
     digest = config.hash()
@@ -158,7 +200,12 @@ def _run_folder(
         config.name, the_plan, pending, folder, executor, progress, console
     )
     folder.finalize_all()
+    failed = tuple(
+        folder.failures[label]
+        for label in sorted(folder.failures, key=lambda label: folder.order[label])
+    )
     folder.save(
+        failed=failed,
         last_run={
             "started": started,
             "finished": _now(),
@@ -166,7 +213,7 @@ def _run_folder(
             "executor": executor.describe(),
             "computed_chunks": computed,
             "reused_chunks": list(reused),
-        }
+        },
     )
     files = report.render(directory)
     folder.save(files=_written(folder, files))
@@ -174,15 +221,22 @@ def _run_folder(
     for series in the_plan.series:
         names = set(the_plan.chunk_files(series.index))
         done_here = len(names & set(computed))
+        failure = folder.failures.get(series.label)
         runs.append(
             AgentRun(
                 series.label,
-                skipped=done_here == 0,
+                skipped=done_here == 0 and failure is None,
                 computed_chunks=done_here,
                 reused_chunks=len(names) - done_here,
+                failed=failure,
             )
         )
-    return ExperimentResult(directory, files, tuple(runs), tuple(computed), reused)
+    result = ExperimentResult(
+        directory, files, tuple(runs), tuple(computed), reused, failed
+    )
+    if failed:
+        raise SeriesFailedError(result)
+    return result
 
 
 def _run_tasks(
@@ -210,8 +264,7 @@ def _run_tasks(
             executor.run([t.spec for t in pending]), 1
         ):
             task = by_key[spec["task"]]
-            folder.store_task(task, result)
-            computed += list(task.files)
+            computed += folder.store_task(task, result)
             compiled += result["cost"]["compile_s"] > 0
             bar.update(
                 task_id,
@@ -248,6 +301,7 @@ class _Folder:
             if e.label in self.order
         }
         self.finished = {k: e for k, (e, c) in stored.items() if c is not None}
+        self.failures: dict[str, FailedSeries] = {}
         self.manifest = m.with_entries(self.finished.values(), self.order)
         self.records = _kept_records(directory, m, self.finished)
         self._rebuild_missing_records({k: c for k, (_, c) in stored.items() if c})
@@ -301,10 +355,13 @@ class _Folder:
                     names.append(name)
         return names
 
-    def store_task(self, task: Task, result: Mapping[str, Any]) -> None:
-        """Writes the chunk files of a finished task, then merges whole series."""
+    def store_task(self, task: Task, result: Mapping[str, Any]) -> list[str]:
+        """Writes the chunk files of a finished task, then merges whole series;
+        returns the chunk files written. A series the task reports as failed
+        (non-finite agent state) is recorded in `failures`, not stored."""
         program = self.plan.programs[task.program]
         seeds = self.plan.chunks[task.chunk]
+        written = []
         for s, name, out in zip(
             program.series, task.files, result["series"], strict=True
         ):
@@ -313,6 +370,21 @@ class _Folder:
                 raise RuntimeError(
                     f"task {task.key} returned {out['label']!r} for {series.label!r}"
                 )
+            if out.get("failed") is not None:
+                failure = out["failed"]
+                self.failures.setdefault(
+                    series.label,
+                    FailedSeries(
+                        label=series.label,
+                        chunk=task.chunk,
+                        seed=failure["seed"],
+                        step=failure["step"],
+                        seeds=tuple(failure["seeds"]),
+                    ),
+                )
+                continue
+            if self.series_done(series):
+                continue  # merged before (the task ran again for a failed one)
             meta = {
                 "config_hash": self.digest,
                 "task": task.key,
@@ -326,8 +398,10 @@ class _Folder:
             storage.write_curves(
                 self.chunks / name, series.label, curves_from_result(out), meta
             )
+            written.append(name)
         for s in program.series:
             self.finalize(self.plan.series[s])
+        return written
 
     def finalize_all(self) -> None:
         for series in self.plan.series:

@@ -8,6 +8,11 @@ downsampled cumulative curves per series, reward-model metrics and the compute
 cost. No user object crosses a process boundary; only this dictionary (plain
 values and the frozen `AgentSpec`) and the NumPy arrays of the result do.
 
+A run whose agent state turns NaN or infinite does not stop the task: that
+series comes back marked `failed` (with the first bad seed and step) and the
+task's other series, the healthy grid points of the same compiled sweep, come
+back as usual (see `simulate_keeping_healthy`).
+
 Bit-identical results. XLA picks kernels by batch shape, so float32 results for a
 seed can differ in the last bits between batch sizes, and between a batch split
 across several devices and the same batch on one. Every task therefore runs a
@@ -29,6 +34,7 @@ import jax
 import numpy as np
 
 import bandits
+from bandits.finite import finite_rows, first_non_finite_steps
 from experiments.config.loader import build_agent
 from experiments.execute import evaluation
 from experiments.execute.progress import CompileClock, PeakMemory
@@ -67,14 +73,18 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
       spec: a task spec (`experiments.plan.planner.Task.spec`).
 
     Returns:
-      `{"task", "series": [{"label", "curves": {...}, "prediction"}], "cost",
-      "worker"}`; `curves` holds the `experiments.store.storage.Curves` fields as arrays
-      and `prediction` a list of per-seed metric dictionaries (or `None`).
+      `{"task", "series": [{"label", "curves": {...}, "prediction", "failed"}],
+      "cost", "worker"}`; `curves` holds the `experiments.store.storage.Curves`
+      fields as arrays and `prediction` a list of per-seed metric dictionaries
+      (or `None`). A series whose agent state became NaN or inf has `curves`
+      None and `failed` `{"seed", "step", "seeds"}` (the first bad seed, the
+      0-based step whose update first left a NaN or inf in its state, None if a
+      re-run does not show it, and every bad seed of the chunk); others have
+      `failed` None.
 
     Raises:
       WorkerSetupError: the process has more than one JAX device, or the spec
         comes from another version.
-      bandits.NonFiniteAgentStateError: an agent's state became NaN or inf.
     """
     _check_worker(spec)
     env = spec_env(spec)
@@ -104,24 +114,21 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
             params=params,
             resample_params=bool(spec["resample_params"]),
         )
-        if swept:
-            # Every grid point was built, hence checked, with the config.
-            trajectory, states = bandits.sweep_with_states(
-                env, agent_fn, swept, check_values=False, **common
-            )
-        else:
-            trajectory, states = bandits.run_with_states(env, agent, **common)
-            trajectory = jax.tree_util.tree_map(lambda x: x[None], trajectory)
-        regret, reward, optimal = jax.device_get(
-            (trajectory.regret, trajectory.reward, trajectory.optimal)
+        trajectory, states, failed = simulate_keeping_healthy(
+            spec, env, agent, agent_fn, swept, common
         )
+        if trajectory is not None:
+            regret, reward, optimal = jax.device_get(
+                (trajectory.regret, trajectory.reward, trajectory.optimal)
+            )
     del trajectory
-    count = regret.shape[0]
+    count = len(spec["labels"])
     curves = [
-        _curves(spec, seeds, regret[g], reward[g], optimal[g]) for g in range(count)
+        None if g in failed else _curves(spec, seeds, regret[g], reward[g], optimal[g])
+        for g in range(count)
     ]
     prediction, prediction_s = _predictions(
-        spec, env, params, evaluated, states, agent, agent_fn, swept, count
+        spec, env, params, evaluated, states, agent, agent_fn, swept, count, failed
     )
     rounds = count * len(seeds) * horizon
     cost = {
@@ -141,14 +148,91 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
         "series": [
             {
                 "label": spec["labels"][g],
-                "curves": curves[g]._asdict(),
+                "curves": None if curves[g] is None else curves[g]._asdict(),
                 "prediction": prediction[g] if prediction else None,
+                "failed": failed.get(g),
             }
             for g in range(count)
         ],
         "cost": cost,
         "worker": {"host": platform.node(), "pid": os.getpid()},
     }
+
+
+def simulate_keeping_healthy(spec, env, agent, agent_fn, swept, common):
+    """Simulates a task's program; runs whose agent state turns non-finite are
+    reported instead of stopping the task.
+
+    The fast path is the plain `bandits.run_with_states` / `sweep_with_states`
+    call (unchanged numbers). Only when it raises `NonFiniteAgentStateError` is
+    the sweep computed again without the check, with every seed's final state,
+    to tell the healthy grid points (whose curves are kept) from the failed
+    ones, and each failed one is re-run with a per-step check to name the step.
+
+    Returns:
+      `(trajectory, states, failed)`: the trajectory with leaves (G, S, T) (None
+      if the task's only series failed), the final states of
+      `common["states_of"]` (None if none), and `{grid point: failure}` (see
+      `execute_task`).
+    """
+    if not swept:
+        try:
+            trajectory, states = bandits.run_with_states(env, agent, **common)
+        except bandits.NonFiniteAgentStateError:
+            return None, None, {0: _failure(env, agent, common, [])}
+        return jax.tree_util.tree_map(lambda x: x[None], trajectory), states, {}
+    try:
+        # Every grid point was built, hence checked, with the config.
+        trajectory, states = bandits.sweep_with_states(
+            env, agent_fn, swept, check_values=False, **common
+        )
+        return trajectory, states, {}
+    except bandits.NonFiniteAgentStateError:
+        pass
+    batch = list(common["seeds"])
+    unique = list(dict.fromkeys(batch))  # padding repeats the last seed
+    trajectory, every = bandits.sweep_with_states(
+        env,
+        agent_fn,
+        swept,
+        check_values=False,
+        check_finite=False,
+        **{**common, "states_of": unique},
+    )
+    finite = finite_rows(every, batch_dims=2)  # (G, len(unique))
+    failed = {}
+    for g in np.flatnonzero(~finite.all(axis=1)):
+        point = {k: v[g] for k, v in swept.items()}
+        bad = [s for s, ok in zip(unique, finite[g], strict=True) if not ok]
+        built = build_agent(spec["agent"]["spec"].with_values(point))
+        failed[int(g)] = _failure(env, built, common, bad)
+    columns = [unique.index(s) for s in common["states_of"]]
+    states = (
+        jax.tree_util.tree_map(lambda leaf: leaf[:, columns], every)
+        if columns
+        else None
+    )
+    return trajectory, states, failed
+
+
+def _failure(env, agent, common, bad_seeds) -> dict[str, Any]:
+    """The failure report of one series: its first bad seed and the step at
+    which that seed's state first held a NaN or inf (a per-step re-run of the
+    chunk's batch; None if the re-run stays finite). Without `bad_seeds` (a
+    failed `run`, which names no seed), the seeds the re-run finds bad."""
+    batch = list(common["seeds"])
+    steps = first_non_finite_steps(
+        env,
+        agent,
+        horizon=common["horizon"],
+        seeds=batch,
+        params=common["params"],
+        resample_params=common["resample_params"],
+    )
+    step_of = {s: int(t) for s, t in zip(batch, steps, strict=True) if t >= 0}
+    bad = list(dict.fromkeys(bad_seeds)) or list(step_of)
+    seed = next((s for s in bad if s in step_of), bad[0] if bad else None)
+    return {"seed": seed, "step": step_of.get(seed), "seeds": bad}
 
 
 def _check_worker(spec: Mapping[str, Any]) -> None:
@@ -182,15 +266,22 @@ def _curves(spec, seeds, regret, reward, optimal) -> storage.Curves:
     )
 
 
-def _predictions(spec, env, params, seeds, states, agent, agent_fn, swept, count):
+def _predictions(
+    spec, env, params, seeds, states, agent, agent_fn, swept, count, failed
+):
     """Per-setting, per-seed reward-model metrics (or `None`) and their time.
 
-    `states` are the final agent states of `seeds` from the run.
+    `states` are the final agent states of `seeds` from the run; settings in
+    `failed` are not evaluated (their entry is None).
     """
-    if not seeds:
+    kept = [g for g in range(count) if g not in failed]
+    if not seeds or not kept or states is None:
         return None, 0.0
     start = time.perf_counter()
-    per_setting = evaluation.evaluate_states(
+    if failed and swept:
+        swept = {k: [v[g] for g in kept] for k, v in swept.items()}
+        states = jax.tree_util.tree_map(lambda leaf: leaf[np.asarray(kept)], states)
+    evaluated = evaluation.evaluate_states(
         env,
         params,
         states,
@@ -201,14 +292,15 @@ def _predictions(spec, env, params, seeds, states, agent, agent_fn, swept, count
         agent_fn=agent_fn,
         swept=swept or None,
     )
-    for g, per_seed in enumerate(per_setting):
+    if len(evaluated) != len(kept):
+        raise RuntimeError(
+            f"expected {len(kept)} evaluated settings, got {len(evaluated)}"
+        )
+    per_setting: list[list[dict] | None] = [None] * count
+    for g, per_seed in zip(kept, evaluated, strict=True):
         for seed, metrics in zip(seeds, per_seed, strict=True):
             metrics["seed"] = seed
         per_setting[g] = per_seed
-    if len(per_setting) != count:
-        raise RuntimeError(
-            f"expected {count} evaluated settings, got {len(per_setting)}"
-        )
     return per_setting, time.perf_counter() - start
 
 

@@ -8,7 +8,8 @@
     report.md                                    linking the PNG files
     report.html                                  the same PNGs embedded as data URIs
 
-The page holds: the setup; the final-regret table (mean, 95% interval, rank); the
+The page holds: the setup; the final-regret table (mean, 95% interval, rank);
+the series that failed (agent state NaN or inf: first bad seed and step), if any; the
 plots (cumulative regret with 95% bands on linear and log-log axes, the fraction
 of optimal actions, and for every swept agent hyperparameter or env parameter the
 final regret against its values); the compute cost per series (compile time,
@@ -155,6 +156,8 @@ def render(directory: str | Path) -> ReportFiles:
     tables = [_regret_table(order, aggregates, entries)]
     tables += [t for t in (_cost_table(order, aggregates, entries),) if t.rows]
     tables += [t for t in (_prediction_table(order, aggregates),) if t.rows]
+    if manifest.failed:
+        tables.insert(1, _failed_table(manifest))
     title = manifest.title or "Bandit experiment"
     md = _markdown(title, manifest, tables, figures)
     page = _html(title, manifest, tables, figures, colour)
@@ -245,6 +248,27 @@ def _regret_table(order, aggregates, entries) -> _Table:
         "Seeds",
     ]
     return _Table("Final cumulative regret", note, header, rows, (1,))
+
+
+def _failed_table(manifest: Manifest) -> _Table:
+    note = (
+        "The agent state of these series became NaN or infinite, so they have no "
+        "results here; the other series ran to the end. Step: the 0-based round "
+        "whose update first left a NaN or inf in the state of the first bad seed. "
+        "A rerun of the same config retries them."
+    )
+    rows = [
+        [
+            f.label,
+            "–" if f.seed is None else str(f.seed),
+            "–" if f.step is None else str(f.step),
+            ", ".join(map(str, f.seeds)) or "–",
+            str(f.chunk),
+        ]
+        for f in manifest.failed
+    ]
+    header = ["Agent", "First bad seed", "Step", "Bad seeds", "Chunk"]
+    return _Table("Failed series", note, header, rows, (0, 3))
 
 
 def _cost_table(order, aggregates, entries) -> _Table:
@@ -443,6 +467,13 @@ def _rendered_at() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _leading(tables: list[_Table]) -> tuple[list[_Table], list[_Table]]:
+    """(tables shown above the plots, tables below): the regret table and the
+    failed series come first."""
+    count = 2 if len(tables) > 1 and tables[1].title == "Failed series" else 1
+    return tables[:count], tables[count:]
+
+
 def _md_table(table: _Table) -> list[str]:
     lines = [f"## {_md(table.title)}", "", _md(table.note), ""]
     lines.append("| " + " | ".join(_md(h) for h in table.header) + " |")
@@ -471,11 +502,13 @@ def _markdown(
         lines += ["## Setup", ""]
         lines += [f"- **{_md(k)}**: {_md(v)}" for k, v in setup]
         lines.append("")
-    lines += _md_table(tables[0])
+    first, rest = _leading(tables)
+    for table in first:
+        lines += _md_table(table)
     lines += ["## Plots", ""]
     for plot in figures:
         lines += [f"![{_md(plot.title)}]({plot.file})", ""]
-    for table in tables[1:]:
+    for table in rest:
         lines += _md_table(table)
     lines += _md_commands(manifest)
     lines += ["## Machine", ""]
@@ -560,7 +593,9 @@ def _html(
         parts.append("<h2>Setup</h2><dl>")
         parts += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in setup]
         parts.append("</dl>")
-    parts += _html_table(tables[0], colour)
+    first, rest = _leading(tables)
+    for table in first:
+        parts += _html_table(table, colour)
     parts.append("<h2>Plots</h2>")
     for plot in figures:
         data = base64.b64encode(plot.png).decode("ascii")
@@ -568,7 +603,7 @@ def _html(
             f'<h3>{e(plot.title)}</h3><img alt="{e(plot.title)}" '
             f'src="data:image/png;base64,{data}">'
         )
-    for table in tables[1:]:
+    for table in rest:
         parts += _html_table(table, colour)
     commands = _items(manifest, "commands")
     if commands:

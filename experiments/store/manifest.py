@@ -9,6 +9,8 @@ reader sees typed attributes, not keys it has to know.
       .last_run                   what the latest `bandits run` computed
       .files                      every file the runs wrote
       .checksums: Checksum, ...   size and SHA-256 of each stored result file
+      .failed: FailedSeries, ...  series whose agent state became NaN/inf in
+                                  the latest run (not stored; a rerun retries)
 
 Stored result files (the config copy, `summaries.jsonl`, the curve files) get
 their size and SHA-256 recorded when they are written (`record`); a rerun and the
@@ -94,6 +96,61 @@ class Checksum:
                 "edited or damaged"
             )
         return cls(size=raw["size"], sha256=digest)
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedSeries:
+    """A series (a grid point) whose agent state became NaN or infinite."""
+
+    label: str
+    chunk: int = 0
+    """The seed chunk in which it failed."""
+    seed: int | None = None
+    """The first seed whose final state was not finite (None: unknown)."""
+    step: int | None = None
+    """The 0-based step whose update first left a NaN or inf in that seed's
+    state (None: a re-run did not show it)."""
+    seeds: tuple[int, ...] = ()
+    """Every seed of the chunk whose state was not finite."""
+
+    def describe(self) -> str:
+        """E.g. "seed 3, step 17 (seeds [3, 5] of chunk 0)"."""
+        seed = "an unknown seed" if self.seed is None else f"seed {self.seed}"
+        step = "an unknown step" if self.step is None else f"step {self.step}"
+        seeds = list(self.seeds[:10]) + (["..."] if len(self.seeds) > 10 else [])
+        shown = ", ".join(map(str, seeds))
+        return f"{seed}, {step} (seeds [{shown}] of chunk {self.chunk})"
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["seeds"] = list(self.seeds)
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Any, where: str) -> FailedSeries:
+        if not isinstance(raw, Mapping):
+            raise BanditConfigError(f"{where} must be a JSON object")
+        _expect(raw, where, "label", str, required=True)
+        for key, kind in _FAILED_TYPES.items():
+            _expect(raw, where, key, kind)
+        seeds = raw.get("seeds") or []
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise BanditConfigError(f"{where}.seeds must be a list of integers")
+        return cls(
+            label=raw["label"],
+            chunk=raw.get("chunk", 0),
+            seed=raw.get("seed"),
+            step=raw.get("step"),
+            seeds=tuple(seeds),
+        )
+
+
+_FAILED_TYPES: dict[str, Any] = {
+    "chunk": int,
+    "seed": (int, type(None)),
+    "step": (int, type(None)),
+    "seeds": list,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +254,7 @@ _MANIFEST_TYPES: dict[str, Any] = {
     "last_run": (Mapping, type(None)),
     "files": list,
     "checksums": Mapping,
+    "failed": list,
 }
 
 
@@ -247,6 +305,8 @@ class Manifest:
     checksums: Mapping[str, Checksum] = dataclasses.field(default_factory=dict)
     """Stored result files (relative paths) -> their size and SHA-256 when
     written; older folders have none (their files are checked by reading them)."""
+    failed: tuple[FailedSeries, ...] = ()
+    """Series of the latest run whose agent state became NaN or inf."""
 
     @property
     def run(self) -> Mapping[str, Any]:
@@ -293,6 +353,8 @@ class Manifest:
             out["last_run"] = dict(self.last_run)
         if self.files:
             out["files"] = list(self.files)
+        if self.failed:
+            out["failed"] = [f.to_json() for f in self.failed]
         if self.checksums:
             out["checksums"] = {
                 name: dataclasses.asdict(check)
@@ -326,6 +388,10 @@ class Manifest:
             str(name): Checksum.from_json(check, f"{where}.checksums[{name!r}]")
             for name, check in (raw.get("checksums") or {}).items()
         }
+        failed = tuple(
+            FailedSeries.from_json(f, f"{where}.failed[{i}]")
+            for i, f in enumerate(raw.get("failed") or [])
+        )
         return cls(
             config_hash=str(raw.get("config_hash") or ""),
             config=table("config"),
@@ -340,6 +406,7 @@ class Manifest:
             last_run=last_run,
             files=tuple(files),
             checksums=checksums,
+            failed=failed,
         )
 
 
