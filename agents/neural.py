@@ -204,10 +204,12 @@ def _gradient_agent(
     regularization,
     train: TrainConfig,
     config: str,
+    propensity_samples: int | None = None,
 ) -> Agent:
     """NeuralUCB (`exploration=UCB`) or NeuralTS (`Thompson`), the rule built with
     scale nu, on the belief N(f_k, sigma_k^2) of the network's gradient features
-    (see `neural_ucb`)."""
+    (see `neural_ucb`). NeuralTS gets `action_probs` only with
+    `propensity_samples` (Monte Carlo draws per call)."""
     choice("config", config, CONFIGS)
     paper = config == "paper"
     setup = setup_training(num_arms, dim, train)
@@ -256,9 +258,24 @@ def _gradient_agent(
             net = net_update(key, state.net, item, setup)
         return GradientState(net, diag)
 
-    # NeuralTS exposes no propensities (a Monte Carlo estimate would cost
-    # `samples` posterior draws per call).
-    probs_fn = None if sampled else action_probs
+    probs_fn = action_probs
+    if sampled:
+        if propensity_samples is None:
+            # No propensities unless asked for: a Monte Carlo estimate costs
+            # `propensity_samples` posterior draws per call.
+            probs_fn = None
+        else:
+            draws = positive_int("propensity_samples", propensity_samples)
+            # All draws from one belief (one gradient pass), as one batch.
+            probs_rule = Thompson(nu, samples=draws, batched_probs=True)
+
+            def probs_fn(key, state, obs):
+                probs = probs_rule.probs(key, belief(state, obs), obs.mask)
+                step = state.net.step
+                return forced_probs(
+                    step, setup.initial_pulls, num_arms, probs, obs.mask
+                )
+
     return Agent(init, act, update, probs_fn, name=name, **network.agent_shapes())
 
 
@@ -348,6 +365,7 @@ def neural_ts(
     weight_decay: float = 0.0,
     initial_pulls: int = 0,
     config: str = "fast",
+    propensity_samples: int | None = None,
 ) -> Agent:
     """NeuralTS with a diagonal Z: draw r_k ~ N(f(x_k; theta), nu^2 sigma_k^2).
 
@@ -364,14 +382,20 @@ def neural_ts(
         max_grad_norm, weight_decay, initial_pulls: as in `neural_epsilon_greedy`.
       config: "fast" or "paper" (Algorithm 1: sigma^2 = lambda g^T U^{-1} g / m,
         U = lambda I + sum g g^T / m diagonal, training as in `neural_ucb`).
+      propensity_samples: if given, the agent has `action_probs`: the frequency
+        of each arm over this many posterior draws (standard error at most
+        0.5 / sqrt(propensity_samples) per entry), for off-policy evaluation
+        with NeuralTS as the target or logging policy. None (default): no
+        `action_probs`.
 
     References:
       Zhang, Zhou, Li & Gu (2021), "Neural Thompson sampling", ICLR, Algorithm 1.
     """
     train = TrainConfig.pick(locals())
     return _gradient_agent(
-        "neural_ts", Thompson, num_arms, dim, nu, regularization, train, config
-    )
+        "neural_ts", Thompson, num_arms, dim, nu, regularization, train, config,
+        propensity_samples,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
