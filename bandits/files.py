@@ -94,10 +94,12 @@ def write_logged(
 def check_logged_events(columns: Mapping[str, np.ndarray], where: str) -> None:
     """Refuses logged events a learner would silently misread, naming the column
     and the first bad row: actions outside [0, K) or not allowed by the mask,
-    propensities outside (0, 1], and non-finite rewards or propensities.
+    propensities outside (0, 1], non-finite rewards or propensities, and slot
+    positions that are not integers >= 0.
 
     K is the width of `mask` (or of `action_probs` / `arms`); columns that are
-    absent are not checked.
+    absent are not checked (real logs have no `action_probs` or
+    `expected_rewards`, simulated ones no `position`).
     """
     action = columns.get("action")
     widths = [
@@ -131,6 +133,13 @@ def check_logged_events(columns: Mapping[str, np.ndarray], where: str) -> None:
         p = np.asarray(columns["propensity"], np.float64)
         bad = ~np.isfinite(p) | (p <= 0) | (p > 1)
         _first_bad(where, "propensity", bad, p, "in (0, 1]")
+    if "position" in columns:
+        position = np.asarray(columns["position"])
+        if not np.issubdtype(position.dtype, np.integer):
+            raise BanditConfigError(
+                f"{where}: column 'position' must hold integers, got {position.dtype}"
+            )
+        _first_bad(where, "position", position < 0, position, "a slot index >= 0")
 
 
 def _first_bad(where: str, column: str, bad: np.ndarray, values, what: str) -> None:

@@ -37,6 +37,12 @@ only). `expected_rewards` (the simulator's exact
 click probabilities) exists only because the data is simulated: it is for
 evaluation (e.g. the MSE of a reward model against the truth), never for training.
 
+Real logs (`envs.obd`, the Open Bandit Dataset) know neither the expected
+rewards nor the logging policy's full distribution `action_probs`, only the
+propensity of the logged action: those two columns are optional (None, and
+absent from the file). So is `position`, the slot of a multi-slot interface the
+logged item was shown in (0-based); simulated logs have none.
+
 References:
   Li, Chu, Langford & Wang (2011), "Unbiased offline evaluation of
   contextual-bandit-based news article recommendation algorithms", WSDM.
@@ -70,8 +76,19 @@ EVENT_FIELDS = (
     "expected_rewards",
     "stream",
     "step",
+    "position",
 )
 COLUMNS = OBSERVATION_FIELDS + EVENT_FIELDS
+OPTIONAL_COLUMNS = (
+    "history",
+    "history_mask",
+    "action_probs",
+    "expected_rewards",
+    "position",
+)
+"""Columns a dataset may lack (None): behaviour history, and what real logs
+cannot record (the logging policy's full distribution, the exact expected
+rewards) or only some interfaces have (the slot position)."""
 
 
 # ---------------------------------------------------------------------------
@@ -205,7 +222,10 @@ def from_agent(agent: Agent) -> LoggingPolicy:
 class LoggedData:
     """Logged events, column-wise (NumPy arrays with a leading event axis n).
 
-    `history` and `history_mask` are None for envs without behaviour history.
+    `history` and `history_mask` are None for envs without behaviour history;
+    `action_probs` and `expected_rewards` are None for real logs, which record
+    only the logged action's propensity; `position` is None unless the
+    interface shows several items at once (the logged item's slot, 0-based).
     """
 
     context: np.ndarray  # (n, d) float32
@@ -216,10 +236,11 @@ class LoggedData:
     action: np.ndarray  # (n,) int32  logged action a_i
     reward: np.ndarray  # (n,) float32  observed reward r_i
     propensity: np.ndarray  # (n,) float32  pi_0(a_i | x_i)
-    action_probs: np.ndarray  # (n, K) float32  pi_0(. | x_i)
-    expected_rewards: np.ndarray  # (n, K) float32  exact E[r | x_i, k] (simulator)
+    action_probs: np.ndarray | None  # (n, K) float32  pi_0(. | x_i)
+    expected_rewards: np.ndarray | None  # (n, K) float32  exact E[r | x_i, k]
     stream: np.ndarray  # (n,) int32  generating stream
     step: np.ndarray  # (n,) int32  step within the stream
+    position: np.ndarray | None = None  # (n,) int32  slot of the logged item
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -261,15 +282,18 @@ class LoggedData:
         return self.take(slice(0, cut)), self.take(slice(cut, len(self)))
 
     def summary(self) -> dict[str, float]:
-        """Size, click-through rate, mean propensity and the oracle's rate."""
-        best = np.where(self.mask, self.expected_rewards, -np.inf).max(axis=1)
-        return {
+        """Size, click-through rate, mean propensity and (simulated logs only)
+        the oracle's rate."""
+        out = {
             "events": len(self),
             "ctr": float(self.reward.mean()),
             "mean_propensity": float(self.propensity.mean()),
             "min_propensity": float(self.propensity.min()),
-            "oracle_ctr": float(best.mean()),
         }
+        if self.expected_rewards is not None:
+            best = np.where(self.mask, self.expected_rewards, -np.inf).max(axis=1)
+            out["oracle_ctr"] = float(best.mean())
+        return out
 
 
 def concatenate(parts: list[LoggedData]) -> LoggedData:
@@ -279,6 +303,12 @@ def concatenate(parts: list[LoggedData]) -> LoggedData:
     values = {}
     for name in COLUMNS:
         arrays = [getattr(p, name) for p in parts]
+        present = [a is not None for a in arrays]
+        if any(present) and not all(present):
+            raise BanditConfigError(
+                f"concatenate: column {name!r} is in dataset(s) "
+                f"{[i for i, p in enumerate(present) if p]} but not in the others"
+            )
         values[name] = None if arrays[0] is None else np.concatenate(arrays)
     return LoggedData(**values, metadata=dict(parts[0].metadata))
 
@@ -451,13 +481,12 @@ def _from_columns(columns: Mapping[str, np.ndarray], metadata) -> LoggedData:
         "expected_rewards": np.float32,
         "stream": np.int32,
         "step": np.int32,
+        "position": np.int32,
     }
     for name, value in values.items():
         if value is not None:
             values[name] = np.asarray(value, dtypes[name])
-    missing = [
-        n for n in COLUMNS if values[n] is None and n not in ("history", "history_mask")
-    ]
+    missing = [n for n in COLUMNS if values[n] is None and n not in OPTIONAL_COLUMNS]
     if missing:
         raise BanditConfigError(f"logged data is missing column(s) {missing}")
     return LoggedData(**values, metadata=dict(metadata))
@@ -495,6 +524,7 @@ def load(path: str | os.PathLike) -> LoggedData:
 
 __all__ = [
     "COLUMNS",
+    "OPTIONAL_COLUMNS",
     "LoggedData",
     "LoggingPolicy",
     "concatenate",

@@ -6,7 +6,9 @@ that any env (one without behaviour history) can be logged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import jax
 import numpy as np
@@ -229,3 +231,58 @@ def test_oracle_policy_refuses_an_env_without_expected_rewards():
         logged.generate(
             jax.random.key(0), NoOracle(), params, logged.softmax_noisy_oracle(), 8
         )
+
+
+def _real_log(data):
+    """`data` as real logs have it: no full distribution, no exact rewards, a slot."""
+    position = (np.arange(len(data)) % 3).astype(np.int32)
+    return dataclasses.replace(
+        data, action_probs=None, expected_rewards=None, position=position
+    )
+
+
+def test_real_logs_without_oracle_columns_round_trip_with_position(datasets, tmp_path):
+    """Real logs (the Open Bandit Dataset) record neither `action_probs` nor
+    `expected_rewards`; they are None in memory, absent from the file, and None
+    again on load. `position` is kept exactly."""
+    real = _real_log(datasets["uniform"])
+    assert "action_probs" not in real.columns() and "position" in real.columns()
+    path = logged.save(real, tmp_path / "real.parquet")
+    assert "expected_rewards" not in files.read_logged_shapes(path)
+    back = logged.load(path)
+    assert back.action_probs is None and back.expected_rewards is None
+    assert back.position.dtype == np.int32
+    np.testing.assert_array_equal(back.position, real.position)
+    np.testing.assert_array_equal(back.propensity, real.propensity)
+    summary = back.summary()
+    assert "oracle_ctr" not in summary and summary["events"] == 250
+    first, last = back.split(0.5)
+    assert last.position[0] == real.position[125] and first.action_probs is None
+    # Simulated logs keep every column and gain no position.
+    sim = logged.load(logged.save(datasets["uniform"], tmp_path / "sim.parquet"))
+    assert sim.position is None and "oracle_ctr" in sim.summary()
+
+
+def test_required_columns_stay_required_and_mixed_logs_are_refused(datasets, tmp_path):
+    real = _real_log(datasets["uniform"])
+    columns = dict(real.columns())
+    del columns["propensity"]
+    path = files.write_logged(tmp_path / "nopropensity.parquet", columns, {})
+    with pytest.raises(
+        BanditConfigError, match=r"missing column\(s\) \['propensity'\]"
+    ):
+        logged.load(path)
+    with pytest.raises(BanditConfigError, match="'action_probs' is in dataset"):
+        logged.concatenate([real, datasets["uniform"]])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.array([-1] * 250, np.int32), "column 'position' row 0 is -1"),
+        (np.zeros(250, np.float32), "'position' must hold integers"),
+    ],
+)
+def test_bad_positions_are_refused(datasets, value, message):
+    with pytest.raises(BanditConfigError, match=re.escape(message)):
+        files.check_logged_events({"position": value}, "logs")
