@@ -419,6 +419,8 @@ def _build_policy(
         agent.action_probs,
         name=name or f"transformer_{config.exploration}",
         predict=agent.predict,
+        num_arms=cfg.num_arms,
+        context_dim=cfg.context_dim,
     )
 
 

@@ -289,6 +289,35 @@ def _check_pair(env: Any, agent: Any) -> None:
                 f"{name} must be a bandit {name}, got {type(value).__name__} "
                 f"(it has no {', '.join(missing)})"
             )
+    _check_declared_shapes(env, agent)
+
+
+def _check_declared_shapes(env: Any, agent: Any) -> None:
+    """An agent that declares the shapes it was built for (`Agent.num_arms`,
+    `context_dim`, `arm_dim`) is checked against the env's before tracing."""
+    if not isinstance(agent, Agent):
+        return
+    spec = env.observation_spec()
+    name = agent.name
+    found = {
+        "num_arms": getattr(env, "num_arms", None),
+        "context_dim": spec["context"].shape[-1] if "context" in spec else None,
+        "arm_dim": spec["arms"].shape[-1] if "arms" in spec else None,
+    }
+    what = {
+        "num_arms": "arms",
+        "context_dim": "context features",
+        "arm_dim": "features per arm",
+    }
+    for field, env_value in found.items():
+        declared = getattr(agent, field)
+        if declared is None or env_value is None or declared == env_value:
+            continue
+        raise BanditConfigError.about(
+            field,
+            f"of agent {name!r} is {declared}, but env {type(env).__name__} has "
+            f"{env_value} {what[field]}: build the agent for the env's shapes",
+        )
 
 
 def _traced(program, env: Env, agent: Any, *args):
@@ -511,16 +540,27 @@ def sweep_with_states(
     finite = np.asarray(finite)[:rows].reshape(num_settings, num_seeds)
     if check_finite and not finite.all():
         setting, seed_index = np.argwhere(~finite)[0]
-        label = ", ".join(
-            f"{n}={float(c[setting]):g}" for n, c in zip(names, columns, strict=True)
-        )
+        values_of = {n: float(c[setting]) for n, c in zip(names, columns, strict=True)}
+        label = ", ".join(f"{n}={v:g}" for n, v in values_of.items())
+        seed = seed_values[seed_index]
+        step = _first_bad_step(env, agent_fn(**values_of), horizon, resample_params,
+                               params, seed)  # fmt: skip
+        where = f"step {step}" if step >= 0 else "a step the per-step re-run missed"
         raise NonFiniteAgentStateError(
             f"agent {_fn_name(agent_fn)!r} with {label} produced a non-finite "
-            "(NaN or inf) "
-            f"state at seed {seed_values[seed_index]} "
+            f"(NaN or inf) state at seed {seed}, {where} "
             f"({int((~finite).sum())} runs affected)"
         )
     return trajectory, states
+
+
+def _first_bad_step(env, agent, horizon, resample_params, params, seed) -> int:
+    """The first step after which `agent`'s state is non-finite on `seed`, from a
+    re-run with the per-step check (-1 if that run stays finite: a traced sweep
+    and a concrete run may round differently)."""
+    program = _run_compiled(env, agent, horizon, resample_params, True, ())
+    _, first_bad, _ = program(_seed_keys([seed]), params)
+    return int(np.asarray(first_bad)[0])
 
 
 @functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)

@@ -78,16 +78,27 @@ def test_swapped_or_wrong_arguments_to_run_are_named():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"), [({"num_arms": 3, "dim": 5}, "dim"), ({"num_arms": 7}, "K")]
+    ("kwargs", "field", "detail"),
+    [
+        ({"num_arms": 3, "dim": 5}, "context_dim", "is 5, but env LinearEnv has 2"),
+        ({"num_arms": 7}, "num_arms", "is 7, but env LinearEnv has 3 arms"),
+    ],
 )
-def test_an_agent_built_for_other_shapes_names_both(kwargs, name):
-    """Before: a raw JAX shape error from deep inside the trace."""
+def test_an_agent_built_for_other_shapes_names_both(kwargs, field, detail):
+    """Before: a raw JAX shape error from deep inside the trace. An agent that
+    declares its shapes is checked before tracing; one that does not (a user's
+    own agent) fails while tracing, and that error names both shapes too."""
     import bandits
 
     env = envs.make_env("Linear-v0", num_arms=3, dim=2)
     agent = agents.make("linucb", **{"dim": 2, **kwargs})
     with pytest.raises(BanditConfigError) as info:
         bandits.run(env, agent, horizon=5, seeds=1)
+    assert info.value.field == field
+    assert f"{field} of agent 'linucb' {detail}" in str(info.value)
+    undeclared = agent._replace(num_arms=None, context_dim=None, arm_dim=None)
+    with pytest.raises(BanditConfigError) as info:
+        bandits.run(env, undeclared, horizon=5, seeds=1)
     message = str(info.value)
     assert "does not fit env LinearEnv (3 arms; observation context (2,)" in message
     assert "'linucb'" in message

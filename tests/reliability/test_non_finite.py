@@ -186,10 +186,14 @@ def test_a_failing_unswept_agent_does_not_stop_the_others(registered, tmp_path):
     ]
 
 
-def test_the_sweep_api_still_raises_naming_the_setting():
+def test_the_sweep_api_raises_naming_the_setting_seed_and_step():
     import bandits
 
     env = envs.make_env("Linear-v0", num_arms=3, dim=2)
     fn = functools.partial(exploding, num_arms=3, dim=2)
-    with pytest.raises(bandits.NonFiniteAgentStateError, match="alpha=10"):
+    with pytest.raises(
+        bandits.NonFiniteAgentStateError,
+        match=rf"alpha=10 produced a non-finite \(NaN or inf\) state at seed 0, "
+        rf"step {BAD_STEP} ",
+    ):
         bandits.sweep(env, fn, {"alpha": [1.0, 10.0]}, horizon=6, seeds=1)
