@@ -31,6 +31,27 @@ def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
     return min(times)
 
 
+def interleaved_best_times(
+    fns: list[Callable[[], object]], repeats: int = 7
+) -> list[float]:
+    """Minimum wall time of each `fn()` over `repeats` rounds that call them in
+    turn (A, B, A, B, ...), after one warm-up call of each.
+
+    On a shared machine load comes and goes; alternating the calls exposes every
+    variant to the same moments, so their ratio is steadier than that of two
+    back-to-back `best_time` blocks.
+    """
+    for fn in fns:
+        jax.block_until_ready(fn())
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, record in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            record.append(time.perf_counter() - start)
+    return [min(record) for record in times]
+
+
 @pytest.fixture
 def record_ratio(benchmark):
     """Returns `record(name, value, **info)` storing a ratio in extra_info and the

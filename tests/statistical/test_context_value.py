@@ -16,9 +16,10 @@ so the comparison is paired: d_s = aware_s - blind_s, final regret, per seed.
   equivalence.
 
 Fixed seeds make the outcome deterministic on a given platform. Measured
-(2026-12-02, CPU, float32): at s = 1 aware 1435.1, blind 2001.6, difference
--566.5 [-653.9, -479.0] (95%); at s = 0 aware 963.8, blind 940.8, difference
-23.0 [4.3, 41.7] (90%) against a margin of +/- 94.1. (At s = 0 the blind agent
+(2026-12-03, CPU, float32, ridge re-factorisation every 1,024 rounds): at s = 1
+aware 1434.9, blind 2001.6, difference -566.7 [-654.2, -479.2] (95%); at s = 0
+aware 963.8, blind 940.5, difference 23.3 [4.7, 41.9] (90%) against a margin of
++/- 94.1. (At s = 0 the blind agent
 is slightly but detectably better, it pays nothing for 152 useless crossed
 features; the difference is a quarter of the margin.) Float-level differences
 between CPUs move these by far less than the margins. About 80 s on two cores.
