@@ -143,7 +143,7 @@ def reward_estimates(
     """(len(rows), K) cross-fitted click probabilities of every item at the
     logged slot, from a shared logistic model on `obd.pair_features`."""
     num_items = logs.mask.shape[1]
-    model = _model(num_items, args.regularization)
+    model = reward_model(num_items, args.regularization)
     features = obd.pair_features(logs.take(rows))
     return np.asarray(
         offline.cross_fit(
@@ -155,7 +155,7 @@ def reward_estimates(
 _MODELS: dict[tuple[int, float], offline.RewardModel] = {}
 
 
-def _model(num_items: int, regularization: float) -> offline.RewardModel:
+def reward_model(num_items: int, regularization: float) -> offline.RewardModel:
     """One model object per shape, so its jitted fit compiles once."""
     key = (num_items, regularization)
     if key not in _MODELS:
