@@ -1,0 +1,604 @@
+"""Study: off-policy estimators scored against the simulator's exact values.
+
+For every env, logging policy and target policy of the config
+(`experiments/configs/ope_benchmark.toml`), many independent logs of each size
+are generated; every estimator of `bandits.ope` runs on every log (all
+replicates of one size as one compiled program), and is scored against the
+target's true value: bias, standard deviation, RMSE, relative error (mean
+|V_hat - V| / V) and the coverage of its 95% interval.
+
+The true value is V = E_x sum_a pi(a | x) mu(x, a): x the contexts the logging
+policy meets (for `ContextualRec-*` they depend on what it recommended before),
+mu the env's expected rewards, which the estimators never see. It is the mean of
+sum_a pi(a | x_i) mu(x_i, a) over a separate log of `truth_events` events whose
+streams are as long as a replicate's (a user's context depends on how long the
+stream has run, so V depends on the log size); its standard error is stored
+beside it (it should be far below the estimators'
+spread, or the coverage is not meaningful; the table flags where it is not).
+
+Targets are agents trained online on the env (`train_rounds` rounds, seed 0)
+and then frozen; their probabilities come from `action_probs` (NeuralTS by
+Monte Carlo over `propensity_samples` posterior draws). The reward model behind
+DM and the DR family is ridge regression, cross-fitted over `folds` folds.
+
+    python -m experiments.studies.ope_benchmark                 # the config's grid
+    python -m experiments.studies.ope_benchmark --quick --out /tmp/ope
+
+Results go to `<out>/results.jsonl` (one line per env, logger, target, log size
+and estimator; a rerun skips what is there), `summary.md` and one plot per env
+and target (`rmse-*.png`: RMSE against log size per estimator and logger;
+`coverage-*.png`: interval coverage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import agents
+import bandits
+import envs
+from agents.features import context_cross_items, with_arm_features
+from bandits import offline, ope
+from bandits.validation import BanditConfigError, positive_int, real
+from envs import logged
+from experiments.config.checks import check_keys, table
+from experiments.config.loader import packaged_config_text, packaged_configs
+from experiments.store.storage import atomic_write_text, read_jsonl
+
+LOGGER_KINDS = ("uniform", "softmax", "epsilon_greedy")
+REWARD_MODELS = ("context", "context_items")
+# Events generated and scored at once (a ContextualRec event's reward-model
+# features are 20 x 165 floats): larger logs and truth logs go in parts.
+MAX_EVENTS_IN_MEMORY = 100_000
+QUICK = {
+    "log_sizes": [200, 1000],
+    "replicates": 20,
+    "truth_events": 20_000,
+    "train_rounds": 200,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    label: str
+    name: str
+    train_rounds: int
+    hyperparameters: Mapping[str, Any]
+    feature_map: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvCell:
+    id: str
+    params: Mapping[str, Any]
+    reward_model: str
+    targets: tuple[Target, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    name: str
+    output: str
+    log_sizes: tuple[int, ...]
+    replicates: tuple[int, ...]
+    truth_events: int
+    streams_per_replicate: int
+    folds: int
+    seed: int
+    estimator_options: Mapping[str, float]
+    loggers: tuple[Mapping[str, Any], ...]
+    envs: tuple[EnvCell, ...]
+
+
+# ---------------------------------------------------------------------------
+# Config
+
+
+def read_study(source: str, overrides: Mapping[str, Any] | None = None) -> Study:
+    """The study config from a TOML path or a packaged config name, checked."""
+    path = Path(source)
+    if path.is_file():
+        text, origin = path.read_text(encoding="utf-8"), str(path)
+    elif source.removesuffix(".toml") in packaged_configs():
+        text, origin = packaged_config_text(source), f"package:{source}"
+    else:
+        raise BanditConfigError(f"config {source!r} not found")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise BanditConfigError(f"{origin} is not valid TOML: {err}") from None
+    data.update(overrides or {})
+    return parse_study(data)
+
+
+def parse_study(data: Mapping[str, Any]) -> Study:
+    keys = (
+        "name", "output", "log_sizes", "replicates", "truth_events",
+        "streams_per_replicate", "folds", "seed", "estimators", "logging", "envs",
+        "train_rounds",
+    )  # fmt: skip
+    check_keys(data, keys, "the study config", required=("log_sizes", "envs"))
+    sizes = tuple(
+        positive_int(f"log_sizes[{i}]", n) for i, n in enumerate(data["log_sizes"])
+    )
+    reps = data.get("replicates", 200)
+    reps = [reps] * len(sizes) if not isinstance(reps, list) else reps
+    if len(reps) != len(sizes):
+        raise BanditConfigError(
+            f"replicates must be one number or one per log size ({len(sizes)}), "
+            f"got {len(reps)}"
+        )
+    replicates = tuple(positive_int(f"replicates[{i}]", r) for i, r in enumerate(reps))
+    if min(replicates) < 2:
+        raise BanditConfigError.about("replicates", "must be at least 2 per size")
+    streams = positive_int(
+        "streams_per_replicate", data.get("streams_per_replicate", 8)
+    )
+    for n in sizes:
+        if n % streams:
+            raise BanditConfigError.about(
+                "log_sizes", f"must be multiples of streams_per_replicate ({streams}), "
+                f"got {n}",
+            )  # fmt: skip
+    options = dict(table("estimators", data.get("estimators", {})))
+    check_keys(options, ("max_weight", "tau", "shrinkage"), "[estimators]")
+    for key, value in options.items():
+        real(f"estimators.{key}", value, low=0.0, low_open=True)
+    loggers = tuple(
+        _logger(f"logging[{i}]", t) for i, t in enumerate(data.get("logging", []))
+    )
+    if not loggers:
+        raise BanditConfigError("logging must list at least one logging policy")
+    default_rounds = data.get("train_rounds")
+    cells = tuple(
+        _env_cell(f"envs[{i}]", t, default_rounds) for i, t in enumerate(data["envs"])
+    )
+    return Study(
+        name=str(data.get("name", "ope_benchmark")),
+        output=str(data.get("output", "results/ope_benchmark")),
+        log_sizes=sizes,
+        replicates=replicates,
+        truth_events=positive_int("truth_events", data.get("truth_events", 2_000_000)),
+        streams_per_replicate=streams,
+        folds=positive_int("folds", data.get("folds", 2)),
+        seed=int(data.get("seed", 0)),
+        estimator_options=options,
+        loggers=loggers,
+        envs=cells,
+    )
+
+
+def _logger(path: str, spec: Any) -> dict[str, Any]:
+    spec = dict(table(path, spec))
+    check_keys(spec, ("label", "kind", "temperature", "epsilon", "noise_std"), path,
+               required=("label", "kind"))  # fmt: skip
+    if spec["kind"] not in LOGGER_KINDS:
+        raise BanditConfigError(
+            f"{path}.kind must be one of {', '.join(map(repr, LOGGER_KINDS))}, "
+            f"got {spec['kind']!r}"
+        )
+    logging_policy(spec)  # validates the numbers
+    return spec
+
+
+def _env_cell(path: str, spec: Any, default_rounds: Any) -> EnvCell:
+    spec = table(path, spec)
+    check_keys(spec, ("id", "params", "reward_model", "targets"), path,
+               required=("id", "targets"))  # fmt: skip
+    model = spec.get("reward_model", "context")
+    if model not in REWARD_MODELS:
+        raise BanditConfigError(
+            f"{path}.reward_model must be one of {', '.join(map(repr, REWARD_MODELS))}"
+            f", got {model!r}"
+        )
+    targets = []
+    for j, t in enumerate(spec["targets"]):
+        where = f"{path}.targets[{j}]"
+        t = table(where, t)
+        check_keys(t, ("label", "name", "train_rounds", "hyperparameters",
+                       "feature_map"), where, required=("label", "name"))  # fmt: skip
+        rounds = default_rounds if default_rounds is not None else t.get("train_rounds")
+        targets.append(
+            Target(
+                label=str(t["label"]),
+                name=str(t["name"]),
+                train_rounds=positive_int(f"{where}.train_rounds", rounds or 2_000),
+                hyperparameters=dict(t.get("hyperparameters", {})),
+                feature_map=t.get("feature_map"),
+            )
+        )
+    return EnvCell(str(spec["id"]), dict(spec.get("params", {})), model, tuple(targets))
+
+
+# ---------------------------------------------------------------------------
+# Policies and features
+
+
+def logging_policy(spec: Mapping[str, Any]) -> logged.LoggingPolicy:
+    """The logging policy of a `[[logging]]` table."""
+    kind = spec["kind"]
+    if kind == "uniform":
+        return logged.uniform()
+    if kind == "softmax":
+        return logged.softmax_noisy_oracle(
+            temperature=spec.get("temperature", 1.0),
+            noise_std=spec.get("noise_std", 0.1),
+        )
+    return epsilon_greedy_oracle(spec.get("epsilon", 0.2))
+
+
+def epsilon_greedy_oracle(epsilon: float) -> logged.LoggingPolicy:
+    """pi_0 = (1 - epsilon) on the best arm by the exact expected rewards,
+    epsilon spread uniformly over the allowed arms (a production policy that is
+    usually right and explores a little)."""
+    epsilon = real("epsilon", epsilon, low=0.0, high=1.0, low_open=True)
+
+    def probs(key, state, obs, expected_rewards):
+        del key, state
+        allowed = obs.mask.astype(jnp.float32)
+        best = jnp.argmax(jnp.where(obs.mask, expected_rewards, -jnp.inf))
+        greedy = jax.nn.one_hot(best, obs.mask.shape[0])
+        return epsilon * allowed / jnp.sum(allowed) + (1.0 - epsilon) * greedy
+
+    return logged.LoggingPolicy(
+        lambda key: (),
+        probs,
+        lambda key, state, obs, action, reward: state,
+        f"epsilon_greedy_oracle_{epsilon:g}",
+        uses_oracle=True,
+    )
+
+
+def _cross_items(env):
+    return functools.partial(
+        context_cross_items,
+        context_dim=env.context_dim,
+        item_dim=env.item_dim,
+        cross_dim=env.num_categories,
+        cross_scale=0.05,
+    )
+
+
+def build_target(target: Target, env) -> bandits.Agent:
+    hyper = dict(target.hyperparameters)
+    if target.name in ("linucb_context_items", "linucb_items"):
+        hyper.setdefault("item_dim", env.item_dim)
+        if target.name == "linucb_context_items":
+            hyper.setdefault("cross_dim", env.num_categories)
+    if target.feature_map == "context_items":
+        width = env.item_dim + env.num_categories * env.context_dim
+        base = agents.make(
+            target.name, num_arms=env.num_arms, dim=width, features="arms", **hyper
+        )
+        return with_arm_features(
+            base, _cross_items(env), name=target.label, context_dim=env.context_dim
+        )
+    if target.feature_map is not None:
+        raise BanditConfigError(
+            f"feature_map must be 'context_items' or absent, got {target.feature_map!r}"
+        )
+    width = env.observation_spec()["context"].shape[-1]
+    return agents.make(target.name, num_arms=env.num_arms, dim=width, **hyper)
+
+
+def train_target(target: Target, env, params) -> tuple[bandits.Agent, Any]:
+    """The target agent and its state after `train_rounds` online rounds (seed 0)."""
+    agent = build_target(target, env)
+    if agent.action_probs is None:
+        raise BanditConfigError(
+            f"target {target.label!r} ({target.name}) has no action_probs; give "
+            "NeuralTS `propensity_samples`"
+        )
+    _, states = bandits.run_with_states(
+        env, agent, horizon=target.train_rounds, seeds=[0], states_of=[0],
+        params=params,
+    )  # fmt: skip
+    return agent, jax.tree.map(lambda leaf: leaf[0], states)
+
+
+def model_features(kind: str, env, obs: bandits.Observation) -> jax.Array:
+    """(n, K, f) features of the reward model for every (event, action)."""
+    if kind == "context":
+        return offline.context_features(obs)
+    return jax.vmap(_cross_items(env))(obs)
+
+
+# ---------------------------------------------------------------------------
+# Logs, truth, estimates
+
+
+def logs_by_replicate(key, env, params, policy, replicates, n, streams):
+    """`replicates` independent logs of n events (`streams` streams each) as
+    arrays with leading axes (replicates, n)."""
+    total = replicates * streams
+    data = logged.generate(
+        key, env, params, policy, replicates * n, num_streams=total,
+        chunk_steps=min(256, n // streams),
+    )  # fmt: skip
+    steps = n // streams
+    # generate writes events step-major (step 0 of every stream, then step 1):
+    # (steps, replicates, streams) -> (replicates, streams * steps)
+    order = np.arange(replicates * n).reshape(steps, replicates, streams)
+    order = order.transpose(1, 2, 0).reshape(replicates, n)
+    assert (data.stream[order] // streams == np.arange(replicates)[:, None]).all()
+    return data, order
+
+
+def true_value(key, env, params, policy, agent, state, events, steps) -> tuple:
+    """(V, its standard error) of the frozen target under the logger's contexts.
+
+    The contexts of a stateful env (a user's history) depend on how many steps
+    its stream has run, so the truth for logs of streams of `steps` steps is
+    computed on streams of exactly that length: `events // steps` of them."""
+    streams = max(1, events // steps)
+    per_part = max(1, MAX_EVENTS_IN_MEMORY // steps)
+    values = []
+    for part, first in enumerate(range(0, streams, per_part)):
+        count = min(per_part, streams - first)
+        k = jax.random.fold_in(key, part)
+        data = logged.generate(
+            k, env, params, policy, count * steps, num_streams=count,
+            chunk_steps=min(256, steps),
+        )  # fmt: skip
+        obs = jax.tree.map(jnp.asarray, data.observations())
+        probs = offline.policy_probs(agent, state, obs, jax.random.fold_in(k, 1))
+        values.append(
+            np.sum(np.asarray(probs, np.float64) * data.expected_rewards, axis=1)
+        )
+    v = np.concatenate(values)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+
+
+def estimate_replicates(study: Study, env, cell: EnvCell, data, order, probs, key):
+    """Every estimator on every replicate: (replicates, estimators, 4)."""
+    reps, n = order.shape
+    obs = jax.tree.map(jnp.asarray, data.observations())
+    features = model_features(cell.reward_model, env, obs)
+    take = functools.partial(jnp.take, indices=jnp.asarray(order), axis=0)
+    features, probs = take(features), take(probs)
+    action = take(jnp.asarray(data.action, jnp.int32))
+    reward = take(jnp.asarray(data.reward, jnp.float32))
+    propensity = take(jnp.asarray(data.propensity, jnp.float32))
+    model = offline.ridge_model(env.num_arms, shared=cell.reward_model != "context")
+    fold = np.arange(n) % study.folds
+    np.random.default_rng(study.seed).shuffle(fold)
+    reward_hat = jnp.zeros(probs.shape, jnp.float32)
+    for f in range(study.folds):
+        train, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        if study.folds == 1:
+            train = held
+        params = jax.jit(jax.vmap(model.fit))(
+            features[:, train], action[:, train], reward[:, train]
+        )
+        predicted = jax.jit(jax.vmap(model.predict))(params, features[:, held])
+        reward_hat = reward_hat.at[:, held].set(predicted)
+
+    @jax.jit
+    def all_estimates(reward, action, propensity, probs, reward_hat):
+        def one(args):
+            out = ope.estimate_all(*args, **study.estimator_options)
+            return jnp.stack([jnp.stack(list(e)) for e in out.values()])
+
+        return jax.lax.map(one, (reward, action, propensity, probs, reward_hat),
+                           batch_size=min(reps, 50))  # fmt: skip
+
+    ope.check_inputs(np.asarray(reward[0]), np.asarray(action[0]),
+                     np.asarray(propensity[0]), np.asarray(probs[0]),
+                     np.asarray(reward_hat[0]))  # fmt: skip
+    return np.asarray(
+        all_estimates(reward, action, propensity, probs, reward_hat), np.float64
+    )
+
+
+def score(estimates: np.ndarray, truth: float) -> dict[str, dict[str, float]]:
+    """Bias, sd, RMSE, relative error, coverage and mean width per estimator."""
+    out = {}
+    for i, name in enumerate(ope.ESTIMATORS):
+        value, low, high = estimates[:, i, 0], estimates[:, i, 1], estimates[:, i, 2]
+        error = value - truth
+        out[name] = {
+            "bias": float(error.mean()),
+            "bias_se": float(error.std(ddof=1) / np.sqrt(error.size)),
+            "sd": float(value.std(ddof=1)),
+            "rmse": float(np.sqrt(np.mean(error**2))),
+            "relative_error": float(np.mean(np.abs(error)) / abs(truth)),
+            "coverage": float(np.mean((low <= truth) & (truth <= high))),
+            "mean_width": float(np.mean(high - low)),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The study
+
+
+def run_study(study: Study, out: Path) -> list[dict]:
+    """Every (env, target, logger, log size) cell not yet in `out`; returns all
+    records. The file is rewritten (atomically) after each cell."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.jsonl"
+    records = read_jsonl(path) if path.exists() else []
+    done = {_cell_key(r) for r in records}
+    root = jax.random.key(study.seed)
+    for e, cell in enumerate(study.envs):
+        env, params = envs.make(cell.id, **cell.params)
+        for t, target in enumerate(cell.targets):
+            trained = None
+            for g, spec in enumerate(study.loggers):
+                todo = [
+                    (n, reps)
+                    for n, reps in zip(study.log_sizes, study.replicates, strict=True)
+                    if (cell.id, target.label, spec["label"], n) not in done
+                ]
+                if not todo:
+                    continue
+                if trained is None:
+                    trained = train_target(target, env, params)
+                key = jax.random.fold_in(jax.random.fold_in(root, e), t * 97 + g)
+                for record in run_logger(study, cell, env, params, target, trained,
+                                         spec, todo, key):  # fmt: skip
+                    records.extend(record)
+                    text = "".join(json.dumps(r) + "\n" for r in records)
+                    atomic_write_text(path, text)
+    return records
+
+
+def run_logger(study, cell, env, params, target, trained, spec, todo, key):
+    """Yields the records of each log size in `todo` for one logger."""
+    agent, state = trained
+    policy = logging_policy(spec)
+    start = time.perf_counter()
+    for n, reps in todo:
+        k = jax.random.fold_in(key, n)
+        truth, truth_se = true_value(
+            jax.random.fold_in(k, 2), env, params, policy, agent, state,
+            study.truth_events, n // study.streams_per_replicate,
+        )  # fmt: skip
+        # Replicates in groups that fit in memory (the reward model's features
+        # are K x f floats per event).
+        group = max(1, min(reps, MAX_EVENTS_IN_MEMORY // n))
+        estimates, min_propensity = [], 1.0
+        for g, first in enumerate(range(0, reps, group)):
+            count = min(group, reps - first)
+            kg = jax.random.fold_in(k, 1000 + g)
+            data, order = logs_by_replicate(
+                kg, env, params, policy, count, n, study.streams_per_replicate
+            )
+            obs = jax.tree.map(jnp.asarray, data.observations())
+            probs = offline.policy_probs(agent, state, obs, jax.random.fold_in(kg, 1))
+            estimates.append(
+                estimate_replicates(study, env, cell, data, order, probs, kg)
+            )
+            min_propensity = min(min_propensity, float(data.propensity.min()))
+        scores = score(np.concatenate(estimates), truth)
+        cell_fields = {
+            "env": cell.id, "target": target.label, "logger": spec["label"],
+            "log_size": n, "replicates": reps, "truth": truth, "truth_se": truth_se,
+            "min_propensity": min_propensity,
+        }  # fmt: skip
+        ips, dr = scores["ips"], scores["dr"]
+        print(
+            f"{cell.id} | {target.label} | {spec['label']} | n={n:,} x {reps}: "
+            f"V={truth:.4f}  IPS rmse {ips['rmse']:.4f} cov {ips['coverage']:.2f}  "
+            f"DR rmse {dr['rmse']:.4f} cov {dr['coverage']:.2f}  "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
+        yield [{**cell_fields, "estimator": name, **s} for name, s in scores.items()]
+
+
+def _cell_key(r: Mapping[str, Any]) -> tuple:
+    return (r["env"], r["target"], r["logger"], r["log_size"])
+
+
+def summary_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    lines = []
+    groups: dict[tuple, list] = {}
+    for r in records:
+        groups.setdefault((r["env"], r["target"], r["logger"]), []).append(r)
+    for (env_id, target, logger), rows in groups.items():
+        first = rows[0]
+        lines.append(
+            f"\n### {env_id}, target {target}, logger {logger}\n\n"
+            f"True value {first['truth']:.4f} (standard error "
+            f"{first['truth_se']:.1e}); smallest logged propensity "
+            f"{min(r['min_propensity'] for r in rows):.3g}.\n"
+        )
+        lines.append(
+            "| estimator | n | replicates | bias | sd | RMSE | relative error "
+            "| coverage |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for r in sorted(rows, key=lambda r: (r["log_size"], r["estimator"])):
+            flag = " (truth se large)" if r["truth_se"] > 0.2 * r["sd"] else ""
+            lines.append(
+                f"| {r['estimator']} | {r['log_size']:,} | {r['replicates']} | "
+                f"{r['bias']:+.4f} | {r['sd']:.4f} | {r['rmse']:.4f} | "
+                f"{r['relative_error']:.3f} | {r['coverage']:.2f}{flag} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
+    """RMSE and coverage against log size, one figure pair per env and target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    pairs = sorted({(r["env"], r["target"]) for r in records})
+    for env_id, target in pairs:
+        rows = [r for r in records if (r["env"], r["target"]) == (env_id, target)]
+        loggers = sorted({r["logger"] for r in rows})
+        for metric, ylabel in (("rmse", "RMSE"), ("coverage", "95% interval coverage")):
+            fig, axes = plt.subplots(1, len(loggers), figsize=(4 * len(loggers), 3.4),
+                                     squeeze=False, sharey=True)  # fmt: skip
+            for ax, logger in zip(axes[0], loggers, strict=True):
+                for name in ope.ESTIMATORS:
+                    pts = sorted(
+                        (r["log_size"], r[metric])
+                        for r in rows
+                        if r["logger"] == logger and r["estimator"] == name
+                    )
+                    if pts:
+                        ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+                ax.set_xscale("log")
+                if metric == "rmse":
+                    ax.set_yscale("log")
+                else:
+                    ax.axhline(0.95, color="grey", linestyle="--", linewidth=1)
+                ax.set_title(logger, fontsize=9)
+                ax.set_xlabel("log size n")
+            axes[0][0].set_ylabel(ylabel)
+            axes[0][-1].legend(fontsize=7)
+            fig.suptitle(f"{env_id}, target {target}", fontsize=10)
+            fig.tight_layout()
+            slug = "".join(c if c.isalnum() else "-" for c in f"{env_id}-{target}")
+            path = out / f"{metric}-{slug}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="ope_benchmark")
+    parser.add_argument("--out", help="results folder (default: the config's)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: sizes 200 and 1,000"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        study = read_study(args.config, QUICK if args.quick else None)
+    except BanditConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or study.output)
+    records = run_study(study, out)
+    atomic_write_text(out / "summary.md", summary_markdown(records))
+    figures = plot(records, out)
+    print(f"wrote {out / 'summary.md'} and {len(figures)} figures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
