@@ -441,7 +441,15 @@ def run_study(study: Study, out: Path) -> list[dict]:
                 todo = [
                     (n, reps)
                     for n, reps in zip(study.log_sizes, study.replicates, strict=True)
-                    if (cell.id, target.label, spec["label"], n) not in done
+                    if (
+                        cell.id,
+                        target.label,
+                        spec["label"],
+                        n,
+                        reps,
+                        study.truth_events,
+                    )
+                    not in done
                 ]
                 if not todo:
                     continue
@@ -487,6 +495,7 @@ def run_logger(study, cell, env, params, target, trained, spec, todo, key):
         cell_fields = {
             "env": cell.id, "target": target.label, "logger": spec["label"],
             "log_size": n, "replicates": reps, "truth": truth, "truth_se": truth_se,
+            "truth_events": study.truth_events,
             "min_propensity": min_propensity,
         }  # fmt: skip
         ips, dr = scores["ips"], scores["dr"]
@@ -501,7 +510,10 @@ def run_logger(study, cell, env, params, target, trained, spec, todo, key):
 
 
 def _cell_key(r: Mapping[str, Any]) -> tuple:
-    return (r["env"], r["target"], r["logger"], r["log_size"])
+    return (
+        r["env"], r["target"], r["logger"], r["log_size"], r["replicates"],
+        r.get("truth_events"),
+    )  # fmt: skip
 
 
 def summary_markdown(records: Sequence[Mapping[str, Any]]) -> str:
@@ -582,13 +594,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: sizes 200 and 1,000"
     )
+    parser.add_argument("--sizes", type=int, nargs="+", help="log sizes")
+    parser.add_argument(
+        "--replicates", type=int, nargs="+", help="one per size, or one for all"
+    )
+    parser.add_argument("--truth-events", type=int, help="events of the truth log")
+    parser.add_argument("--envs", nargs="+", metavar="ID", help="env ids to run")
     return parser.parse_args(argv)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values the command-line options replace."""
+    out: dict[str, Any] = dict(QUICK) if args.quick else {}
+    if args.sizes:
+        out["log_sizes"] = args.sizes
+    if args.replicates:
+        reps = args.replicates
+        out["replicates"] = reps[0] if len(reps) == 1 else reps
+    if args.truth_events:
+        out["truth_events"] = args.truth_events
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        study = read_study(args.config, QUICK if args.quick else None)
+        study = read_study(args.config, overrides(args))
+        if args.envs:
+            known = [cell.id for cell in study.envs]
+            unknown = [e for e in args.envs if e not in known]
+            if unknown:
+                raise BanditConfigError.about(
+                    "--envs", f"names {unknown[0]!r}, not in the config ({known})"
+                )
+            cells = tuple(c for c in study.envs if c.id in args.envs)
+            study = dataclasses.replace(study, envs=cells)
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
