@@ -103,6 +103,12 @@ def _add_run(sub) -> None:
     )
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs on disk (default: kept in "
+        "$BANDITS_COMPILE_CACHE or ~/.cache/bandits/jax, reused by later runs)",
+    )
+    run.add_argument(
         "--chunk-size",
         type=int,
         metavar="N",
@@ -199,9 +205,12 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from experiments.config.loader import load_config
+    from experiments.execute import compile_cache
     from experiments.execute.executors import make_executor
     from experiments.execute.runner import SeriesFailedError, run_experiment
 
+    # Before anything compiles: JAX sets its cache up at the first compilation.
+    compile_cache.enable(disabled=args.no_compile_cache)
     config = load_config(args.config)
     if args.chunk_size is not None:
         if args.chunk_size < 1:

@@ -316,3 +316,36 @@ def test_a_foreign_non_empty_folder_is_refused(tmp_path):
     with pytest.raises(BanditConfigError, match="not empty and holds no bandits"):
         run_experiment(load_config(tiny_config(tmp_path)), out, progress=False)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_compiled_programs_are_kept_on_disk_and_reused(tmp_path):
+    """A first run fills the compile cache; a second run of the same config
+    (another folder) compiles nothing new and gives the same numbers;
+    --no-compile-cache leaves the cache alone."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.experiments.modules import ROOT
+
+    config = tiny_config(tmp_path, horizon=30)
+    cache = tmp_path / "cache"
+
+    def run(out: str, *extra: str, cache_dir: Path = cache):
+        env = {**os.environ, "BANDITS_COMPILE_CACHE": str(cache_dir)}
+        done = subprocess.run(
+            [sys.executable, "-m", "experiments.cli", "run", str(config), "--out",
+             str(tmp_path / out), "--quiet", *extra],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return sorted(p.name for p in cache_dir.glob("*")) if cache_dir.exists() else []
+
+    first = run("a")
+    assert first, "the first run stored no compiled program"
+    assert run("b") == first  # every program came from the cache
+    assert result_numbers(tmp_path / "a") == result_numbers(tmp_path / "b")
+    other = tmp_path / "unused"
+    assert run("c", "--no-compile-cache", cache_dir=other) == []
+    assert not other.exists()
+    assert result_numbers(tmp_path / "c") == result_numbers(tmp_path / "a")
