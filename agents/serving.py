@@ -1,0 +1,136 @@
+"""Serving an agent one request at a time: `Server`.
+
+The simulation loop (`bandits.run`) compiles a whole run into one program; a
+recommender in production, a Gymnasium loop or another framework's training
+loop instead asks for one decision, waits for the feedback, and asks again.
+`Server` holds the agent's state and its random key between calls, and runs
+each call as one compiled program:
+
+    server = Server(agents.linucb(num_arms=10, dim=20))
+    action = server.act(obs)                 # decide
+    server.update(obs, action, reward)       # learn from the feedback
+    action = server.step(reward, next_obs)   # both at once: learn from the last
+                                             # decision's reward, decide the next
+
+`step` is the fast path: one dispatch per event instead of two, the state's
+buffers donated to the call (updated in place, never copied), the key split
+inside the program. An observation is a `bandits.Observation` or a mapping with
+its fields (a Gymnasium observation); fields are NumPy or JAX arrays.
+
+The decisions are the agent's own: `act`/`update` use the keys a `Server`
+derives from its key (`split` into the act and update keys, in that order), so a
+run through `Server` is reproducible from its key, and the state after each
+update is the state `agent.update` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bandits.types import Agent, Observation
+from bandits.validation import BanditConfigError
+
+_FIELDS = Observation._fields
+
+
+def _as_observation(obs: Any) -> Observation:
+    if isinstance(obs, Observation):
+        return obs
+    if isinstance(obs, Mapping):
+        missing = [f for f in ("context", "arms", "mask") if f not in obs]
+        if missing:
+            raise BanditConfigError(
+                f"an observation needs the fields context, arms and mask; this one "
+                f"lacks {', '.join(missing)}"
+            )
+        return Observation(**{f: obs.get(f) for f in _FIELDS})
+    raise BanditConfigError(
+        f"an observation must be a bandits.Observation or a mapping of its fields, "
+        f"got {type(obs).__name__}"
+    )
+
+
+def _own_buffers(tree: Any) -> Any:
+    """A copy whose leaves share no buffer (required to donate them)."""
+    return jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), tree)
+
+
+class Server:
+    """An agent with its state and key, answering one request at a time."""
+
+    def __init__(
+        self, agent: Agent, *, key: jax.Array | int = 0, state: Any = None
+    ) -> None:
+        if not isinstance(agent, Agent):
+            raise BanditConfigError(
+                f"Server needs a bandits.Agent, got {type(agent).__name__}"
+            )
+        self.agent = agent
+        key = jax.random.key(key) if isinstance(key, int | np.integer) else key
+        key_init, key = jax.random.split(key)
+        if state is None:
+            state = jax.jit(agent.init)(key_init)
+        self._state = _own_buffers(state)
+        self._key = key
+        self._last: tuple[Observation, Any] | None = None
+
+        def act(state, key, obs):
+            key, key_act = jax.random.split(key)
+            return jnp.asarray(agent.act(key_act, state, obs), jnp.int32), key
+
+        def update(state, key, obs, action, reward):
+            key, key_update = jax.random.split(key)
+            return agent.update(key_update, state, obs, action, reward), key
+
+        def step(state, key, obs, action, reward, next_obs):
+            state, key = update(state, key, obs, action, reward)
+            action, key = act(state, key, next_obs)
+            return state, key, action
+
+        self._act = jax.jit(act)
+        self._update = jax.jit(update, donate_argnums=(0,))
+        self._step = jax.jit(step, donate_argnums=(0,))
+
+    @property
+    def state(self) -> Any:
+        """The agent's current state (read-only: the next update donates it)."""
+        return self._state
+
+    def act(self, obs: Any) -> int:
+        """The agent's action for `obs`; remembered for `step`."""
+        obs = _as_observation(obs)
+        action, self._key = self._act(self._state, self._key, obs)
+        action = int(action)
+        self._last = (obs, action)
+        return action
+
+    def update(self, obs: Any, action: int, reward: float) -> None:
+        """Learns from the feedback `reward` to `action` on `obs`."""
+        obs = _as_observation(obs)
+        self._state, self._key = self._update(
+            self._state, self._key, obs, np.int32(action), np.float32(reward)
+        )
+        self._last = None
+
+    def step(self, reward: float, next_obs: Any) -> int:
+        """Learns from `reward` for the last action (`act` or `step`), then acts
+        on `next_obs`: one compiled call."""
+        if self._last is None:
+            raise BanditConfigError(
+                "step needs a previous decision: call act(obs) first (and after "
+                "an explicit update)"
+            )
+        obs, action = self._last
+        next_obs = _as_observation(next_obs)
+        self._state, self._key, chosen = self._step(
+            self._state, self._key, obs, np.int32(action), np.float32(reward),
+            next_obs,
+        )  # fmt: skip
+        chosen = int(chosen)
+        self._last = (next_obs, chosen)
+        return chosen
