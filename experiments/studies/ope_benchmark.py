@@ -78,6 +78,7 @@ class Target:
     train_rounds: int
     hyperparameters: Mapping[str, Any]
     feature_map: str | None = None
+    checkpoint: str | None = None  # name = "transformer": a pretrained checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,15 +210,26 @@ def _env_cell(path: str, spec: Any, default_rounds: Any) -> EnvCell:
         where = f"{path}.targets[{j}]"
         t = table(where, t)
         check_keys(t, ("label", "name", "train_rounds", "hyperparameters",
-                       "feature_map"), where, required=("label", "name"))  # fmt: skip
+                       "feature_map", "checkpoint"), where,
+                   required=("label", "name"))  # fmt: skip
         rounds = default_rounds if default_rounds is not None else t.get("train_rounds")
+        checkpoint = t.get("checkpoint")
+        if (t["name"] == "transformer") != (checkpoint is not None):
+            raise BanditConfigError(
+                f"{where}: a transformer target needs a `checkpoint` (a file of "
+                "agents.pretrain.save_checkpoint), and only a transformer takes one"
+            )
         targets.append(
             Target(
                 label=str(t["label"]),
                 name=str(t["name"]),
-                train_rounds=positive_int(f"{where}.train_rounds", rounds or 2_000),
+                # A pretrained transformer is evaluated as pretrained by default.
+                train_rounds=int(rounds)
+                if rounds is not None and checkpoint
+                else positive_int(f"{where}.train_rounds", rounds or 2_000),
                 hyperparameters=dict(t.get("hyperparameters", {})),
                 feature_map=t.get("feature_map"),
+                checkpoint=None if checkpoint is None else str(checkpoint),
             )
         )
     return EnvCell(str(spec["id"]), dict(spec.get("params", {})), model, tuple(targets))
@@ -274,6 +286,18 @@ def _cross_items(env):
 
 def build_target(target: Target, env) -> bandits.Agent:
     hyper = dict(target.hyperparameters)
+    if target.checkpoint is not None:
+        from agents import pretrain
+        from agents import transformer as tf
+
+        cfg, params = pretrain.load_checkpoint(target.checkpoint)
+        if cfg != tf.config_for_env(env, **_architecture_overrides(cfg, env)):
+            raise BanditConfigError(
+                f"checkpoint {target.checkpoint!r} was pretrained for another env "
+                f"than {type(env).__name__} with these parameters"
+            )
+        hyper.setdefault("finetune", False)
+        return tf.policy(cfg, params, name=target.label, **hyper)
     if target.name in ("linucb_context_items", "linucb_items"):
         hyper.setdefault("item_dim", env.item_dim)
         if target.name == "linucb_context_items":
@@ -294,14 +318,31 @@ def build_target(target: Target, env) -> bandits.Agent:
     return agents.make(target.name, num_arms=env.num_arms, dim=width, **hyper)
 
 
+def _architecture_overrides(cfg, env) -> dict[str, Any]:
+    """The architecture fields of `cfg` that `config_for_env` does not derive
+    from the env (width, depth, ...), so the two can be compared."""
+    derived = {
+        "num_arms", "context_fields", "arm_features", "arm_columns",
+        "history_length", "history_features", "num_items", "id_column",
+    }  # fmt: skip
+    return {
+        f.name: getattr(cfg, f.name)
+        for f in dataclasses.fields(cfg)
+        if f.name not in derived
+    }
+
+
 def train_target(target: Target, env, params) -> tuple[bandits.Agent, Any]:
-    """The target agent and its state after `train_rounds` online rounds (seed 0)."""
+    """The target agent and its state after `train_rounds` online rounds (seed 0;
+    a pretrained transformer with `train_rounds = 0` is taken as pretrained)."""
     agent = build_target(target, env)
     if agent.action_probs is None:
         raise BanditConfigError(
             f"target {target.label!r} ({target.name}) has no action_probs; give "
             "NeuralTS `propensity_samples`"
         )
+    if target.train_rounds == 0:
+        return agent, jax.jit(agent.init)(jax.random.key(0))
     _, states = bandits.run_with_states(
         env, agent, horizon=target.train_rounds, seeds=[0], states_of=[0],
         params=params,
@@ -633,7 +674,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out or study.output)
-    records = run_study(study, out)
+    try:
+        records = run_study(study, out)
+    except BanditConfigError as err:  # e.g. a checkpoint that does not fit
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     atomic_write_text(out / "summary.md", summary_markdown(records))
     figures = plot(records, out)
     print(f"wrote {out / 'summary.md'} and {len(figures)} figures")

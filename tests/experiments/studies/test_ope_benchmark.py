@@ -135,3 +135,44 @@ def test_a_stateful_env_with_a_mapped_neural_target(tmp_path):
     assert len(records) == len(ope.ESTIMATORS)
     assert all(0.0 < r["truth"] < 1.0 for r in records)  # a click probability
     assert min(r["min_propensity"] for r in records) >= 0.5 / 20 - 1e-6
+
+
+def test_a_pretrained_transformer_target(tmp_path, capsys):
+    """A transformer target is read from a checkpoint (here randomly
+    initialised: the code path, not its value) and evaluated as saved
+    (train_rounds = 0); a checkpoint of another architecture is refused."""
+    import envs
+    from agents import pretrain
+    from agents import transformer as tf
+
+    env, _ = envs.make("ContextualRec-v0")
+    cfg = tf.config_for_env(env, width=8, depth=1, heads=1)
+    _, params = tf.split_model(cfg, 0)
+    checkpoint = tmp_path / "tiny.npz"
+    pretrain.save_checkpoint(checkpoint, cfg, params)
+    config = tmp_path / "tf.toml"
+    text = (
+        REC.split("  [[envs.targets]]")[0]
+        + f"""
+  [[envs.targets]]
+  label = "Transformer"
+  name = "transformer"
+  checkpoint = "{checkpoint}"
+  train_rounds = 0
+  hyperparameters = {{ propensity_samples = 16 }}
+"""
+    )
+    config.write_text(text.replace("train_rounds = 60\n", ""))
+    out = tmp_path / "out"
+    assert ope_benchmark.main(["--config", str(config), "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").open()]
+    assert {r["target"] for r in records} == {"Transformer"}
+    assert len(records) == len(ope.ESTIMATORS)
+
+    other = tmp_path / "other.npz"
+    wide = tf.config_for_env(envs.make_env("ContextualRec-v0", history_length=3))
+    pretrain.save_checkpoint(other, wide, tf.split_model(wide, 0)[1])
+    config.write_text(text.replace(str(checkpoint), str(other)))
+    code = ope_benchmark.main(["--config", str(config), "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "pretrained for another env" in capsys.readouterr().err
