@@ -641,6 +641,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--truth-events", type=int, help="events of the truth log")
     parser.add_argument("--envs", nargs="+", metavar="ID", help="env ids to run")
+    parser.add_argument(
+        "--targets", nargs="+", metavar="LABEL", help="target labels to run"
+    )
     return parser.parse_args(argv)
 
 
@@ -669,6 +672,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "--envs", f"names {unknown[0]!r}, not in the config ({known})"
                 )
             cells = tuple(c for c in study.envs if c.id in args.envs)
+            study = dataclasses.replace(study, envs=cells)
+        if args.targets:
+            known = {t.label for c in study.envs for t in c.targets}
+            unknown = [t for t in args.targets if t not in known]
+            if unknown:
+                raise BanditConfigError.about(
+                    "--targets", f"names {unknown[0]!r}, not in the config "
+                    f"({sorted(known)})",
+                )  # fmt: skip
+            cells = tuple(
+                dataclasses.replace(
+                    c, targets=tuple(t for t in c.targets if t.label in args.targets)
+                )
+                for c in study.envs
+            )
             study = dataclasses.replace(study, envs=cells)
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
