@@ -14,6 +14,8 @@ batch (`context` (n, d), `arms` (n, K, p), `mask` (n, K), optional history),
                  per probability with high probability).
   ridge_model    per-arm ridge regression of the reward on a feature map.
   logistic_model per-arm L2-regularised logistic regression (Newton steps).
+  agent_model    any agent with `predict` as a reward model (fit = its updates
+                 over the events, as a warm start does).
   cross_fit      reward_hat (n, K) where every event's row comes from a model
                  fitted on the other folds, so DM/DR never score an event with a
                  model that saw it.
@@ -192,9 +194,38 @@ def logistic_model(
     return RewardModel(fit, predict, "logistic")
 
 
+def agent_model(agent: Agent, key: jax.Array | None = None) -> RewardModel:
+    """Any agent with `predict` as a reward model: `fit` runs `agent.update` over
+    the events in order from `agent.init` (what a warm start does), `predict` is
+    `agent.predict` on each event. Its `features` are the events' `Observation`
+    batch (leading axis n), not an array."""
+    if agent.predict is None:
+        raise BanditConfigError(
+            f"agent {agent.name!r} has no predict, so it cannot be a reward model"
+        )
+    key = jax.random.key(0) if key is None else key
+    predict_one = agent.predict
+
+    def fit(observations, action, reward):
+        key_init, key_run = jax.random.split(key)
+
+        def step(state, event):
+            i, obs, a, r = event
+            return agent.update(jax.random.fold_in(key_run, i), state, obs, a, r), None
+
+        n = action.shape[0]
+        events = (jnp.arange(n), observations, action, reward)
+        return jax.lax.scan(step, agent.init(key_init), events)[0]
+
+    def predict(state, observations):
+        return jax.vmap(lambda obs: predict_one(state, obs))(observations)
+
+    return RewardModel(fit, predict, f"agent {agent.name}")
+
+
 def cross_fit(
     model: RewardModel,
-    features: jax.Array,
+    features: Any,
     action: jax.Array,
     reward: jax.Array,
     key: jax.Array,
@@ -202,11 +233,13 @@ def cross_fit(
 ) -> jax.Array:
     """reward_hat (n, K): each event's row from `model` fitted on the other folds
     (events assigned to `folds` folds at random with `key`). `folds=1` fits on
-    every event and predicts them all (no cross-fitting)."""
+    every event and predicts them all (no cross-fitting). `features` is an array
+    with a leading event axis, or a pytree of them (an `Observation` batch for
+    `agent_model`)."""
     folds = positive_int("folds", folds)
-    features = jnp.asarray(features)
+    features = jax.tree.map(jnp.asarray, features)
     action = jnp.asarray(action, jnp.int32)
-    reward = jnp.asarray(reward, features.dtype)
+    reward = jnp.asarray(reward, jnp.float32)
     n = action.shape[0]
     if folds > n:
         raise BanditConfigError.about(
@@ -215,15 +248,23 @@ def cross_fit(
     if folds == 1:
         return model.predict(model.fit(features, action, reward), features)
     fold = jax.random.permutation(key, jnp.arange(n) % folds)
-    out = jnp.zeros(features.shape[:2], features.dtype)
     fit = jax.jit(model.fit)
     predict = jax.jit(model.predict)
+    out = None
     for f in range(folds):
         train = np.flatnonzero(np.asarray(fold != f))
         held = np.flatnonzero(np.asarray(fold == f))
-        params = fit(features[train], action[train], reward[train])
-        out = out.at[held].set(predict(params, features[held]))
+        params = fit(_rows(features, train), action[train], reward[train])
+        predicted = predict(params, _rows(features, held))
+        if out is None:
+            out = jnp.zeros((n, predicted.shape[1]), predicted.dtype)
+        out = out.at[held].set(predicted)
+    assert out is not None  # folds >= 2
     return out
+
+
+def _rows(tree: Any, index: np.ndarray) -> Any:
+    return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
 # ---------------------------------------------------------------------------

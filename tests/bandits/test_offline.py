@@ -189,3 +189,28 @@ def test_replay_input_errors(uniform_logs):
     with pytest.raises(BanditConfigError) as err:
         offline.policy_probs(agent, None, obs, jax.random.key(0), samples=0)
     assert err.value.field == "samples"
+
+
+def test_an_agents_predict_as_a_cross_fitted_reward_model(uniform_logs):
+    """LinUCB's ridge estimate as the reward model: fitted by its own updates on
+    the other folds, it predicts each held-out event's expected rewards far
+    better than a constant does, and never from a model that saw the event."""
+    _, _, data = uniform_logs
+    agent = agents.linucb(num_arms=K, dim=D)
+    model = offline.agent_model(agent)
+    obs = jax.tree.map(jnp.asarray, data.take(slice(0, 2_000)).observations())
+    action = jnp.asarray(data.action[:2_000])
+    reward = jnp.asarray(data.reward[:2_000])
+    key = jax.random.key(1)
+    hat = np.asarray(offline.cross_fit(model, obs, action, reward, key, folds=4))
+    truth = data.expected_rewards[:2_000]
+    assert hat.shape == truth.shape
+    model_error = np.mean((hat - truth) ** 2)
+    constant_error = np.mean((truth - truth.mean()) ** 2)
+    assert model_error < 0.2 * constant_error, (model_error, constant_error)
+    moved = np.asarray(
+        offline.cross_fit(model, obs, action, reward.at[5].add(50.0), key, folds=4)
+    )
+    assert np.allclose(moved[5], hat[5])  # its own fold's model never saw it
+    with pytest.raises(BanditConfigError, match="has no predict"):
+        offline.agent_model(agents.make("random", num_arms=K))
