@@ -318,6 +318,7 @@ def test_a_foreign_non_empty_folder_is_refused(tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_compiled_programs_are_kept_on_disk_and_reused(tmp_path):
     """A first run fills the compile cache; a second run of the same config
     (another folder) compiles nothing new and gives the same numbers;

@@ -76,6 +76,7 @@ def scored():
     return {n: estimates[:, i] for i, n in enumerate(names)}, truth, truth_se
 
 
+@pytest.mark.slow
 def test_ips_and_dr_are_unbiased(scored):
     out, truth, _ = scored
     for name in ("ips", "dr"):
