@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from agents.registry import declared_shapes
+from agents.registry import DeclaredShapes, declared_shapes
 from agents.replay import (
     ReplayBuffer,
     maybe,
@@ -119,7 +119,7 @@ class Network:
     hidden_sizes: tuple[int, ...]
     graphdef: Any
 
-    def agent_shapes(self) -> dict[str, int | None]:
+    def agent_shapes(self) -> DeclaredShapes:
         """The shape fields of an `Agent` on this network (`declared_shapes`)."""
         return declared_shapes(self.num_arms, self.dim, self.form)
 

@@ -44,6 +44,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -258,7 +259,7 @@ def _gradient_agent(
             net = net_update(key, state.net, item, setup)
         return GradientState(net, diag)
 
-    probs_fn = action_probs
+    probs_fn: Callable[..., jax.Array] | None = action_probs
     if sampled:
         if propensity_samples is None:
             # No propensities unless asked for: a Monte Carlo estimate costs

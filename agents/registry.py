@@ -6,7 +6,7 @@ import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from bandits.types import Agent
 from bandits.validation import BanditConfigError
@@ -51,9 +51,17 @@ def register(name: str, description: str = ""):
     return wrap
 
 
+class DeclaredShapes(TypedDict, total=False):
+    """The shape fields of an `Agent` (see `bandits.Agent`)."""
+
+    num_arms: int | None
+    context_dim: int | None
+    arm_dim: int | None
+
+
 def declared_shapes(
     num_arms: int, dim: int | None, features: str = "context"
-) -> dict[str, int | None]:
+) -> DeclaredShapes:
     """The shape fields of an `Agent` built for `num_arms` arms whose model reads
     `dim` columns of `obs.arms` rows (features="arms") or of `obs.context` (any
     other form): `Agent(..., **declared_shapes(K, d, features))`."""
