@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +72,20 @@ def context_cross_items(
     crossed = items[:, :cross_dim, None] * obs.context[None, None, :]
     crossed = cross_scale * crossed.reshape(items.shape[0], -1)
     return jnp.concatenate([items, crossed], axis=1)
+
+
+def cross_items_for(env: Any, cross_scale: float = 0.05) -> FeatureMap:
+    """`context_cross_items` for a recommendation env (`ContextualRec-*`): its
+    item columns, and the context crossed with the item's category one-hot
+    (`env.context_dim`, `item_dim`, `num_categories`), the crossed block scaled
+    by `cross_scale`. Width `env.item_dim + env.num_categories * env.context_dim`."""
+    return functools.partial(
+        context_cross_items,
+        context_dim=env.context_dim,
+        item_dim=env.item_dim,
+        cross_dim=env.num_categories,
+        cross_scale=cross_scale,
+    )
 
 
 def _check_columns(obs: Observation, item_dim: int) -> None:

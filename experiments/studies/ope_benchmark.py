@@ -50,7 +50,7 @@ import numpy as np
 import agents
 import bandits
 import envs
-from agents.features import context_cross_items, with_arm_features
+from agents.features import cross_items_for, with_arm_features
 from bandits import offline, ope
 from bandits.validation import BanditConfigError, positive_int, real
 from envs import logged
@@ -274,16 +274,6 @@ def epsilon_greedy_oracle(epsilon: float) -> logged.LoggingPolicy:
     )
 
 
-def _cross_items(env):
-    return functools.partial(
-        context_cross_items,
-        context_dim=env.context_dim,
-        item_dim=env.item_dim,
-        cross_dim=env.num_categories,
-        cross_scale=0.05,
-    )
-
-
 def build_target(target: Target, env) -> bandits.Agent:
     hyper = dict(target.hyperparameters)
     if target.checkpoint is not None:
@@ -308,7 +298,7 @@ def build_target(target: Target, env) -> bandits.Agent:
             target.name, num_arms=env.num_arms, dim=width, features="arms", **hyper
         )
         return with_arm_features(
-            base, _cross_items(env), name=target.label, context_dim=env.context_dim
+            base, cross_items_for(env), name=target.label, context_dim=env.context_dim
         )
     if target.feature_map is not None:
         raise BanditConfigError(
@@ -354,7 +344,7 @@ def model_features(kind: str, env, obs: bandits.Observation) -> jax.Array:
     """(n, K, f) features of the reward model for every (event, action)."""
     if kind == "context":
         return offline.context_features(obs)
-    return jax.vmap(_cross_items(env))(obs)
+    return jax.vmap(cross_items_for(env))(obs)
 
 
 # ---------------------------------------------------------------------------

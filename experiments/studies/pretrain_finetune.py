@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import sys
 import time
@@ -43,7 +42,7 @@ import bandits
 import envs
 from agents import pretrain as pretraining
 from agents import transformer as tf
-from agents.features import context_cross_items, with_arm_features
+from agents.features import cross_items_for, with_arm_features
 from agents.networks import make_network
 from agents.warm_start import warm_start
 from bandits import metrics
@@ -158,16 +157,6 @@ def select(study: StudyConfig, args: Args) -> StudyConfig:
 # Building blocks
 
 
-def _context_items(env):
-    return functools.partial(
-        context_cross_items,
-        context_dim=env.context_dim,
-        item_dim=env.item_dim,
-        cross_dim=env.num_categories,
-        cross_scale=0.05,
-    )
-
-
 def agent_config(spec: StudyAgent, env, study: StudyConfig) -> tf.TransformerConfig:
     """The transformer architecture of `spec`: the study's, with its overrides."""
     return tf.config_for_env(env, **{**study.model, **spec.model})
@@ -194,7 +183,7 @@ def build_agent(spec: StudyAgent, env, pretrained: Mapping[str, Any], study):
         base = agents.make(
             spec.name, num_arms=env.num_arms, dim=width, features="arms", **hyper
         )
-        return with_arm_features(base, _context_items(env), name=spec.label)
+        return with_arm_features(base, cross_items_for(env), name=spec.label)
     if spec.feature_map is not None:
         raise BanditConfigError(
             f"feature_map must be 'context_items' or absent, got {spec.feature_map!r}"
@@ -212,13 +201,13 @@ def reward_model(spec: StudyAgent, env, agent):
             env.item_dim + env.num_categories * env.context_dim,
             features="arms",
         )
-        mapped = _context_items(env)
+        mapped = cross_items_for(env)
         return lambda state, obs: base.predict(state, obs._replace(arms=mapped(obs)))
     if spec.name == "neural_ts" and spec.feature_map == "context_items":
         width = env.item_dim + env.num_categories * env.context_dim
         sizes = tuple(spec.hyperparameters.get("hidden_sizes", (100,)))
         network = make_network("arms", env.num_arms, width, sizes)
-        mapped = _context_items(env)
+        mapped = cross_items_for(env)
         return lambda state, obs: network.scores(
             state.net.params, obs._replace(arms=mapped(obs))
         )
