@@ -20,6 +20,7 @@ from bandits.simulation import (
     _run_compiled,
     _seed_keys,
     _traced,
+    check_seed_key,
     seed_list,
 )
 from bandits.types import Agent, Env, EnvParams
@@ -58,6 +59,7 @@ def first_non_finite_steps(
     seeds: int | Sequence[int],
     params: EnvParams | None = None,
     resample_params: bool = False,
+    seed_key: str = "split",
 ) -> np.ndarray:
     """The first step after which each seed's agent state is NaN or infinite.
 
@@ -66,7 +68,8 @@ def first_non_finite_steps(
     per step: a diagnosis for runs known to have failed, not the fast path.
 
     Args:
-      env, agent, horizon, seeds, params, resample_params: as `bandits.run`.
+      env, agent, horizon, seeds, params, resample_params, seed_key: as
+        `bandits.run`.
 
     Returns:
       A (S,) int array: the 0-based step t whose update first left a NaN or inf
@@ -74,9 +77,10 @@ def first_non_finite_steps(
     """
     _check_pair(env, agent)
     horizon = positive_int("horizon", horizon)
+    check_seed_key(seed_key, resample_params)
     seed_values = seed_list(seeds)
     if params is None:
         params = env.default_params()
-    program = _run_compiled(env, agent, horizon, resample_params, True, ())
+    program = _run_compiled(env, agent, horizon, resample_params, seed_key, True, ())
     _, first_bad, _ = _traced(program, env, agent, _seed_keys(seed_values), params)
     return np.asarray(first_bad)[: len(seed_values)]

@@ -162,6 +162,27 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves))
 
 
+SEED_KEYS = ("split", "direct")
+"""How a seed's key is used: split into (problem instance, run) keys, or as the
+run's key directly (see `run`)."""
+
+
+def check_seed_key(seed_key: str, resample_params: bool) -> str:
+    """`seed_key` if it is one of `SEED_KEYS` and fits `resample_params`."""
+    if seed_key not in SEED_KEYS:
+        raise BanditConfigError.about(
+            "seed_key",
+            f"must be one of {', '.join(map(repr, SEED_KEYS))}, got {seed_key!r}",
+        )
+    if seed_key == "direct" and resample_params:
+        raise BanditConfigError.about(
+            "seed_key",
+            "'direct' leaves no key to draw a problem instance from; use 'split' "
+            "with resample_params",
+        )
+    return seed_key
+
+
 def seed_list(seeds: int | Sequence[int]) -> list[int]:
     """`seeds` as explicit integers: an int S means seeds 0..S-1."""
     if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
@@ -188,6 +209,7 @@ def run(
     params: EnvParams | None = None,
     resample_params: bool = False,
     check_finite: bool = True,
+    seed_key: str = "split",
 ) -> Trajectory:
     """Runs `agent` on `env` for every seed, compiled once and vmapped over seeds.
 
@@ -201,6 +223,10 @@ def run(
         `env.sample_params` (from the seed's key) instead of sharing `params`.
       check_finite: raise `NonFiniteAgentStateError` naming the agent, seed and
         step if the agent's state becomes NaN or infinite.
+      seed_key: how a seed's key `jax.random.key(seed)` is used (`SEED_KEYS`):
+        "split" into (problem instance, run) keys, or "direct": the seed's key is
+        the run's key, as in `simulate(jax.random.key(seed), ...)` (needs
+        `resample_params=False`).
 
     Returns:
       A `Trajectory` with leaves shaped (S, T).
@@ -214,6 +240,7 @@ def run(
         params=params,
         resample_params=resample_params,
         check_finite=check_finite,
+        seed_key=seed_key,
     )
     return trajectory
 
@@ -228,6 +255,7 @@ def run_with_states(
     params: EnvParams | None = None,
     resample_params: bool = False,
     check_finite: bool = True,
+    seed_key: str = "split",
 ) -> tuple[Trajectory, Any]:
     """`run`, also returning the final agent state of the seeds in `states_of`.
 
@@ -237,7 +265,8 @@ def run_with_states(
     memory stays small for agents with large states (replay buffers, networks).
 
     Args:
-      env, agent, horizon, seeds, params, resample_params, check_finite: as `run`.
+      env, agent, horizon, seeds, params, resample_params, check_finite,
+        seed_key: as `run`.
       states_of: seeds (values among `seeds`) whose final state to return; may be
         empty.
 
@@ -248,12 +277,13 @@ def run_with_states(
     """
     _check_pair(env, agent)
     horizon = positive_int("horizon", horizon)
+    check_seed_key(seed_key, resample_params)
     seed_values = seed_list(seeds)
     rows = _state_rows(seed_values, states_of)
     if params is None:
         params = env.default_params()
     keys = _seed_keys(seed_values)
-    program = _run_compiled(env, agent, horizon, resample_params, False, rows)
+    program = _run_compiled(env, agent, horizon, resample_params, seed_key, False, rows)
     trajectory, finite, states = _traced(program, env, agent, keys, params)
     trajectory = jax.tree_util.tree_map(
         lambda leaf: leaf[: len(seed_values)], trajectory
@@ -262,7 +292,7 @@ def run_with_states(
         bad = np.flatnonzero(~np.asarray(finite)[: len(seed_values)])
         if bad.size:
             _raise_non_finite(
-                env, agent, horizon, resample_params, params, seed_values, bad
+                env, agent, horizon, resample_params, seed_key, params, seed_values, bad
             )
     return trajectory, states
 
@@ -379,10 +409,12 @@ def _seed_keys(seed_values: list[int]) -> jax.Array:
     )
 
 
-def _raise_non_finite(env, agent, horizon, resample_params, params, seed_values, bad):
+def _raise_non_finite(
+    env, agent, horizon, resample_params, seed_key, params, seed_values, bad
+):
     """Re-runs the failing seeds with a per-step check to name the first bad step."""
     failing = [seed_values[i] for i in bad]
-    program = _run_compiled(env, agent, horizon, resample_params, True, ())
+    program = _run_compiled(env, agent, horizon, resample_params, seed_key, True, ())
     _, first_bad, _ = program(_seed_keys(failing), params)
     first_bad = np.asarray(first_bad)[: len(failing)]
     seed, step = failing[0], int(first_bad[0])
@@ -405,6 +437,7 @@ def sweep(
     resample_params: bool = False,
     check_finite: bool = True,
     check_values: bool = True,
+    seed_key: str = "split",
 ) -> Trajectory:
     """Runs a grid of traced hyperparameter settings x seeds as ONE compiled program.
 
@@ -445,6 +478,7 @@ def sweep(
         resample_params=resample_params,
         check_finite=check_finite,
         check_values=check_values,
+        seed_key=seed_key,
     )
     return trajectory
 
@@ -480,6 +514,7 @@ def sweep_with_states(
     resample_params: bool = False,
     check_finite: bool = True,
     check_values: bool = True,
+    seed_key: str = "split",
 ) -> tuple[Trajectory, Any]:
     """`sweep`, also returning the final agent state of the seeds in `states_of`.
 
@@ -490,6 +525,7 @@ def sweep_with_states(
       leaves shaped (G, len(states_of), ...) (`None` if `states_of` is empty).
     """
     horizon = positive_int("horizon", horizon)
+    check_seed_key(seed_key, resample_params)
     seed_values = seed_list(seeds)
     names = tuple(hyperparameters)
     if not names:
@@ -525,7 +561,7 @@ def sweep_with_states(
         g * num_seeds + r for g in range(num_settings) for r in seed_rows
     )
     program = _sweep_compiled(
-        env, agent_fn, names, horizon, resample_params, state_rows
+        env, agent_fn, names, horizon, resample_params, seed_key, state_rows
     )
     trajectory, finite, states = _traced(program, env, agent_fn, values, keys, params)
     trajectory = jax.tree_util.tree_map(
@@ -543,8 +579,9 @@ def sweep_with_states(
         values_of = {n: float(c[setting]) for n, c in zip(names, columns, strict=True)}
         label = ", ".join(f"{n}={v:g}" for n, v in values_of.items())
         seed = seed_values[seed_index]
-        step = _first_bad_step(env, agent_fn(**values_of), horizon, resample_params,
-                               params, seed)  # fmt: skip
+        step = _first_bad_step(
+            env, agent_fn(**values_of), horizon, resample_params, seed_key, params, seed
+        )
         where = f"step {step}" if step >= 0 else "a step the per-step re-run missed"
         raise NonFiniteAgentStateError(
             f"agent {_fn_name(agent_fn)!r} with {label} produced a non-finite "
@@ -554,22 +591,28 @@ def sweep_with_states(
     return trajectory, states
 
 
-def _first_bad_step(env, agent, horizon, resample_params, params, seed) -> int:
+def _first_bad_step(
+    env, agent, horizon, resample_params, seed_key, params, seed
+) -> int:
     """The first step after which `agent`'s state is non-finite on `seed`, from a
     re-run with the per-step check (-1 if that run stays finite: a traced sweep
     and a concrete run may round differently)."""
-    program = _run_compiled(env, agent, horizon, resample_params, True, ())
+    program = _run_compiled(env, agent, horizon, resample_params, seed_key, True, ())
     _, first_bad, _ = program(_seed_keys([seed]), params)
     return int(np.asarray(first_bad)[0])
 
 
 @functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
-def _sweep_compiled(env, agent_fn, names, horizon, resample_params, state_rows):
+def _sweep_compiled(
+    env, agent_fn, names, horizon, resample_params, seed_key, state_rows
+):
     """One jitted program for the flat rows of a sweep: (trajectory, finite, states)."""
 
     def one_row(values, key, params):
         agent = agent_fn(**dict(zip(names, values, strict=True)))
-        return _one_seed(key, params, env, agent, horizon, resample_params, False)
+        return _one_seed(
+            key, params, env, agent, horizon, resample_params, seed_key, False
+        )
 
     def program(values, keys, params):
         trajectory, states, finite = jax.vmap(one_row, in_axes=(0, 0, None))(
@@ -585,8 +628,13 @@ def _like_keys(column: np.ndarray, keys: jax.Array) -> jax.Array:
     return jax.device_put(jnp.asarray(column, dtype=jnp.float32), keys.sharding)
 
 
-def _one_seed(key, params, env, agent, horizon, resample_params, check_each_step):
-    """One seed's run: the seed's key splits into (problem instance, run)."""
+def _one_seed(
+    key, params, env, agent, horizon, resample_params, seed_key, check_each_step
+):
+    """One seed's run: the seed's key splits into (problem instance, run), or
+    with `seed_key="direct"` is the run's key itself."""
+    if seed_key == "direct":
+        return _simulate(key, env, params, agent, horizon, check_each_step)
     key_params, key_run = jax.random.split(key)
     if resample_params:
         params = env.sample_params(key_params)
@@ -599,6 +647,7 @@ def _run_compiled(
     agent: Agent,
     horizon: int,
     resample_params: bool,
+    seed_key: str,
     check_each_step: bool,
     state_rows: tuple[int, ...],
 ):
@@ -609,7 +658,7 @@ def _run_compiled(
 
     def one_seed(key: jax.Array, params: EnvParams):
         return _one_seed(
-            key, params, env, agent, horizon, resample_params, check_each_step
+            key, params, env, agent, horizon, resample_params, seed_key, check_each_step
         )
 
     def program(keys: jax.Array, params: EnvParams):

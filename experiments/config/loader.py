@@ -18,6 +18,7 @@ and seeds, and a list of agents (optionally grids of hyperparameters):
     curve_spacing = "log+linear"         # or "log": which steps are kept
     prediction_seeds = 4                 # seeds whose reward model is evaluated
     prediction_contexts = 1000           # held-out contexts per evaluated seed
+    seed_key = "split"                   # or "direct": each seed's key is the run's
     [[agents]]
     name = "linucb"                      # an `agents` registry name
     label = "LinUCB"                     # display label, unique (default: name)
@@ -50,6 +51,7 @@ from typing import Any
 
 import agents as agent_registry
 import envs as env_registry
+from bandits.simulation import check_seed_key
 from bandits.types import Agent, Env
 from bandits.validation import BanditConfigError, positive_int
 from experiments.config.checks import check_keys as _check_keys
@@ -110,6 +112,7 @@ RUN_KEYS = (
     "curve_spacing",
     "prediction_seeds",
     "prediction_contexts",
+    "seed_key",
 )
 AGENT_KEYS = ("name", "label", "hyperparameters", "grid")
 FROM_ENV = ("num_arms", "dim")
@@ -346,6 +349,12 @@ def _parse_run(table: Mapping[str, Any]) -> RunConfig:
         "run.prediction_contexts",
         table.get("prediction_contexts", DEFAULT_PREDICTION_CONTEXTS),
     )
+    seed_key = table.get("seed_key", "split")
+    _check_type("run.seed_key", seed_key, str, "a string")
+    try:
+        check_seed_key(seed_key, resample)
+    except BanditConfigError as err:
+        raise err.at("run.seed_key") from None
     return RunConfig(
         horizon,
         seeds,
@@ -356,6 +365,7 @@ def _parse_run(table: Mapping[str, Any]) -> RunConfig:
         spacing,
         min(prediction_seeds, len(seeds)),
         contexts,
+        seed_key,
     )
 
 

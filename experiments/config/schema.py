@@ -89,6 +89,9 @@ class RunConfig:
     """How many seeds (the first ones) evaluate the agent's reward model; 0: none."""
     prediction_contexts: int = DEFAULT_PREDICTION_CONTEXTS
     """Held-out contexts per evaluated seed."""
+    seed_key: str = "split"
+    """How each seed's key is used (`bandits.simulation.SEED_KEYS`): "split" into
+    (problem instance, run) keys, or "direct" as the run's key."""
 
     @property
     def resolved_chunk_size(self) -> int:
@@ -166,16 +169,7 @@ class ExperimentConfig:
         """
         return {
             "env": self._canonical_env(),
-            "run": {
-                "horizon": self.run.horizon,
-                "seeds": list(self.run.seeds),
-                "resample_params": self.run.resample_params,
-                "chunk_size": self.run.resolved_chunk_size,
-                "curve_points": self.run.curve_points,
-                "curve_spacing": self.run.curve_spacing,
-                "prediction_seeds": self.run.prediction_seeds,
-                "prediction_contexts": self.run.prediction_contexts,
-            },
+            "run": self._canonical_run(),
             "agents": [
                 {
                     "name": a.name,
@@ -185,6 +179,21 @@ class ExperimentConfig:
                 for a in self.agents
             ],
         }
+
+    def _canonical_run(self) -> dict[str, Any]:
+        run: dict[str, Any] = {
+            "horizon": self.run.horizon,
+            "seeds": list(self.run.seeds),
+            "resample_params": self.run.resample_params,
+            "chunk_size": self.run.resolved_chunk_size,
+            "curve_points": self.run.curve_points,
+            "curve_spacing": self.run.curve_spacing,
+            "prediction_seeds": self.run.prediction_seeds,
+            "prediction_contexts": self.run.prediction_contexts,
+        }
+        if self.run.seed_key != "split":  # absent otherwise: older configs keep
+            run["seed_key"] = self.run.seed_key  # their hash
+        return run
 
     def _canonical_env(self) -> dict[str, Any]:
         env: dict[str, Any] = {

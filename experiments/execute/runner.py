@@ -660,6 +660,8 @@ def _setup(config: ExperimentConfig) -> dict[str, str]:
             "Config hash": config.hash()[:12],
         }
     )
+    if config.run.seed_key == "direct":
+        setup["Seed keys"] = "each seed's key is its run's key (seed_key = direct)"
     return setup
 
 

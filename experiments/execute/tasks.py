@@ -113,6 +113,7 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
             states_of=evaluated,
             params=params,
             resample_params=bool(spec["resample_params"]),
+            seed_key=spec["seed_key"],
         )
         trajectory, states, failed = simulate_keeping_healthy(
             spec, env, agent, agent_fn, swept, common
@@ -228,6 +229,7 @@ def _failure(env, agent, common, bad_seeds) -> dict[str, Any]:
         seeds=batch,
         params=common["params"],
         resample_params=common["resample_params"],
+        seed_key=common["seed_key"],
     )
     step_of = {s: int(t) for s, t in zip(batch, steps, strict=True) if t >= 0}
     bad = list(dict.fromkeys(bad_seeds)) or list(step_of)

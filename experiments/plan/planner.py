@@ -42,7 +42,8 @@ from experiments.config.loader import Experiment, build_agent, make_env
 from experiments.config.schema import AgentConfig, AgentSpec, plain
 from experiments.store import storage
 
-SPEC_FORMAT = 1
+SPEC_FORMAT = 2
+"""Version of the task spec (2: `seed_key`); a worker refuses any other."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +172,7 @@ def plan(experiment: Experiment, config_hash: str) -> Plan:
                 "env": {"id": config.env.id, "params": plain(setting.params)},
                 "horizon": config.run.horizon,
                 "resample_params": config.run.resample_params,
+                "seed_key": config.run.seed_key,
                 "agent": {
                     "spec": program.agent,
                     "swept": {k: list(v) for k, v in program.swept.items()},

@@ -158,10 +158,11 @@ def _finals(directory: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _same_problem(a: Manifest, b: Manifest) -> bool:
-    """Same env, horizon, seeds and problem-instance rule (seeds see the same data)."""
+    """Same env, horizon, seeds, problem-instance rule and seed keys (seeds see
+    the same data)."""
     if a.env is None or b.env is None:
         return False
-    keys = ("horizon", "seeds", "resample_params")
+    keys = ("horizon", "seeds", "resample_params", "seed_key")
     return a.env == b.env and all(a.run.get(k) == b.run.get(k) for k in keys)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -89,6 +90,37 @@ def test_simulate_equals_a_row_of_run():
     _, key_run = jax.random.split(jax.random.key(3))
     single = simulate(key_run, env, params, LINTS, HORIZON)
     _assert_trajectories_identical(single, _row(batch, 1))
+
+
+def test_direct_seed_keys_run_each_seed_key_as_simulate_does():
+    """`seed_key="direct"`: seed s runs on key(s) itself, in `run` and `sweep`."""
+    env, params = _env()
+    batch = bandits.run(env, LINTS, horizon=HORIZON, seeds=[5, 3], seed_key="direct")
+    single = simulate(jax.random.key(3), env, params, LINTS, HORIZON)
+    _assert_trajectories_identical(single, _row(batch, 1))
+    swept = bandits.sweep(
+        env,
+        functools.partial(agents.lints, num_arms=NUM_ARMS, dim=DIM),
+        {"v": [0.5]},
+        horizon=HORIZON,
+        seeds=[5, 3],
+        seed_key="direct",
+    )
+    # v traced in the sweep, a constant in the run: float32 rounding apart.
+    _assert_trajectories_close(_row(swept, 0), batch)
+
+
+@pytest.mark.parametrize(
+    "kwargs, problem",
+    [
+        ({"seed_key": "whole"}, "must be one of 'split', 'direct'"),
+        ({"seed_key": "direct", "resample_params": True}, "resample_params"),
+    ],
+)
+def test_bad_seed_key_is_refused(kwargs, problem):
+    env, _ = _env()
+    with pytest.raises(BanditConfigError, match=problem):
+        bandits.run(env, LINTS, horizon=HORIZON, seeds=2, **kwargs)
 
 
 def test_resample_params_draws_one_instance_per_seed():
@@ -307,7 +339,7 @@ def test_program_cache_is_bounded():
     env, _ = envs.make("Linear-v0", num_arms=3, dim=2)
     agent = agents.random(num_arms=3, dim=2)
     for horizon in range(1, simulation.PROGRAM_CACHE_SIZE + 10):
-        simulation._run_compiled(env, agent, horizon, False, False, ())
+        simulation._run_compiled(env, agent, horizon, False, "split", False, ())
     info = simulation._run_compiled.cache_info()
     assert info.maxsize == simulation.PROGRAM_CACHE_SIZE
     assert info.currsize <= simulation.PROGRAM_CACHE_SIZE

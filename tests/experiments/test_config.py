@@ -389,6 +389,35 @@ def test_an_env_grid_over_a_shape_fills_agent_shapes_per_setting():
     assert [kw[0]["dim"] for kw in experiment.kwargs_by_setting] == [3, 5]
 
 
+def test_an_env_grid_over_strings_is_one_series_per_value():
+    from experiments.plan.planner import plan
+
+    data = with_change(("env", "grid"), {"reward": ["gaussian", "bernoulli"]})
+    del data["agents"][1:]
+    experiment = check(data)
+    config = experiment.config
+    assert [s.label for s in config.settings] == ["reward=gaussian", "reward=bernoulli"]
+    assert [e.reward for e in experiment.envs] == ["gaussian", "bernoulli"]
+    the_plan = plan(experiment, config.hash())
+    assert [s.label for s in the_plan.series] == [
+        "LinUCB | reward=gaussian",
+        "LinUCB | reward=bernoulli",
+    ]
+    assert [t.spec["env"]["params"]["reward"] for t in the_plan.tasks] == [
+        "gaussian",
+        "bernoulli",
+    ]
+    again = parse_config(tomllib.loads(config.to_toml()))
+    assert again.settings == config.settings and again.hash() == config.hash()
+    one = parse_config(with_change(("env", "grid"), {"reward": ["gaussian"]}))
+    assert one.hash() != config.hash()
+    raises(
+        with_change(("env", "grid"), {"reward": ["gaussian", "poisson"]}),
+        "env.grid.reward",
+        "poisson",
+    )
+
+
 @pytest.mark.parametrize(
     ("grid", "message"),
     [
@@ -432,6 +461,23 @@ def test_agent_grid_over_a_missing_hyperparameter_is_refused():
 )
 def test_run_options_are_checked(key, value, message):
     raises(with_change(("run", key), value), message)
+
+
+def test_seed_key_is_checked_and_kept_in_the_hash():
+    config = parse_config(base())
+    assert config.run.seed_key == "split"
+    # Absent from the canonical form by default: older configs keep their hash.
+    assert "seed_key" not in config.canonical()["run"]
+    direct = parse_config(with_change(("run", "seed_key"), "direct"))
+    assert direct.run.seed_key == "direct" and direct.hash() != config.hash()
+    again = parse_config(tomllib.loads(direct.to_toml()))
+    assert again.run.seed_key == "direct" and again.hash() == direct.hash()
+    assert parse_config(with_change(("run", "seed_key"), "split")) == config
+    raises(with_change(("run", "seed_key"), "whole"), "run.seed_key must be one of")
+    raises(with_change(("run", "seed_key"), 1), "run.seed_key must be a string")
+    data = with_change(("run", "seed_key"), "direct")
+    data["run"]["resample_params"] = True
+    raises(data, "run.seed_key 'direct' leaves no key", "resample_params")
 
 
 def test_auto_chunk_size_depends_on_the_config_only():
