@@ -1,10 +1,18 @@
 """Study: cumulative regret of neural bandits on UCI classification bandits.
 
-Runs LinUCB, NeuralUCB, NeuralTS and neural-linear on `Classification-v0` for the
-mushroom, shuttle, adult and MAGIC telescope datasets (one arm per class, reward 1
-for the right class, so cumulative regret counts mistakes), T = 10,000 rounds,
-`--trials` seeds each with its own row order, and prints mean +/- standard error
-beside the NeuralTS paper's numbers.
+The study is a config, `experiments/configs/uci_neural.toml`: LinUCB, NeuralUCB,
+NeuralTS and neural-linear on `Classification-v0` (one arm per class, reward 1
+for the right class, so cumulative regret counts mistakes), with an `[env]` grid
+over the mushroom, shuttle, adult and MAGIC telescope datasets, T = 10,000
+rounds and 10 seeds, each with its own row order. It runs through the
+experiment platform like any config (`bandits run
+experiments/configs/uci_neural.toml`: every (dataset, agent, seed chunk) stored
+as it finishes, resume, the report).
+
+This command adds what only this study needs: options for the datasets, agents,
+horizon, trials and feature scaling, and the table of final regret (mean +/-
+standard error) printed beside the NeuralTS paper's numbers and written to
+`summary.json`.
 
 Reference (printed as "unverified"): Zhang, Zhou, Li & Gu (2021), "Neural Thompson
 sampling", ICLR, Table 2, NeuralTS row: adult 1.76e3, magic 2.01e3, mushroom 115,
@@ -15,38 +23,37 @@ report mushroom at both 8,124 and 10,000 rounds. The paper's features, encoding 
 tuning differ from ours (it tunes each agent by grid search), so the comparison is
 indicative only.
 
-    python -m experiments.studies.uci_neural                        # full run
-    python -m experiments.studies.uci_neural --datasets mushroom --agents linucb
-    python -m experiments.studies.uci_neural --quick --out /tmp/uci.jsonl  # smoke
-
-Results are appended to `--out` (JSON Lines, one record per dataset and agent) as
-each finishes; a rerun skips the cells already there.
+    python -m experiments.studies.uci_neural                 # results/uci_neural
+    python -m experiments.studies.uci_neural --datasets mushroom --agents linucb \\
+        --out results/uci_linucb_mushroom
+    python -m experiments.studies.uci_neural --quick --out /tmp/uci   # smoke
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
-import platform
+import json
+import math
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import jax
 import numpy as np
 
-import agents
-import bandits
 import envs
-from agents import neural
-from bandits.validation import BanditConfigError, positive_int
-from envs.classification import fingerprint
-from experiments.studies.wheel_showdown import append_records, load_records
+from bandits.validation import BanditConfigError
+from envs.classification import fingerprint, load_dataset
+from experiments.config.loader import load_config, select_agents
+from experiments.execute.runner import run_experiment
+from experiments.store import manifest, storage
 
-DATASETS = ("mushroom", "shuttle", "adult", "magic")
-AGENTS = ("linucb", "neural_ucb", "neural_ts", "neural_linear")
+ENV_ID = "Classification-v0"
+PARAMETER = "dataset"
+QUICK = {"datasets": ["mushroom"], "horizon": 300, "trials": 2}
+REFERENCE_DEVICES = 2
+"""Cores of the machine that computed docs/results.md: one `bandits.run` per cell
+gave each core ceil(trials / 2) seeds, the chunk size `--trials` sets."""
 # Zhang et al. (2021), Table 2, NeuralTS (unverified here, see module docstring).
 REFERENCE_NEURAL_TS = {
     "adult": 1.76e3,
@@ -62,109 +69,156 @@ REFERENCE_HORIZON = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Args:
-    """Command-line arguments of the UCI study."""
-
-    out: str = "results/uci_neural.jsonl"
-    """JSON Lines file the per-(dataset, agent) records are appended to."""
-    datasets: tuple[str, ...] = DATASETS
-    """Datasets to run, from `DATASETS`."""
-    agents: tuple[str, ...] = AGENTS
-    """Agents to run, from `AGENTS`."""
-    horizon: int = 10_000
-    """Rounds per trial T."""
-    trials: int = 10
-    """Seeds (0..trials-1) per dataset and agent."""
-    scaling: str = "standardize"
-    """Feature scaling of `Classification-v0` ("standardize" or "unit_norm")."""
-    quick: bool = False
-    """Smoke settings: mushroom only, 300 rounds, 2 trials."""
-
-
-def make_agent(name: str, num_arms: int, dim: int) -> bandits.Agent:
-    """The agents with the hyperparameters used for the table."""
-    network = dict(hidden_sizes=(100,), train_every=50, train_steps=50, batch_size=64)
-    if name == "linucb":
-        return agents.linucb(num_arms=num_arms, dim=dim, alpha=1.0)
-    if name == "neural_ucb":
-        return neural.neural_ucb(num_arms=num_arms, dim=dim, nu=0.1, **network)
-    if name == "neural_ts":
-        return neural.neural_ts(num_arms=num_arms, dim=dim, nu=0.1, **network)
-    if name == "neural_linear":
-        return neural.neural_linear(
-            num_arms=num_arms, dim=dim, hidden_sizes=(100,), train_every=50,
-            train_steps=50, batch_size=64,
-        )  # fmt: skip
-    raise BanditConfigError(
-        f"unknown agent {name!r}; choose from {', '.join(map(repr, AGENTS))}"
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="results folder (default: the config's)")
+    parser.add_argument(
+        "--config",
+        default="uci_neural",
+        help="a TOML config path or a packaged config name",
     )
-
-
-def run_cell(dataset: str, name: str, args: Args) -> dict:
-    env, params = envs.make("Classification-v0", dataset=dataset, scaling=args.scaling)
-    agent = make_agent(name, env.num_arms, env.dim)
-    start = time.perf_counter()
-    trajectory = bandits.run(
-        env, agent, horizon=args.horizon, seeds=args.trials, params=params
+    parser.add_argument(
+        "--datasets", nargs="+", help="datasets (default: the config's grid)"
     )
-    cumulative = np.cumsum(np.asarray(trajectory.regret, np.float64), axis=1)
-    seconds = time.perf_counter() - start
-    final = cumulative[:, -1]
-    n = final.size
-    record = {
+    parser.add_argument("--agents", nargs="+", metavar="LABEL")
+    parser.add_argument("--horizon", type=int, help="rounds T per trial")
+    parser.add_argument(
+        "--trials", type=int, help="trials (seeds 0..N-1) per dataset and agent"
+    )
+    parser.add_argument(
+        "--scaling", help='feature scaling, "standardize" or "unit_norm"'
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: mushroom only, 300 rounds, 2 trials",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    return parser.parse_args(argv)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config changes the options ask for (validated with the config).
+
+    A horizon keeps every step (the table reads the regret at the reference
+    horizon); trials are chunked as the reference machine's cores split them.
+    """
+    quick = QUICK if args.quick else {}
+    datasets = args.datasets if args.datasets is not None else quick.get("datasets")
+    horizon = args.horizon if args.horizon is not None else quick.get("horizon")
+    trials = args.trials if args.trials is not None else quick.get("trials")
+    env: dict[str, Any] = {}
+    if datasets is not None:
+        env["grid"] = {PARAMETER: list(datasets)}
+    if args.scaling is not None:
+        env["params"] = {"scaling": args.scaling}
+    run: dict[str, Any] = {}
+    if horizon is not None:
+        run.update(horizon=horizon, curve_points=max(horizon, 2))
+    if trials is not None:
+        chunk = math.ceil(trials / REFERENCE_DEVICES) if trials > 0 else trials
+        run.update(seeds=trials, chunk_size=chunk)
+    return {k: v for k, v in (("env", env), ("run", run)) if v}
+
+
+def mean_se(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    n = values.size
+    se = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    return float(values.mean()), se
+
+
+def cell(
+    dataset: str, agent: str, curves: storage.Curves, scaling: str
+) -> dict[str, Any]:
+    """One table cell from a series' stored curves (final regret per trial, and
+    at the reference horizon where that is earlier and stored)."""
+    final = curves.cumulative_regret[:, -1]
+    horizon = int(curves.steps[-1])
+    mean, se = mean_se(final)
+    record: dict[str, Any] = {
         "dataset": dataset,
-        "agent": name,
-        "horizon": args.horizon,
-        "trials": n,
-        "scaling": args.scaling,
-        "regret_mean": float(final.mean()),
-        "regret_se": float(final.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+        "agent": agent,
+        "horizon": horizon,
+        "trials": int(final.size),
+        "scaling": scaling,
+        "regret_mean": mean,
+        "regret_se": se,
         "regret": [float(v) for v in final],
-        "reference_neural_ts": REFERENCE_NEURAL_TS[dataset],
-        "reference_horizon": REFERENCE_HORIZON[dataset],
+        "reference_neural_ts": REFERENCE_NEURAL_TS.get(dataset),
+        "reference_horizon": REFERENCE_HORIZON.get(dataset),
         "reference_verified": False,
-        "rows": env.num_rows,
+        "rows": int(load_dataset(dataset).labels.shape[0]),
         "fingerprint": fingerprint(dataset),
-        "seconds": seconds,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, jax "
-        f"{jax.__version__} on {jax.default_backend()}",
     }
-    at = REFERENCE_HORIZON[dataset]
-    if at < args.horizon:
-        early = cumulative[:, at - 1]
-        record["regret_at_reference_horizon_mean"] = float(early.mean())
-        record["regret_at_reference_horizon_se"] = (
-            float(early.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-        )
+    at = REFERENCE_HORIZON.get(dataset)
+    kept = np.flatnonzero(curves.steps == at) if at is not None else []
+    if at is not None and at < horizon and len(kept):
+        early = curves.cumulative_regret[:, kept[0]]
+        mean, se = mean_se(early)
+        record["regret_at_reference_horizon_mean"] = mean
+        record["regret_at_reference_horizon_se"] = se
     return record
 
 
-def format_table(records: list[dict], datasets: Sequence[str]) -> str:
+def table(directory: Path) -> list[dict[str, Any]]:
+    """The study's cells, one per (dataset, agent), in the config's order, from a
+    results folder of the study."""
+    stored = manifest.read(directory)
+    curves = manifest.read_series_curves(directory, stored)
+    params = (stored.env or {}).get("params", {})
+    scaling = params.get("scaling", envs.hyperparameters(ENV_ID)["scaling"])
+    rows = []
+    for entry in stored.agents:
+        if PARAMETER not in entry.env_grid or entry.label not in curves:
+            continue
+        record = cell(
+            entry.env_grid[PARAMETER], entry.agent_label, curves[entry.label], scaling
+        )
+        record["seconds"] = entry.cost.wall_time_s
+        record["machine"] = machine_text(stored.machine)
+        rows.append(record)
+    return rows
+
+
+def machine_text(machine: Mapping[str, Any]) -> str:
+    """E.g. "x86_64 2 CPUs, jax 0.10.2 on cpu", from the manifest's machine."""
+    return (
+        f"{machine.get('machine')} {machine.get('cpu_count')} CPUs, jax "
+        f"{machine.get('jax')} on {machine.get('backend')}"
+    )
+
+
+def format_cell(record: Mapping[str, Any] | None) -> str:
+    """ "mean +/- se", plus the regret at the reference horizon if recorded."""
+    if record is None:
+        return "-"
+    text = f"{record['regret_mean']:.0f} +/- {record['regret_se']:.0f}"
+    if "regret_at_reference_horizon_mean" in record:
+        text += (
+            f" ({record['regret_at_reference_horizon_mean']:.0f} at "
+            f"T={record['reference_horizon']})"
+        )
+    return text
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table: one row per agent, one column per dataset, then the
+    reference NeuralTS row."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    cells = {(r["agent"], r["dataset"]): r for r in rows}
     lines = [
         "| agent | " + " | ".join(datasets) + " |",
         "|" + " --- |" * (len(datasets) + 1),
     ]
-    cells = {(r["agent"], r["dataset"]): r for r in records}
-    for name in AGENTS:
-        if not any((name, d) in cells for d in datasets):
-            continue
-        row = []
-        for d in datasets:
-            r = cells.get((name, d))
-            if r is None:
-                row.append("-")
-                continue
-            text = f"{r['regret_mean']:.0f} +/- {r['regret_se']:.0f}"
-            if "regret_at_reference_horizon_mean" in r:
-                text += (
-                    f" ({r['regret_at_reference_horizon_mean']:.0f} at "
-                    f"T={r['reference_horizon']})"
-                )
-            row.append(text)
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    for agent in dict.fromkeys(r["agent"] for r in rows):
+        row = [format_cell(cells.get((agent, d))) for d in datasets]
+        lines.append(f"| {agent} | " + " | ".join(row) + " |")
     reference = [
-        f"{REFERENCE_NEURAL_TS[d]:.4g} (T={REFERENCE_HORIZON[d]})" for d in datasets
+        f"{REFERENCE_NEURAL_TS[d]:.4g} (T={REFERENCE_HORIZON[d]})"
+        if d in REFERENCE_NEURAL_TS
+        else "-"
+        for d in datasets
     ]
     lines.append(
         "| NeuralTS, Zhang et al. 2021 (unverified) | " + " | ".join(reference) + " |"
@@ -172,62 +226,34 @@ def format_table(records: list[dict], datasets: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Args:
-    defaults = Args()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=defaults.out)
-    parser.add_argument("--datasets", nargs="+", default=None, choices=DATASETS)
-    parser.add_argument("--agents", nargs="+", default=None, choices=AGENTS)
-    parser.add_argument("--horizon", type=int, default=None)
-    parser.add_argument("--trials", type=int, default=None)
-    parser.add_argument("--scaling", default=defaults.scaling)
-    parser.add_argument("--quick", action="store_true")
-    ns = parser.parse_args(argv)
-    base = Args(datasets=("mushroom",), horizon=300, trials=2) if ns.quick else defaults
-    args = Args(
-        out=ns.out,
-        datasets=tuple(ns.datasets) if ns.datasets else base.datasets,
-        agents=tuple(ns.agents) if ns.agents else base.agents,
-        horizon=ns.horizon or base.horizon,
-        trials=ns.trials or base.trials,
-        scaling=ns.scaling,
-        quick=ns.quick,
-    )
-    positive_int("horizon", args.horizon)
-    positive_int("trials", args.trials)
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    out = Path(args.out)
-    key = ("dataset", "agent", "horizon", "trials", "scaling")
-    done = {tuple(r[k] for k in key) for r in load_records(out)}
-    for dataset in args.datasets:
-        for name in args.agents:
-            cell = (dataset, name, args.horizon, args.trials, args.scaling)
-            if cell in done:
-                continue
-            record = run_cell(dataset, name, args)
-            append_records(out, [record])
-            print(
-                f"{dataset:9s} {name:14s} {record['regret_mean']:9.1f} +/- "
-                f"{record['regret_se']:.1f}  ({record['seconds']:.0f} s)",
-                flush=True,
+    try:
+        config = select_agents(load_config(args.config, overrides(args)), args.agents)
+        if config.env.id != ENV_ID or PARAMETER not in config.env.grid:
+            raise BanditConfigError(
+                f"the study needs env {ENV_ID!r} with an [env] grid over "
+                f"{PARAMETER} (or --datasets)"
             )
-    wanted = [
-        r
-        for r in load_records(out)
-        if (r["horizon"], r["trials"], r["scaling"])
-        == (args.horizon, args.trials, args.scaling)
-    ]
+        command = " ".join(["python -m experiments.studies.uci_neural", *(argv or [])])
+        result = run_experiment(
+            config, args.out, progress=not args.quiet, command=command
+        )
+    except BanditConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = table(result.output)
+    text = json.dumps(rows, indent=2) + "\n"
+    storage.atomic_write_text(result.output / "summary.json", text)
+    scaling = rows[0]["scaling"] if rows else ""
     print(
-        f"\nUCI bandits, cumulative regret at T={args.horizon}, {args.trials} trials, "
-        f"mean +/- s.e. ({args.scaling} features)\n"
+        f"\nUCI bandits, cumulative regret at T={config.run.horizon}, "
+        f"{len(config.run.seeds)} trials, mean +/- s.e. ({scaling} features)\n"
     )
-    print(format_table(wanted, args.datasets))
+    print(format_table(rows))
+    print(f"\nwrote {result.output / 'summary.json'} and {result.report.html}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

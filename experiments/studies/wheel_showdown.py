@@ -1,123 +1,121 @@
 """Study: the wheel bandit table of the Deep Bayesian Bandits Showdown.
 
-Normalised cumulative regret (uniform play = 100) on `Wheel-v0` for
-delta in {0.5, 0.7, 0.9, 0.95, 0.99}, horizon 80,000 and >= 10 trials, mean +/-
-standard error over trials, for LinTS, neural-linear, NeuralUCB, NeuralTS, ensemble
-sampling and uniform play, with the published neural-linear row of Riquelme, Tucker
-& Snoek (2018) printed beside ours.
+The study is a config, `experiments/configs/wheel_showdown.toml`: LinTS,
+neural-linear, NeuralUCB, NeuralTS, ensemble sampling, the bootstrapped ensemble
+and uniform play on `Wheel-v0`, with an `[env]` grid over the inner-disk radius
+delta in {0.5, 0.7, 0.9, 0.95, 0.99}, horizon 80,000 and 10 trials (seeds 0..9).
+It runs through the experiment platform like any config, so
 
+    bandits run experiments/configs/wheel_showdown.toml
+
+gives the same results, with the report. Every (agent, delta) pair is one task
+whose chunk is stored as soon as it finishes, so a killed run loses at most the
+chunks in flight and a rerun resumes.
+
+This command adds what only this study needs: options for the deltas, horizon,
+trials and agents, and the table of Riquelme, Tucker & Snoek (2018), printed with
+their published neural-linear row beside ours and written to `summary.json`.
 Normalisation: 100 * R_T / (T * u(delta)) per trial, with R_T the trial's
 cumulative pseudo-regret (exact expected rewards) and u(delta) = 0.16 delta^2 +
 39.16 (1 - delta^2) the closed-form expected regret per round of uniform play
-(`envs.wheel.uniform_regret_per_step`). All deltas of one agent run as one program,
-vmapped over delta and trials.
+(`envs.wheel.uniform_regret_per_step`); mean +/- standard error over trials.
 
-    python -m experiments.studies.wheel_showdown       # full protocol
-    python -m experiments.studies.wheel_showdown --agents neural_linear --deltas 0.99
-    python -m experiments.studies.wheel_showdown --quick --out /tmp/wheel.jsonl
-
-Results are appended to `--out` (JSON Lines, one record per agent and delta) after
-each agent finishes; a rerun skips the (agent, delta, horizon, trials) cells
-already there, so a killed run resumes.
+    python -m experiments.studies.wheel_showdown       # results/wheel_showdown
+    python -m experiments.studies.wheel_showdown --agents neural_linear \\
+        --deltas 0.99 --out results/wheel_neural_linear
+    python -m experiments.studies.wheel_showdown --quick --out /tmp/wheel
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
-import platform
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-import agents
-import bandits
-from bandits.validation import BanditConfigError, positive_int, real
-from envs.wheel import WheelParams, uniform_regret_per_step, wheel
+from bandits.validation import BanditConfigError
+from envs.wheel import uniform_regret_per_step
+from experiments.config.loader import load_config, select_agents
+from experiments.execute.runner import run_experiment
+from experiments.store import manifest, storage
 
-DELTAS = (0.5, 0.7, 0.9, 0.95, 0.99)
-AGENTS = (
-    "lints",
-    "neural_linear",
-    "neural_ucb",
-    "neural_ts",
-    "ensemble_sampling",
-    "bootstrapped_ensemble",
-    "uniform",
-)
+PARAMETER = "delta"
+QUICK = {"deltas": [0.5, 0.95], "horizon": 1_000, "trials": 2}
 # Riquelme, Tucker & Snoek (2018), wheel bandit table (normalised cumulative
 # regret w.r.t. uniform = 100), row NeuralLinear.
 PUBLISHED_NEURAL_LINEAR = {0.5: 0.95, 0.7: 1.60, 0.9: 4.65, 0.95: 9.56, 0.99: 49.63}
 
 
-@dataclasses.dataclass(frozen=True)
-class Args:
-    """Command-line arguments of the wheel study."""
-
-    out: str = "results/wheel_showdown.jsonl"
-    """JSON Lines file the per-(agent, delta) records are appended to."""
-    deltas: tuple[float, ...] = DELTAS
-    """Inner-disk radii delta."""
-    horizon: int = 80_000
-    """Rounds per trial T."""
-    trials: int = 10
-    """Independent trials (seeds 0..trials-1) per agent and delta."""
-    agents: tuple[str, ...] = AGENTS
-    """Agents to run, from `AGENTS`."""
-    quick: bool = False
-    """Smoke settings: 1,000 rounds, 2 trials, deltas 0.5 and 0.95."""
-
-
-def make_agent(name: str) -> bandits.Agent:
-    """The agents with the hyperparameters used for the wheel table."""
-    shape = {"num_arms": 5, "dim": 2}
-    if name == "lints":
-        return agents.lints(**shape, v=0.5)
-    if name == "neural_linear":
-        # Riquelme et al. (2018): one hidden layer of 50, retrain every 50 rounds
-        # with 100 steps of 512 rows, a0 = b0 = 6, lambda = 0.25, 2 initial pulls.
-        return agents.make("neural_linear", **shape)
-    if name == "neural_ucb":
-        return agents.make("neural_ucb", **shape, nu=1.0)
-    if name == "neural_ts":
-        return agents.make("neural_ts", **shape, nu=1.0)
-    if name in ("ensemble_sampling", "bootstrapped_ensemble"):
-        return agents.make(name, **shape, num_models=10)
-    if name == "uniform":
-        return agents.random(**shape)
-    raise BanditConfigError(
-        f"unknown agent {name!r}; choose from {', '.join(map(repr, AGENTS))}"
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="results folder (default: the config's)")
+    parser.add_argument(
+        "--config",
+        default="wheel_showdown",
+        help="a TOML config path or a packaged config name",
     )
+    parser.add_argument(
+        "--deltas",
+        type=float,
+        nargs="+",
+        help="inner-disk radii in [0, 1] (default: the config's grid)",
+    )
+    parser.add_argument("--horizon", type=int, help="rounds T per trial")
+    parser.add_argument(
+        "--trials", type=int, help="trials (seeds 0..N-1) per agent and delta"
+    )
+    parser.add_argument("--agents", nargs="+", metavar="LABEL")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1,000 rounds, 2 trials, deltas 0.5 and 0.95",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    return parser.parse_args(argv)
 
 
-def run_agent(name: str, deltas: Sequence[float], horizon: int, trials: int):
-    """Cumulative regret (len(deltas), trials) of one agent, one compiled program."""
-    env = wheel()
-    agent = make_agent(name)
-    keys = jnp.stack([jax.random.key(seed) for seed in range(trials)])
-    params = WheelParams(delta=jnp.asarray(deltas, jnp.float32))
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config changes the options ask for (validated with the config).
 
-    def one(delta_params, key):
-        trajectory = bandits.simulate(key, env, delta_params, agent, horizon)
-        return jnp.sum(trajectory.regret)
+    The trials of one (agent, delta) stay one compiled batch and one chunk, as
+    in the config.
+    """
+    quick = QUICK if args.quick else {}
+    deltas = args.deltas if args.deltas is not None else quick.get("deltas")
+    horizon = args.horizon if args.horizon is not None else quick.get("horizon")
+    trials = args.trials if args.trials is not None else quick.get("trials")
+    out: dict[str, Any] = {}
+    if deltas is not None:
+        out["env"] = {"grid": {PARAMETER: list(deltas)}}
+    run: dict[str, Any] = {}
+    if horizon is not None:
+        run["horizon"] = horizon
+    if trials is not None:
+        run.update(seeds=trials, chunk_size=trials)
+    if run:
+        out["run"] = run
+    return out
 
-    program = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))
-    return np.asarray(program(params, keys), dtype=np.float64)
 
+def normalised_cell(
+    agent: str, delta: float, regrets: np.ndarray, horizon: int
+) -> dict[str, Any]:
+    """One table cell: normalised regret per trial, its mean and standard error.
 
-def summarise(name, delta, regrets, horizon, seconds) -> dict:
-    """One table cell: normalised regret per trial, mean and standard error."""
+    Args:
+      agent: the agent's label.
+      delta: the inner-disk radius.
+      regrets: (trials,) cumulative regret R_T of each trial.
+      horizon: rounds T per trial.
+    """
     normalised = 100.0 * regrets / (horizon * uniform_regret_per_step(delta))
     n = normalised.size
     return {
-        "agent": name,
+        "agent": agent,
         "delta": float(delta),
         "horizon": horizon,
         "trials": n,
@@ -126,45 +124,70 @@ def summarise(name, delta, regrets, horizon, seconds) -> dict:
         "normalised": [float(v) for v in normalised],
         "cumulative_regret": [float(v) for v in regrets],
         "published_neural_linear": PUBLISHED_NEURAL_LINEAR.get(float(delta)),
-        "seconds": seconds,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, jax "
-        f"{jax.__version__} on {jax.default_backend()}",
     }
 
 
-def load_records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+def final_regrets(directory: Path) -> dict[str, tuple[int, np.ndarray]]:
+    """Series label -> (horizon, cumulative regret R_T of each seed in seed order),
+    from `summaries.jsonl`."""
+    by_series: dict[str, list[Mapping[str, Any]]] = {}
+    for record in storage.read_summaries(directory):
+        if record.get("kind") == "seed":
+            by_series.setdefault(record["agent"], []).append(record)
+    out = {}
+    for label, records in by_series.items():
+        records = sorted(records, key=lambda r: r["seed"])
+        regrets = np.asarray([r["final_regret"] for r in records], np.float64)
+        out[label] = (int(records[0]["horizon"]), regrets)
+    return out
 
 
-def append_records(path: Path, records: list[dict]) -> None:
-    """Rewrites the file with the new records added (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(r) for r in [*load_records(path), *records]]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+def machine_text(machine: Mapping[str, Any]) -> str:
+    """E.g. "x86_64 2 CPUs, jax 0.10.2 on cpu", from the manifest's machine."""
+    return (
+        f"{machine.get('machine')} {machine.get('cpu_count')} CPUs, jax "
+        f"{machine.get('jax')} on {machine.get('backend')}"
+    )
 
 
-def format_table(records: list[dict], deltas: Sequence[float]) -> str:
-    """Markdown table: one row per agent, mean +/- s.e. per delta."""
-    header = "| agent | " + " | ".join(f"delta={d}" for d in deltas) + " |"
-    lines = [header, "|" + " --- |" * (len(deltas) + 1)]
-    cells: dict[tuple[str, float], dict] = {}
-    for r in records:
-        cells[(r["agent"], r["delta"])] = r
-    names = [a for a in AGENTS if any(k[0] == a for k in cells)]
-    for name in names:
+def table(directory: Path) -> list[dict[str, Any]]:
+    """The study's cells, one per (agent, delta), in the config's order, from a
+    results folder of the study."""
+    stored = manifest.read(directory)
+    regrets = final_regrets(directory)
+    rows = []
+    for entry in stored.agents:
+        if PARAMETER not in entry.env_grid or entry.label not in regrets:
+            continue
+        horizon, values = regrets[entry.label]
+        cell = normalised_cell(
+            entry.agent_label, entry.env_grid[PARAMETER], values, horizon
+        )
+        cell["seconds"] = entry.cost.wall_time_s
+        cell["machine"] = machine_text(stored.machine)
+        rows.append(cell)
+    return rows
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table: one row per agent, mean +/- s.e. per delta, then the
+    published neural-linear row."""
+    deltas = list(dict.fromkeys(r["delta"] for r in rows))
+    cells = {(r["agent"], r["delta"]): r for r in rows}
+    lines = [
+        "| agent | " + " | ".join(f"delta={d}" for d in deltas) + " |",
+        "|" + " --- |" * (len(deltas) + 1),
+    ]
+    for agent in dict.fromkeys(r["agent"] for r in rows):
         row = []
         for d in deltas:
-            r = cells.get((name, float(d)))
+            r = cells.get((agent, d))
             row.append(
                 "-"
                 if r is None
                 else f"{r['normalised_mean']:.2f} +/- {r['normalised_se']:.2f}"
             )
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
+        lines.append(f"| {agent} | " + " | ".join(row) + " |")
     published = [
         f"{PUBLISHED_NEURAL_LINEAR.get(float(d), float('nan')):.2f}" for d in deltas
     ]
@@ -172,73 +195,34 @@ def format_table(records: list[dict], deltas: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Args:
-    defaults = Args()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=defaults.out)
-    parser.add_argument("--deltas", type=float, nargs="+", default=None)
-    parser.add_argument("--horizon", type=int, default=None)
-    parser.add_argument("--trials", type=int, default=None)
-    parser.add_argument("--agents", nargs="+", default=None, choices=AGENTS)
-    parser.add_argument("--quick", action="store_true")
-    ns = parser.parse_args(argv)
-    quick = Args(horizon=1_000, trials=2, deltas=(0.5, 0.95))
-    base = quick if ns.quick else defaults
-    args = Args(
-        out=ns.out,
-        deltas=tuple(ns.deltas) if ns.deltas else base.deltas,
-        horizon=ns.horizon or base.horizon,
-        trials=ns.trials or base.trials,
-        agents=tuple(ns.agents) if ns.agents else base.agents,
-        quick=ns.quick,
-    )
-    positive_int("horizon", args.horizon)
-    positive_int("trials", args.trials)
-    for d in args.deltas:
-        real("deltas", d, low=0.0, high=1.0)
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    out = Path(args.out)
-    done = {
-        (r["agent"], r["delta"], r["horizon"], r["trials"]) for r in load_records(out)
-    }
-    for name in args.agents:
-        todo = [
-            d for d in args.deltas if (name, d, args.horizon, args.trials) not in done
-        ]
-        if not todo:
-            continue
-        start = time.perf_counter()
-        regrets = run_agent(name, todo, args.horizon, args.trials)
-        seconds = time.perf_counter() - start
-        records = [
-            summarise(name, d, regrets[i], args.horizon, seconds)
-            for i, d in enumerate(todo)
-        ]
-        append_records(out, records)
-        for r in records:
-            print(
-                f"{name:18s} delta={r['delta']:<5} {r['normalised_mean']:8.2f} +/- "
-                f"{r['normalised_se']:.2f}  ({seconds:.0f} s for all deltas)",
-                flush=True,
+    try:
+        config = select_agents(load_config(args.config, overrides(args)), args.agents)
+        if PARAMETER not in config.env.grid:
+            raise BanditConfigError(
+                f"the study needs an [env] grid over {PARAMETER} (or --deltas)"
             )
-    wanted = [
-        r
-        for r in load_records(out)
-        if r["horizon"] == args.horizon
-        and r["trials"] == args.trials
-        and r["agent"] in args.agents
-    ]
+        command = " ".join(
+            ["python -m experiments.studies.wheel_showdown", *(argv or [])]
+        )
+        result = run_experiment(
+            config, args.out, progress=not args.quiet, command=command
+        )
+    except BanditConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = table(result.output)
+    text = json.dumps(rows, indent=2) + "\n"
+    storage.atomic_write_text(result.output / "summary.json", text)
     print(
         f"\nWheel bandit, normalised cumulative regret (uniform = 100), "
-        f"T={args.horizon}, {args.trials} trials, mean +/- s.e.\n"
+        f"T={config.run.horizon}, {len(config.run.seeds)} trials, mean +/- s.e.\n"
     )
-    print(format_table(wanted, args.deltas))
+    print(format_table(rows))
+    print(f"\nwrote {result.output / 'summary.json'} and {result.report.html}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
