@@ -336,15 +336,21 @@ def fit_full_batch(
     """TrainNN of Zhou et al. (2020) and Zhang et al. (2021): gradient descent.
 
     Starting from theta^(0) = theta_0, `num_steps` (J) steps of plain gradient
-    descent with step size eta = `learning_rate` on every stored round,
+    descent on every stored round of the papers' objective
 
         L(theta) = sum_i (f(x_i, a_i; theta) - r_i)^2 / 2
                    + m lambda ||theta - theta_0||^2 / 2,
 
-    with m the width of the last hidden layer and lambda = `regularization`.
+    with m the width of the last hidden layer and lambda = `regularization`,
+    with step size eta / n: eta = `learning_rate`, n the number of stored rounds.
+    A fixed step on the summed loss diverges as n grows (the curvature grows with
+    n and is at least m lambda); eta / n is the step the papers' reference code
+    takes (mean squared error, weight decay lambda / n), and leaves the minimiser
+    of L unchanged.
     """
     m = network.embed_dim
     valid = replay_valid(buffer).astype(jnp.float32)
+    step_size = learning_rate / jnp.maximum(jnp.sum(valid), 1.0)
     items = buffer.items
 
     def loss(params):
@@ -362,7 +368,7 @@ def fit_full_batch(
 
     def step(params, _):
         grads = jax.grad(loss)(params)
-        return jax.tree.map(lambda p, g: p - learning_rate * g, params, grads), None
+        return jax.tree.map(lambda p, g: p - step_size * g, params, grads), None
 
     return jax.lax.scan(step, params0, None, length=num_steps)[0]
 

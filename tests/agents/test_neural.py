@@ -194,10 +194,11 @@ def test_paper_config_scales_the_gradient_features_by_one_over_m(name):
 
 
 def test_paper_training_is_gradient_descent_from_theta_0():
-    """TrainNN: theta_1 = theta_0 - eta sum_i (f_i - r_i) g_i (the prior term
-    vanishes at theta_0), and theta_2 = theta_1 - eta [sum_i (f_i(theta_1) - r_i)
-    g_i(theta_1) + m lambda (theta_1 - theta_0)], written out with per-row
-    gradients, against `fit_full_batch` with J = 1 and J = 2 (float32, 1e-5)."""
+    """TrainNN: theta_1 = theta_0 - (eta / n) sum_i (f_i - r_i) g_i (the prior
+    term vanishes at theta_0), and theta_2 = theta_1 - (eta / n) [sum_i
+    (f_i(theta_1) - r_i) g_i(theta_1) + m lambda (theta_1 - theta_0)], n the
+    stored rounds, written out with per-row gradients, against `fit_full_batch`
+    with J = 1 and J = 2 (float32, 1e-5)."""
     from agents.networks import fit_full_batch
 
     lam, eta, m = 0.3, 0.05, 8
@@ -217,7 +218,7 @@ def test_paper_training_is_gradient_descent_from_theta_0():
         total = jax.tree.map(
             lambda t, p, p0: t + m * lam * (p - p0), total, params, net.params0
         )
-        return jax.tree.map(lambda p, t: p - eta * t, params, total)
+        return jax.tree.map(lambda p, t: p - eta / rows * t, params, total)
 
     one = descend(net.params0)
     two = descend(one)
@@ -229,6 +230,24 @@ def test_paper_training_is_gradient_descent_from_theta_0():
             np.testing.assert_allclose(
                 np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6
             )
+
+
+def test_paper_training_stays_finite_with_the_papers_width_and_step():
+    """Width m = 100, lambda = 1, eta = 1e-2 (the reference code's step) on 200
+    rounds: the summed objective's curvature (at least m lambda = 100, growing
+    with the rows) made a fixed step eta diverge (non-finite weights by round
+    200 here); the step eta / n keeps every weight finite."""
+    env, params = envs.make("Linear-v0", num_arms=4, dim=8)
+    agent = neural.neural_ts(
+        num_arms=4, dim=8, config="paper", hidden_sizes=(100,), nu=0.1,
+        regularization=1.0, learning_rate=1e-2, train_every=25, train_steps=50,
+        capacity=200,
+    )  # fmt: skip
+    _, states = bandits.run_with_states(
+        env, agent, horizon=200, seeds=2, params=params, states_of=[0, 1]
+    )
+    for leaf in jax.tree.leaves(states.net.params):
+        assert np.all(np.isfinite(np.asarray(leaf)))
 
 
 def test_paper_config_runs_and_retrains_from_theta_0_every_round():

@@ -573,3 +573,16 @@ def test_a_bad_value_in_a_named_setting_points_at_it():
     with pytest.raises(BanditConfigError) as info:
         check(data)
     assert str(info.value).startswith("env.settings[0].params.noise_std must be")
+
+
+# Studies with a layout of their own (read by their modules, tested there).
+OWN_LAYOUT = {"pretrain_finetune", "ope_benchmark", "ope_benchmark_transformer"}
+
+
+@pytest.mark.parametrize("name", sorted(set(packaged_configs()) - OWN_LAYOUT))
+def test_every_packaged_platform_config_loads_and_validates(name):
+    """Each packaged config passes the platform's checks (agent names and
+    hyperparameters included), so a documented command cannot fail on its
+    config."""
+    config = load_config(name)
+    assert config.agents and config.run.horizon > 0
