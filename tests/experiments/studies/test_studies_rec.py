@@ -1,28 +1,44 @@
-"""Smoke runs of the recommendation study scripts in a subprocess (tiny settings).
+"""Smoke runs of the recommendation study scripts (tiny settings).
 
-Each runs the script end to end (config loading, the sweep, summaries, the plot)
-with `--quick` and two of the config's agents, to keep the compile count low.
+Each runs the study's `main` end to end in this process (config loading, the
+sweep, summaries, the plot) with `--quick` and two of the config's agents, to keep
+the compile count low; the command line itself is `main(sys.argv[1:])`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 
-from tests.experiments.modules import run_module
-
 AGENTS = ["--agents", "Random", "LinUCB items only"]
 
 
-def _run(module: str, *args: str):
-    return run_module(module, *args, timeout=600)
+class Done:
+    """What a run of a study's `main` returned and printed."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _run(capsys, module: str, *args: str) -> Done:
+    main = importlib.import_module(module).main
+    capsys.readouterr()
+    code = main(["--quiet", *args])
+    out = capsys.readouterr()
+    return Done(code, out.out, out.err)
 
 
 @pytest.mark.slow
-def test_context_value_study_quick(tmp_path):
+def test_context_value_study_quick(tmp_path, capsys):
     done = _run(
-        "experiments.studies.context_value", "--quick", "--out", str(tmp_path), *AGENTS
+        capsys,
+        "experiments.studies.context_value",
+        "--quick",
+        "--out",
+        str(tmp_path),
+        *AGENTS,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "summary.json").read_text())
@@ -42,7 +58,12 @@ def test_context_value_study_quick(tmp_path):
     assert (tmp_path / "summary.csv").read_text().startswith("context_strength,agent")
     # A rerun resumes: every chunk is reused, the table is the same.
     again = _run(
-        "experiments.studies.context_value", "--quick", "--out", str(tmp_path), *AGENTS
+        capsys,
+        "experiments.studies.context_value",
+        "--quick",
+        "--out",
+        str(tmp_path),
+        *AGENTS,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "summary.json").read_text()) == rows
@@ -51,9 +72,14 @@ def test_context_value_study_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_drift_study_quick(tmp_path):
+def test_drift_study_quick(tmp_path, capsys):
     done = _run(
-        "experiments.studies.drift_study", "--quick", "--out", str(tmp_path), *AGENTS
+        capsys,
+        "experiments.studies.drift_study",
+        "--quick",
+        "--out",
+        str(tmp_path),
+        *AGENTS,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "summary.json").read_text())
@@ -71,8 +97,8 @@ def test_drift_study_quick(tmp_path):
 @pytest.mark.parametrize(
     "module", ["experiments.studies.context_value", "experiments.studies.drift_study"]
 )
-def test_unknown_agent_label_is_rejected_before_running(module, tmp_path):
-    done = _run(module, "--quick", "--out", str(tmp_path), "--agents", "Nobody")
+def test_unknown_agent_label_is_rejected_before_running(module, tmp_path, capsys):
+    done = _run(capsys, module, "--quick", "--out", str(tmp_path), "--agents", "Nobody")
     assert done.returncode != 0
     assert "unknown agent label" in done.stderr and "'Random'" in done.stderr
     assert not (tmp_path / "summary.json").exists()
