@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bandits.validation import BanditConfigError
-from experiments.config.loader import load_config, select_agents
-from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
+from experiments.studies.common import require_grid, run_study, write_summary
 
 PARAMETER = "context_strength"
 QUICK = {"strengths": [0.0, 1.0], "horizon": 200, "seeds": 2}
@@ -108,7 +105,7 @@ def table(directory: Path) -> list[dict[str, Any]]:
 
 
 def write_table(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
-    storage.atomic_write_text(out / "summary.json", json.dumps(rows, indent=2) + "\n")
+    write_summary(rows, out)
     with open(out / "summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -135,25 +132,16 @@ def print_table(rows: Sequence[Mapping[str, Any]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = select_agents(load_config(args.config, overrides(args)), args.agents)
-        if PARAMETER not in config.env.grid:
-            raise BanditConfigError(
-                f"the study needs an [env] grid over {PARAMETER} (or --strengths)"
-            )
-        command = " ".join(
-            ["python -m experiments.studies.context_value", *(argv or [])]
-        )
-        result = run_experiment(
-            config, args.out, progress=not args.quiet, command=command
-        )
-    except BanditConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    done = run_study(
+        "experiments.studies.context_value", args, argv, overrides(args),
+        lambda config: require_grid(config, PARAMETER, "--strengths"),
+    )  # fmt: skip
+    if done is None:
         return 2
-    rows = table(result.output)
-    write_table(rows, result.output)
+    rows = table(done.result.output)
+    write_table(rows, done.result.output)
     print_table(rows)
-    print(f"wrote {result.output / 'summary.json'} and {result.report.html}")
+    print(f"wrote {done.result.output / 'summary.json'} and {done.result.report.html}")
     return 0
 
 

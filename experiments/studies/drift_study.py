@@ -25,7 +25,6 @@ an agent that never adapts stays above its pre-shift level.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,9 +38,9 @@ import numpy as np
 
 from bandits import metrics
 from bandits.validation import BanditConfigError
-from experiments.config.loader import ExperimentConfig, load_config, select_agents
-from experiments.execute.runner import run_experiment
+from experiments.config.loader import ExperimentConfig
 from experiments.store import manifest, storage
+from experiments.studies.common import run_study, write_summary
 
 DRIFT = "drift"
 """The label of the env setting with drift (the others are baselines)."""
@@ -222,16 +221,12 @@ def plot(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = select_agents(load_config(args.config, overrides(args)), args.agents)
-        shifts = check(config)
-        command = " ".join(["python -m experiments.studies.drift_study", *(argv or [])])
-        result = run_experiment(
-            config, args.out, progress=not args.quiet, command=command
-        )
-    except BanditConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    done = run_study(
+        "experiments.studies.drift_study", args, argv, overrides(args), check
+    )
+    if done is None:
         return 2
+    shifts, result = done.checked, done.result
     rows, bands = summarise(result.output, shifts, args.window, args.tolerance)
     for row in rows:
         print(
@@ -244,8 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else ""
             )
         )
-    text = json.dumps(rows, indent=2) + "\n"
-    storage.atomic_write_text(result.output / "summary.json", text)
+    write_summary(rows, result.output)
     plot(bands, shifts, args.window, result.output / "drift.png")
     print(f"wrote {result.output / 'summary.json'} and {result.output / 'drift.png'}")
     return 0

@@ -32,7 +32,6 @@ indicative only.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -42,11 +41,9 @@ from typing import Any
 import numpy as np
 
 import envs
-from bandits.validation import BanditConfigError
 from envs.classification import fingerprint, load_dataset
-from experiments.config.loader import load_config, select_agents
-from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
+from experiments.studies.common import require_grid, run_study, write_summary
 
 ENV_ID = "Classification-v0"
 PARAMETER = "dataset"
@@ -228,30 +225,21 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = select_agents(load_config(args.config, overrides(args)), args.agents)
-        if config.env.id != ENV_ID or PARAMETER not in config.env.grid:
-            raise BanditConfigError(
-                f"the study needs env {ENV_ID!r} with an [env] grid over "
-                f"{PARAMETER} (or --datasets)"
-            )
-        command = " ".join(["python -m experiments.studies.uci_neural", *(argv or [])])
-        result = run_experiment(
-            config, args.out, progress=not args.quiet, command=command
-        )
-    except BanditConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    done = run_study(
+        "experiments.studies.uci_neural", args, argv, overrides(args),
+        lambda config: require_grid(config, PARAMETER, "--datasets", ENV_ID),
+    )  # fmt: skip
+    if done is None:
         return 2
-    rows = table(result.output)
-    text = json.dumps(rows, indent=2) + "\n"
-    storage.atomic_write_text(result.output / "summary.json", text)
+    rows = table(done.result.output)
+    path = write_summary(rows, done.result.output)
     scaling = rows[0]["scaling"] if rows else ""
     print(
-        f"\nUCI bandits, cumulative regret at T={config.run.horizon}, "
-        f"{len(config.run.seeds)} trials, mean +/- s.e. ({scaling} features)\n"
+        f"\nUCI bandits, cumulative regret at T={done.config.run.horizon}, "
+        f"{len(done.config.run.seeds)} trials, mean +/- s.e. ({scaling} features)\n"
     )
     print(format_table(rows))
-    print(f"\nwrote {result.output / 'summary.json'} and {result.report.html}")
+    print(f"\nwrote {path} and {done.result.report.html}")
     return 0
 
 

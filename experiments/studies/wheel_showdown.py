@@ -29,7 +29,6 @@ cumulative pseudo-regret (exact expected rewards) and u(delta) = 0.16 delta^2 +
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,11 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from bandits.validation import BanditConfigError
 from envs.wheel import uniform_regret_per_step
-from experiments.config.loader import load_config, select_agents
-from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
+from experiments.studies.common import require_grid, run_study, write_summary
 
 PARAMETER = "delta"
 QUICK = {"deltas": [0.5, 0.95], "horizon": 1_000, "trials": 2}
@@ -197,30 +194,21 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = select_agents(load_config(args.config, overrides(args)), args.agents)
-        if PARAMETER not in config.env.grid:
-            raise BanditConfigError(
-                f"the study needs an [env] grid over {PARAMETER} (or --deltas)"
-            )
-        command = " ".join(
-            ["python -m experiments.studies.wheel_showdown", *(argv or [])]
-        )
-        result = run_experiment(
-            config, args.out, progress=not args.quiet, command=command
-        )
-    except BanditConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    done = run_study(
+        "experiments.studies.wheel_showdown", args, argv, overrides(args),
+        lambda config: require_grid(config, PARAMETER, "--deltas"),
+    )  # fmt: skip
+    if done is None:
         return 2
-    rows = table(result.output)
-    text = json.dumps(rows, indent=2) + "\n"
-    storage.atomic_write_text(result.output / "summary.json", text)
+    rows = table(done.result.output)
+    path = write_summary(rows, done.result.output)
     print(
         f"\nWheel bandit, normalised cumulative regret (uniform = 100), "
-        f"T={config.run.horizon}, {len(config.run.seeds)} trials, mean +/- s.e.\n"
+        f"T={done.config.run.horizon}, {len(done.config.run.seeds)} trials, "
+        "mean +/- s.e.\n"
     )
     print(format_table(rows))
-    print(f"\nwrote {result.output / 'summary.json'} and {result.report.html}")
+    print(f"\nwrote {path} and {done.result.report.html}")
     return 0
 
 
