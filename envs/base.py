@@ -6,7 +6,7 @@ import abc
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,11 @@ class BanditEnv(abc.ABC):
     They never assign to `self`. `params_seed` fixes the instance returned by
     `default_params`.
     """
+
+    actions_leave_state: ClassVar[bool] = False
+    """True when the next state never depends on the action played (rounds are
+    independent draws): the Gymnasium shell then computes rounds in blocks ahead
+    for every action and steps by indexing (`envs.gym`)."""
 
     @property
     @abc.abstractmethod

@@ -17,6 +17,7 @@ moves the reward level but not which arm is best; K may be large (1000+).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,7 @@ class _IndependentRounds(BanditEnv):
 
     reward: str
     noise_std: float
+    actions_leave_state: ClassVar[bool] = True
 
     def reset(self, key, params):
         del params

@@ -315,3 +315,48 @@ def test_vector_env_autoreset_draws_new_instances_when_resampling():
     vec.step(actions)  # ... and restarts on the next one with a new instance
     after = np.asarray(vec.params.means)
     assert not np.any(np.all(after == before, axis=1))
+
+
+BLOCK_ENV_IDS = [i for i in ENV_IDS if envs.make_env(i).actions_leave_state]
+
+
+@pytest.mark.parametrize("reward", ["gaussian", "bernoulli"])
+def test_blocks_ahead_replay_the_step_by_step_stream(reward):
+    """Envs whose state ignores the action step from rounds computed ahead
+    (`envs.gym.BLOCK` at a time, for every action). Across two block boundaries
+    and random actions, against the same shell stepping one compiled step at a
+    time on the same keys: the same arms and masks, Bernoulli rewards identical,
+    and contexts, expected rewards, regret and Gaussian rewards within 1e-6 (two
+    programs on the same numbers; identical on this machine except the Gaussian
+    draw times the noise scale, but another CPU may fuse them differently)."""
+    from envs import gym as shell
+
+    assert {"Linear-v0", "LinearArmFeatures-v0"} <= set(BLOCK_ENV_IDS)
+    steps = 2 * shell.BLOCK + 37
+    actions = np.random.default_rng(5).integers(0, 10, size=steps)
+
+    def play(blocks: bool):
+        env = _make("Linear-v0", num_arms=10, dim=6, reward=reward)
+        env._blocks = blocks
+        obs, _ = env.reset(seed=11)
+        rows = []
+        for action in actions:
+            nxt, r, _, _, info = env.step(int(action))
+            rows.append((obs, r, info))
+            obs = nxt
+        return rows, env._block is not None
+
+    (fast, used_blocks), (slow, _) = play(True), play(False)
+    assert used_blocks
+    close = {"rtol": 1e-6, "atol": 1e-6}
+    for (obs_f, r_f, info_f), (obs_s, r_s, info_s) in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(obs_f["mask"], obs_s["mask"])
+        for name in ("context", "arms"):
+            np.testing.assert_allclose(obs_f[name], obs_s[name], **close)
+        for name in ("expected_rewards", "regret"):
+            np.testing.assert_allclose(info_f[name], info_s[name], **close)
+        assert info_f["optimal_action"] == info_s["optimal_action"]
+        if reward == "bernoulli":
+            assert r_f == r_s
+        else:
+            np.testing.assert_allclose(r_f, r_s, **close)

@@ -1,0 +1,72 @@
+"""One Gymnasium step at a time: `gymnasium.make("bandits/Linear-v0")` against a
+minimal NumPy linear bandit in the same run.
+
+Setting (speed issue): K = 10 arms, d = 20, Gaussian rewards, one env made with
+`gymnasium.make` (so with Gymnasium's wrappers, as a user has it), 3,000 steps
+after a warm-up of 600 that crosses a block boundary (`envs.gym.BLOCK`). The NumPy
+env draws a context and a reward per step and reports the same info (expected
+rewards, optimal arm, regret). Per-step latency (mean, which includes the
+block computed every `BLOCK` steps, median and 99th percentile, microseconds) of
+each and the ratio of medians (NumPy / ours: above 1 means the shell is faster)
+are recorded.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium
+import numpy as np
+
+import envs  # noqa: F401  (registers the Gymnasium ids)
+
+K, D, STEPS, WARMUP = 10, 20, 3_000, 600
+
+
+class NumpyLinear:
+    """A minimal disjoint linear bandit: x ~ N(0, I), r = theta_a . x + N(0, 1)."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.theta = self.rng.normal(size=(K, D)) / np.sqrt(D)
+        self.x = self.rng.normal(size=D).astype(np.float32)
+
+    def step(self, action: int):
+        expected = self.theta @ self.x
+        best = int(np.argmax(expected))
+        reward = float(expected[action] + self.rng.normal())
+        info = {
+            "expected_rewards": expected,
+            "optimal_action": best,
+            "regret": float(expected[best] - expected[action]),
+        }
+        self.x = self.rng.normal(size=D).astype(np.float32)
+        return {"context": self.x}, reward, False, False, info
+
+
+def latencies(step) -> np.ndarray:
+    times = []
+    for t in range(STEPS + WARMUP):
+        start = time.perf_counter()
+        step(t % K)
+        times.append(time.perf_counter() - start)
+    return np.asarray(times[WARMUP:]) * 1e6
+
+
+def test_gym_linear_step_against_numpy(benchmark, record_ratio):
+    env = gymnasium.make("bandits/Linear-v0", num_arms=K, dim=D)
+    env.reset(seed=0)
+    ours = latencies(env.step)
+    theirs = latencies(NumpyLinear().step)
+    benchmark.pedantic(lambda: env.step(1), rounds=200, warmup_rounds=10)
+    record_ratio(
+        "gym_linear_step_vs_numpy",
+        float(np.median(theirs) / np.median(ours)),
+        ours_mean_us=float(np.mean(ours)),
+        ours_p50_us=float(np.median(ours)),
+        ours_p99_us=float(np.percentile(ours, 99)),
+        numpy_mean_us=float(np.mean(theirs)),
+        numpy_p50_us=float(np.median(theirs)),
+        numpy_p99_us=float(np.percentile(theirs, 99)),
+    )
+    assert np.all(np.isfinite(ours))
