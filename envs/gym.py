@@ -394,7 +394,8 @@ class BanditGymEnv(gymnasium.Env):
         self._warned_masked = False
         # Envs whose state ignores the action step from blocks computed ahead.
         self._blocks = bool(getattr(self.bandit_env, "actions_leave_state", False))
-        self._block: dict[str, Any] | None = None
+        self._block: dict[str, Any] | None = None  # observation rows, as NumPy
+        self._outs: tuple[np.ndarray, ...] = ()  # reward, expected, optimal, regret
         self._row = 0
 
     def reset(

@@ -93,11 +93,13 @@ def test_simulate_equals_a_row_of_run():
 
 
 def test_direct_seed_keys_run_each_seed_key_as_simulate_does():
-    """`seed_key="direct"`: seed s runs on key(s) itself, in `run` and `sweep`."""
+    """`seed_key="direct"`: seed s runs on key(s) itself, in `run` and `sweep`
+    (the same actions; floats to float32 rounding, since a batch of two and one
+    stream are two programs that another CPU may fuse differently)."""
     env, params = _env()
     batch = bandits.run(env, LINTS, horizon=HORIZON, seeds=[5, 3], seed_key="direct")
     single = simulate(jax.random.key(3), env, params, LINTS, HORIZON)
-    _assert_trajectories_identical(single, _row(batch, 1))
+    _assert_trajectories_close(single, _row(batch, 1))
     swept = bandits.sweep(
         env,
         functools.partial(agents.lints, num_arms=NUM_ARMS, dim=DIM),
