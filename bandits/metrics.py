@@ -1,5 +1,8 @@
 """Regret curves and summaries across seeds, with 95% confidence bands.
 
+Slate runs use the same curves (`regret` is then exact slate pseudo-regret) and
+add `expected_clicks`, `click_rate_per_position` and `ndcg`.
+
 Bands are two-sided Student-t intervals for the mean across seeds:
 mean +/- t_{0.975, S-1} * sd / sqrt(S), with sd the sample standard deviation.
 """
@@ -108,6 +111,38 @@ def loglog_slope(curve: ArrayLike, start: int, stop: int) -> float:
     y = curve[t - 1]
     slope, _ = np.polyfit(np.log(t), np.log(y), 1)
     return float(slope)
+
+
+def _slate_record(trajectory: Trajectory):
+    if trajectory.slate is None:
+        raise ValueError(
+            "trajectory has no slate record: it comes from a single-item env "
+            "(slate metrics need a slate env, e.g. envs.make('LinearSlate-v0'))"
+        )
+    return trajectory.slate
+
+
+def expected_clicks(trajectory: Trajectory) -> np.ndarray:
+    """Exact expected number of clicks of each played slate, (S, T) (or (T,)):
+    sum_l E[click_l]. Under the cascade it is the slate's click probability;
+    under the DCM it differs from the reward (a satisfied user)."""
+    slate = _slate_record(trajectory)
+    return np.asarray(slate.expected_clicks, np.float64).sum(axis=-1)
+
+
+def click_rate_per_position(trajectory: Trajectory) -> np.ndarray:
+    """Sampled click rate of every position over the run, (S, L) (or (L,))."""
+    slate = _slate_record(trajectory)
+    return np.asarray(slate.clicks, np.float64).mean(axis=-2)
+
+
+def ndcg(trajectory: Trajectory) -> np.ndarray:
+    """NDCG@L of each played slate against the ideal slate, (S, T) (or (T,)).
+
+    Gains are the items' attractions (linear gains), discounts 1 / log2(l + 1),
+    the ideal slate the L most attractive allowed items
+    (`bandits.simulation.slate_ndcg`)."""
+    return np.asarray(_slate_record(trajectory).ndcg, np.float64)
 
 
 PROBABILITY_CLIP = 1e-7
