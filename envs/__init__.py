@@ -7,6 +7,7 @@ from envs import (
     multi_armed,
     nonlinear,
     recommendation,
+    slate,
     wheel,
 )
 from envs.base import BanditEnv, hyperparameters, make, make_env, register, registered
@@ -25,6 +26,7 @@ __all__ = [
     "recommendation",
     "register",
     "registered",
+    "slate",
     "wheel",
 ]
 

@@ -77,8 +77,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from bandits.simulation import pseudo_regret
-from bandits.types import ArraySpec, EnvParams, EnvState, Observation
+from bandits.simulation import pseudo_regret, slate_pseudo_regret
+from bandits.types import ArraySpec, EnvParams, EnvState, Observation, SlateFeedback
 from bandits.validation import BanditConfigError, positive_int
 from envs.base import BanditEnv, make_env, registered
 
@@ -86,6 +86,14 @@ NAMESPACE = "bandits"
 ENTRY_POINT = "envs.gym:BanditGymEnv"
 VECTOR_ENTRY_POINT = "envs.gym:BanditVectorEnv"
 INFO_KEYS = ("expected_rewards", "optimal_action", "regret")
+SLATE_INFO_KEYS = (
+    "expected_rewards",
+    "expected_clicks",
+    "clicks",
+    "examined",
+    "optimal_action",
+    "regret",
+)
 
 
 # ---------------------------------------------------------------------------
@@ -105,8 +113,9 @@ class _StepOut(NamedTuple):
 
     reward: jax.Array  # ()
     expected_rewards: jax.Array  # (K,)
-    optimal_action: jax.Array  # () int32
+    optimal_action: jax.Array  # () int32  (slates: (L,) the optimal slate)
     regret: jax.Array  # ()
+    slate: SlateFeedback | None = None  # slate envs: the per-position feedback
 
 
 def _key_from_words(words: jax.Array) -> jax.Array:
@@ -134,13 +143,19 @@ def _start_from_words(
 def _advance(
     env: BanditEnv, stream: _Stream, params: EnvParams, action: jax.Array
 ) -> tuple[_Stream, _StepOut]:
-    """One env step plus the exact pseudo-regret against the best allowed arm."""
+    """One env step plus the exact pseudo-regret against the best allowed arm
+    (or, for a slate env, the optimal slate)."""
     key_next, key_step = jax.random.split(stream.key)
     obs, state, feedback = env.step(key_step, stream.state, action, params)
     expected = feedback.expected_rewards
-    optimal, _, regret = pseudo_regret(expected, stream.obs.mask, action)
+    slate = getattr(feedback, "slate", None)
+    if slate is None:
+        optimal, _, regret = pseudo_regret(expected, stream.obs.mask, action)
+    else:
+        optimal, _, regret = slate_pseudo_regret(slate, action)
     reward = jnp.asarray(feedback.reward, expected.dtype)
-    return _Stream(key_next, obs, state), _StepOut(reward, expected, optimal, regret)
+    out = _StepOut(reward, expected, optimal, regret, slate)
+    return _Stream(key_next, obs, state), out
 
 
 @functools.partial(jax.jit, static_argnames=("env", "resample"))
@@ -275,6 +290,111 @@ def _some_masked(allowed: np.ndarray | None) -> bool:
     return allowed is not None and not allowed.all()
 
 
+def _sample_slate(
+    rng: np.random.Generator, num_items: int, size: int, allowed: np.ndarray | None
+) -> np.ndarray:
+    """L distinct items in uniformly random order, drawn among the allowed ones
+    (among all when fewer than L are allowed)."""
+    pool = np.arange(num_items)
+    if allowed is not None and allowed.sum() >= size:
+        pool = pool[allowed]
+    return rng.choice(pool, size=size, replace=False).astype(np.int64)
+
+
+class SlateSpace(spaces.MultiDiscrete):
+    """The action space of a slate env: `MultiDiscrete([K] * L)`, L positions.
+
+    `sample()` draws L distinct items among those `allowed` (the current
+    observation's mask, set by the shell), and `contains` refuses a repeated
+    item. An explicit `sample(mask=...)` is Gymnasium's own (it may repeat).
+    """
+
+    allowed: np.ndarray | None = None
+
+    def __init__(self, num_items: int, slate_size: int, seed=None):
+        super().__init__(np.full(slate_size, num_items, dtype=np.int64), seed=seed)
+        self.num_items, self.slate_size = num_items, slate_size
+
+    def sample(self, mask=None, probability=None):
+        if mask is not None or probability is not None:
+            return super().sample(mask=mask, probability=probability)
+        return _sample_slate(
+            self.np_random, self.num_items, self.slate_size, self.allowed
+        )
+
+    def contains(self, x) -> bool:
+        value = np.asarray(x)
+        return bool(super().contains(x) and len(np.unique(value)) == value.shape[-1])
+
+
+class SlateBatchSpace(spaces.MultiDiscrete):
+    """The batched `SlateSpace` of a vector env, (num_envs, L); `allowed` is
+    (num_envs, K)."""
+
+    allowed: np.ndarray | None = None
+
+    def __init__(self, num_envs: int, num_items: int, slate_size: int, seed=None):
+        nvec = np.full((num_envs, slate_size), num_items, dtype=np.int64)
+        super().__init__(nvec, seed=seed)
+        self.num_items, self.slate_size = num_items, slate_size
+
+    def sample(self, mask=None, probability=None):
+        if mask is not None or probability is not None:
+            return super().sample(mask=mask, probability=probability)
+        rows = self.shape[0]
+        allowed = self.allowed if self.allowed is not None else [None] * rows
+        return np.stack(
+            [
+                _sample_slate(self.np_random, self.num_items, self.slate_size, a)
+                for a in allowed
+            ]
+        )
+
+
+def _action_space(env: BanditEnv) -> spaces.Space:
+    """`MaskedDiscrete(K)`, or a `SlateSpace` for an env with a `slate_size`."""
+    size = getattr(env, "slate_size", None)
+    if size is None:
+        return MaskedDiscrete(env.num_arms)
+    return SlateSpace(env.num_arms, size)
+
+
+def _check_slate(action: Any, num_items: int, size: int) -> np.ndarray:
+    """`action` as an (L,) int32 array of distinct items in [0, K), else raises."""
+    value = np.asarray(action)
+    if (
+        value.shape != (size,)
+        or not np.issubdtype(value.dtype, np.integer)
+        or np.any(value < 0)
+        or np.any(value >= num_items)
+    ):
+        raise ValueError(
+            f"action must be a slate: {size} integers in [0, {num_items}) (one "
+            f"item per position), got {action!r}"
+        )
+    items, counts = np.unique(value, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(
+            f"action {value.tolist()} repeats item(s) {items[counts > 1].tolist()}: "
+            f"a slate shows {size} distinct items"
+        )
+    return value.astype(np.int32)
+
+
+def _slate_info(out: _StepOut) -> dict[str, Any]:
+    """The `info` arrays of a slate step (batched or not), keyed as
+    `SLATE_INFO_KEYS`."""
+    assert out.slate is not None
+    return {
+        "expected_rewards": np.array(out.expected_rewards),
+        "expected_clicks": np.array(out.slate.expected_clicks),
+        "clicks": np.array(out.slate.clicks),
+        "examined": np.array(out.slate.examined),
+        "optimal_action": np.array(out.optimal_action),
+        "regret": np.array(out.regret),
+    }
+
+
 def _refuse_masked(action: int, allowed: np.ndarray, where: str = "") -> str:
     """The message for a masked-out `action` given the (K,) `allowed` mask."""
     arms = np.flatnonzero(allowed).tolist()
@@ -387,7 +507,8 @@ class BanditGymEnv(gymnasium.Env):
         self.strict = strict
         self.render_mode = render_mode
         self.observation_space = observation_space(self.bandit_env)
-        self.action_space = MaskedDiscrete(self.bandit_env.num_arms)
+        self.action_space = _action_space(self.bandit_env)
+        self.slate_size: int | None = getattr(self.bandit_env, "slate_size", None)
         self._default_params = self.bandit_env.default_params()
         self.params = self._default_params
         self._stream: _Stream | None = None
@@ -421,6 +542,8 @@ class BanditGymEnv(gymnasium.Env):
         """Plays `action` on the current observation; see the module docstring."""
         if self._stream is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
+        if self.slate_size is not None:
+            return self._step_slate(action)
         action = _check_action(action, self.bandit_env.num_arms)
         allowed = self.action_space.allowed
         if allowed is not None and not allowed[action]:
@@ -436,6 +559,19 @@ class BanditGymEnv(gymnasium.Env):
             "optimal_action": int(out.optimal_action),
             "regret": float(out.regret),
         }
+        return self._observe(), float(out.reward), False, False, info
+
+    def _step_slate(
+        self, action: Any
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """`step` for a slate env: `action` is L distinct items, top first."""
+        slate = _check_slate(action, self.bandit_env.num_arms, self.slate_size)
+        self._stream, out = _single_step(
+            self._stream, self.params, slate, env=self.bandit_env
+        )
+        out = jax.device_get(out)
+        info = _slate_info(out)
+        info["regret"] = float(info["regret"])
         return self._observe(), float(out.reward), False, False, info
 
     def _observe(self) -> dict[str, np.ndarray]:
@@ -566,13 +702,20 @@ class BanditVectorEnv(VectorEnv):
         self.strict = strict
         self.render_mode = render_mode
         self.single_observation_space = observation_space(self.bandit_env)
-        self.single_action_space = MaskedDiscrete(self.bandit_env.num_arms)
+        self.single_action_space = _action_space(self.bandit_env)
+        self.slate_size: int | None = getattr(self.bandit_env, "slate_size", None)
         self.observation_space = batch_space(
             self.single_observation_space, self.num_envs
         )
-        self.action_space = MaskedMultiDiscrete(
-            np.full(self.num_envs, self.bandit_env.num_arms, dtype=np.int64)
-        )
+        self.action_space: MaskedMultiDiscrete | SlateBatchSpace
+        if self.slate_size is None:
+            self.action_space = MaskedMultiDiscrete(
+                np.full(self.num_envs, self.bandit_env.num_arms, dtype=np.int64)
+            )
+        else:
+            self.action_space = SlateBatchSpace(
+                self.num_envs, self.bandit_env.num_arms, self.slate_size
+            )
         self._default_params = self.bandit_env.default_params()
         self.params = self._default_params
         self._streams: _Stream | None = None
@@ -630,8 +773,12 @@ class BanditVectorEnv(VectorEnv):
         self._restart = truncated.copy()
         has_info = ~restart
         info: dict[str, Any] = {}
-        for name in INFO_KEYS:
-            info[name] = np.array(getattr(out, name))
+        if self.slate_size is None:
+            values = {name: np.array(getattr(out, name)) for name in INFO_KEYS}
+        else:
+            values = _slate_info(out)
+        for name, value in values.items():
+            info[name] = value
             info[f"_{name}"] = has_info.copy()
         obs = self._observe()
         terminated = np.zeros(self.num_envs, dtype=bool)
@@ -649,6 +796,8 @@ class BanditVectorEnv(VectorEnv):
         allowed = self.action_space.allowed
         if allowed is None:
             return
+        if self.slate_size is not None:
+            return  # a masked item in a slate is never clicked (envs.slate)
         played = allowed[np.arange(self.num_envs), actions] | restart
         if played.all():
             return
@@ -682,6 +831,15 @@ class BanditVectorEnv(VectorEnv):
     def _check_actions(self, actions: Any) -> np.ndarray:
         value = np.asarray(actions)
         num_arms = self.bandit_env.num_arms
+        if self.slate_size is not None:
+            if value.shape != (self.num_envs, self.slate_size):
+                raise ValueError(
+                    f"actions must be an integer array of shape ({self.num_envs}, "
+                    f"{self.slate_size}) (one slate per sub-env), got {actions!r}"
+                )
+            return np.stack(
+                [_check_slate(row, num_arms, self.slate_size) for row in value]
+            )
         if (
             value.shape != (self.num_envs,)
             or not np.issubdtype(value.dtype, np.integer)

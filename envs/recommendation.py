@@ -271,6 +271,30 @@ class RecommendationEnv(BanditEnv):
         )
         return self.observe(state, params), state, feedback
 
+    def step_slate(
+        self,
+        key: jax.Array,
+        state: RecState,
+        params: RecParams,
+        slate: jax.Array,
+        clicks: jax.Array,
+        examined: jax.Array,
+    ) -> tuple[Observation, RecState]:
+        """The next observation and state after the user scanned a slate
+        (`envs.slate`): every examined position, top first, enters the user's
+        history with its click (preference drift and boredom on clicks, as in
+        `step`); unexamined positions leave no trace. Then the next arrival."""
+        u = jax.random.uniform(key, (model.arrival_draw_count(self),))
+
+        def show(state, position):
+            item, clicked, seen = position
+            return model.consume_if(state, params, item, clicked, seen, self), None
+
+        items = state.candidates[slate]
+        state, _ = jax.lax.scan(show, state, (items, clicks, examined))
+        state = model.arrive(u, state.replace(t=state.t + 1), params, self)
+        return self.observe(state, params), state
+
     def expected_rewards(self, state: RecState, params: RecParams) -> jax.Array:
         """Exact click probabilities of the K candidates, (K,)."""
         return jax.nn.sigmoid(model.click_logits(state, params, self))

@@ -389,6 +389,50 @@ def consume(
     and the item's category gains one unit of boredom, which then halves every
     `boredom_half_life_days`.
     """
+    return _set_user_rows(state, _consumed_rows(state, params, item, clicked, cfg))
+
+
+def consume_if(
+    state: RecState,
+    params: RecParams,
+    item: jax.Array,
+    clicked: jax.Array,
+    shown: jax.Array,
+    cfg,
+) -> RecState:
+    """`consume` where `shown` is True, else the state unchanged (one user's rows
+    are selected, so the cost stays that of `consume`): a slate position the
+    user did not examine leaves no trace."""
+    u = state.user
+    new = _consumed_rows(state, params, item, clicked, cfg)
+    old = _UserRows(
+        preference=state.preference[u],
+        history_items=state.history_items[u],
+        history_clicks=state.history_clicks[u],
+        history_valid=state.history_valid[u],
+        boredom=state.boredom[u],
+        last_visit=state.last_visit[u],
+    )
+    shown = jnp.asarray(shown, bool)
+    rows = jax.tree.map(lambda n, o: jnp.where(shown, n, o), new, old)
+    return _set_user_rows(state, rows)
+
+
+class _UserRows(NamedTuple):
+    """The arriving user's rows of the per-user state."""
+
+    preference: jax.Array  # (L,)
+    history_items: jax.Array  # (H,)
+    history_clicks: jax.Array  # (H,)
+    history_valid: jax.Array  # (H,)
+    boredom: jax.Array  # (C,)
+    last_visit: jax.Array  # ()
+
+
+def _consumed_rows(
+    state: RecState, params: RecParams, item: jax.Array, clicked: jax.Array, cfg
+) -> _UserRows:
+    """The arriving user's rows after being shown `item` (see `consume`)."""
     u = state.user
     clicked = jnp.asarray(clicked, bool)
     v = params.item_latent[item]
@@ -400,19 +444,25 @@ def consume(
     )
     bump = jax.nn.one_hot(params.item_category[item], cfg.num_categories)
     boredom = boredom_now(state, u, cfg) + clicked.astype(jnp.float32) * bump
+    return _UserRows(
+        preference=p_new,
+        history_items=_push(state.history_items[u], item),
+        history_clicks=_push(state.history_clicks[u], clicked),
+        history_valid=_push(state.history_valid[u], jnp.asarray(True)),
+        boredom=boredom,
+        last_visit=state.t,
+    )
+
+
+def _set_user_rows(state: RecState, rows: _UserRows) -> RecState:
+    u = state.user
     return state.replace(
-        preference=state.preference.at[u].set(p_new),
-        history_items=state.history_items.at[u].set(
-            _push(state.history_items[u], item)
-        ),
-        history_clicks=state.history_clicks.at[u].set(
-            _push(state.history_clicks[u], clicked)
-        ),
-        history_valid=state.history_valid.at[u].set(
-            _push(state.history_valid[u], jnp.asarray(True))
-        ),
-        boredom=state.boredom.at[u].set(boredom),
-        last_visit=state.last_visit.at[u].set(state.t),
+        preference=state.preference.at[u].set(rows.preference),
+        history_items=state.history_items.at[u].set(rows.history_items),
+        history_clicks=state.history_clicks.at[u].set(rows.history_clicks),
+        history_valid=state.history_valid.at[u].set(rows.history_valid),
+        boredom=state.boredom.at[u].set(rows.boredom),
+        last_visit=state.last_visit.at[u].set(rows.last_visit),
     )
 
 

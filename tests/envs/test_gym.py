@@ -22,6 +22,10 @@ from bandits.validation import BanditConfigError
 from envs.gym import BanditGymEnv, BanditVectorEnv, gym_id, register_gym_envs
 
 ENV_IDS = list(envs.registered())
+# Envs whose action is one arm (slate envs take L items; tests/envs/test_slate.py).
+SINGLE_ENV_IDS = [
+    i for i in ENV_IDS if getattr(envs.make_env(i), "slate_size", None) is None
+]
 NUM_ENVS = 4
 
 
@@ -33,12 +37,20 @@ def _first_allowed(obs) -> int:
     return int(np.flatnonzero(obs["mask"])[0])
 
 
+def _first_action(env, obs):
+    """The first allowed arm, or for a slate env the first L allowed items."""
+    size = getattr(env.bandit_env, "slate_size", None)
+    if size is None:
+        return _first_allowed(obs)
+    return np.flatnonzero(obs["mask"])[:size]
+
+
 def _rollout(env, seed: int, steps: int):
-    """Observations and rewards of `steps` steps playing the first allowed arm."""
+    """Observations and rewards of `steps` steps playing the first allowed arm(s)."""
     obs, _ = env.reset(seed=seed)
     observations, rewards = [obs], []
     for _ in range(steps):
-        obs, reward, *_ = env.step(_first_allowed(obs))
+        obs, reward, *_ = env.step(_first_action(env, obs))
         observations.append(obs)
         rewards.append(reward)
     return observations, rewards
@@ -96,7 +108,12 @@ def test_spaces_follow_the_observation_spec(env_id):
         assert box.shape == tuple(spec[name].shape)
         assert np.all(np.isfinite(box.low)) and np.all(np.isfinite(box.high))
     assert env.observation_space["mask"].dtype == np.bool_
-    assert env.action_space == gymnasium.spaces.Discrete(env.bandit_env.num_arms)
+    size = getattr(env.bandit_env, "slate_size", None)
+    if size is None:
+        assert env.action_space == gymnasium.spaces.Discrete(env.bandit_env.num_arms)
+    else:  # one Discrete(K) per slate position
+        assert isinstance(env.action_space, gymnasium.spaces.MultiDiscrete)
+        assert env.action_space.nvec.tolist() == [env.bandit_env.num_arms] * size
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -121,7 +138,7 @@ def test_different_seeds_give_different_streams():
     assert not np.array_equal(first["context"], second["context"])
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("env_id", SINGLE_ENV_IDS)
 def test_step_info_is_consistent(env_id):
     env = _make(env_id)
     num_arms = env.bandit_env.num_arms
