@@ -10,10 +10,11 @@ stays light.
 import importlib
 from typing import Any
 
-from agents import basic, features, linear, popularity
+from agents import basic, features, linear, popularity, slate
 from agents.basic import random, thompson_bernoulli, ucb1
 from agents.linear import epsilon_greedy, lin_greedy, lints, linucb
 from agents.registry import defer, hyperparameters, make, register, registered
+from agents.slate import epsilon_greedy_slate, random_slate, top_l_linucb
 
 NEURAL_AGENTS = (
     "neural_epsilon_greedy",
@@ -47,6 +48,7 @@ __all__ = [
     "bootstrapped_ensemble",
     "ensemble_sampling",
     "epsilon_greedy",
+    "epsilon_greedy_slate",
     "features",
     "hyperparameters",
     "lin_greedy",
@@ -57,9 +59,12 @@ __all__ = [
     "neural",
     "popularity",
     "random",
+    "random_slate",
     "register",
     "registered",
+    "slate",
     "thompson_bernoulli",
+    "top_l_linucb",
     "transformer",
     "ucb1",
 ]
