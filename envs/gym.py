@@ -33,6 +33,16 @@ that was acted on:
 
 Envs whose state evolves report the per-step (dynamic) oracle.
 
+Slates. A slate env (`envs.slate`, one with a `slate_size` L) takes an ordered
+slate of L distinct items: the action space is `SlateSpace`, a
+`MultiDiscrete([K] * L)` whose `sample()` draws L distinct allowed items and
+whose `contains` refuses repeats; `step` refuses a repeated item (`ValueError`).
+Its `info` holds `SLATE_INFO_KEYS`: `expected_rewards` (K attractions),
+`expected_clicks`, `clicks` and `examined` (L each), `optimal_action` (the
+optimal slate, L) and `regret` (exact slate pseudo-regret). A masked item may be
+shown in a slate (it is never clicked), so slates are not refused for masks. The
+vector shell takes (num_envs, L) actions.
+
 Masked arms. Some envs forbid arms in some rounds (`obs["mask"][k]` False; the
 recommendation envs mask repeated candidates). Playing one is refused: `step`
 raises `MaskedActionError`, naming the action and the allowed ones. With

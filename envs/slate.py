@@ -32,10 +32,11 @@ Optimal slate: the L most attractive allowed items in descending order of
 attraction (`optimal_slate`). PBM: sum_l kappa_l a_l with kappa non-increasing is
 maximised by matching the largest attractions to the largest kappa (rearrangement
 inequality) and it grows with every a_l. Cascade and DCM: 1 - prod_l (1 - v_l a_l)
-grows with every a_l, so the set is the top L; exchanging two positions l < m
-changes the product by (v_l - v_m)(a_m - a_l) times the other factors, which is
->= 0 to gain when a_m > a_l and v_l >= v_m, so the sorted order is optimal (any
-order is, for the cascade). docs/slates.md writes this out.
+grows with every a_l, so the set is the top L; swapping the items at l < m
+changes the product by (v_l - v_m)(a_l - a_m) times the other factors, <= 0 (a
+gain) when the more attractive item moves up (a_m > a_l) and v_l >= v_m, so the
+sorted order is optimal (any order is, for the cascade). docs/slates.md writes
+this out.
 
 Masked items. An item the observation's mask forbids (the recommendation
 presets mask repeated candidates) may be shown, but its attraction counts as 0:
