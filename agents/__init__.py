@@ -14,7 +14,13 @@ from agents import basic, features, linear, popularity, slate
 from agents.basic import random, thompson_bernoulli, ucb1
 from agents.linear import epsilon_greedy, lin_greedy, lints, linucb
 from agents.registry import defer, hyperparameters, make, register, registered
-from agents.slate import epsilon_greedy_slate, random_slate, top_l_linucb
+from agents.slate import (
+    cascade_lints,
+    cascade_linucb,
+    epsilon_greedy_slate,
+    random_slate,
+    top_l_linucb,
+)
 
 NEURAL_AGENTS = (
     "neural_epsilon_greedy",
@@ -46,6 +52,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "basic",
     "bootstrapped_ensemble",
+    "cascade_lints",
+    "cascade_linucb",
     "ensemble_sampling",
     "epsilon_greedy",
     "epsilon_greedy_slate",

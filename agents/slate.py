@@ -1,19 +1,21 @@
 """Slate agents: choose an ordered list of L distinct items out of K (`envs.slate`).
 
 A slate agent's `act` returns an (L,) int32 array, position 1 first; its
-`update` receives the (L,) click of every position as its reward. The agents
-here ignore the position an item was shown at (the naive baselines that
-position-aware agents must beat):
+`update` receives the (L,) click of every position as its reward.
 
     random_slate          a uniformly random ordered slate of allowed items
     top_l_linucb          the L allowed items of largest LinUCB index, largest first
     epsilon_greedy_slate  a random slate w.p. epsilon, else the L best ridge means
+    cascade_linucb        CascadeLinUCB (Zong et al. 2016)
+    cascade_lints         CascadeLinTS (Zong et al. 2016)
 
 The ridge agents score items with the ridge core of `agents.ridge` (disjoint
-"context" features, one block per item, or shared "arms" features) and, after a
-slate, add every shown item with its click as one observation (x_{s_l}, c_l),
-examined or not: under a cascade, an unclicked item below the first click was
-never seen, and these agents still count it as a miss (why they are naive).
+"context" features, one block per item, or shared "arms" features). The first
+three ignore the position an item was shown at (the naive baselines that
+position-aware agents must beat): after a slate they add every shown item with
+its click as one observation (x_{s_l}, c_l), examined or not, so under a
+cascade an unclicked item below the first click, never seen, still counts as a
+miss. The cascade agents add only the positions down to the first click.
 
 Propensities: `action_probs(key, state, obs)` is the (L, K) probability of item
 k at position l; `slate_probability(key, state, obs, slate)` the exact
@@ -42,6 +44,7 @@ from agents.ridge import (
     block_and_features,
     mean_and_width,
     ridge_add,
+    ridge_belief,
     ridge_init,
 )
 from bandits.types import Agent, Observation
@@ -186,9 +189,15 @@ def _ridge_slate_agent(
     refactor_every: int,
     scores,
     epsilon=None,
+    cascade: bool = False,
+    sampled: bool = False,
 ) -> Agent:
-    """A slate agent on the ridge core: `scores(state, obs) -> (K,)` ranks the
-    items; with `epsilon` a uniformly random slate is played w.p. epsilon."""
+    """A slate agent on the ridge core: `scores(key, state, obs) -> (K,)` ranks
+    the items; with `epsilon` a uniformly random slate is played w.p. epsilon.
+
+    `cascade`: update only with the positions a cascade user examined (down to
+    the first click), else with every shown position. `sampled`: the scores use
+    the key (Thompson sampling), so no closed-form propensities."""
     num_arms = positive_int("num_arms", num_arms)
     dim = positive_int("dim", dim)
     slate_size = _check_slate_size(slate_size, num_arms)
@@ -213,13 +222,13 @@ def _ridge_slate_agent(
         del key
         return ridge_init(blocks, dim, regularization, jdtype)
 
-    def greedy(state, obs):
-        return top_slate(scores(state, obs), obs.mask, slate_size)
+    def greedy(state, obs, key=None):
+        return top_slate(scores(key, state, obs), obs.mask, slate_size)
 
     def act(key, state, obs):
-        best = greedy(state, obs)
         if epsilon is None:
-            return best
+            return greedy(state, obs, key)
+        best = greedy(state, obs)
         key_explore, key_slate = jax.random.split(key)
         explore = jax.random.uniform(key_explore) < epsilon
         return jnp.where(explore, uniform_slate(key_slate, obs.mask, slate_size), best)
@@ -227,13 +236,21 @@ def _ridge_slate_agent(
     def update(key, state, obs, action, reward):
         del key
         clicks = jnp.broadcast_to(jnp.asarray(reward, jdtype), (slate_size,))
+        seen = jnp.ones((slate_size,), jdtype)
+        if cascade:
+            seen = cascade_observed(clicks).astype(jdtype)
 
         def add(state, position):
-            item, click = position
+            item, click, weight = position
             block, x = block_and_features(obs, item, features, jdtype)
-            return ridge_add(state, block, x, click, refactor_every), None
+            # An unobserved position adds x = 0: exactly no change to A, b,
+            # the root or theta_hat (the round counter still moves, so the
+            # re-factorisation schedule stays independent of the data).
+            return ridge_add(
+                state, block, weight * x, weight * click, refactor_every
+            ), None
 
-        state, _ = jax.lax.scan(add, state, (action, clicks))
+        state, _ = jax.lax.scan(add, state, (action, clicks, seen))
         return state
 
     def action_probs(key, state, obs):
@@ -261,13 +278,20 @@ def _ridge_slate_agent(
         init,
         act,
         update,
-        action_probs,
+        None if sampled else action_probs,
         name=name,
         predict=predict,
         slate_size=slate_size,
-        slate_probability=slate_probability,
+        slate_probability=None if sampled else slate_probability,
         **declared_shapes(num_arms, dim, features),
     )
+
+
+def cascade_observed(clicks: jax.Array) -> jax.Array:
+    """(L,) bool: the positions a cascade user examined, down to and including
+    the first click (all L without a click)."""
+    clicked = clicks > 0
+    return (jnp.cumsum(clicked) - clicked) == 0
 
 
 @register("top_l_linucb")
@@ -307,7 +331,8 @@ def top_l_linucb(
     """
     real("alpha", alpha, low=0.0)
 
-    def scores(state, obs):
+    def scores(key, state, obs):
+        del key
         mean, width = mean_and_width(state, obs, features)
         return mean + alpha * width
 
@@ -341,10 +366,110 @@ def epsilon_greedy_slate(
     """
     real("epsilon", epsilon, low=0.0, high=1.0)
 
-    def scores(state, obs):
+    def scores(key, state, obs):
+        del key
         return mean_and_width(state, obs, features)[0]
 
     return _ridge_slate_agent(
         "epsilon_greedy_slate", num_arms, dim, slate_size, regularization, features,
         dtype, refactor_every, scores, epsilon=epsilon,
+    )  # fmt: skip
+
+
+@register("cascade_linucb")
+def cascade_linucb(
+    num_arms: int,
+    dim: int,
+    slate_size: int,
+    alpha: float = 1.0,
+    sigma: float = 1.0,
+    features: str = "context",
+    dtype: str = "float32",
+    refactor_every: int = REFACTOR_EVERY,
+) -> Agent:
+    """CascadeLinUCB (Zong et al. 2016, Algorithm 2): the L items of largest
+    U(e) = min(x_e^T theta_bar + c sqrt(x_e^T M^{-1} x_e), 1), learning only from
+    the positions a cascade user examined.
+
+    The paper keeps M = I + sigma^{-2} sum x x^T and B = sum x 1[click], so
+    theta_bar = sigma^{-2} M^{-1} B is ridge regression with lambda = sigma^2
+    and sqrt(x^T M^{-1} x) = sigma * sqrt(x^T (sigma^2 I + X^T X)^{-1} x): the
+    ridge core with `regularization = sigma^2`, its width scaled by sigma, and
+    c = `alpha`. After a round with its first click at position C (C = L
+    without a click), the items at positions 1..C are added with their clicks
+    (1 at C, 0 above); the positions below were not examined. Items are ranked
+    by the unclipped index: a slate sorted by it is sorted by U too, so it is
+    one of the paper's tie-breaks among items whose U is clipped at 1.
+    Deterministic: one-hot `action_probs`, `slate_probability` 1 for its slate.
+
+    Args:
+      num_arms: number of candidates K.
+      dim: feature dimension (d for "context": one theta per item over the
+        context, the block-diagonal form of the paper's x_e; p for "arms": the
+        paper's shared theta over item features `obs.arms`).
+      slate_size: L, 1 <= L <= K.
+      alpha: c in the paper, >= 0.
+      sigma: sigma in the paper, > 0.
+      features, dtype, refactor_every: as for `top_l_linucb`.
+
+    References:
+      Zong, Ni, Sung, Ke, Wen & Kveton (2016), "Cascading bandits for
+      large-scale recommendation problems", UAI.
+
+    Examples:
+      >>> agent = cascade_linucb(num_arms=10, dim=5, slate_size=3)
+    """
+    real("alpha", alpha, low=0.0)
+    real("sigma", sigma, low=0.0, low_open=True)
+
+    def scores(key, state, obs):
+        del key
+        mean, width = mean_and_width(state, obs, features)
+        return mean + alpha * sigma * width
+
+    return _ridge_slate_agent(
+        "cascade_linucb", num_arms, dim, slate_size, sigma * sigma, features, dtype,
+        refactor_every, scores, cascade=True,
+    )  # fmt: skip
+
+
+@register("cascade_lints")
+def cascade_lints(
+    num_arms: int,
+    dim: int,
+    slate_size: int,
+    sigma: float = 1.0,
+    features: str = "context",
+    dtype: str = "float32",
+    refactor_every: int = REFACTOR_EVERY,
+) -> Agent:
+    """CascadeLinTS (Zong et al. 2016, Algorithm 1): draw
+    theta_t ~ N(theta_bar, M^{-1}) and show the L items of largest x_e^T theta_t,
+    learning only from the positions a cascade user examined.
+
+    With M = I + sigma^{-2} sum x x^T, M^{-1} = sigma^2 (sigma^2 I + X^T X)^{-1}:
+    the ridge core with `regularization = sigma^2` and its posterior draw scaled
+    by sigma. Updates as `cascade_linucb`. The slate probabilities of a posterior
+    draw have no closed form: no `action_probs` or `slate_probability`.
+
+    Args:
+      num_arms, dim, slate_size, features, dtype, refactor_every: as for
+        `cascade_linucb`.
+      sigma: sigma in the paper, > 0.
+
+    References:
+      Zong, Ni, Sung, Ke, Wen & Kveton (2016), UAI.
+
+    Examples:
+      >>> agent = cascade_lints(num_arms=10, dim=5, slate_size=3)
+    """
+    real("sigma", sigma, low=0.0, low_open=True)
+    jdtype = jnp.float64 if dtype == "float64" else jnp.float32
+
+    def scores(key, state, obs):
+        return ridge_belief(state, obs, features).draw(key, sigma, jdtype)
+
+    return _ridge_slate_agent(
+        "cascade_lints", num_arms, dim, slate_size, sigma * sigma, features, dtype,
+        refactor_every, scores, cascade=True, sampled=True,
     )  # fmt: skip

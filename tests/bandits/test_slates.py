@@ -18,6 +18,8 @@ import pytest
 import agents
 import bandits
 import envs
+from agents.ridge import REFACTOR_EVERY, block_and_features, ridge_add
+from agents.slate import cascade_observed
 from bandits import metrics
 from bandits.simulation import slate_ndcg, slate_pseudo_regret
 from bandits.types import SlateFeedback
@@ -36,12 +38,14 @@ def linear_env():
 
 @pytest.fixture(scope="module")
 def runs(linear_env):
-    """Random slates and top-L LinUCB on the PBM linear slate env."""
+    """Every slate agent on the PBM linear slate env."""
     env, _ = linear_env
     out = {}
     for agent in (
         agents.make("random_slate", num_arms=K, dim=D, slate_size=L),
         agents.make("top_l_linucb", num_arms=K, dim=D, slate_size=L, alpha=0.5),
+        agents.make("cascade_linucb", num_arms=K, dim=D, slate_size=L, alpha=0.5),
+        agents.make("cascade_lints", num_arms=K, dim=D, slate_size=L),
     ):
         out[agent.name] = bandits.run(env, agent, horizon=HORIZON, seeds=SEEDS)
     return out
@@ -210,7 +214,11 @@ def observation(linear_env):
 
 @pytest.mark.parametrize(
     ("name", "kwargs"),
-    [("random_slate", {}), ("epsilon_greedy_slate", {"epsilon": 0.3})],
+    [
+        ("random_slate", {}),
+        ("epsilon_greedy_slate", {"epsilon": 0.3}),
+        ("cascade_linucb", {}),
+    ],
 )
 def test_slate_propensities_are_exact(name, kwargs, observation):
     """`slate_probability` sums to 1 over every ordered slate (brute force, 5
@@ -273,3 +281,51 @@ def test_agent_and_env_must_agree_on_slates(linear_env):
     other = agents.make("random_slate", num_arms=K, slate_size=2)
     with pytest.raises(BanditConfigError, match="slate_size=3"):
         bandits.run(env, other, horizon=5, seeds=1)
+
+
+def test_cascade_observed_positions():
+    for clicks, seen in (
+        ([0, 1, 0, 1], [True, True, False, False]),
+        ([0, 0, 0], [True, True, True]),
+        ([1, 0, 0], [True, False, False]),
+    ):
+        np.testing.assert_array_equal(
+            cascade_observed(jnp.asarray(clicks, jnp.float32)), seen
+        )
+
+
+@pytest.mark.parametrize("features", ["context", "arms"])
+def test_cascade_agents_learn_only_from_examined_positions(features, linear_env):
+    """After clicks (0, 1, 0) the statistics are those of adding the first two
+    positions only (within float32 rounding of one compiled update against
+    op-by-op adds), and the unexamined third item leaves no trace: swapping it
+    for another item gives the same state to the last bit. The naive agent
+    adds all three."""
+    env, params = linear_env
+    obs, _ = env.reset(jax.random.key(0), params)
+    dim = D
+    if features == "arms":  # the linear slate env has no item features: give some
+        obs = obs._replace(arms=jax.random.uniform(jax.random.key(1), (K, 2)))
+        dim = 2
+    slate = jnp.asarray([4, 1, 3], jnp.int32)
+    clicks = jnp.asarray([0.0, 1.0, 0.0])
+    make = functools.partial(
+        agents.make, num_arms=K, dim=dim, slate_size=L, features=features
+    )
+    cascade, naive = make("cascade_linucb"), make("top_l_linucb")
+    state = cascade.init(jax.random.key(0))
+    update = jax.jit(cascade.update)
+    after = update(jax.random.key(0), state, obs, slate, clicks)
+    other = update(jax.random.key(0), state, obs, slate.at[2].set(5), clicks)
+    for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(other), strict=True):
+        np.testing.assert_array_equal(a, b)
+    expected = state
+    for position in range(2):
+        block, x = block_and_features(obs, slate[position], features, jnp.float32)
+        expected = ridge_add(expected, block, x, clicks[position], REFACTOR_EVERY)
+    for field in ("root", "theta_hat", "recent_precision", "recent_b"):
+        np.testing.assert_allclose(
+            getattr(after, field), getattr(expected, field), rtol=1e-6, atol=1e-7
+        )
+    naive_after = naive.update(jax.random.key(0), state, obs, slate, clicks)
+    assert not np.allclose(naive_after.recent_precision, after.recent_precision)
