@@ -60,8 +60,13 @@ CLASSIFICATION_METRICS = ("accuracy", "recall", "f1", "roc_auc", "log_loss")
 
 
 def has_reward_model(agent: bandits.Agent) -> bool:
-    """Whether `agent` exposes `predict` (expected-reward estimates per arm)."""
-    return getattr(agent, "predict", None) is not None
+    """Whether `agent` exposes `predict` (expected-reward estimates per arm) and
+    can be evaluated held out. Slate agents are not yet: the evaluation pulls
+    single arms, which a slate env does not take."""
+    return (
+        getattr(agent, "predict", None) is not None
+        and getattr(agent, "slate_size", None) is None
+    )
 
 
 def replay(

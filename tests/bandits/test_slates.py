@@ -329,3 +329,13 @@ def test_cascade_agents_learn_only_from_examined_positions(features, linear_env)
         )
     naive_after = naive.update(jax.random.key(0), state, obs, slate, clicks)
     assert not np.allclose(naive_after.recent_precision, after.recent_precision)
+
+
+def test_the_platform_skips_held_out_evaluation_of_slate_agents():
+    """`bandits run` evaluates reward models by pulling single arms; slate agents
+    are left out of it (docs/slates.md, not done yet)."""
+    from experiments.execute import evaluation
+
+    agent = agents.make("top_l_linucb", num_arms=K, dim=D, slate_size=L)
+    assert agent.predict is not None
+    assert not evaluation.has_reward_model(agent)
