@@ -148,6 +148,8 @@ class Env(Protocol):
 
     An env object holds only static configuration (Python ints and strings); what
     varies (problem instance, state) lives in pytrees so that `jit` and `vmap` apply.
+    A slate env also has an int `slate_size` L: its actions are (L,) arrays of
+    distinct items and its `Feedback` carries `slate` (`SlateFeedback`).
     """
 
     @property
