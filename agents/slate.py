@@ -37,6 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from agents.linear import _check_common, _dtype
 from agents.registry import declared_shapes, register
 from agents.ridge import (
     REFACTOR_EVERY,
@@ -48,9 +49,7 @@ from agents.ridge import (
     ridge_init,
 )
 from bandits.types import Agent, Observation
-from bandits.validation import BanditConfigError, choice, positive_int, real
-
-FEATURE_FORMS = ("context", "arms")
+from bandits.validation import BanditConfigError, positive_int, real
 
 
 class RandomSlateState(NamedTuple):
@@ -198,24 +197,11 @@ def _ridge_slate_agent(
     `cascade`: update only with the positions a cascade user examined (down to
     the first click), else with every shown position. `sampled`: the scores use
     the key (Thompson sampling), so no closed-form propensities."""
-    num_arms = positive_int("num_arms", num_arms)
-    dim = positive_int("dim", dim)
+    num_arms, dim, refactor_every = _check_common(
+        num_arms, dim, regularization, features, refactor_every
+    )
     slate_size = _check_slate_size(slate_size, num_arms)
-    choice("features", features, FEATURE_FORMS)
-    choice("dtype", dtype, ("float32", "float64"))
-    if not isinstance(regularization, jax.core.Tracer) and float(regularization) == 0:
-        raise BanditConfigError.about(
-            "regularization",
-            "must be > 0 (it makes A = lambda I + X^T X invertible), got 0",
-        )
-    real("regularization", regularization, low=0.0, low_open=True)
-    refactor_every = positive_int("refactor_every", refactor_every)
-    if dtype == "float64" and not jax.config.jax_enable_x64:
-        raise BanditConfigError(
-            "dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 or use "
-            "`with jax.enable_x64(True):`"
-        )
-    jdtype = jnp.float64 if dtype == "float64" else jnp.float32
+    jdtype = _dtype(dtype)
     blocks = num_arms if features == "context" else 1
 
     def init(key):
@@ -464,7 +450,7 @@ def cascade_lints(
       >>> agent = cascade_lints(num_arms=10, dim=5, slate_size=3)
     """
     real("sigma", sigma, low=0.0, low_open=True)
-    jdtype = jnp.float64 if dtype == "float64" else jnp.float32
+    jdtype = _dtype(dtype)
 
     def scores(key, state, obs):
         return ridge_belief(state, obs, features).draw(key, sigma, jdtype)
