@@ -340,7 +340,32 @@ def load(
     if categories is None:
         categories = user_categories(campaign, root)
     order = np.argsort(_timestamps(table), kind="stable")
+    action, slot, click, propensity = _checked_columns(table, path, num_items)
+    context = _context(table, path, categories, num_items)[order]
+    n = len(table)
+    metadata = _metadata(policy, campaign, num_items, categories, item_names)
+    return LoggedData(
+        context=context,
+        arms=np.broadcast_to(items[None], (n, *items.shape)),
+        mask=np.ones((n, num_items), bool),
+        history=None,
+        history_mask=None,
+        action=action[order].astype(np.int32),
+        reward=click[order],
+        propensity=propensity[order].astype(np.float32),
+        action_probs=None,
+        expected_rewards=None,
+        stream=np.zeros(n, np.int32),
+        step=np.arange(n, dtype=np.int32),
+        position=(slot[order] - 1).astype(np.int32),
+        metadata=metadata,
+    )
 
+
+def _checked_columns(
+    table: _Table, path: Path, num_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(item, 1-based position, click, propensity) columns, each checked."""
     action = table.numbers("item_id", np.int64)
     _refuse(
         path,
@@ -367,7 +392,17 @@ def load(
         propensity,
         "in (0, 1]",
     )
+    return action, slot, click, propensity
 
+
+def _context(
+    table: _Table,
+    path: Path,
+    categories: Mapping[str, Sequence[str]],
+    num_items: int,
+) -> np.ndarray:
+    """(n, u + K) one-hot user categories then the user-item affinities, in
+    file order."""
     user_blocks = []
     for field in USER_FIELDS:
         values = table.strings(field)
@@ -382,9 +417,18 @@ def load(
     affinity = table.matrix(
         [f"user-item_affinity_{k}" for k in range(num_items)], np.float32
     )
-    context = np.concatenate([*user_blocks, affinity], axis=1)[order]
-    n = len(table)
-    metadata: dict[str, Any] = {
+    return np.concatenate([*user_blocks, affinity], axis=1)
+
+
+def _metadata(
+    policy: str,
+    campaign: str,
+    num_items: int,
+    categories: Mapping[str, Sequence[str]],
+    item_names: Any,
+) -> dict[str, Any]:
+    """What `LoggedData.metadata` records about a loaded log."""
+    return {
         "source": "Open Bandit Dataset (small sample)",
         "policy": policy,
         "campaign": campaign,
@@ -402,22 +446,6 @@ def load(
         "licence": LICENCE,
         "citation": CITATION,
     }
-    return LoggedData(
-        context=context,
-        arms=np.broadcast_to(items[None], (n, *items.shape)),
-        mask=np.ones((n, num_items), bool),
-        history=None,
-        history_mask=None,
-        action=action[order].astype(np.int32),
-        reward=click[order],
-        propensity=propensity[order].astype(np.float32),
-        action_probs=None,
-        expected_rewards=None,
-        stream=np.zeros(n, np.int32),
-        step=np.arange(n, dtype=np.int32),
-        position=(slot[order] - 1).astype(np.int32),
-        metadata=metadata,
-    )
 
 
 def user_features(data: LoggedData) -> np.ndarray:
