@@ -10,9 +10,10 @@ stays light.
 import importlib
 from typing import Any
 
-from agents import basic, features, linear, popularity, slate
+from agents import basic, features, linear, popularity, ranking, slate
 from agents.basic import random, thompson_bernoulli, ucb1
 from agents.linear import epsilon_greedy, lin_greedy, lints, linucb
+from agents.ranking import cascade_klucb, cascade_ucb1, pbm_ucb
 from agents.registry import defer, hyperparameters, make, register, registered
 from agents.slate import (
     cascade_lints,
@@ -52,8 +53,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "basic",
     "bootstrapped_ensemble",
+    "cascade_klucb",
     "cascade_lints",
     "cascade_linucb",
+    "cascade_ucb1",
     "ensemble_sampling",
     "epsilon_greedy",
     "epsilon_greedy_slate",
@@ -65,9 +68,11 @@ __all__ = [
     "linucb",
     "make",
     "neural",
+    "pbm_ucb",
     "popularity",
     "random",
     "random_slate",
+    "ranking",
     "register",
     "registered",
     "slate",

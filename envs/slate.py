@@ -50,7 +50,9 @@ values are in `Feedback.slate` (`bandits.types.SlateFeedback`).
 Registered ids: `LinearSlate-v0` (the disjoint logistic linear problem,
 a_k = sigmoid(x^T theta_k)) and `ContextualRecSlate-v0`,
 `ContextualRecSlate-ColdStart-v0`, `ContextualRecSlate-Drift-v0` (the recommendation
-presets; the attraction is the preset's click probability of each candidate).
+presets; the attraction is the preset's click probability of each candidate),
+and `BernoulliSlate-v0` (context-free: L items of attraction p and K - L of
+p - gap, Kveton et al. 2015's synthetic cascading-bandit problem).
 
 References:
   Craswell, Zoeter, Taylor & Ramsey (2008), "An experimental comparison of click
@@ -60,6 +62,8 @@ References:
   multiple clicks", ICML.
   Lagree, Vernade & Cappe (2016), "Multiple-play bandits in the position-based
   model", NeurIPS.
+  Kveton, Szepesvari, Wen & Ashkan (2015), "Cascading bandits: learning to rank
+  in the cascade model", ICML.
 """
 
 from __future__ import annotations
@@ -73,9 +77,10 @@ import jax
 import jax.numpy as jnp
 
 from bandits.types import ArraySpec, Feedback, Observation, SlateFeedback
-from bandits.validation import BanditConfigError, choice, positive_int
+from bandits.validation import BanditConfigError, choice, positive_int, real
 from envs.base import BanditEnv, pytree_dataclass, register, registered
 from envs.linear import LinearEnv
+from envs.multi_armed import MultiArmedEnv, MultiArmedParams
 from envs.recommendation import RecommendationEnv
 
 CLICK_MODELS = ("pbm", "cascade", "dcm")
@@ -416,6 +421,63 @@ def recommendation_slate(
     return SlateEnv(base, slate_size, click_model, kappa, termination)
 
 
+@dataclasses.dataclass(frozen=True)
+class TwoLevelBernoulliEnv(MultiArmedEnv):
+    """Context-free items of two attractions: `best_count` items of p and the
+    other K - best_count of p - gap, in a random order per instance (Kveton et
+    al. 2015's synthetic cascading-bandit problem, with best_count = L).
+
+    `default_params` is the instance of `params_seed`; `sample_params` draws the
+    order, so the best items are not the lowest indices an index policy's
+    tie-break would favour."""
+
+    best_count: int = 1
+    attraction: float = 0.2
+    gap: float = 0.15
+
+    actions_leave_state: ClassVar[bool] = True  # every round the same context
+
+    def __post_init__(self):
+        super().__post_init__()
+        real("attraction", self.attraction, low=0.0, high=1.0)
+        real("gap", self.gap, low=0.0, high=self.attraction)
+
+    def sample_params(self, key: jax.Array) -> MultiArmedParams:
+        rank = jax.random.permutation(key, self.arms_count)
+        best = rank < self.best_count
+        means = jnp.where(best, self.attraction, self.attraction - self.gap)
+        return MultiArmedParams(means=means.astype(jnp.float32))
+
+
+def bernoulli_slate(
+    *,
+    num_arms: int = 16,
+    slate_size: int = 2,
+    attraction: float = 0.2,
+    gap: float = 0.15,
+    click_model: str = "cascade",
+    kappa: tuple[float, ...] | None = None,
+    termination: tuple[float, ...] | None = None,
+    params_seed: int = 1,
+) -> SlateEnv:
+    """Context-free slates (Kveton et al. 2015, Section 6.1): L = `slate_size`
+    items of attraction p = `attraction` and K - L of p - `gap`, in a random
+    order per instance; the optimal slate is the L items of p.
+
+    The default instance is `params_seed` 1: seed 0's order puts the best two
+    items at indices 0 and 1, which the lowest-index tie-break of index
+    policies would favour."""
+    positive_int("num_arms", num_arms)
+    base = TwoLevelBernoulliEnv(
+        arms_count=num_arms,
+        params_seed=params_seed,
+        best_count=min(positive_int("slate_size", slate_size), num_arms),
+        attraction=attraction,
+        gap=gap,
+    )
+    return SlateEnv(base, slate_size, click_model, kappa, termination)
+
+
 def _keyword_signature(factory, config_type: type) -> None:
     """Lists `config_type`'s fields as keyword arguments of `factory` (in place of
     `**options`), so `envs.hyperparameters` and `envs.make` check them."""
@@ -434,6 +496,12 @@ register(
     "LinearSlate-v0",
     linear_slate,
     "Slates of L=3 of 10 arms, attraction sigmoid(x^T theta_k), cascade clicks.",
+)
+register(
+    "BernoulliSlate-v0",
+    bernoulli_slate,
+    "Context-free slates of L=2 of 16 items: L of attraction 0.2, the rest 0.05 "
+    "(Kveton et al. 2015's synthetic problem), cascade clicks.",
 )
 for _preset, _slate_id in (
     ("ContextualRec-v0", "ContextualRecSlate-v0"),
