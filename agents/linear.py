@@ -255,7 +255,7 @@ def epsilon_greedy(
 
 def _dtype(name: str):
     choice("dtype", name, DTYPES)
-    if name == "float64" and not jax.config.jax_enable_x64:
+    if name == "float64" and jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:
         raise BanditConfigError(
             "dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 or use "
             "`with jax.enable_x64(True):`"

@@ -44,6 +44,8 @@ References:
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -190,7 +192,7 @@ def _squared_norm_over_z(grads: Params, precision_diag: Params) -> jax.Array:
             jax.tree.leaves(grads), jax.tree.leaves(precision_diag), strict=True
         )
     ]
-    return sum(terms)
+    return functools.reduce(operator.add, terms)
 
 
 CONFIGS = ("fast", "paper")

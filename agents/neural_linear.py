@@ -44,7 +44,7 @@ class BLRState(NamedTuple):
     xty: jax.Array  # (M, h)  sum r phi
     mean: jax.Array  # (M, h)  mu_m = Lambda_m^{-1} sum r phi
     yty: jax.Array  # (M,)  sum r^2
-    count: jax.Array  # (M,)  n_m, rounds in block m
+    rounds: jax.Array  # (M,)  n_m, rounds in block m
 
 
 class NeuralLinearState(NamedTuple):
@@ -59,7 +59,7 @@ def _blr_empty(num_blocks: int, h: int, lambda_prior) -> BLRState:
         xty=jnp.zeros((num_blocks, h), jnp.float32),
         mean=jnp.zeros((num_blocks, h), jnp.float32),
         yty=jnp.zeros((num_blocks,), jnp.float32),
-        count=jnp.zeros((num_blocks,), jnp.float32),
+        rounds=jnp.zeros((num_blocks,), jnp.float32),
     )
 
 
@@ -72,7 +72,7 @@ def _blr_add(blr: BLRState, block, phi, reward) -> BLRState:
         xty=blr.xty.at[block].set(xty),
         mean=blr.mean.at[block].set(R.T @ (R @ xty)),
         yty=blr.yty.at[block].add(reward * reward),
-        count=blr.count.at[block].add(1.0),
+        rounds=blr.rounds.at[block].add(1.0),
     )
 
 
@@ -101,7 +101,7 @@ def _blr_refit(network: Network, params, buffer: ReplayBuffer, lambda_prior):
         xty=xty,
         mean=mean,
         yty=jnp.einsum("cm,c->m", w, r * r),
-        count=w.sum(axis=0),
+        rounds=w.sum(axis=0),
     )
 
 
@@ -113,7 +113,7 @@ def _blr_sample(key, blr: BLRState, a0, b0) -> jax.Array:
     """
     key_gamma, key_normal = jax.random.split(key)
     num_blocks, h = blr.mean.shape
-    a = a0 + 0.5 * blr.count
+    a = a0 + 0.5 * blr.rounds
     fit_term = blr.yty - jnp.einsum("mh,mh->m", blr.mean, blr.xty)
     b = b0 + 0.5 * jnp.maximum(fit_term, 0.0)
     sigma2 = b / jax.random.gamma(key_gamma, a)

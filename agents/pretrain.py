@@ -522,7 +522,7 @@ def save_checkpoint(
     """
     from bandits.files import atomic_write
 
-    arrays = {CONFIG_KEY: np.asarray(cfg.to_json())}
+    arrays: dict[str, Any] = {CONFIG_KEY: np.asarray(cfg.to_json())}
     for p, variable in nnx.to_flat_state(params):
         arrays[PARAM_PREFIX + _path_name(p)] = np.asarray(variable.get_value())
 
@@ -530,7 +530,7 @@ def save_checkpoint(
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
 
-    return atomic_write(path, write)
+    return atomic_write(Path(path), write)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerConfig, Any]:

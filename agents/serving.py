@@ -48,7 +48,8 @@ def _as_observation(obs: Any) -> Observation:
                 f"an observation needs the fields context, arms and mask; this one "
                 f"lacks {', '.join(missing)}"
             )
-        return Observation(**{f: obs.get(f) for f in _FIELDS})
+        fields: dict[str, Any] = {f: obs.get(f) for f in _FIELDS}
+        return Observation(**fields)
     raise BanditConfigError(
         f"an observation must be a bandits.Observation or a mapping of its fields, "
         f"got {type(obs).__name__}"

@@ -152,6 +152,7 @@ def _buffer_item(obs: Observation, action, reward, cfg: TransformerConfig) -> di
         "reward": jnp.asarray(reward, jnp.float32),
     }
     if cfg.history_length:
+        assert obs.history is not None and obs.history_mask is not None
         item["history"] = obs.history.astype(jnp.float32)
         item["history_mask"] = obs.history_mask.astype(bool)
     return item

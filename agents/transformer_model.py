@@ -345,21 +345,22 @@ class RecTransformer(nnx.Module):
         cfg = self.cfg
         arms = obs.arms.astype(jnp.float32)
         tokens = [self.context_embed(obs.context.astype(jnp.float32))]
-        key_mask = [jnp.ones((len(cfg.context_fields),), bool)]
+        key_masks = [jnp.ones((len(cfg.context_fields),), bool)]
         if cfg.history_length:
+            assert obs.history is not None and obs.history_mask is not None
             history = self.history_embed(obs.history.astype(jnp.float32))
             if history_token_mask is not None:
                 m = history_token_mask[:, None]
                 history = (1.0 - m) * history + m * self.mask_token[...]
             tokens.append(history + self.history_position[...])
-            key_mask.append(obs.history_mask.astype(bool))
+            key_masks.append(obs.history_mask.astype(bool))
         candidates = self.candidate_embed(arms[:, : cfg.arm_features])
         if self.item_embed is not None:
             candidates = candidates + self.item_embed(self.item_ids(arms))
         tokens.append(candidates)
-        key_mask.append(obs.mask.astype(bool))
+        key_masks.append(obs.mask.astype(bool))
         x = jnp.concatenate(tokens, axis=0)
-        key_mask = jnp.concatenate(key_mask)
+        key_mask = jnp.concatenate(key_masks)
         for block in self.blocks:
             x = block(x, key_mask)
         x = self.final_norm(x)

@@ -197,15 +197,12 @@ def replay_logged(
         index = np.arange(first, first + chunk_size)
         valid = index < n
         rows = np.where(valid, index, n - 1)
-        obs = Observation(
-            context=events["context"][rows],
-            arms=events["arms"][rows],
-            mask=events["mask"][rows],
-            history=events["history"][rows] if "history" in events else None,
-            history_mask=(
-                events["history_mask"][rows] if "history_mask" in events else None
-            ),
-        )
+        fields: dict[str, Any] = {
+            name: events[name][rows]
+            for name in ("context", "arms", "mask", "history", "history_mask")
+            if name in events
+        }
+        obs = Observation(**fields)
         chunk = (
             jnp.asarray(index, jnp.int32),
             jnp.asarray(valid),

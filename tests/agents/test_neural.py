@@ -319,7 +319,7 @@ def test_neural_linear_posterior_matches_numpy_ridge():
         R = np.asarray(state.blr.root[arm], np.float64)
         np.testing.assert_allclose(R.T @ R, np.linalg.inv(precision), atol=2e-4)
         np.testing.assert_allclose(np.asarray(state.blr.mean[arm]), mean, atol=2e-4)
-        assert float(state.blr.count[arm]) == len(rows)
+        assert float(state.blr.rounds[arm]) == len(rows)
         np.testing.assert_allclose(float(state.blr.yty[arm]), np.sum(r**2), rtol=1e-5)
 
 
