@@ -66,8 +66,13 @@ Blocks ahead. For an env whose next state never depends on the action
 (`BanditEnv.actions_leave_state`, e.g. `Linear-v0`), the single shell computes the
 next `BLOCK` rounds of its key stream for every action in one compiled call (the
 same `_advance` on the same keys) and then steps by indexing NumPy arrays, so a
-step costs microseconds instead of a JAX dispatch. The vector shell and envs with
-action-dependent state step one compiled call at a time.
+step costs microseconds instead of a JAX dispatch. The recommendation envs
+(`ContextualRec-*`), whose users remember what they were shown, compute their
+arrivals `envs.recommendation_gym.BLOCK` rounds ahead from the keys alone and
+recompute only the rounds of users who come back within the block (one small
+compiled call each); the click is the same float32 comparison of the same uniform.
+The vector shell, slate envs and other envs with action-dependent state step one
+compiled call at a time.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ from gymnasium.vector.utils import batch_space
 from bandits.simulation import pseudo_regret, slate_pseudo_regret
 from bandits.types import ArraySpec, EnvParams, EnvState, Observation, SlateFeedback
 from bandits.validation import BanditConfigError, positive_int
+from envs import recommendation_gym
 from envs.base import BanditEnv, make_env, registered
 
 NAMESPACE = "bandits"
@@ -528,6 +534,9 @@ class BanditGymEnv(gymnasium.Env):
         self._block: dict[str, Any] | None = None  # observation rows, as NumPy
         self._outs: tuple[np.ndarray, ...] = ()  # reward, expected, optimal, regret
         self._row = 0
+        # The recommendation envs step from rounds computed ahead, revisits apart.
+        self._rec_blocks = recommendation_gym.supports(self.bandit_env)
+        self._rec: recommendation_gym.RecStepper | None = None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -542,8 +551,17 @@ class BanditGymEnv(gymnasium.Env):
             resample=self.resample_params,
         )
         self._block = None
+        self._rec = None
         if self._blocks:
             self._next_block()
+        elif self._rec_blocks:
+            self._rec = recommendation_gym.RecStepper(
+                self.bandit_env,
+                self.params,
+                self._stream.key,
+                self._stream.state,
+                self.observation_space,
+            )
         return self._observe(), {}
 
     def step(
@@ -560,6 +578,9 @@ class BanditGymEnv(gymnasium.Env):
             self._masked(action, allowed)
         if self._block is not None:
             return self._step_from_block(action)
+        if self._rec is not None:
+            reward, info = self._rec.step(action)
+            return self._observe(), reward, False, False, info
         self._stream, out = _single_step(
             self._stream, self.params, np.int32(action), env=self.bandit_env
         )
@@ -588,6 +609,8 @@ class BanditGymEnv(gymnasium.Env):
         """The current observation as NumPy; its mask goes to the action space."""
         if self._block is not None:
             obs = {name: rows[self._row].copy() for name, rows in self._block.items()}
+        elif self._rec is not None:
+            obs = self._rec.observe()
         else:
             obs = _numpy_obs(self._stream.obs, self.observation_space)
         self.action_space.allowed = obs["mask"].copy()

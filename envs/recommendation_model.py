@@ -480,8 +480,19 @@ def arrive(u: jax.Array, state: RecState, params: RecParams, cfg) -> RecState:
     """
     draws = split_draws(u, cfg)
     state = state.replace(user=inverse_cdf(params.user_cdf, draws.user))
+    return seat(draws, state, params, cfg)
+
+
+def seat(draws: ArrivalDraws, state: RecState, params: RecParams, cfg) -> RecState:
+    """The rest of an arrival once `state.user` is drawn: the new-user draw (if
+    `new_user_rate` > 0), the candidates and the situation at step `state.t`.
+
+    Only the arriving user's rows are read or written, so `state` may also be a
+    one-user view of the population (the Gymnasium shell computes arrivals ahead
+    that way, `envs.recommendation_gym`).
+    """
     if cfg.new_user_rate > 0:
-        state = _maybe_new_user(draws, state, params, cfg)
+        state = maybe_new_user(draws, state, params, cfg)
     candidates, mask = sample_candidates(draws, params, cfg)
     return state.replace(
         situation=sample_situation(
@@ -492,7 +503,7 @@ def arrive(u: jax.Array, state: RecState, params: RecParams, cfg) -> RecState:
     )
 
 
-def _maybe_new_user(draws: ArrivalDraws, state: RecState, params: RecParams, cfg):
+def maybe_new_user(draws: ArrivalDraws, state: RecState, params: RecParams, cfg):
     """With probability nu, resets slot `state.user` to a new, cold user.
 
     The fresh taste normalize(m + eps) is stored in the un-rotated frame like

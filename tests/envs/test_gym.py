@@ -7,17 +7,22 @@ at collection time, so an env added by a new module is covered as soon as
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from typing import Any
 
 import gymnasium
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from gymnasium.utils import seeding
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
+import bandits
 import envs
-from bandits.types import Observation
+from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError
 from envs.gym import BanditGymEnv, BanditVectorEnv, gym_id, register_gym_envs
 
@@ -379,3 +384,161 @@ def test_blocks_ahead_replay_the_step_by_step_stream(reward):
             assert r_f == r_s
         else:
             np.testing.assert_allclose(r_f, r_s, **close)
+
+
+# ---------------------------------------------------------------------------
+# Recommendation envs: rounds ahead, against the kernel
+
+# Few users, so that many rounds of a block are revisits (recomputed on the host's
+# request), and new users and drift in the variants.
+REC_CASES = [
+    ("ContextualRec-v0", {}),
+    ("ContextualRec-v0", {"num_users": 40}),
+    ("ContextualRec-ColdStart-v0", {"num_users": 40}),
+    ("ContextualRec-Drift-v0", {"num_users": 40, "drift_shift_steps": [300]}),
+]
+REC_STEPS = 2 * 256 + 37  # two block boundaries (`envs.recommendation_gym.BLOCK`)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShellKeys:
+    """`env` on the key stream of the Gymnasium shell (`envs.gym._start` and
+    `_advance`), for `bandits.simulate`: its params are (the shell's start key,
+    the env's params); reset splits that key into (instance, reset, steps) and
+    each step splits the stream key into (next, step). The kernel's keys are
+    ignored, so `simulate` replays a shell reset with a seed."""
+
+    env: Any
+
+    @property
+    def num_arms(self) -> int:
+        return self.env.num_arms
+
+    def observation_spec(self):
+        return self.env.observation_spec()
+
+    def reset(self, key, params):
+        del key
+        shell_key, params = params
+        _, key_reset, key_steps = jax.random.split(shell_key, 3)
+        obs, state = self.env.reset(key_reset, params)
+        return obs, (key_steps, state)
+
+    def step(self, key, state, action, params):
+        del key
+        key_steps, state = state
+        key_next, key_step = jax.random.split(key_steps)
+        obs, state, feedback = self.env.step(key_step, state, action, params[1])
+        return obs, (key_next, state), feedback
+
+
+def _random_allowed_agent() -> Agent:
+    """Plays a uniformly random allowed arm; learns nothing."""
+
+    def init(key):
+        del key
+        return jnp.zeros(())
+
+    def act(key, state, obs):
+        del state
+        logits = jnp.where(obs.mask, 0.0, -jnp.inf)
+        return jax.random.categorical(key, logits).astype(jnp.int32)
+
+    def update(key, state, obs, action, reward):
+        del key, obs, action, reward
+        return state
+
+    return Agent(init, act, update)
+
+
+def _shell_key(seed: int) -> jax.Array:
+    """The key `BanditGymEnv.reset(seed=seed)` starts its stream from."""
+    from envs import gym as shell
+
+    words = shell._seed_words(seeding.np_random(seed)[0])
+    return shell._key_from_words(jnp.asarray(words))
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), REC_CASES)
+def test_rec_shell_matches_the_kernel_on_the_same_keys(env_id, kwargs):
+    """The shell steps the recommendation envs from rounds computed ahead
+    (`envs.recommendation_gym`). Driven by the actions `bandits.simulate` took
+    on the shell's key stream, it gives the same clicks (exactly: the same
+    uniform against the same float32 click probability), and the same optimal
+    arms, expected rewards and regret to float32 rounding (1e-6: the block
+    evaluates the model vectorised over rounds, where XLA may round an
+    elementwise function one ulp apart from the kernel's program; seen: one ulp
+    with new users, else identical)."""
+    env = _make(env_id, **kwargs)
+    assert env._rec_blocks
+    core = env.bandit_env
+    simulate = jax.jit(
+        lambda params: bandits.simulate(
+            jax.random.key(0),
+            _ShellKeys(core),
+            params,
+            _random_allowed_agent(),
+            REC_STEPS,
+        )
+    )
+    trajectory = simulate((_shell_key(8), core.default_params()))
+    trajectory = jax.device_get(trajectory)
+    obs, _ = env.reset(seed=8)
+    revisits = 0
+    for t in range(REC_STEPS):
+        action = int(trajectory.action[t])
+        assert obs["mask"][action]
+        revisits += int(env._rec._last_seen[env._rec._row] >= 0)
+        obs, reward, _, _, info = env.step(action)
+        assert reward == float(trajectory.reward[t])
+        expected = info["expected_rewards"]
+        best = info["optimal_action"]
+        np.testing.assert_allclose(
+            expected[action], trajectory.expected_reward[t], rtol=1e-6, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            expected[best], trajectory.optimal_expected_reward[t], rtol=1e-6, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            info["regret"], trajectory.regret[t], rtol=1e-6, atol=1e-6
+        )
+    if kwargs.get("num_users"):
+        assert revisits > REC_STEPS // 2  # the revisit path is exercised
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), REC_CASES[1:])
+def test_rec_rounds_ahead_replay_the_step_by_step_stream(env_id, kwargs):
+    """The same shell stepping one compiled call at a time on the same keys: the
+    same observations (masks, history masks and clicks exactly; floats within
+    1e-6, see above), rewards, optimal arms, expected rewards and regret, across
+    two block boundaries with random allowed actions."""
+    rng = np.random.default_rng(2)
+
+    def play(blocks: bool, actions: list[int]):
+        """Steps with `actions`, drawing a random allowed arm where they end."""
+        env = _make(env_id, **kwargs)
+        env._rec_blocks = blocks
+        obs, _ = env.reset(seed=4)
+        rows = []
+        for t in range(REC_STEPS):
+            if t == len(actions):
+                actions.append(int(rng.choice(np.flatnonzero(obs["mask"]))))
+            nxt, reward, _, _, info = env.step(actions[t])
+            rows.append((obs, reward, info))
+            obs = nxt
+        return rows, env._rec is not None
+
+    actions: list[int] = []
+    (fast, used), (slow, unused) = play(True, actions), play(False, actions)
+    assert used and not unused
+    assert used and not unused
+    close = {"rtol": 1e-6, "atol": 1e-6}
+    for (obs_f, r_f, info_f), (obs_s, r_s, info_s) in zip(fast, slow, strict=True):
+        for name in ("mask", "history_mask"):
+            np.testing.assert_array_equal(obs_f[name], obs_s[name])
+        for name in ("context", "arms", "history"):
+            np.testing.assert_allclose(obs_f[name], obs_s[name], **close)
+        assert r_f == r_s
+        assert info_f["optimal_action"] == info_s["optimal_action"]
+        for name in ("expected_rewards", "regret"):
+            np.testing.assert_allclose(info_f[name], info_s[name], **close)
