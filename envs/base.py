@@ -6,13 +6,15 @@ import abc
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import jax
 import jax.numpy as jnp
 
 from bandits.types import ArraySpec, EnvParams, EnvState, Feedback, Observation
 from bandits.validation import BanditConfigError
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +72,8 @@ class BanditEnv(abc.ABC):
         """
 
 
-def pytree_dataclass(cls: type) -> type:
+@dataclass_transform(frozen_default=True)
+def pytree_dataclass(cls: type[_T]) -> type[_T]:
     """A frozen dataclass whose every field is a JAX pytree child, with
     `replace(**changes)`: the form of env parameters and env states.
 

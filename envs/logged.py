@@ -259,17 +259,14 @@ class LoggedData:
 
     def observations(self) -> Observation:
         """The observations as one batched `Observation` (leading axis n)."""
-        return Observation(
-            context=self.context,
-            arms=self.arms,
-            mask=self.mask,
-            history=self.history,
-            history_mask=self.history_mask,
-        )
+        fields: dict[str, Any] = {
+            name: getattr(self, name) for name in Observation._fields
+        }
+        return Observation(**fields)
 
     def take(self, index: np.ndarray | slice) -> LoggedData:
         """The events at `index` (an index array or a slice)."""
-        values = {
+        values: dict[str, Any] = {
             name: None if getattr(self, name) is None else getattr(self, name)[index]
             for name in COLUMNS
         }
@@ -300,7 +297,7 @@ def concatenate(parts: list[LoggedData]) -> LoggedData:
     """The events of several datasets, in order."""
     if not parts:
         raise BanditConfigError("concatenate needs at least one dataset")
-    values = {}
+    values: dict[str, Any] = {}
     for name in COLUMNS:
         arrays = [getattr(p, name) for p in parts]
         present = [a is not None for a in arrays]
@@ -467,7 +464,7 @@ def _check_oracle(env: Env) -> None:
 
 
 def _from_columns(columns: Mapping[str, np.ndarray], metadata) -> LoggedData:
-    values = {name: columns.get(name) for name in COLUMNS}
+    values: dict[str, Any] = {name: columns.get(name) for name in COLUMNS}
     dtypes = {
         "context": np.float32,
         "arms": np.float32,
