@@ -206,7 +206,7 @@ def _pack(rounds: _Round) -> jax.Array:
     return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
 
 
-@functools.partial(jax.jit, static_argnames=("env",))
+@functools.partial(jax.jit, static_argnames=("env",), donate_argnames=("views",))
 def _revisit(
     views, ages, regions, next_draws, params, last, now, item, clicked, *, env
 ):
