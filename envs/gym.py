@@ -71,8 +71,10 @@ step costs microseconds instead of a JAX dispatch. The recommendation envs
 arrivals `envs.recommendation_gym.BLOCK` rounds ahead from the keys alone and
 recompute only the rounds of users who come back within the block (one small
 compiled call each); the click is the same float32 comparison of the same uniform.
-The vector shell, slate envs and other envs with action-dependent state step one
-compiled call at a time.
+The vector shell does the same for envs whose state ignores the action, for every
+sub-env at once, when it has no time limit (no autoreset). Otherwise the vector
+shell, slate envs and other envs with action-dependent state step one compiled
+call at a time.
 """
 
 from __future__ import annotations
@@ -216,6 +218,17 @@ def _single_block(stream, params, *, env, size):
         outs.regret,
     )  # fmt: skip
     return last, block
+
+
+@functools.partial(jax.jit, static_argnames=("env", "resample", "size"))
+def _vector_block(streams, params, *, env, resample, size):
+    """`_single_block` for every sub-env (vmapped; params shared unless
+    resampled)."""
+    params_axis = 0 if resample else None
+    return jax.vmap(
+        lambda stream, params: _single_block(stream, params, env=env, size=size),
+        in_axes=(0, params_axis),
+    )(streams, params)
 
 
 @functools.partial(jax.jit, static_argnames=("env", "resample"))
@@ -755,6 +768,16 @@ class BanditVectorEnv(VectorEnv):
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._restart = np.zeros(self.num_envs, dtype=bool)
         self._warned_masked = False
+        # Without a time limit (no autoreset), envs whose state ignores the action
+        # step every sub-env from blocks computed ahead, as the single shell does.
+        self._blocks = (
+            bool(getattr(self.bandit_env, "actions_leave_state", False))
+            and self.slate_size is None
+            and max_episode_steps is None
+        )
+        self._block: dict[str, Any] | None = None  # (num_envs, BLOCK, ...) obs rows
+        self._outs: tuple[np.ndarray, ...] = ()  # reward, expected, optimal, regret
+        self._row = 0
 
     def reset(
         self,
@@ -777,6 +800,9 @@ class BanditVectorEnv(VectorEnv):
         )
         self._elapsed[:] = 0
         self._restart[:] = False
+        self._block = None
+        if self._blocks:
+            self._next_block()
         return self._observe(), {}
 
     def step(
@@ -788,6 +814,8 @@ class BanditVectorEnv(VectorEnv):
         actions = self._check_actions(actions)
         restart = self._restart.copy()
         self._check_allowed(actions, restart)
+        if self._block is not None:
+            return self._step_from_block(actions)
         self._streams, self.params, out = _vector_step(
             self._streams,
             self.params,
@@ -819,9 +847,60 @@ class BanditVectorEnv(VectorEnv):
 
     def _observe(self) -> dict[str, np.ndarray]:
         """The current observations; their masks go to the action spaces."""
-        obs = _numpy_obs(self._streams.obs, self.single_observation_space)
+        if self._block is not None:
+            row = self._row
+            obs = {name: rows[:, row].copy() for name, rows in self._block.items()}
+        else:
+            obs = _numpy_obs(self._streams.obs, self.single_observation_space)
         self.action_space.allowed = obs["mask"].copy()
         return obs
+
+    def _next_block(self) -> None:
+        """Computes the next `BLOCK` rounds of every sub-env for every action."""
+        self._streams, block = _vector_block(
+            self._streams,
+            self.params,
+            env=self.bandit_env,
+            resample=self.resample_params,
+            size=BLOCK,
+        )
+        block = jax.device_get(block)
+        self._block = {
+            name: np.asarray(getattr(block.obs, name), dtype=box.dtype)
+            for name, box in self.single_observation_space.spaces.items()
+        }
+        self._outs = (
+            block.reward,
+            block.expected_rewards,
+            block.optimal_action,
+            block.regret,
+        )
+        self._row = 0
+
+    def _step_from_block(
+        self, actions: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict]:
+        """`step` by indexing the block: the same numbers as `_vector_step`."""
+        reward, expected, optimal, regret = self._outs
+        row, sub = self._row, np.arange(self.num_envs)
+        everyone = np.ones(self.num_envs, dtype=bool)
+        info: dict[str, Any] = {}
+        values = {
+            "expected_rewards": np.array(expected[:, row]),
+            "optimal_action": np.array(optimal[:, row]),
+            "regret": np.array(regret[sub, row, actions]),
+        }
+        for name, value in values.items():
+            info[name] = value
+            info[f"_{name}"] = everyone.copy()
+        rewards = np.array(reward[sub, row, actions])
+        self._elapsed += 1
+        if row + 1 == BLOCK:
+            self._next_block()  # from the streams after the block's last round
+        else:
+            self._row = row + 1
+        never = np.zeros(self.num_envs, dtype=bool)
+        return self._observe(), rewards, never, never.copy(), info
 
     def _check_allowed(self, actions: np.ndarray, restart: np.ndarray) -> None:
         """Refuses (strict) or warns once about masked-out actions; sub-envs that

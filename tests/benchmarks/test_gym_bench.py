@@ -99,3 +99,63 @@ def test_gym_contextual_rec_step_against_numpy(benchmark, record_ratio):
         numpy_p99_us=float(np.percentile(theirs, 99)),
     )
     assert np.all(np.isfinite(ours))
+
+
+NUM_ENVS = 16
+
+
+class NumpyLinearVec:
+    """`NumpyLinear` for `NUM_ENVS` streams at once (one shared theta)."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.theta = self.rng.normal(size=(K, D)) / np.sqrt(D)
+        self.x = self.rng.normal(size=(NUM_ENVS, D)).astype(np.float32)
+        self.rows = np.arange(NUM_ENVS)
+
+    def step(self, actions: np.ndarray):
+        expected = self.x @ self.theta.T
+        best = np.argmax(expected, axis=1)
+        chosen = expected[self.rows, actions]
+        reward = chosen + self.rng.normal(size=NUM_ENVS)
+        info = {
+            "expected_rewards": expected,
+            "optimal_action": best,
+            "regret": expected[self.rows, best] - chosen,
+        }
+        self.x = self.rng.normal(size=(NUM_ENVS, D)).astype(np.float32)
+        never = np.zeros(NUM_ENVS, dtype=bool)
+        return {"context": self.x}, reward, never, never, info
+
+
+def test_gym_linear_vector_step_against_numpy(benchmark, record_ratio):
+    """`gymnasium.make_vec("bandits/Linear-v0", num_envs=16)` (vector entry
+    point, blocks ahead for every sub-env) against the NumPy env batched over 16
+    streams; per-step latency of the whole batch."""
+    vec = gymnasium.make_vec(
+        "bandits/Linear-v0",
+        num_envs=NUM_ENVS,
+        vectorization_mode="vector_entry_point",
+        num_arms=K,
+        dim=D,
+    )
+    vec.reset(seed=0)
+    actions = np.arange(NUM_ENVS) % K
+
+    def batched(step):
+        return lambda t: step((actions + t) % K)
+
+    ours = latencies(batched(vec.step))
+    theirs = latencies(batched(NumpyLinearVec().step))
+    benchmark.pedantic(lambda: vec.step(actions), rounds=200, warmup_rounds=10)
+    record_ratio(
+        "gym_linear_vector16_step_vs_numpy",
+        float(np.median(theirs) / np.median(ours)),
+        ours_mean_us=float(np.mean(ours)),
+        ours_p50_us=float(np.median(ours)),
+        ours_p99_us=float(np.percentile(ours, 99)),
+        numpy_mean_us=float(np.mean(theirs)),
+        numpy_p50_us=float(np.median(theirs)),
+        numpy_p99_us=float(np.percentile(theirs, 99)),
+    )
+    assert np.all(np.isfinite(ours))

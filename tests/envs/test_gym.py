@@ -24,7 +24,13 @@ import bandits
 import envs
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError
-from envs.gym import BanditGymEnv, BanditVectorEnv, gym_id, register_gym_envs
+from envs.gym import (
+    INFO_KEYS,
+    BanditGymEnv,
+    BanditVectorEnv,
+    gym_id,
+    register_gym_envs,
+)
 
 ENV_IDS = list(envs.registered())
 # Envs whose action is one arm (slate envs take L items; tests/envs/test_slate.py).
@@ -542,3 +548,62 @@ def test_rec_rounds_ahead_replay_the_step_by_step_stream(env_id, kwargs):
         assert info_f["optimal_action"] == info_s["optimal_action"]
         for name in ("expected_rewards", "regret"):
             np.testing.assert_allclose(info_f[name], info_s[name], **close)
+
+
+@pytest.mark.parametrize(
+    ("reward", "resample_params"),
+    [("gaussian", False), ("bernoulli", False), ("bernoulli", True)],
+)
+def test_vector_blocks_replay_the_step_by_step_streams(reward, resample_params):
+    """Without a time limit the vector shell steps envs whose state ignores the
+    action from blocks computed ahead for every sub-env. Across two block
+    boundaries and random actions, against the same vector shell stepping one
+    compiled call at a time: the same masks, optimal arms and Bernoulli rewards,
+    and contexts, expected rewards, regret and Gaussian rewards within 1e-6 (as
+    for the single shell above)."""
+    from envs import gym as shell
+
+    steps = 2 * shell.BLOCK + 37
+    actions = np.random.default_rng(6).integers(0, 10, size=(steps, NUM_ENVS))
+
+    def play(blocks: bool):
+        vec = _make_vec(
+            num_arms=10, dim=6, reward=reward, resample_params=resample_params
+        )
+        vec._blocks = blocks
+        obs, _ = vec.reset(seed=21)
+        rows = []
+        for action in actions:
+            nxt, r, terminated, truncated, info = vec.step(action)
+            assert not terminated.any() and not truncated.any()
+            assert r.dtype == np.float32 and r.shape == (NUM_ENVS,)
+            rows.append((obs, r, info))
+            obs = nxt
+        return rows, vec._block is not None
+
+    (fast, used_blocks), (slow, unused) = play(True), play(False)
+    assert used_blocks and not unused
+    close = {"rtol": 1e-6, "atol": 1e-6}
+    for (obs_f, r_f, info_f), (obs_s, r_s, info_s) in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(obs_f["mask"], obs_s["mask"])
+        for name in ("context", "arms"):
+            np.testing.assert_allclose(obs_f[name], obs_s[name], **close)
+        assert set(info_f) == set(info_s)
+        for name in ("expected_rewards", "regret"):
+            np.testing.assert_allclose(info_f[name], info_s[name], **close)
+            assert info_f[name].dtype == info_s[name].dtype
+        np.testing.assert_array_equal(
+            info_f["optimal_action"], info_s["optimal_action"]
+        )
+        for name in INFO_KEYS:
+            np.testing.assert_array_equal(info_f[f"_{name}"], info_s[f"_{name}"])
+        if reward == "bernoulli":
+            np.testing.assert_array_equal(r_f, r_s)
+        else:
+            np.testing.assert_allclose(r_f, r_s, **close)
+
+
+def test_vector_env_with_a_time_limit_steps_one_call_at_a_time():
+    vec = _make_vec(num_arms=5, dim=3, max_episode_steps=3)
+    vec.reset(seed=0)
+    assert not vec._blocks and vec._block is None
