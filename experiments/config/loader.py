@@ -27,7 +27,8 @@ and seeds, and a list of agents (optionally grids of hyperparameters):
 
 `num_arms` and `dim` are filled in for agents from the environment: the number of
 arms, and the context dimension (features = "context", the default) or the per-arm
-feature dimension (features = "arms"). Everything is checked before any compute
+feature dimension (features = "arms"); so is `slate_size` for slate agents on a
+slate env. Everything is checked before any compute
 starts: unknown keys, wrong types, unknown env ids, agent names and
 hyperparameter names, and the values themselves (every env setting and every
 agent in it is built). Errors are `BanditConfigError`s that name the field path,
@@ -522,8 +523,9 @@ def _check_unique_labels(agents_: Sequence[AgentConfig]) -> None:
 def build(config: ExperimentConfig) -> Experiment:
     """Builds every env setting and every agent in it, checking every value.
 
-    `num_arms` and `dim` are filled from the environment where the agent takes
-    them; a value given in the config that disagrees with the env is an error.
+    `num_arms`, `dim` and (slate envs) `slate_size` are filled from the
+    environment where the agent takes them; a value given in the config that
+    disagrees with the env is an error.
     """
     envs_, agents_by_setting, specs_by_setting = [], [], []
     settings = config.settings
@@ -646,6 +648,15 @@ def _agent_kwargs(
                 "from the env)"
             )
         kwargs[key] = expected
+    slate_size = getattr(env, "slate_size", None)
+    if "slate_size" in accepted and isinstance(slate_size, int):
+        if "slate_size" in kwargs and kwargs["slate_size"] != slate_size:
+            raise BanditConfigError(
+                f"{agent.path('slate_size')} = {kwargs['slate_size']!r} does not "
+                f"match the env: {env_id!r}{where} shows slates of {slate_size} "
+                "(leave it out to take it from the env)"
+            )
+        kwargs["slate_size"] = slate_size
     return kwargs
 
 
