@@ -1,0 +1,303 @@
+"""Study: slate agents under each click model, and what knowing the click model buys.
+
+The study is a config: `experiments/configs/slates.toml` (`LinearSlate-v0`,
+every slate agent), `slates_rec.toml` (`ContextualRecSlate-v0`, the ridge slate
+agents on the candidates' features) or `cascading_bandits.toml`
+(`BernoulliSlate-v0`, the synthetic problem of Kveton et al. 2015), each with
+one named env setting per click model or problem size. It runs through the
+experiment platform like any config (`bandits run CONFIG`, with resume and the
+report); this command adds what only this study needs:
+
+* `slate_regret.png` in the results folder: cumulative slate regret against
+  t, mean and 95% Student-t band over seeds, one panel per env setting (the
+  platform's `regret.png` draws every series in one panel);
+* the table of final regret (mean, 95% interval) by agent and setting, and the
+  gain of every agent over the baseline (top-L LinUCB, the position-blind
+  ridge agent): final regret of the baseline minus the agent's, paired by seed
+  (the same seed is the same problem instance and the same users for both),
+  mean and 95% Student-t interval, and as a share of the baseline's regret
+  (`summary.json`, and `summary.md` as printed).
+
+    python -m experiments.studies.slates                          # results/slates
+    python -m experiments.studies.slates --config slates_rec
+    python -m experiments.studies.slates --config cascading_bandits
+    python -m experiments.studies.slates --quick --out /tmp/slates
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from bandits import metrics
+from bandits.validation import BanditConfigError
+from experiments.config.schema import ExperimentConfig
+from experiments.store import manifest, storage
+from experiments.studies.common import run_study, write_summary
+
+BASELINE = "top_l_linucb"
+POSITION_AWARE = ("cascade_linucb", "cascade_lints", "cascade_ucb1", "cascade_klucb")
+POSITION_AWARE += ("pbm_ucb",)
+QUICK = {"horizon": 100, "seeds": 2}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="results folder (default: the config's)")
+    parser.add_argument(
+        "--config",
+        default="slates",
+        help="a TOML config path or a packaged config name (slates, slates_rec, "
+        "cascading_bandits)",
+    )
+    parser.add_argument("--horizon", type=int, help="rounds per run")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per agent and setting")
+    parser.add_argument("--agents", nargs="+", metavar="LABEL")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        metavar="LABEL",
+        help="keep only these env settings (e.g. cascade)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        help=f"registry name of the agent gains are measured against ({BASELINE})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 100 rounds, 2 seeds"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    return parser.parse_args(argv)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config changes the options ask for (validated with the config)."""
+    quick = QUICK if args.quick else {}
+    run = {
+        key: value
+        for key, value in (
+            ("horizon", args.horizon or quick.get("horizon")),
+            ("seeds", args.seeds or quick.get("seeds")),
+        )
+        if value
+    }
+    return {"run": run} if run else {}
+
+
+def keep_settings(
+    config: ExperimentConfig, labels: Sequence[str] | None
+) -> dict[str, Any]:
+    """The `env.settings` override keeping the named settings (none: all)."""
+    if not labels:
+        return {}
+    known = [setting.label for setting in config.settings]
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise BanditConfigError(
+            f"unknown env setting(s) {', '.join(map(repr, unknown))}; the config "
+            f"has {', '.join(map(repr, known))}"
+        )
+    if not config.env.settings:
+        raise BanditConfigError("--settings needs a config with named [env] settings")
+    kept = [
+        {"label": named.label, "params": _plain(named.params)}
+        for named in config.env.settings
+        if named.label in labels
+    ]
+    return {"env": {"settings": kept}}
+
+
+def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Frozen config values back as TOML-like values (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+def check(config: ExperimentConfig) -> None:
+    """The study compares slate agents: the env must show slates."""
+    from experiments.config.loader import make_env
+
+    env = make_env(config.env.id, config.settings[0].params)
+    if getattr(env, "slate_size", None) is None:
+        raise BanditConfigError(
+            f"the study needs a slate env; {config.env.id!r} shows single items"
+        )
+
+
+def summarise(
+    directory: Path, baseline: str = BASELINE
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The study's rows and the curves behind its plot, by setting and agent.
+
+    Each row: setting, agent, registry name, whether it models positions, final
+    regret (mean, 95% interval), and, where the setting has the `baseline`
+    agent, the paired gain over it (baseline minus agent, mean and 95%
+    interval over the seeds both ran; share of the baseline's mean regret).
+    """
+    stored = manifest.read(directory)
+    curves = manifest.read_series_curves(directory, stored)
+    entries = [e for e in stored.agents if e.label in curves]
+    base = {e.setting: curves[e.label] for e in entries if e.name == baseline}
+    rows, bands = [], {}
+    for entry in entries:
+        series = curves[entry.label]
+        band = metrics.mean_band(series.cumulative_regret)
+        bands.setdefault(entry.setting, {})[entry.agent_label] = (series.steps, band)
+        final = series.cumulative_regret[:, -1]
+        final_band = metrics.mean_band(final[:, None])
+        row: dict[str, Any] = {
+            "setting": entry.setting,
+            "agent": entry.agent_label,
+            "name": entry.name,
+            "position_aware": entry.name in POSITION_AWARE,
+            "final_regret_mean": float(final_band.mean[0]),
+            "final_regret_low": float(final_band.low[0]),
+            "final_regret_high": float(final_band.high[0]),
+            "seeds": int(final.shape[0]),
+            "horizon": int(series.steps[-1]),
+            "gain_mean": None,
+            "gain_low": None,
+            "gain_high": None,
+            "gain_share": None,
+        }
+        reference = base.get(entry.setting)
+        if reference is not None and entry.name != baseline:
+            row.update(_paired_gain(reference, series))
+        rows.append(row)
+    return rows, bands
+
+
+def _paired_gain(reference: storage.Curves, series: storage.Curves) -> dict[str, Any]:
+    """Baseline final regret minus the agent's, over the seeds both ran."""
+    common, ref_rows, rows = np.intersect1d(
+        reference.seeds, series.seeds, return_indices=True
+    )
+    if common.size == 0:
+        return {}
+    base_final = reference.cumulative_regret[ref_rows, -1]
+    difference = base_final - series.cumulative_regret[rows, -1]
+    band = metrics.mean_band(difference[:, None])
+    mean_base = float(base_final.mean())
+    return {
+        "gain_mean": float(band.mean[0]),
+        "gain_low": float(band.low[0]),
+        "gain_high": float(band.high[0]),
+        "gain_share": float(band.mean[0]) / mean_base if mean_base > 0 else None,
+    }
+
+
+def plot(bands: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Cumulative regret against t, mean and 95% band, one panel per setting."""
+    count = len(bands)
+    columns = min(count, 3)
+    rows_ = -(-count // columns)
+    fig, axes = plt.subplots(
+        rows_, columns, figsize=(4.4 * columns, 3.8 * rows_), squeeze=False
+    )
+    for ax, (setting, curves) in zip(axes.flat, bands.items(), strict=False):
+        for label, (steps, band) in curves.items():
+            line = ax.plot(steps, band.mean, label=label, linewidth=1.2)
+            ax.fill_between(
+                steps, band.low, band.high, color=line[0].get_color(), alpha=0.2, lw=0
+            )
+        ax.set_title(setting or "all")
+        ax.set_xlabel("round t")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    axes[0, 0].set_ylabel("cumulative slate regret")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Two Markdown tables: final regret by agent and setting, and the gains."""
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    agents_ = list(dict.fromkeys(r["agent"] for r in rows))
+    cell = {(r["agent"], r["setting"]): r for r in rows}
+    lines = ["| agent | " + " | ".join(settings) + " |"]
+    lines.append("|---|" + "---:|" * len(settings))
+    for agent in agents_:
+        values = []
+        for setting in settings:
+            r = cell.get((agent, setting))
+            values.append(
+                ""
+                if r is None
+                else f"{r['final_regret_mean']:.1f} "
+                f"[{r['final_regret_low']:.1f}, {r['final_regret_high']:.1f}]"
+            )
+        lines.append(f"| {agent} | " + " | ".join(values) + " |")
+    gains = [r for r in rows if r["gain_mean"] is not None]
+    if gains:
+        lines += [
+            "",
+            "Gain over the baseline (its final regret minus the agent's):",
+            "",
+        ]
+        lines.append("| agent | " + " | ".join(settings) + " |")
+        lines.append("|---|" + "---:|" * len(settings))
+        for agent in dict.fromkeys(r["agent"] for r in gains):
+            values = []
+            for setting in settings:
+                r = cell.get((agent, setting))
+                if r is None or r["gain_mean"] is None:
+                    values.append("")
+                    continue
+                share = (
+                    f" ({100 * r['gain_share']:+.0f}%)"
+                    if r["gain_share"] is not None
+                    else ""
+                )
+                values.append(
+                    f"{r['gain_mean']:+.1f} [{r['gain_low']:+.1f}, "
+                    f"{r['gain_high']:+.1f}]{share}"
+                )
+            marker = " *" if cell_position_aware(gains, agent) else ""
+            lines.append(f"| {agent}{marker} | " + " | ".join(values) + " |")
+        lines += ["", "\\* models positions (cascade or PBM)."]
+    return "\n".join(lines)
+
+
+def cell_position_aware(rows: Sequence[Mapping[str, Any]], agent: str) -> bool:
+    return any(r["position_aware"] for r in rows if r["agent"] == agent)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    changes = overrides(args)
+    if args.settings:
+        from experiments.config.loader import load_config
+
+        try:
+            changes |= keep_settings(load_config(args.config), args.settings)
+        except BanditConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    done = run_study("experiments.studies.slates", args, argv, changes, check)
+    if done is None:
+        return 2
+    output = done.result.output
+    rows, bands = summarise(output, args.baseline)
+    write_summary(rows, output)
+    plot(bands, output / "slate_regret.png")
+    text = markdown(rows)
+    storage.atomic_write_text(output / "summary.md", text + "\n")
+    print(text)
+    print(f"wrote {output / 'summary.json'}, {output / 'slate_regret.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
