@@ -45,8 +45,13 @@ from experiments.store import manifest, storage
 from experiments.studies.common import run_study, write_summary
 
 BASELINE = "top_l_linucb"
-POSITION_AWARE = ("cascade_linucb", "cascade_lints", "cascade_ucb1", "cascade_klucb")
-POSITION_AWARE += ("pbm_ucb",)
+POSITION_AWARE = (
+    "cascade_linucb",
+    "cascade_lints",
+    "cascade_ucb1",
+    "cascade_klucb",
+    "pbm_ucb",
+)
 QUICK = {"horizon": 100, "seeds": 2}
 
 
