@@ -163,13 +163,22 @@ def generate(
     return SlateLog(epsilon=jnp.asarray(policy.epsilon, jnp.float32), **events)
 
 
-def policy_value(env, params, log: SlateLog, target_slate: jax.Array) -> jax.Array:
+def policy_value(
+    env, params, log: SlateLog, target_slate: jax.Array, total_clicks: bool = False
+) -> jax.Array:
     """The exact value of a deterministic target over the logged contexts:
     mean_i E[r | x_i, t_i] for target slates t (n, L), from the recorded
-    attractions and the env's closed form (a masked item counts as 0)."""
+    attractions and the env's closed form (a masked item counts as 0).
+
+    `total_clicks`: the expected number of clicks, mean_i sum_l E[c_l | x_i,
+    t_i], instead of the reward (what `slate_ope.rips` and
+    `slate_ope.independent_ips` estimate; the same under the PBM and the
+    cascade, not under the DCM, whose reward is a satisfied user)."""
 
     def one(attraction, mask, slate):
         shown = jnp.where(mask[slate], attraction[slate], 0.0)
+        if total_clicks:
+            return jnp.sum(env.expected_clicks(shown, params))
         return env.slate_value(shown, params)
 
     values = jax.vmap(one)(log.attraction, log.obs.mask, target_slate)

@@ -15,6 +15,7 @@ import pytest
 
 import envs
 from bandits import ope, slate_ope
+from bandits.types import Observation
 from bandits.validation import BanditConfigError
 from envs import slate_logged
 from envs.slate import optimal_slate
@@ -165,9 +166,11 @@ def _replicates(click_model, logger, target_epsilon, **env_kwargs):
         if click_model == "pbm":  # linear in the position marginals
             kappa = params.kappa[:, None]
             value = jnp.mean(jnp.sum(kappa * target * log.attraction[:, None], (1, 2)))
-        else:
+        else:  # the expected number of clicks (the reward, for the cascade)
             assert target_epsilon == 0.0
-            value = slate_logged.policy_value(env, params, log, reverse)
+            value = slate_logged.policy_value(
+                env, params, log, reverse, total_clicks=True
+            )
         estimates = {
             "independent_ips": slate_ope.independent_ips(
                 log.clicks, log.slate, log.position_propensity, target
@@ -209,6 +212,56 @@ def test_rips_is_unbiased_under_the_cascade_and_independent_ips_is_not():
     errors, _ = _replicates("cascade", slate_logged.uniform(), 0.0)
     assert abs(_z(errors["rips"])) < 3.0, _z(errors["rips"])
     assert _z(errors["independent_ips"]) > 5.0
+
+
+def test_rips_estimates_the_expected_clicks_under_the_dcm():
+    """Under the DCM a position's click depends on the items above it, so RIPS
+    is unbiased for the expected number of clicks (not for the DCM's reward,
+    a satisfied user): uniform logs, termination (0.7, 0.5, 0.3)."""
+    errors, _ = _replicates(
+        "dcm", slate_logged.uniform(), 0.0, termination=(0.7, 0.5, 0.3)
+    )
+    assert abs(_z(errors["rips"])) < 3.0, _z(errors["rips"])
+
+
+def test_policy_value_golden():
+    """Attractions (0.5, 0.2, 0.4, 0.1, 0.3), target slate (0, 2, 4), cascade:
+    1 - 0.5 * 0.6 * 0.7 = 0.79 both as reward and as expected clicks; PBM with
+    kappa (1, 0.5, 0.25): 0.5 + 0.2 + 0.075 = 0.775."""
+    attraction = jnp.asarray([[0.5, 0.2, 0.4, 0.1, 0.3]])
+    target = jnp.asarray([[0, 2, 4]], jnp.int32)
+    observed = Observation(
+        context=jnp.zeros((1, D)),
+        arms=jnp.zeros((1, K, 0)),
+        mask=jnp.ones((1, K), bool),
+    )
+    for model, kwargs, expected in (
+        ("cascade", {}, 0.79),
+        ("pbm", {"kappa": (1.0, 0.5, 0.25)}, 0.775),
+    ):
+        env, params = envs.make(
+            "LinearSlate-v0",
+            num_arms=K,
+            dim=D,
+            slate_size=L,
+            click_model=model,
+            **kwargs,
+        )
+        log = slate_logged.SlateLog(
+            obs=observed,
+            slate=target,
+            clicks=jnp.zeros((1, L)),
+            reward=jnp.zeros(1),
+            propensity=jnp.ones(1),
+            position_propensity=jnp.ones((1, L)),
+            prefix_propensity=jnp.ones((1, L)),
+            greedy=target,
+            epsilon=jnp.float32(0.0),
+            attraction=attraction,
+        )
+        for clicks in (False, True):
+            value = slate_logged.policy_value(env, params, log, target, clicks)
+            assert float(value) == pytest.approx(expected, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------
