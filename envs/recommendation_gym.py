@@ -13,9 +13,12 @@ steps by indexing NumPy arrays:
   `mu`, optimal arm and the regret of every arm come from the block;
 * the click is `u < mu_a`, the same float32 comparison of the same uniform the
   env's `step` makes (`RecommendationEnv.step`), done on the host;
-* a round whose user did arrive earlier in the block (a revisit) is recomputed in
-  one small compiled call, from that user's rows after the last visit (the same
-  `consume`, then the arrival's new-user draw);
+* a round whose user did arrive earlier in the block (a revisit) follows from that
+  user's rows after the last visit (the same `consume`, then the arrival's
+  new-user draw). The block computes the first `REVISITS_AHEAD` revisits for
+  every arm and click of the previous visit (where that visit was the user's
+  first in the block), and the host picks the one that was played; any other
+  revisit takes one small compiled call;
 * the next block's call first replays the finished block on the whole population
   (the same `consume` with the played items and clicks, the same arrivals), so the
   stream continues from the state one call at a time would have reached.
@@ -49,6 +52,10 @@ from envs.recommendation_model import RecParams, RecState
 BLOCK = 256
 """Rounds computed ahead per compiled call."""
 
+REVISITS_AHEAD = 16
+"""Revisits per block computed ahead for every (arm, click) of the user's first
+visit in the block; the others take a compiled call each."""
+
 OBS_FIELDS = ("context", "arms", "mask", "history", "history_mask")
 
 
@@ -77,15 +84,18 @@ class _Ahead(NamedTuple):
     rounds: _Round  # (B, ...)
     click_draws: jax.Array  # (B,)  the uniform each click is drawn with
     next_draws: jax.Array  # (B, n)  the uniforms of the next arrival
+    revisits: jax.Array  # (R, K, 2, P)  packed revisit rounds (`_revisit_rounds`)
 
 
 class _Played(NamedTuple):
-    """A finished block: what was shown and clicked, to replay on the population."""
+    """A finished block: what was shown and clicked, to replay on the population
+    (`count` = 0 at a reset: nothing to replay)."""
 
     users: jax.Array  # (B,) int32
     items: jax.Array  # (B,) int32  the item shown
     clicks: jax.Array  # (B,) bool
     next_draws: jax.Array  # (B, n)
+    count: jax.Array  # () int32  rounds played, 0 or B
 
 
 # ---------------------------------------------------------------------------
@@ -143,7 +153,8 @@ def _replay(
     env: RecommendationEnv, state: RecState, params: RecParams, played: _Played
 ) -> RecState:
     """The population after a finished block, as `env.step` leaves it: each step
-    consumes the shown item (clicked or not), then the next user arrives."""
+    consumes the shown item (clicked or not), then the next user arrives. With
+    `played.count` = 0, `state` unchanged."""
     size = played.items.shape[0]
     start = state.t
 
@@ -159,17 +170,20 @@ def _replay(
             state = model.maybe_new_user(draws, state.replace(user=nxt), params, env)
         return state
 
-    state = jax.lax.fori_loop(0, size, one, state)
-    last_draws = played.next_draws[size - 1]
-    return model.arrive(last_draws, state.replace(t=start + size), params, env)
+    def last_arrival(state):
+        last_draws = played.next_draws[size - 1]
+        return model.arrive(last_draws, state.replace(t=start + size), params, env)
+
+    state = jax.lax.fori_loop(0, played.count, one, state)
+    return jax.lax.cond(played.count > 0, last_arrival, lambda state: state, state)
 
 
 @functools.partial(jax.jit, static_argnames=("env", "size"))
 def _ahead(key, state, params, played, *, env, size):
-    """Replays the finished block (`played`, None at a reset), then computes the
-    next `size` rounds; returns (key after them, state at their start, rounds)."""
-    if played is not None:
-        state = _replay(env, state, params, played)
+    """Replays the finished block (`played`; none at a reset), then computes the
+    next `size` rounds; returns (key after them, state at their start, rounds).
+    One program for both, so an env configuration compiles it once."""
+    state = _replay(env, state, params, played)
     n = 1 + model.arrival_draw_count(env)
 
     def draw(key, _):
@@ -195,24 +209,41 @@ def _ahead(key, state, params, played, *, env, size):
         )
     )(views, ages, regions)
     users = stack(state.user, users)
-    ahead = _Ahead(views, ages, regions, users, rounds, u[:, 0], u[:, 1:])
+    revisits = _revisit_rounds(env, views, ages, regions, u[:, 1:], params, users)
+    ahead = _Ahead(views, ages, regions, users, rounds, u[:, 0], u[:, 1:], revisits)
     return key_end, state, ahead
 
 
-def _pack(rounds: _Round) -> jax.Array:
-    """One float32 vector of a round's leaves (bools and small ints are exact)."""
-    leaves = [getattr(rounds.obs, name) for name in OBS_FIELDS]
+REVISED_FIELDS = ("history", "history_mask")
+"""The observation fields a revisit changes (the arrival's own are the block's)."""
+
+
+def _pack(rounds: _Round, fields: tuple[str, ...] = OBS_FIELDS) -> jax.Array:
+    """One float32 vector of a round's leaves (bools and small ints are exact):
+    the observation `fields`, then the expected rewards, optimal arm and regret."""
+    leaves = [getattr(rounds.obs, name) for name in fields]
     leaves += [rounds.expected_rewards, rounds.optimal_action, rounds.regret]
     return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
 
 
-@functools.partial(jax.jit, static_argnames=("env",), donate_argnames=("views",))
-def _revisit(
-    views, ages, regions, next_draws, params, last, now, item, clicked, *, env
-):
-    """The round `now` of a user last seen at round `last` of the same block: its
-    rows after that visit's `consume`, then arrival `now`'s new-user draw.
-    Returns the views with row `now` replaced and the packed round."""
+def _pack_revised(rounds: _Round) -> jax.Array:
+    """`_pack` of what a revisit changes."""
+    return _pack(rounds, REVISED_FIELDS)
+
+
+def _revisit_view(
+    env: RecommendationEnv,
+    views: RecState,
+    next_draws: jax.Array,
+    params: RecParams,
+    last: jax.Array,
+    now: jax.Array,
+    item: jax.Array,
+    clicked: jax.Array,
+) -> RecState:
+    """The view at round `now` of a user last seen at round `last` of the same
+    block: its rows after that visit's `consume`, then arrival `now`'s new-user
+    draw."""
     before = jax.tree.map(lambda x: x[last], views)
     after = model.consume(before, params, item, clicked, env)
     view = jax.tree.map(lambda x: x[now], views).replace(
@@ -226,9 +257,51 @@ def _revisit(
     if env.new_user_rate > 0:
         draws = model.split_draws(next_draws[now - 1], env)
         view = model.maybe_new_user(draws, view, params, env)
+    return view
+
+
+@functools.partial(jax.jit, static_argnames=("env",), donate_argnames=("views",))
+def _revisit(
+    views, ages, regions, next_draws, params, last, now, item, clicked, *, env
+):
+    """`_revisit_view` in one call: returns the views with row `now` replaced
+    and the packed round."""
+    view = _revisit_view(env, views, next_draws, params, last, now, item, clicked)
     view_params = params.replace(user_age=ages[now], user_region=regions[now])
     views = jax.tree.map(lambda rows, row: rows.at[now].set(row), views, view)
     return views, _pack(_round(env, view, view_params))
+
+
+def _revisit_rounds(
+    env: RecommendationEnv,
+    views: RecState,
+    ages: jax.Array,
+    regions: jax.Array,
+    next_draws: jax.Array,
+    params: RecParams,
+    users: jax.Array,
+) -> jax.Array:
+    """The first `REVISITS_AHEAD` revisits of a block (rounds whose user came
+    earlier in it, in order), each for every arm and click of the user's previous
+    visit, packed by `_pack_revised`: (R, K, 2, P). Valid where that previous
+    visit was the user's first in the block (its view is the block's)."""
+    rounds = jnp.arange(users.shape[0])
+    earlier = (users[:, None] == users[None, :]) & (rounds[None, :] < rounds[:, None])
+    last = jnp.max(jnp.where(earlier, rounds[None, :], -1), axis=1)
+    (revisits,) = jnp.nonzero(last >= 0, size=REVISITS_AHEAD, fill_value=1)
+    arms = jnp.arange(env.num_arms)
+    clicks = jnp.array([False, True])
+
+    def one(now, arm, clicked):
+        before = jnp.maximum(last[now], 0)
+        item = views.candidates[before, arm]
+        view = _revisit_view(env, views, next_draws, params, before, now, item, clicked)
+        view_params = params.replace(user_age=ages[now], user_region=regions[now])
+        return _pack_revised(_round(env, view, view_params))
+
+    per_click = jax.vmap(one, in_axes=(None, None, 0))
+    per_arm = jax.vmap(per_click, in_axes=(None, 0, None))
+    return jax.vmap(per_arm, in_axes=(0, None, None))(revisits, arms, clicks)
 
 
 # ---------------------------------------------------------------------------
@@ -260,6 +333,7 @@ class RecStepper:
         self._ahead: _Ahead | None = None
         self._items = np.zeros(BLOCK, np.int32)
         self._clicks = np.zeros(BLOCK, bool)
+        self._arms = np.zeros(BLOCK, np.int64)  # the arm played in each round
         self._next_block()
 
     def observe(self) -> dict[str, np.ndarray]:
@@ -273,6 +347,7 @@ class RecStepper:
         clicked = bool(self._click_draws[row] < expected[action])
         self._items[row] = self._candidates[row, action]
         self._clicks[row] = clicked
+        self._arms[row] = action
         info = {
             "expected_rewards": expected.copy(),
             "optimal_action": int(self._optimal[row]),
@@ -285,20 +360,35 @@ class RecStepper:
         return float(np.float32(clicked)), info
 
     def _next_block(self) -> None:
-        played = None
-        if self._ahead is not None:
+        if self._ahead is None:  # a reset: nothing to replay
+            n = model.arrival_draw_count(self.env)
+            played = _Played(
+                np.zeros(BLOCK, np.int32),
+                self._items,
+                self._clicks,
+                np.zeros((BLOCK, n), np.float32),
+                np.int32(0),
+            )
+        else:
             played = _Played(
                 self._ahead.users,
-                jnp.asarray(self._items),
-                jnp.asarray(self._clicks),
+                self._items,
+                self._clicks,
                 self._ahead.next_draws,
+                np.int32(BLOCK),
             )
         self._key, self._state, ahead = _ahead(
             self._key, self._state, self.params, played, env=self.env, size=BLOCK
         )
         self._ahead = ahead
-        rounds, users, click_draws, candidates = jax.device_get(
-            (ahead.rounds, ahead.users, ahead.click_draws, ahead.views.candidates)
+        rounds, users, click_draws, candidates, revisits = jax.device_get(
+            (
+                ahead.rounds,
+                ahead.users,
+                ahead.click_draws,
+                ahead.views.candidates,
+                ahead.revisits,
+            )
         )
         # Writable copies: a revisit overwrites its row.
         self._obs = {
@@ -311,14 +401,35 @@ class RecStepper:
         self._click_draws = np.asarray(click_draws)
         self._candidates = np.asarray(candidates)
         self._last_seen = _last_seen(np.asarray(users))
+        self._revisits = np.asarray(revisits)
+        ahead_rows = np.flatnonzero(self._last_seen >= 0)[:REVISITS_AHEAD]
+        self._revisit_slot = {row: slot for slot, row in enumerate(ahead_rows.tolist())}
+        # Rows whose device view is stale (served from `revisits`).
+        self._stale = np.zeros(BLOCK, bool)
         self._enter(0)
 
     def _enter(self, row: int) -> None:
-        """Makes `row` the current round, recomputing it for a revisit."""
+        """Makes `row` the current round, taking a revisit from the rounds
+        computed ahead, else recomputing it in one call."""
         self._row = row
         last = int(self._last_seen[row])
         if last < 0:
             return
+        slot = self._revisit_slot.get(row)
+        if slot is not None and self._last_seen[last] < 0:
+            click = int(self._clicks[last])
+            packed = self._revisits[slot, self._arms[last], click]
+            self._unpack(row, packed, REVISED_FIELDS)
+            self._stale[row] = True
+            return
+        self._unpack(row, self._recompute(row))
+
+    def _recompute(self, row: int) -> np.ndarray:
+        """Recomputes revisit `row` on the device (after its user's previous
+        visit, if that one's device view is stale): its packed round."""
+        last = int(self._last_seen[row])
+        if self._stale[last]:
+            self._recompute(last)
         ahead = self._ahead
         assert ahead is not None
         views, packed = _revisit(
@@ -334,11 +445,15 @@ class RecStepper:
             env=self.env,
         )
         self._ahead = ahead._replace(views=views)
-        self._unpack(row, np.asarray(packed))
+        self._stale[row] = False
+        return np.asarray(packed)
 
-    def _unpack(self, row: int, packed: np.ndarray) -> None:
-        """Writes a packed round (`_pack`) into row `row` of the host arrays."""
-        targets = [self._obs[name] for name in OBS_FIELDS]
+    def _unpack(
+        self, row: int, packed: np.ndarray, fields: tuple[str, ...] = OBS_FIELDS
+    ) -> None:
+        """Writes a packed round (`_pack` of `fields`) into row `row` of the host
+        arrays."""
+        targets = [self._obs[name] for name in fields]
         targets += [self._expected, self._optimal, self._regret]
         start = 0
         for target in targets:
