@@ -5,18 +5,25 @@ new module is covered as soon as `agents/__init__.py` imports it. Each agent is
 built with `num_arms` and `dim` only (its other hyperparameters at their defaults)
 on a small `Linear-v0` (or, for agents that read item features from `obs.arms`,
 on `LinearArmFeatures-v0`); agents with a `features` hyperparameter are also built
-with `features="arms"` on `LinearArmFeatures-v0`.
+with `features="arms"` on `LinearArmFeatures-v0`. Slate agents (a `slate_size`
+hyperparameter) are built with `slate_size=2` (PBM-UCB with kappa = (1, 0.5)) on
+`LinearSlate-v0` (K = 5, d = 4, cascade clicks) and learn from the per-position
+clicks, as in the kernel.
 
 Checked: `jit(f) == f` for init/act/update/action_probs; `vmap(f)(xs) ==
 stack([f(x) for x in xs])` for act/update/action_probs; state structure, shapes and
 dtypes are preserved by `update`; actions are int32 scalars on allowed arms;
 `action_probs` are a distribution that is zero on masked arms and matches the
-frequencies of `act`.
+frequencies of `act`. For slates: actions are (L,) int32 arrays of distinct
+allowed items; `action_probs` is (L, K), one such distribution per position,
+matching the per-position frequencies of `act`; `slate_probability` sums to one
+over every ordered slate and its per-position marginals are `action_probs`.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +32,13 @@ import pytest
 
 import agents
 import envs
+from bandits.simulation import agent_reward
 
 NUM_ARMS = 5
 DIM = 4
 ARM_DIM = 4
 CONTEXT_DIM = 3
+SLATE_SIZE = 2
 ROLLOUT_STEPS = 8
 STATE_STEPS = (0, 3, 7)  # states after this many updates, used as a small batch
 # One mask per state. The last state (past every agent's forced initial pulls,
@@ -40,16 +49,25 @@ MASKS = (
     (False, False, False, True, False),
     (True, False, True, False, True),
 )
+# Slates need at least L allowed items: exactly L in the middle state.
+SLATE_MASKS = (
+    (True, True, True, True, True),
+    (False, True, False, True, False),
+    (True, False, True, False, True),
+)
+# Per-position clicks handed to a slate agent's update (one per state).
+SLATE_CLICKS = ((0.0, 1.0), (1.0, 0.0), (0.0, 0.0))
 
 
 def _cases() -> list:
     params = []
     for name in sorted(agents.registered()):
         hyper = agents.hyperparameters(name)
+        given = ("num_arms", "dim", "slate_size", "kappa")
         missing = [
             k
             for k, v in hyper.items()
-            if v is inspect.Parameter.empty and k not in ("num_arms", "dim")
+            if v is inspect.Parameter.empty and k not in given
         ]
         marks = ()
         if missing:
@@ -57,6 +75,9 @@ def _cases() -> list:
                 reason=f"agent {name!r} needs hyperparameters {missing} beyond "
                 "num_arms and dim"
             )
+        if "slate_size" in hyper:
+            params.append(pytest.param((name, "slate"), id=f"{name}-slate"))
+            continue
         params.append(
             pytest.param((name, "context"), id=f"{name}-context", marks=marks)
         )
@@ -86,6 +107,15 @@ def _build(name: str, form: str):
     dim; for agents that read item features from `obs.arms`). An agent that runs
     on neither fails the test with both errors.
     """
+    if form == "slate":
+        env, env_params = envs.make(
+            "LinearSlate-v0", num_arms=NUM_ARMS, dim=DIM, slate_size=SLATE_SIZE
+        )
+        extra = {"slate_size": SLATE_SIZE}
+        if "kappa" in agents.hyperparameters(name):
+            extra["kappa"] = (1.0, 0.5)
+        agent = agents.make(name, num_arms=NUM_ARMS, dim=DIM, **extra)
+        return env, env_params, agent
     if form == "arms":
         env, env_params = _arm_features_env()
         agent = agents.make(name, num_arms=NUM_ARMS, dim=ARM_DIM, features="arms")
@@ -119,7 +149,7 @@ def _rollout(env, env_params, agent, steps: int, seed: int = 0):
         key_act, key_env, key_update = jax.random.split(jax.random.fold_in(key, t), 3)
         action = act(key_act, state, obs)
         next_obs, env_state, feedback = step(key_env, env_state, action, env_params)
-        state = update(key_update, state, obs, action, feedback.reward)
+        state = update(key_update, state, obs, action, agent_reward(feedback))
         obs = next_obs
     observations.append(obs)
     states.append(state)
@@ -166,7 +196,8 @@ class Case:
         self.act = jax.jit(agent.act)
         self.update = jax.jit(agent.update)
         self.actions = [self.act(k, s, o) for k, s, o in batch]
-        self.rewards = [jnp.float32(r) for r in self.REWARDS]
+        rewards = self.REWARDS if agent.slate_size is None else SLATE_CLICKS
+        self.rewards = [jnp.asarray(r, jnp.float32) for r in rewards]
         self.updated = [
             self.update(k, s, o, a, r)
             for (k, s, o), a, r in zip(batch, self.actions, self.rewards, strict=True)
@@ -195,8 +226,9 @@ def case(request):
     observations, states = _rollout(env, env_params, agent, ROLLOUT_STEPS)
     keys = jax.random.split(jax.random.key(42), len(STATE_STEPS))
     batch = []
+    masks = MASKS if form != "slate" else SLATE_MASKS
     for i, step in enumerate(STATE_STEPS):
-        obs = observations[step]._replace(mask=jnp.asarray(MASKS[i]))
+        obs = observations[step]._replace(mask=jnp.asarray(masks[i]))
         batch.append((keys[i], states[step], obs))
     return Case(agent, batch)
 
@@ -214,9 +246,14 @@ def test_jit_act_equals_act(case):
 
 
 def test_act_returns_int32_scalar(case):
+    """An int32 scalar, or for a slate agent an (L,) int32 array of distinct
+    items."""
+    size = case.agent.slate_size
     for action in case.actions:
-        assert action.shape == ()
+        assert action.shape == (() if size is None else (size,))
         assert action.dtype == jnp.int32
+        if size is not None:
+            assert len(set(np.asarray(action).tolist())) == size, action
 
 
 def test_jit_update_equals_update(case):
@@ -279,12 +316,13 @@ def test_jit_and_vmap_action_probs(case):
 
 def test_action_probs_are_a_distribution_over_allowed_arms(case):
     _needs_action_probs(case)
+    size = case.agent.slate_size
     for (_, _, obs), probs in zip(case.batch, case.probs, strict=True):
         probs = np.asarray(probs)
-        assert probs.shape == (NUM_ARMS,)
+        assert probs.shape == ((NUM_ARMS,) if size is None else (size, NUM_ARMS))
         assert (probs >= 0).all()
-        np.testing.assert_allclose(probs.sum(), 1.0, rtol=0, atol=1e-5)
-        assert (probs[~np.asarray(obs.mask)] == 0).all()
+        np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=0, atol=1e-5)
+        assert (probs[..., ~np.asarray(obs.mask)] == 0).all()
 
 
 def test_action_probs_match_act_frequencies(case):
@@ -296,7 +334,36 @@ def test_action_probs_match_act_frequencies(case):
     """
     _needs_action_probs(case)
     for i in range(len(case.batch)):
-        actions = case.many_actions(i)
-        frequencies = np.bincount(actions, minlength=NUM_ARMS) / actions.size
-        probs = np.asarray(case.probs[i])
-        np.testing.assert_allclose(frequencies, probs, rtol=0, atol=0.08)
+        actions = case.many_actions(i).reshape(4000, -1)  # (draws, positions)
+        probs = np.asarray(case.probs[i]).reshape(actions.shape[1], NUM_ARMS)
+        for position in range(actions.shape[1]):
+            frequencies = np.bincount(actions[:, position], minlength=NUM_ARMS) / 4000
+            np.testing.assert_allclose(frequencies, probs[position], rtol=0, atol=0.08)
+
+
+def _slate_cases() -> list:
+    return [c for c in _cases() if c.values[0][1] == "slate"]
+
+
+@pytest.mark.parametrize("case", _slate_cases(), indirect=True)
+def test_slate_probability_sums_to_one_with_action_probs_as_marginals(case):
+    """Over all K! / (K - L)! ordered slates: the probabilities sum to one, and
+    summed over the slates with item k at position l they are action_probs[l, k]
+    (exact arithmetic on probabilities, so 1e-5)."""
+    if case.agent.slate_probability is None:
+        pytest.skip(f"agent {case.agent.name!r} gives no slate probabilities")
+    slates = jnp.asarray(
+        list(itertools.permutations(range(NUM_ARMS), case.agent.slate_size)),
+        jnp.int32,
+    )
+    probability = jax.jit(
+        jax.vmap(case.agent.slate_probability, in_axes=(None, None, None, 0))
+    )
+    for (key, state, obs), probs in zip(case.batch, case.probs, strict=True):
+        p = np.asarray(probability(key, state, obs, slates), np.float64)
+        assert (p >= 0).all()
+        np.testing.assert_allclose(p.sum(), 1.0, rtol=0, atol=1e-5)
+        marginals = np.zeros((case.agent.slate_size, NUM_ARMS))
+        for slate, weight in zip(np.asarray(slates), p, strict=True):
+            marginals[np.arange(slate.size), slate] += weight
+        np.testing.assert_allclose(marginals, np.asarray(probs), rtol=0, atol=1e-5)
