@@ -68,9 +68,11 @@ next `BLOCK` rounds of its key stream for every action in one compiled call (the
 same `_advance` on the same keys) and then steps by indexing NumPy arrays, so a
 step costs microseconds instead of a JAX dispatch. The recommendation envs
 (`ContextualRec-*`), whose users remember what they were shown, compute their
-arrivals `envs.recommendation_gym.BLOCK` rounds ahead from the keys alone and
-recompute only the rounds of users who come back within the block (one small
-compiled call each); the click is the same float32 comparison of the same uniform.
+arrivals `envs.recommendation_gym.BLOCK` rounds ahead from the keys alone, with
+the rounds of users who come back within the block for every arm and click of
+their previous visit (the first `REVISITS_AHEAD` of them; the others take one
+small compiled call each); the click is the same float32 comparison of the same
+uniform.
 The vector shell does the same for envs whose state ignores the action, for every
 sub-env at once, when it has no time limit (no autoreset). Otherwise the vector
 shell, slate envs and other envs with action-dependent state step one compiled
