@@ -6,7 +6,7 @@ import abc
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, dataclass_transform
+from typing import Any, ClassVar, Self, TypeVar, cast, dataclass_transform
 
 import jax
 import jax.numpy as jnp
@@ -72,20 +72,28 @@ class BanditEnv(abc.ABC):
         """
 
 
+class PyTreeData:
+    """Base of the `pytree_dataclass` classes: `replace(**changes)`, a copy with
+    some fields changed (so type checkers know the method)."""
+
+    __slots__ = ()
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(cast(Any, self), **changes)
+
+
 @dataclass_transform(frozen_default=True)
 def pytree_dataclass(cls: type[_T]) -> type[_T]:
     """A frozen dataclass whose every field is a JAX pytree child, with
-    `replace(**changes)`: the form of env parameters and env states.
+    `replace(**changes)` (from `PyTreeData`, which the class should subclass):
+    the form of env parameters and env states.
 
     Plain `dataclasses` and `jax.tree_util.register_dataclass`, so importing the
     envs needs no neural-network library.
     """
     cls = dataclasses.dataclass(frozen=True)(cls)
-
-    def replace(self, **changes: Any):
-        return dataclasses.replace(self, **changes)
-
-    cls.replace = replace  # type: ignore[attr-defined]
+    if not issubclass(cls, PyTreeData):
+        cls.replace = PyTreeData.replace  # type: ignore[attr-defined]
     return jax.tree_util.register_dataclass(cls)
 
 

@@ -55,7 +55,14 @@ import numpy as np
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import BanditConfigError, choice, real
-from envs.base import BanditEnv, all_arms, no_arm_features, pytree_dataclass, register
+from envs.base import (
+    BanditEnv,
+    PyTreeData,
+    all_arms,
+    no_arm_features,
+    pytree_dataclass,
+    register,
+)
 
 ENCODINGS = ("context", "disjoint")
 REWARDS = ("classification", "mushroom")
@@ -302,13 +309,13 @@ def fingerprint(name: str) -> str:
 
 
 @pytree_dataclass
-class ClassificationParams:
+class ClassificationParams(PyTreeData):
     features: jax.Array  # (N, d)  scaled rows
     labels: jax.Array  # (N,) int32
 
 
 @pytree_dataclass
-class ClassificationState:
+class ClassificationState(PyTreeData):
     order: jax.Array  # (N,) int32  this stream's row order
     t: jax.Array  # () int32  rounds played
 

@@ -85,7 +85,7 @@ import functools
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import gymnasium
 import jax
@@ -382,7 +382,7 @@ class SlateBatchSpace(spaces.MultiDiscrete):
         )
 
 
-def _action_space(env: BanditEnv) -> spaces.Space:
+def _action_space(env: BanditEnv) -> MaskedDiscrete | SlateSpace:
     """`MaskedDiscrete(K)`, or a `SlateSpace` for an env with a `slate_size`."""
     size = getattr(env, "slate_size", None)
     if size is None:
@@ -460,7 +460,7 @@ def _box(env: BanditEnv, name: str, field: ArraySpec) -> spaces.Box:
     dtype = np.dtype(field.dtype)
     shape = tuple(int(n) for n in field.shape)
     if dtype == np.bool_:
-        return spaces.Box(0, 1, shape, dtype=np.bool_)
+        return spaces.Box(0, 1, shape, dtype=np.bool_)  # type: ignore[arg-type]
     if np.issubdtype(dtype, np.integer):
         return spaces.Box(int(field.low), int(field.high), shape, dtype=dtype)
     return spaces.Box(float(field.low), float(field.high), shape, dtype=dtype)
@@ -537,8 +537,8 @@ class BanditGymEnv(gymnasium.Env):
         self.resample_params = resample_params
         self.strict = strict
         self.render_mode = render_mode
-        self.observation_space = observation_space(self.bandit_env)
-        self.action_space = _action_space(self.bandit_env)
+        self.observation_space: spaces.Dict = observation_space(self.bandit_env)
+        self.action_space: MaskedDiscrete | SlateSpace = _action_space(self.bandit_env)
         self.slate_size: int | None = getattr(self.bandit_env, "slate_size", None)
         self._default_params = self.bandit_env.default_params()
         self.params = self._default_params
@@ -571,7 +571,7 @@ class BanditGymEnv(gymnasium.Env):
             self._next_block()
         elif self._rec_blocks:
             self._rec = recommendation_gym.RecStepper(
-                self.bandit_env,
+                cast(recommendation_gym.RecommendationEnv, self.bandit_env),
                 self.params,
                 self._stream.key,
                 self._stream.state,
@@ -611,6 +611,7 @@ class BanditGymEnv(gymnasium.Env):
         self, action: Any
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """`step` for a slate env: `action` is L distinct items, top first."""
+        assert self.slate_size is not None  # step() sends only slate envs here
         slate = _check_slate(action, self.bandit_env.num_arms, self.slate_size)
         self._stream, out = _single_step(
             self._stream, self.params, slate, env=self.bandit_env
@@ -627,6 +628,7 @@ class BanditGymEnv(gymnasium.Env):
         elif self._rec is not None:
             obs = self._rec.observe()
         else:
+            assert self._stream is not None  # reset() came first
             obs = _numpy_obs(self._stream.obs, self.observation_space)
         self.action_space.allowed = obs["mask"].copy()
         return obs
@@ -749,7 +751,7 @@ class BanditVectorEnv(VectorEnv):
         self.resample_params = resample_params
         self.strict = strict
         self.render_mode = render_mode
-        self.single_observation_space = observation_space(self.bandit_env)
+        self.single_observation_space: spaces.Dict = observation_space(self.bandit_env)
         self.single_action_space = _action_space(self.bandit_env)
         self.slate_size: int | None = getattr(self.bandit_env, "slate_size", None)
         self.observation_space = batch_space(
@@ -853,6 +855,7 @@ class BanditVectorEnv(VectorEnv):
             row = self._row
             obs = {name: rows[:, row].copy() for name, rows in self._block.items()}
         else:
+            assert self._streams is not None  # reset() came first
             obs = _numpy_obs(self._streams.obs, self.single_observation_space)
         self.action_space.allowed = obs["mask"].copy()
         return obs
@@ -932,7 +935,9 @@ class BanditVectorEnv(VectorEnv):
     def _seeds(self, seed: int | Sequence[int] | None) -> list[int] | None:
         if seed is None:
             return None
-        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+        if isinstance(seed, bool):
+            raise ValueError(f"seed must be an int or a list of ints, got {seed!r}")
+        if isinstance(seed, int | np.integer):
             return [int(seed) + i for i in range(self.num_envs)]
         seeds = [int(s) for s in seed]
         if len(seeds) != self.num_envs:

@@ -24,18 +24,25 @@ import jax.numpy as jnp
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import choice, positive_int, real
-from envs.base import BanditEnv, all_arms, no_arm_features, pytree_dataclass, register
+from envs.base import (
+    BanditEnv,
+    PyTreeData,
+    all_arms,
+    no_arm_features,
+    pytree_dataclass,
+    register,
+)
 
 REWARD_MODELS = ("gaussian", "bernoulli")
 
 
 @pytree_dataclass
-class LinearParams:
+class LinearParams(PyTreeData):
     theta: jax.Array  # (K, d)  per-arm parameters
 
 
 @pytree_dataclass
-class ContextState:
+class ContextState(PyTreeData):
     context: jax.Array  # (d,)  the context the agent is about to act on
 
 
@@ -129,13 +136,13 @@ class LinearEnv(_IndependentRounds):
 
 
 @pytree_dataclass
-class ArmFeatureParams:
+class ArmFeatureParams(PyTreeData):
     theta: jax.Array  # (p,)  shared parameter over arm features
     theta_context: jax.Array  # (d,)  context effect common to every arm
 
 
 @pytree_dataclass
-class ArmFeatureState:
+class ArmFeatureState(PyTreeData):
     context: jax.Array  # (d,)
     arms: jax.Array  # (K, p)
 

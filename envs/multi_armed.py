@@ -28,13 +28,20 @@ import jax.numpy as jnp
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import choice, positive_int, real
-from envs.base import BanditEnv, all_arms, no_arm_features, pytree_dataclass, register
+from envs.base import (
+    BanditEnv,
+    PyTreeData,
+    all_arms,
+    no_arm_features,
+    pytree_dataclass,
+    register,
+)
 
 REWARD_MODELS = ("bernoulli", "gaussian")
 
 
 @pytree_dataclass
-class MultiArmedParams:
+class MultiArmedParams(PyTreeData):
     means: jax.Array  # (K,)  expected reward mu_k of every arm
 
 

@@ -30,19 +30,19 @@ import jax.numpy as jnp
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import choice, positive_int, real
-from envs.base import BanditEnv, all_arms, pytree_dataclass, register
+from envs.base import BanditEnv, PyTreeData, all_arms, pytree_dataclass, register
 
 REWARD_FUNCTIONS = ("h1", "h2", "h3")
 
 
 @pytree_dataclass
-class NonlinearParams:
+class NonlinearParams(PyTreeData):
     a: jax.Array  # (d,)  unit vector (h1, h3)
     A: jax.Array  # (d, d)  Gaussian matrix (h2)
 
 
 @pytree_dataclass
-class NonlinearState:
+class NonlinearState(PyTreeData):
     arms: jax.Array  # (K, d)  this round's per-arm features on the unit sphere
 
 

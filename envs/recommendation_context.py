@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.base import pytree_dataclass
+from envs.base import PyTreeData, pytree_dataclass
 
 KNOWN_DEVICES = ("mobile", "desktop", "tablet", "tv")
 KNOWN_LOCATIONS = ("home", "work", "travel")
@@ -50,7 +50,7 @@ WEEKEND_DAYS = (5, 6)  # day-of-week index (day 0 is a Monday)
 
 
 @pytree_dataclass
-class Situation:
+class Situation(PyTreeData):
     """The situational context of one arrival."""
 
     hour: jax.Array  # ()  time of day in [0, 24)

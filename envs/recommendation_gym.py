@@ -89,13 +89,14 @@ class _Ahead(NamedTuple):
 
 class _Played(NamedTuple):
     """A finished block: what was shown and clicked, to replay on the population
-    (`count` = 0 at a reset: nothing to replay)."""
+    (`rounds` = 0 at a reset: nothing to replay). NumPy arrays on the host,
+    arrays of the compiled program inside it (hence `Any`)."""
 
-    users: jax.Array  # (B,) int32
-    items: jax.Array  # (B,) int32  the item shown
-    clicks: jax.Array  # (B,) bool
-    next_draws: jax.Array  # (B, n)
-    count: jax.Array  # () int32  rounds played, 0 or B
+    users: Any  # (B,) int32
+    items: Any  # (B,) int32  the item shown
+    clicks: Any  # (B,) bool
+    next_draws: Any  # (B, n)
+    rounds: Any  # () int32  rounds played, 0 or B
 
 
 # ---------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def _replay(
 ) -> RecState:
     """The population after a finished block, as `env.step` leaves it: each step
     consumes the shown item (clicked or not), then the next user arrives. With
-    `played.count` = 0, `state` unchanged."""
+    `played.rounds` = 0, `state` unchanged."""
     size = played.items.shape[0]
     start = state.t
 
@@ -174,8 +175,8 @@ def _replay(
         last_draws = played.next_draws[size - 1]
         return model.arrive(last_draws, state.replace(t=start + size), params, env)
 
-    state = jax.lax.fori_loop(0, played.count, one, state)
-    return jax.lax.cond(played.count > 0, last_arrival, lambda state: state, state)
+    state = jax.lax.fori_loop(0, played.rounds, one, state)
+    return jax.lax.cond(played.rounds > 0, last_arrival, lambda state: state, state)
 
 
 @functools.partial(jax.jit, static_argnames=("env", "size"))

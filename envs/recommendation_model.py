@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from envs.base import pytree_dataclass
+from envs.base import PyTreeData, pytree_dataclass
 from envs.recommendation_context import (
     DAYS_PER_WEEK,
     Situation,
@@ -38,7 +38,7 @@ from envs.recommendation_context import (
 
 
 @pytree_dataclass
-class RecParams:
+class RecParams(PyTreeData):
     """One problem instance (shared by all seeds of a run)."""
 
     item_latent: jax.Array  # (N, L)  unit latent vectors v_i (hidden)
@@ -64,7 +64,7 @@ class RecParams:
 
 
 @pytree_dataclass
-class RecState:
+class RecState(PyTreeData):
     """One stream: the clock, the current arrival and the evolving user state."""
 
     t: jax.Array  # () int32  step counter (the clock)

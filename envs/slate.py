@@ -78,7 +78,7 @@ import jax.numpy as jnp
 
 from bandits.types import ArraySpec, Feedback, Observation, SlateFeedback
 from bandits.validation import BanditConfigError, choice, positive_int, real
-from envs.base import BanditEnv, pytree_dataclass, register, registered
+from envs.base import BanditEnv, PyTreeData, pytree_dataclass, register, registered
 from envs.linear import LinearEnv
 from envs.multi_armed import MultiArmedEnv, MultiArmedParams
 from envs.recommendation import RecommendationEnv
@@ -87,7 +87,7 @@ CLICK_MODELS = ("pbm", "cascade", "dcm")
 
 
 @pytree_dataclass
-class SlateParams:
+class SlateParams(PyTreeData):
     """A slate problem instance: the base env's, plus the click model's."""
 
     base: Any  # the single-item env's problem instance (attractions)
@@ -96,7 +96,7 @@ class SlateParams:
 
 
 @pytree_dataclass
-class SlateState:
+class SlateState(PyTreeData):
     """The base env's state and the mask of the observation about to be acted on."""
 
     base: Any

@@ -39,18 +39,25 @@ import jax.numpy as jnp
 
 from bandits.types import ArraySpec, Feedback, Observation
 from bandits.validation import real
-from envs.base import BanditEnv, all_arms, no_arm_features, pytree_dataclass, register
+from envs.base import (
+    BanditEnv,
+    PyTreeData,
+    all_arms,
+    no_arm_features,
+    pytree_dataclass,
+    register,
+)
 
 NUM_ARMS = 5
 
 
 @pytree_dataclass
-class WheelParams:
+class WheelParams(PyTreeData):
     delta: jax.Array  # ()  radius of the inner disk, in [0, 1]
 
 
 @pytree_dataclass
-class WheelState:
+class WheelState(PyTreeData):
     context: jax.Array  # (2,)  point in the unit disk
 
 
