@@ -317,7 +317,9 @@ class _Folder:
             return
         self.records[:] = [r for r in self.records if r.get("agent") not in missing]
         for label in missing:
-            self.records += _series_records(self.finished[label], curves[label])
+            entry = self.finished[label]
+            slate = storage.read_slate(self.directory / entry.curves)
+            self.records += _series_records(entry, curves[label], slate)
         self.records[:] = storage.ordered_records(self.records, self.order)
         storage.write_summaries(self.directory / storage.SUMMARIES, self.records)
         self.manifest = manifest.record(
@@ -395,6 +397,8 @@ class _Folder:
                 "prediction": out["prediction"],
                 "worker": result.get("worker", {}),
             }
+            if out.get("slate") is not None:
+                meta["slate"] = out["slate"]
             storage.write_curves(
                 self.chunks / name, series.label, curves_from_result(out), meta
             )
@@ -416,12 +420,15 @@ class _Folder:
             return
         parts, metas = zip(*(storage.read_chunk(f) for f in files), strict=True)
         curves = storage.concat_curves(parts)
+        slate = storage.concat_slates([m.get("slate") for m in metas])
         file_name = storage.curve_file_name(series.index, series.label)
         curves_name = f"{storage.CURVES_DIR}/{file_name}"
-        storage.write_curves(self.directory / curves_name, series.label, curves)
+        storage.write_curves(
+            self.directory / curves_name, series.label, curves, slate=slate
+        )
         entry = _series_entry(self.config, self.plan, series, curves_name, metas)
         self.records[:] = [r for r in self.records if r.get("agent") != series.label]
-        self.records += _series_records(entry, curves)
+        self.records += _series_records(entry, curves, slate)
         self.records[:] = storage.ordered_records(self.records, self.order)
         storage.write_summaries(self.directory / storage.SUMMARIES, self.records)
         self.manifest = manifest.record(
@@ -624,14 +631,19 @@ def _read_series(
 
 
 def _series_records(
-    entry: SeriesEntry, curves: storage.Curves
+    entry: SeriesEntry,
+    curves: storage.Curves,
+    slate: Mapping[str, Any] | None = None,
 ) -> list[Mapping[str, Any]]:
-    """A series' lines of `summaries.jsonl`: one per seed, then its summary."""
+    """A series' lines of `summaries.jsonl`: one per seed, then its summary; a
+    slate series' lines also carry its slate summaries (`storage.slate_summary`)."""
     summary = storage.curve_summary(entry.label, curves, CONFIDENCE)
-    return [
-        *storage.curve_seed_records(entry.label, curves),
-        storage.summary_record(summary, CONFIDENCE, **entry.summary_fields()),
-    ]
+    seeds = storage.curve_seed_records(entry.label, curves)
+    fields = entry.summary_fields()
+    if slate is not None:
+        seeds = [{**r, **storage.slate_seed_fields(slate, r["seed"])} for r in seeds]
+        fields["slate"] = storage.slate_summary(slate, CONFIDENCE)
+    return [*seeds, storage.summary_record(summary, CONFIDENCE, **fields)]
 
 
 def _setup(config: ExperimentConfig) -> dict[str, str]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -35,6 +35,8 @@ import numpy as np
 
 import bandits
 from bandits.finite import finite_rows, first_non_finite_steps
+from bandits.metrics import click_rate_per_position, ndcg
+from bandits.types import SlateRecord
 from experiments.config.loader import build_agent
 from experiments.execute import evaluation
 from experiments.execute.progress import CompileClock, PeakMemory
@@ -119,13 +121,24 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
             spec, env, agent, agent_fn, swept, common
         )
         if trajectory is not None:
-            regret, reward, optimal = jax.device_get(
-                (trajectory.regret, trajectory.reward, trajectory.optimal)
+            regret, reward, optimal, slate = jax.device_get(
+                (
+                    trajectory.regret,
+                    trajectory.reward,
+                    trajectory.optimal,
+                    trajectory.slate,
+                )
             )
     del trajectory
     count = len(spec["labels"])
     curves = [
         None if g in failed else _curves(spec, seeds, regret[g], reward[g], optimal[g])
+        for g in range(count)
+    ]
+    slates = [
+        None
+        if g in failed or slate is None
+        else slate_summaries(SlateRecord(*(leaf[g] for leaf in slate)), seeds)
         for g in range(count)
     ]
     prediction, prediction_s = _predictions(
@@ -152,6 +165,7 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
                 "curves": None if curves[g] is None else curves[g]._asdict(),
                 "prediction": prediction[g] if prediction else None,
                 "failed": failed.get(g),
+                **({} if slates[g] is None else {"slate": slates[g]}),
             }
             for g in range(count)
         ],
@@ -266,6 +280,41 @@ def _curves(spec, seeds, regret, reward, optimal) -> storage.Curves:
     return storage.curves_from_trajectory(
         trajectory, seeds, int(spec["curve_points"]), spec["curve_spacing"]
     )
+
+
+def slate_summaries(slate: SlateRecord, seeds: Sequence[int]) -> dict[str, list]:
+    """The stored per-seed summaries of a slate series (padding seeds dropped).
+
+    Args:
+      slate: the series' slate record, leaves (S', T, L) or (S', T) with
+        S' >= len(seeds) (the padded batch).
+      seeds: the chunk's seeds (the first len(seeds) rows of the batch).
+
+    Returns:
+      `{"seeds", "click_rate", "expected_clicks", "ndcg"}`: per seed, the
+      sampled click rate of every position over the run (`bandits.metrics.
+      click_rate_per_position`), the mean exact expected click of every
+      position, both (L,), and the mean NDCG@L over the run
+      (`bandits.metrics.ndcg`).
+    """
+    n = len(seeds)
+    kept = SlateRecord(*(np.asarray(leaf)[:n] for leaf in slate))
+    trajectory = bandits.Trajectory(
+        action=None,
+        reward=None,
+        expected_reward=None,
+        optimal_expected_reward=None,
+        regret=None,
+        optimal=None,
+        slate=kept,
+    )
+    expected = np.asarray(kept.expected_clicks, np.float64).mean(axis=-2)
+    return {
+        "seeds": [int(s) for s in seeds],
+        "click_rate": click_rate_per_position(trajectory).tolist(),
+        "expected_clicks": expected.tolist(),
+        "ndcg": ndcg(trajectory).mean(axis=-1).tolist(),
+    }
 
 
 def _predictions(

@@ -25,7 +25,16 @@ only.
 
 A chunk file is a curves file whose Parquet schema metadata also holds a JSON
 object (key `bandits.chunk`): the config hash, the chunk's seeds, its compute
-cost and any reward-model metrics. Its presence means the chunk is finished.
+cost, any reward-model metrics and, for slate envs, the slate summaries. Its
+presence means the chunk is finished.
+
+Slate series (docs/slates.md) also keep, per seed, the click rate of every
+position, the mean exact expected click of every position and the mean NDCG@L
+over the run (`slate_seed_fields`). Their merged curve file holds them in its
+schema metadata (key `bandits.slate`, read by `read_slate`), so the manifest's
+checksum of that file covers them; their summary lines carry them per seed and,
+with 95% intervals, per series (`slate_summary`). Single-item series have none of
+these: their files are as before.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ SUMMARIES = "summaries.jsonl"
 CURVES_DIR = "curves"
 CHUNKS_DIR = "chunks"
 CHUNK_META_KEY = b"bandits.chunk"
+SLATE_META_KEY = b"bandits.slate"
 DEFAULT_CURVE_POINTS = 1_000
 CURVE_SPACINGS = ("log+linear", "log")
 
@@ -276,16 +286,23 @@ def write_curves(
     label: str,
     curves: Curves,
     metadata: Mapping[str, Any] | None = None,
+    slate: Mapping[str, Any] | None = None,
 ) -> Path:
     """Writes one series' curves to a Parquet file, atomically.
 
     `metadata` (JSON data) is stored in the schema metadata under
-    `CHUNK_META_KEY`; `read_chunk` reads it back.
+    `CHUNK_META_KEY`; `read_chunk` reads it back. `slate` (a series' merged
+    slate summaries, see `concat_slates`) is stored under `SLATE_META_KEY`;
+    `read_slate` reads it back.
     """
     table = curves_table(label, curves)
-    if metadata is not None:
-        text = json.dumps(_plain(metadata), allow_nan=False, ensure_ascii=False)
-        table = table.replace_schema_metadata({CHUNK_META_KEY: text.encode()})
+    extra = {}
+    for key, value in ((CHUNK_META_KEY, metadata), (SLATE_META_KEY, slate)):
+        if value is not None:
+            text = json.dumps(_plain(value), allow_nan=False, ensure_ascii=False)
+            extra[key] = text.encode()
+    if extra:
+        table = table.replace_schema_metadata(extra)
     return atomic_write(
         path,
         lambda tmp: pq.write_table(
@@ -378,6 +395,25 @@ def _chunk_meta(path: Path, metadata: Mapping[bytes, bytes] | None) -> dict[str,
     return meta
 
 
+def read_slate(path: str | Path) -> dict[str, Any] | None:
+    """The slate summaries a curve file holds (see `write_curves`), or None for a
+    single-item series; read from the schema only."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise BanditConfigError(f"{path} is not a readable curve file: {err}") from None
+    raw = metadata.get(SLATE_META_KEY)
+    if raw is None:
+        return None
+    try:
+        slate = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BanditConfigError(f"{path}: unreadable slate summaries: {err}") from None
+    if not isinstance(slate, dict) or set(slate) != set(SLATE_FIELDS):
+        raise BanditConfigError(f"{path}: slate summaries are not {SLATE_FIELDS}")
+    return slate
+
+
 def chunk_matches(path: str | Path, config_hash: str) -> bool:
     """Whether a stored chunk file is readable and was computed for `config_hash`."""
     try:
@@ -424,6 +460,21 @@ def concat_curves(parts: Sequence[Curves]) -> Curves:
         cumulative_reward=np.concatenate([p.cumulative_reward for p in parts]),
         cumulative_optimal=np.concatenate([p.cumulative_optimal for p in parts]),
     )
+
+
+SLATE_FIELDS = ("seeds", "click_rate", "expected_clicks", "ndcg")
+"""Per-seed slate summaries: seeds (S,), click rate and mean expected click of
+every position (S, L), mean NDCG@L over the run (S,)."""
+
+
+def concat_slates(parts: Sequence[Mapping[str, Any] | None]) -> dict | None:
+    """The slate summaries of several seed chunks as one (None for a single-item
+    series, whose chunks hold none)."""
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise BanditConfigError("some chunks of a slate series hold no slate data")
+    return {k: [v for p in parts for v in p[k]] for k in SLATE_FIELDS}  # type: ignore[index]
 
 
 def curve_file_name(index: int, label: str) -> str:
@@ -474,6 +525,25 @@ def curve_seed_records(label: str, curves: Curves) -> list[dict[str, Any]]:
         }
         for i, seed in enumerate(curves.seeds)
     ]
+
+
+def slate_seed_fields(slate: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The slate fields of one seed's summary line: `click_rate` and
+    `expected_clicks` (one value per position), `ndcg` (mean NDCG@L)."""
+    i = list(slate["seeds"]).index(int(seed))
+    return {k: slate[k][i] for k in ("click_rate", "expected_clicks", "ndcg")}
+
+
+def slate_summary(slate: Mapping[str, Any], confidence: float = 0.95) -> dict:
+    """The slate fields of a series' summary line: for `click_rate` and
+    `expected_clicks` (per position) and `ndcg`, the mean over seeds and its
+    two-sided Student-t interval (`bandits.metrics.mean_band`)."""
+    out: dict[str, Any] = {"positions": len(slate["click_rate"][0])}
+    for key in ("click_rate", "expected_clicks", "ndcg"):
+        band = mean_band(np.asarray(slate[key], np.float64), confidence)
+        out[key] = {name: np.asarray(v).tolist() for name, v in band._asdict().items()}
+    out["seeds"] = len(slate["seeds"])
+    return out
 
 
 def curve_summary(label: str, curves: Curves, confidence: float = 0.95) -> Summary:
