@@ -158,3 +158,30 @@ def sensitivity_plot(key: str, lines: Sequence[SensitivityLine]) -> bytes:
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, len(lines), "best")
     return _png(fig)
+
+
+def click_rate_plot(
+    rates: Mapping[str, Mapping[str, Sequence[float]]], colour: Mapping[str, Any]
+) -> bytes:
+    """Sampled click rate of every slate position, mean and 95% interval across
+    seeds per series (`rates[label]` holds the per-position `mean`, `low` and
+    `high` of a slate series' summary)."""
+    fig, ax = _figure()
+    count = max((len(r["mean"]) for r in rates.values()), default=0)
+    for label, rate in rates.items():
+        x = np.arange(1, len(rate["mean"]) + 1, dtype=np.float64)
+        mean, low, high = (np.asarray(rate[k], np.float64) for k in _BAND)
+        c = colour[label]
+        ax.plot(x, mean, marker="o", color=c, label=plot_label(label), lw=1.6)
+        ax.fill_between(x, low, high, color=c, alpha=0.2, lw=0)
+    ax.set_xticks(range(1, count + 1))
+    ax.set_title("Click rate by slate position (mean and 95% interval across seeds)")
+    ax.set_xlabel("position l (1 = top)")
+    ax.set_ylabel("clicks per round at position l")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    _legend(ax, len(rates), "upper right")
+    return _png(fig)
+
+
+_BAND = ("mean", "low", "high")

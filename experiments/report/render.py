@@ -4,6 +4,7 @@
 (manifest, curves, summaries) and writes next to them
 
     regret.png, regret_loglog.png, optimal.png   the curve plots
+    click_rate.png                               slate series: click rate by position
     sensitivity-*.png                            final regret vs each swept value
     report.md                                    linking the PNG files
     report.html                                  the same PNGs embedded as data URIs
@@ -14,7 +15,9 @@ plots (cumulative regret with 95% bands on linear and log-log axes, the fraction
 of optimal actions, and for every swept agent hyperparameter or env parameter the
 final regret against its values); the compute cost per series (compile time,
 rounds per second, peak memory); the held-out metrics of agents with a reward
-model; the commands that reproduce the results; the machine.
+model; for slate series, the click rate of every position and NDCG@L (a table
+and a plot of click rate by position); the commands that reproduce the results;
+the machine.
 
 Bands and intervals are two-sided 95% Student-t intervals across seeds
 (`bandits.metrics.mean_band`). Series are ranked by mean final cumulative
@@ -52,6 +55,7 @@ from experiments.store.manifest import Manifest, SeriesEntry
 REGRET_PNG = "regret.png"
 LOGLOG_PNG = "regret_loglog.png"
 OPTIMAL_PNG = "optimal.png"
+CLICK_RATE_PNG = "click_rate.png"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 SENSITIVITY_PREFIX = "sensitivity-"
@@ -141,6 +145,16 @@ def render(directory: str | Path) -> ReportFiles:
             plots.optimal_plot(curves, colour),
         ),
     ]
+    slates = _slates(order, aggregates)
+    if slates:
+        rates = {label: slate["click_rate"] for label, slate in slates.items()}
+        figures.append(
+            _Plot(
+                CLICK_RATE_PNG,
+                "Click rate by slate position",
+                plots.click_rate_plot(rates, {k: colour[k] for k in rates}),
+            )
+        )
     for file, title, key, lines in _sensitivity(entries, aggregates):
         figures.append(_Plot(file, title, plots.sensitivity_plot(key, lines)))
     # Sensitivity plots of an earlier render that this one does not draw; only
@@ -154,6 +168,8 @@ def render(directory: str | Path) -> ReportFiles:
         storage.atomic_write_bytes(directory / p.file, p.png) for p in figures
     )
     tables = [_regret_table(order, aggregates, entries)]
+    if slates:
+        tables.append(_slate_table(slates))
     tables += [t for t in (_cost_table(order, aggregates, entries),) if t.rows]
     tables += [t for t in (_prediction_table(order, aggregates),) if t.rows]
     if manifest.failed:
@@ -309,6 +325,48 @@ def _cost_table(order, aggregates, entries) -> _Table:
         "Increase MiB",
     ]
     return _Table("Compute cost", note, header, rows, (0, 1))
+
+
+def _slates(order, aggregates) -> dict[str, Mapping[str, Any]]:
+    """The slate summaries (`storage.slate_summary`) of the slate series, in
+    display order; empty for a single-item experiment."""
+    out = {}
+    for label in order:
+        slate = aggregates.get(label, {}).get("slate")
+        if isinstance(slate, Mapping):
+            out[label] = slate
+    return out
+
+
+def _interval(band: Any, index: int | None = None) -> str:
+    """`mean [low, high]` of a stored band (one position's, with `index`)."""
+    if not isinstance(band, Mapping):
+        return "–"
+    names = ("mean", "low", "high")
+    try:
+        mean, low, high = (band[k] if index is None else band[k][index] for k in names)
+    except (KeyError, IndexError, TypeError):
+        return "–"
+    return f"{_fmt(mean, 3)} [{_fmt(low, 3)}, {_fmt(high, 3)}]"
+
+
+def _slate_table(slates: Mapping[str, Mapping[str, Any]]) -> _Table:
+    positions = max(int(_num(s.get("positions")) or 0) for s in slates.values())
+    note = (
+        "Slate series: the sampled click rate of every position (clicks per round "
+        "at that position, averaged over the run), and NDCG@L of the played slate "
+        "against the ideal one (attraction gains, discounts 1 / log2(l + 1)), "
+        "averaged over the run; mean across seeds [95% interval]."
+    )
+    rows = []
+    for label, slate in slates.items():
+        cells = [label]
+        cells += [_interval(slate.get("click_rate"), i) for i in range(positions)]
+        cells += [_interval(slate.get("ndcg")), str(slate.get("seeds", "–"))]
+        rows.append(cells)
+    header = ["Agent", *(f"Click rate @{i + 1}" for i in range(positions))]
+    header += [f"NDCG@{positions}", "Seeds"]
+    return _Table("Slates: click rate per position and NDCG", note, header, rows, (0,))
 
 
 def _prediction_table(order, aggregates) -> _Table:
