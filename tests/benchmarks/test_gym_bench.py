@@ -131,15 +131,23 @@ class NumpyLinearVec:
 def test_gym_linear_vector_step_against_numpy(benchmark, record_ratio):
     """`gymnasium.make_vec("bandits/Linear-v0", num_envs=16)` (vector entry
     point, blocks ahead for every sub-env) against the NumPy env batched over 16
-    streams; per-step latency of the whole batch."""
-    vec = gymnasium.make_vec(
-        "bandits/Linear-v0",
-        num_envs=NUM_ENVS,
-        vectorization_mode="vector_entry_point",
-        num_arms=K,
-        dim=D,
-    )
-    vec.reset(seed=0)
+    streams; per-step latency of the whole batch. Also recorded: the same vector
+    env with a time limit too long to reach (`max_episode_steps`), which steps
+    one compiled call per batch, the path without blocks."""
+
+    def make(**limit):
+        vec = gymnasium.make_vec(
+            "bandits/Linear-v0",
+            num_envs=NUM_ENVS,
+            vectorization_mode="vector_entry_point",
+            num_arms=K,
+            dim=D,
+            **limit,
+        )
+        vec.reset(seed=0)
+        return vec
+
+    vec = make()
     actions = np.arange(NUM_ENVS) % K
 
     def batched(step):
@@ -147,6 +155,7 @@ def test_gym_linear_vector_step_against_numpy(benchmark, record_ratio):
 
     ours = latencies(batched(vec.step))
     theirs = latencies(batched(NumpyLinearVec().step))
+    one_call = latencies(batched(make(max_episode_steps=10**9).step))
     benchmark.pedantic(lambda: vec.step(actions), rounds=200, warmup_rounds=10)
     record_ratio(
         "gym_linear_vector16_step_vs_numpy",
@@ -157,5 +166,7 @@ def test_gym_linear_vector_step_against_numpy(benchmark, record_ratio):
         numpy_mean_us=float(np.mean(theirs)),
         numpy_p50_us=float(np.median(theirs)),
         numpy_p99_us=float(np.percentile(theirs, 99)),
+        one_call_per_step_p50_us=float(np.median(one_call)),
+        one_call_per_step_mean_us=float(np.mean(one_call)),
     )
     assert np.all(np.isfinite(ours))
