@@ -39,7 +39,7 @@ are skipped; check the logs once outside (`check_inputs`) before a compiled loop
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -67,6 +67,22 @@ class Estimate(NamedTuple):
 
 def _concrete(*arrays: Any) -> bool:
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_event_lengths(given: Mapping[str, Any]) -> None:
+    """Every input has the same, non-zero number of events n (its first axis).
+
+    Raises:
+      BanditConfigError: naming each input's length, or n = 0.
+    """
+    lengths = {name: values.shape[0] for name, values in given.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{k} {v}" for k, v in lengths.items())
+        raise BanditConfigError(
+            f"inputs must have one length n per event, got {listed}"
+        )
+    if lengths and next(iter(lengths.values())) == 0:
+        raise BanditConfigError("the logs hold no events (n = 0)")
 
 
 def check_inputs(
@@ -101,14 +117,7 @@ def check_inputs(
             raise BanditConfigError.about(
                 name, f"must have shape {what}, got shape {values.shape}"
             )
-    lengths = {name: values.shape[0] for name, values in given.items()}
-    if len(set(lengths.values())) > 1:
-        listed = ", ".join(f"{k} {v}" for k, v in lengths.items())
-        raise BanditConfigError(
-            f"inputs must have one length n per event, got {listed}"
-        )
-    if lengths and next(iter(lengths.values())) == 0:
-        raise BanditConfigError("the logs hold no events (n = 0)")
+    check_event_lengths(given)
     widths = {n: given[n].shape[1] for n in ("target", "reward_hat") if n in given}
     if len(set(widths.values())) > 1:
         raise BanditConfigError(

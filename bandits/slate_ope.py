@@ -66,7 +66,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bandits.ope import Estimate, _concrete, _finite, mean_estimate
+from bandits.ope import (
+    Estimate,
+    _concrete,
+    _finite,
+    check_event_lengths,
+    mean_estimate,
+)
 from bandits.validation import BanditConfigError
 
 # ---------------------------------------------------------------------------
@@ -99,14 +105,7 @@ def check_slate_inputs(**arrays) -> None:
             raise BanditConfigError.about(
                 name, f"must have {ranks[name]} axes, got shape {values.shape}"
             )
-    lengths = {name: v.shape[0] for name, v in given.items()}
-    if len(set(lengths.values())) > 1:
-        listed = ", ".join(f"{k} {v}" for k, v in lengths.items())
-        raise BanditConfigError(
-            f"inputs must have one length n per event, got {listed}"
-        )
-    if lengths and next(iter(lengths.values())) == 0:
-        raise BanditConfigError("the logs hold no events (n = 0)")
+    check_event_lengths(given)
     positions = {n: given[n].shape[1] for n in given if n not in ("reward", "gram")}
     if len(set(positions.values())) > 1:
         listed = ", ".join(f"{k} {v}" for k, v in positions.items())
