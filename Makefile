@@ -13,7 +13,8 @@ PORTABILITY_TESTS = tests/bandits/test_simulation.py tests/agents/test_contracts
 	tests/agents/test_linucb_parity.py tests/agents/test_linear.py \
 	tests/agents/test_ridge_accuracy.py tests/experiments/test_sweep.py \
 	tests/experiments/test_evaluation.py tests/experiments/test_resume.py \
-	tests/envs/test_gym.py
+	tests/envs/test_gym.py tests/bandits/test_slates.py tests/agents/test_ranking.py \
+	tests/experiments/test_slate_platform.py
 ISA ?= AVX2
 
 .PHONY: install run test test-isa bench bench-smoke lint clean
