@@ -345,13 +345,16 @@ def transformer(
 
 
 def config_for_env(env: Any, **architecture: Any) -> TransformerConfig:
-    """The transformer's shapes for a recommendation env (`ContextualRec-*`).
+    """The transformer's shapes for a recommendation env (`ContextualRec-*`, or
+    its slate version `ContextualRecSlate-*`).
 
     One token per context field (`env.context_fields`, else the whole context as
     one field), the item features of `obs.arms` with the id in the last column,
     and the behaviour history. `architecture` sets width, depth, heads,
     mlp_ratio and wide_cross.
     """
+    if getattr(env, "slate_size", None) is not None:
+        env = env.base  # a slate env: the recommendation env it shows slates of
     fields = tuple(getattr(env, "context_fields", (env.context_dim,)))
     return TransformerConfig(
         num_arms=env.num_arms,
@@ -399,20 +402,7 @@ def policy(
 def _build_policy(
     cfg: TransformerConfig, params: Any, config: PolicyConfig, name: str | None = None
 ) -> Agent:
-    run_cfg = dataclasses.replace(cfg, quantization=config.quantization)
-    graphdef, template = split_model(run_cfg)
-    if config.quantization != "none":
-        if params is None:
-            raise BanditConfigError.about("quantization", "needs pretrained params")
-        params = quantize_state(params, template)
-    agent = _TransformerPolicy(
-        cfg=dataclasses.replace(cfg, quantization="none"),
-        graphdef=graphdef,
-        params=params,
-        config=config,
-        rule=exploration_rule(config),
-        optimizer=_optimizer(config.learning_rate, config.max_grad_norm),
-    )
+    agent = _make_policy(cfg, params, config)
     return Agent(
         agent.init,
         agent.act,
@@ -422,6 +412,26 @@ def _build_policy(
         predict=agent.predict,
         num_arms=cfg.num_arms,
         context_dim=cfg.context_dim,
+    )
+
+
+def _make_policy(
+    cfg: TransformerConfig, params: Any, config: PolicyConfig
+) -> _TransformerPolicy:
+    """The policy object behind `policy` (the model as run, its options)."""
+    run_cfg = dataclasses.replace(cfg, quantization=config.quantization)
+    graphdef, template = split_model(run_cfg)
+    if config.quantization != "none":
+        if params is None:
+            raise BanditConfigError.about("quantization", "needs pretrained params")
+        params = quantize_state(params, template)
+    return _TransformerPolicy(
+        cfg=dataclasses.replace(cfg, quantization="none"),
+        graphdef=graphdef,
+        params=params,
+        config=config,
+        rule=exploration_rule(config),
+        optimizer=_optimizer(config.learning_rate, config.max_grad_norm),
     )
 
 
