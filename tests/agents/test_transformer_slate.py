@@ -100,3 +100,26 @@ def test_bad_options_are_refused(setting, options, field):
     _, _, cfg = setting
     with pytest.raises(BanditConfigError, match=field):
         slate_policy(cfg, **options)
+
+
+@pytest.mark.slow
+def test_slate_transformer_study_runs_from_a_checkpoint(tmp_path, capsys):
+    """The study's command end to end with a tiny randomly initialised
+    checkpoint (the code path, not its numbers); a missing checkpoint is one
+    error line."""
+    from agents import pretrain
+    from experiments.studies import slate_transformer
+
+    env, _ = envs.make("ContextualRec-v0")
+    cfg = tf.config_for_env(env, width=8, depth=1, heads=1)
+    _, params = tf.split_model(cfg, 0)
+    checkpoint = tmp_path / "tiny.npz"
+    pretrain.save_checkpoint(checkpoint, cfg, params)
+    argv = ["--checkpoint", str(checkpoint), "--horizon", "20", "--seeds", "2"]
+    assert slate_transformer.main([*argv, "--early", "10"]) == 0
+    table = capsys.readouterr().out
+    for label in ("pretrained + TS", "CascadeLinUCB", "Top-L LinUCB", "Random"):
+        assert label in table
+    missing = ["--checkpoint", str(tmp_path / "none.npz")]
+    assert slate_transformer.main(missing) == 2
+    assert "does not exist" in capsys.readouterr().err
