@@ -286,6 +286,20 @@ def _select_rows(rows: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
 # Spaces and conversions
 
 
+def _unpack_block(
+    block: _Block, space: spaces.Dict
+) -> tuple[dict[str, np.ndarray], tuple[Any, ...]]:
+    """A computed block on the host: its observations per field (in the space's
+    dtypes) and (reward, expected_rewards, optimal_action, regret)."""
+    block = jax.device_get(block)
+    observations = {
+        name: np.asarray(getattr(block.obs, name), dtype=box.dtype)
+        for name, box in space.spaces.items()
+    }
+    outs = (block.reward, block.expected_rewards, block.optimal_action, block.regret)
+    return observations, outs
+
+
 class MaskedActionError(ValueError):
     """An action the current observation's mask forbids (a strict shell)."""
 
@@ -638,17 +652,7 @@ class BanditGymEnv(gymnasium.Env):
         self._stream, block = _single_block(
             self._stream, self.params, env=self.bandit_env, size=BLOCK
         )
-        block = jax.device_get(block)
-        self._block = {
-            name: np.asarray(getattr(block.obs, name), dtype=box.dtype)
-            for name, box in self.observation_space.spaces.items()
-        }
-        self._outs = (
-            block.reward,
-            block.expected_rewards,
-            block.optimal_action,
-            block.regret,
-        )
+        self._block, self._outs = _unpack_block(block, self.observation_space)
         self._row = 0
 
     def _step_from_block(
@@ -869,17 +873,7 @@ class BanditVectorEnv(VectorEnv):
             resample=self.resample_params,
             size=BLOCK,
         )
-        block = jax.device_get(block)
-        self._block = {
-            name: np.asarray(getattr(block.obs, name), dtype=box.dtype)
-            for name, box in self.single_observation_space.spaces.items()
-        }
-        self._outs = (
-            block.reward,
-            block.expected_rewards,
-            block.optimal_action,
-            block.regret,
-        )
+        self._block, self._outs = _unpack_block(block, self.single_observation_space)
         self._row = 0
 
     def _step_from_block(
