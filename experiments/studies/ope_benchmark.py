@@ -27,7 +27,10 @@ DM and the DR family is ridge regression, cross-fitted over `folds` folds.
 Results go to `<out>/results.jsonl` (one line per env, logger, target, log size
 and estimator; a rerun skips what is there), `summary.md` and one plot per env
 and target (`rmse-*.png`: RMSE against log size per estimator and logger;
-`coverage-*.png`: interval coverage).
+`coverage-*.png`: interval coverage). `--envs`, `--targets` and `--loggers` run
+a part of the grid with the seeds the full run gives those cells, so the work
+can be split over commands or processes writing to one folder (each keeps the
+cells the others added).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from envs import logged
 from experiments.config.checks import check_keys, table
 from experiments.config.loader import packaged_config_text, packaged_configs
 from experiments.store.storage import atomic_write_text, read_jsonl
+from experiments.studies.ope_benchmark_report import plot, summary_markdown
 
 LOGGER_KINDS = ("uniform", "softmax", "epsilon_greedy")
 REWARD_MODELS = ("context", "context_items")
@@ -102,6 +106,11 @@ class Study:
     estimator_options: Mapping[str, float]
     loggers: tuple[Mapping[str, Any], ...]
     envs: tuple[EnvCell, ...]
+    # Subsets to run (None: all). Cells keep the seeds of their position in
+    # the full config, so a filtered run reproduces the unfiltered one.
+    only_envs: tuple[str, ...] | None = None
+    only_targets: tuple[str, ...] | None = None
+    only_loggers: tuple[str, ...] | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -396,14 +405,17 @@ def true_value(key, env, params, policy, agent, state, events, steps) -> tuple:
 def estimate_replicates(study: Study, env, cell: EnvCell, data, order, probs, key):
     """Every estimator on every replicate: (replicates, estimators, 4)."""
     reps, n = order.shape
-    obs = jax.tree.map(jnp.asarray, data.observations())
-    features = model_features(cell.reward_model, env, obs)
     take = functools.partial(jnp.take, indices=jnp.asarray(order), axis=0)
-    features, probs = take(features), take(probs)
+    # Events put in replicate order before the (K x f per event) features are
+    # made, so the largest array is built once and never gathered.
+    obs = jax.tree.map(lambda x: jnp.asarray(x)[order.reshape(-1)], data.observations())
+    features = model_features(cell.reward_model, env, obs)
+    features = features.reshape(reps, n, *features.shape[1:])
+    probs = take(probs)
     action = take(jnp.asarray(data.action, jnp.int32))
     reward = take(jnp.asarray(data.reward, jnp.float32))
     propensity = take(jnp.asarray(data.propensity, jnp.float32))
-    model = offline.ridge_model(env.num_arms, shared=cell.reward_model != "context")
+    fit, predict = _ridge_programs(env.num_arms, cell.reward_model != "context")
     fold = np.arange(n) % study.folds
     np.random.default_rng(study.seed).shuffle(fold)
     reward_hat = jnp.zeros(probs.shape, jnp.float32)
@@ -411,27 +423,41 @@ def estimate_replicates(study: Study, env, cell: EnvCell, data, order, probs, ke
         train, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         if study.folds == 1:
             train = held
-        params = jax.jit(jax.vmap(model.fit))(
-            features[:, train], action[:, train], reward[:, train]
-        )
-        predicted = jax.jit(jax.vmap(model.predict))(params, features[:, held])
-        reward_hat = reward_hat.at[:, held].set(predicted)
-
-    @jax.jit
-    def all_estimates(reward, action, propensity, probs, reward_hat):
-        def one(args):
-            out = ope.estimate_all(*args, **study.estimator_options)
-            return jnp.stack([jnp.stack(list(e)) for e in out.values()])
-
-        return jax.lax.map(one, (reward, action, propensity, probs, reward_hat),
-                           batch_size=min(reps, 50))  # fmt: skip
-
+        params = fit(features[:, train], action[:, train], reward[:, train])
+        reward_hat = reward_hat.at[:, held].set(predict(params, features[:, held]))
+    del features
     ope.check_inputs(np.asarray(reward[0]), np.asarray(action[0]),
                      np.asarray(propensity[0]), np.asarray(probs[0]),
                      np.asarray(reward_hat[0]))  # fmt: skip
+    program = _estimates_program(tuple(sorted(study.estimator_options.items())))
     return np.asarray(
-        all_estimates(reward, action, propensity, probs, reward_hat), np.float64
+        program(reward, action, propensity, probs, reward_hat), np.float64
     )
+
+
+@functools.cache
+def _ridge_programs(num_arms: int, shared: bool) -> tuple:
+    """The compiled (fit, predict) of the ridge reward model over replicates,
+    built once per (K, shared) so that every group reuses the compilation."""
+    model = offline.ridge_model(num_arms, shared=shared)
+    return jax.jit(jax.vmap(model.fit)), jax.jit(jax.vmap(model.predict))
+
+
+@functools.cache
+def _estimates_program(options: tuple[tuple[str, float], ...]):
+    """The compiled program of every estimator on every replicate:
+    (replicates, n) arrays -> (replicates, estimators, 4)."""
+
+    def one(args):
+        out = ope.estimate_all(*args, **dict(options))
+        return jnp.stack([jnp.stack(list(e)) for e in out.values()])
+
+    @jax.jit
+    def all_estimates(reward, action, propensity, probs, reward_hat):
+        return jax.lax.map(one, (reward, action, propensity, probs, reward_hat),
+                           batch_size=min(reward.shape[0], 50))  # fmt: skip
+
+    return all_estimates
 
 
 def score(estimates: np.ndarray, truth: float) -> dict[str, dict[str, float]]:
@@ -458,17 +484,24 @@ def score(estimates: np.ndarray, truth: float) -> dict[str, dict[str, float]]:
 
 def run_study(study: Study, out: Path) -> list[dict]:
     """Every (env, target, logger, log size) cell not yet in `out`; returns all
-    records. The file is rewritten (atomically) after each cell."""
+    records. The file is rewritten (atomically) after each cell, merged with
+    the cells other runs added to it meanwhile."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     records = read_jsonl(path) if path.exists() else []
     done = {_cell_key(r) for r in records}
     root = jax.random.key(study.seed)
     for e, cell in enumerate(study.envs):
+        if not _selected(cell.id, study.only_envs):
+            continue
         env, params = envs.make(cell.id, **cell.params)
         for t, target in enumerate(cell.targets):
+            if not _selected(target.label, study.only_targets):
+                continue
             trained = None
             for g, spec in enumerate(study.loggers):
+                if not _selected(spec["label"], study.only_loggers):
+                    continue
                 todo = [
                     (n, reps)
                     for n, reps in zip(study.log_sizes, study.replicates, strict=True)
@@ -489,9 +522,17 @@ def run_study(study: Study, out: Path) -> list[dict]:
                 key = jax.random.fold_in(jax.random.fold_in(root, e), t * 97 + g)
                 for record in run_logger(study, cell, env, params, target, trained,
                                          spec, todo, key):  # fmt: skip
-                    records.extend(record)
-                    text = "".join(json.dumps(r) + "\n" for r in records)
-                    atomic_write_text(path, text)
+                    records = _append_records(path, record)
+    return records
+
+
+def _append_records(path: Path, new: list[dict]) -> list[dict]:
+    """Adds `new` to the records file, keeping what other runs (say, another
+    env in another process) wrote since this one started; returns them all."""
+    records = read_jsonl(path) if path.exists() else []
+    added = {_cell_key(r) for r in new}
+    records = [r for r in records if _cell_key(r) not in added] + new
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 
@@ -540,82 +581,15 @@ def run_logger(study, cell, env, params, target, trained, spec, todo, key):
         yield [{**cell_fields, "estimator": name, **s} for name, s in scores.items()]
 
 
+def _selected(name: str, only: tuple[str, ...] | None) -> bool:
+    return only is None or name in only
+
+
 def _cell_key(r: Mapping[str, Any]) -> tuple:
     return (
         r["env"], r["target"], r["logger"], r["log_size"], r["replicates"],
         r.get("truth_events"),
     )  # fmt: skip
-
-
-def summary_markdown(records: Sequence[Mapping[str, Any]]) -> str:
-    lines = []
-    groups: dict[tuple, list] = {}
-    for r in records:
-        groups.setdefault((r["env"], r["target"], r["logger"]), []).append(r)
-    for (env_id, target, logger), rows in groups.items():
-        first = rows[0]
-        lines.append(
-            f"\n### {env_id}, target {target}, logger {logger}\n\n"
-            f"True value {first['truth']:.4f} (standard error "
-            f"{first['truth_se']:.1e}); smallest logged propensity "
-            f"{min(r['min_propensity'] for r in rows):.3g}.\n"
-        )
-        lines.append(
-            "| estimator | n | replicates | bias | sd | RMSE | relative error "
-            "| coverage |"
-        )
-        lines.append("|---|---|---|---|---|---|---|---|")
-        for r in sorted(rows, key=lambda r: (r["log_size"], r["estimator"])):
-            flag = " (truth se large)" if r["truth_se"] > 0.2 * r["sd"] else ""
-            lines.append(
-                f"| {r['estimator']} | {r['log_size']:,} | {r['replicates']} | "
-                f"{r['bias']:+.4f} | {r['sd']:.4f} | {r['rmse']:.4f} | "
-                f"{r['relative_error']:.3f} | {r['coverage']:.2f}{flag} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def plot(records: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
-    """RMSE and coverage against log size, one figure pair per env and target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    pairs = sorted({(r["env"], r["target"]) for r in records})
-    for env_id, target in pairs:
-        rows = [r for r in records if (r["env"], r["target"]) == (env_id, target)]
-        loggers = sorted({r["logger"] for r in rows})
-        for metric, ylabel in (("rmse", "RMSE"), ("coverage", "95% interval coverage")):
-            fig, axes = plt.subplots(1, len(loggers), figsize=(4 * len(loggers), 3.4),
-                                     squeeze=False, sharey=True)  # fmt: skip
-            for ax, logger in zip(axes[0], loggers, strict=True):
-                for name in ope.ESTIMATORS:
-                    pts = sorted(
-                        (r["log_size"], r[metric])
-                        for r in rows
-                        if r["logger"] == logger and r["estimator"] == name
-                    )
-                    if pts:
-                        ax.plot(*zip(*pts, strict=True), marker="o", label=name)
-                ax.set_xscale("log")
-                if metric == "rmse":
-                    ax.set_yscale("log")
-                else:
-                    ax.axhline(0.95, color="grey", linestyle="--", linewidth=1)
-                ax.set_title(logger, fontsize=9)
-                ax.set_xlabel("log size n")
-            axes[0][0].set_ylabel(ylabel)
-            axes[0][-1].legend(fontsize=7)
-            fig.suptitle(f"{env_id}, target {target}", fontsize=10)
-            fig.tight_layout()
-            slug = "".join(c if c.isalnum() else "-" for c in f"{env_id}-{target}")
-            path = out / f"{metric}-{slug}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
-    return written
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -634,6 +608,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--targets", nargs="+", metavar="LABEL", help="target labels to run"
     )
+    parser.add_argument(
+        "--loggers", nargs="+", metavar="LABEL", help="logging policy labels to run"
+    )
     return parser.parse_args(argv)
 
 
@@ -650,34 +627,35 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def select(study: Study, args: argparse.Namespace) -> Study:
+    """`study` restricted to the `--envs`, `--targets` and `--loggers` named,
+    each checked against the config. The cells keep their positions (and so
+    their seeds) in the full config."""
+    known = {
+        "--envs": [c.id for c in study.envs],
+        "--targets": sorted({t.label for c in study.envs for t in c.targets}),
+        "--loggers": [spec["label"] for spec in study.loggers],
+    }
+    chosen = {"--envs": args.envs, "--targets": args.targets,
+              "--loggers": args.loggers}  # fmt: skip
+    for option, names in chosen.items():
+        unknown = [name for name in names or () if name not in known[option]]
+        if unknown:
+            raise BanditConfigError.about(
+                option, f"names {unknown[0]!r}, not in the config ({known[option]})"
+            )
+    return dataclasses.replace(
+        study,
+        only_envs=None if not args.envs else tuple(args.envs),
+        only_targets=None if not args.targets else tuple(args.targets),
+        only_loggers=None if not args.loggers else tuple(args.loggers),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        study = read_study(args.config, overrides(args))
-        if args.envs:
-            known = [cell.id for cell in study.envs]
-            unknown = [e for e in args.envs if e not in known]
-            if unknown:
-                raise BanditConfigError.about(
-                    "--envs", f"names {unknown[0]!r}, not in the config ({known})"
-                )
-            cells = tuple(c for c in study.envs if c.id in args.envs)
-            study = dataclasses.replace(study, envs=cells)
-        if args.targets:
-            known = {t.label for c in study.envs for t in c.targets}
-            unknown = [t for t in args.targets if t not in known]
-            if unknown:
-                raise BanditConfigError.about(
-                    "--targets", f"names {unknown[0]!r}, not in the config "
-                    f"({sorted(known)})",
-                )  # fmt: skip
-            cells = tuple(
-                dataclasses.replace(
-                    c, targets=tuple(t for t in c.targets if t.label in args.targets)
-                )
-                for c in study.envs
-            )
-            study = dataclasses.replace(study, envs=cells)
+        study = select(read_study(args.config, overrides(args)), args)
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
