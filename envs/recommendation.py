@@ -6,13 +6,18 @@ catalogue of N, the agent recommends one and the user clicks with probability
 
     P(click | u, i, c, t) = sigmoid(z_{u,i,t}),
     z_{u,i,t} = beta_0 + beta_pref <R(theta_t) p_u, v_i> + beta_pop pi_i
-              + s * g(c, u, i) - beta_bored B_{u,cat(i)}(t) + S_{cat(i)}(t).
+              + s * g(c, u, i) - beta_bored B_{u,cat(i)}(t) + S_{cat(i)}(t)
+              + s_seq f_seq(u, i) + s_int f_int(c, u, i).
 
 `s = context_strength` scales the context effect g; at s = 0 the observed context
 carries no information about clicks (with the weekly season off). Users' tastes move
 toward what they click, categories they consumed satiate (boredom with a half-life),
 and the `drift` options rotate the whole population's tastes (gradually or abruptly
 at given steps), add a weekly season, and bring in new users with no history.
+`sequence_strength` s_seq and `interaction_strength` s_int (default 0: off) add
+users whose clicks follow their last clicks (a Markov intent over categories,
+complementary item pairs) and three-way situation x taste x item interactions
+(`envs.recommendation_sequence`); `ContextualRec-Sequential-v0` turns them on.
 
 `expected_rewards` are the exact click probabilities of the K candidates. Because
 the state evolves (history, boredom, drift), regret is dynamic regret: at each step
@@ -31,6 +36,8 @@ Observation layout (see `RecommendationEnv.arm_layout`):
 * `mask` (K,): False for repeated candidates.
 * `history` (H, p_item + 1): the arriving user's last H interactions, most recent
   first: the shown item's features and whether it was clicked; `history_mask` (H,).
+  With `history_item_ids=True` each row ends with one more column, the shown
+  item's id / (N - 1) (as in `arms`), width `history_dim` = p_item + 2.
 
 Latent vectors (p_u, v_i) stay hidden.
 """
@@ -109,6 +116,12 @@ class RecommendationEnv(BanditEnv):
       drift_shift_steps: steps at which tastes jump by `drift_shift_angle`.
       drift_shift_angle: phi, radians per abrupt shift.
       season_amplitude: logit amplitude of the weekly per-category season.
+      sequence_strength: s_seq >= 0, scale of the sequence term f_seq (the
+        Markov intent over categories and complementary pairs); 0: off.
+      interaction_strength: s_int >= 0, scale of the interaction term f_int
+        (category x device x time block, situation x taste x item); 0: off.
+      history_item_ids: append the item id / (N - 1) to each history row.
+      content_noise: standard deviation of the noise in the content features.
       params_seed: seed of the default problem instance.
     """
 
@@ -145,6 +158,10 @@ class RecommendationEnv(BanditEnv):
     drift_shift_steps: tuple[int, ...] = ()
     drift_shift_angle: float = math.pi / 2
     season_amplitude: float = 0.0
+    sequence_strength: float = 0.0
+    interaction_strength: float = 0.0
+    history_item_ids: bool = False
+    content_noise: float = 0.25
     params_seed: int = 0
 
     def __post_init__(self):
@@ -193,6 +210,9 @@ class RecommendationEnv(BanditEnv):
             "item_spread",
             "taste_mean_scale",
             "season_amplitude",
+            "sequence_strength",
+            "interaction_strength",
+            "content_noise",
         ):
             real(name, getattr(self, name), low=0.0)
         for name in (
@@ -208,10 +228,11 @@ class RecommendationEnv(BanditEnv):
             low=0.0,
             low_open=True,
         )
-        if not isinstance(self.warm_start, bool):
-            raise BanditConfigError.about(
-                "warm_start", f"must be true or false, got {self.warm_start!r}"
-            )
+        for name in ("warm_start", "history_item_ids"):
+            if not isinstance(getattr(self, name), bool):
+                raise BanditConfigError.about(
+                    name, f"must be true or false, got {getattr(self, name)!r}"
+                )
 
     # -- sizes and layout -------------------------------------------------
 
@@ -236,9 +257,16 @@ class RecommendationEnv(BanditEnv):
         """Item-feature columns p_item = C + q + 1 (`arms` adds the id column)."""
         return self.num_categories + self.num_content_features + 1
 
+    @property
+    def history_dim(self) -> int:
+        """Columns of `obs.history`: p_item + 1 (the click flag), + 1 with
+        `history_item_ids` (the item id / (N - 1), last)."""
+        return self.item_dim + 1 + int(self.history_item_ids)
+
     def arm_layout(self) -> dict[str, slice]:
-        """Column slices of `obs.arms` (and of `obs.history`, whose last column is
-        the click flag instead of the item id)."""
+        """Column slices of `obs.arms` (and of `obs.history`, where the
+        "item_id" column holds the click flag instead; with `history_item_ids`
+        the history's last column is the item id)."""
         C, q = self.num_categories, self.num_content_features
         return {
             "category": slice(0, C),
@@ -342,9 +370,13 @@ class RecommendationEnv(BanditEnv):
         valid = state.history_valid[u]
         past = params.item_features[state.history_items[u]]
         clicks = state.history_clicks[u].astype(jnp.float32)[:, None]
-        history = jnp.where(
-            valid[:, None], jnp.concatenate([past, clicks], axis=1), 0.0
-        )
+        columns = [past, clicks]
+        if self.history_item_ids:
+            ids = state.history_items[u].astype(jnp.float32) / max(
+                self.num_items - 1, 1
+            )
+            columns.append(ids[:, None])
+        history = jnp.where(valid[:, None], jnp.concatenate(columns, axis=1), 0.0)
         return Observation(
             context=features,
             arms=arms,
@@ -359,7 +391,7 @@ class RecommendationEnv(BanditEnv):
             "context": ArraySpec((self.context_dim,), jnp.float32, -1.0, 1.0),
             "arms": ArraySpec((K, p), jnp.float32, -1.0, 1.0),
             "mask": ArraySpec((K,), jnp.bool_, 0, 1),
-            "history": ArraySpec((H, p), jnp.float32, -1.0, 1.0),
+            "history": ArraySpec((H, self.history_dim), jnp.float32, -1.0, 1.0),
             "history_mask": ArraySpec((H,), jnp.bool_, 0, 1),
         }
 
@@ -422,4 +454,17 @@ register(
     RecommendationEnv,
     "ContextualRec with a 100,000-item catalogue.",
     num_items=100_000,
+)
+register(
+    "ContextualRec-Sequential-v0",
+    RecommendationEnv,
+    "ContextualRec with sequence-dependent users (Markov intent over categories, "
+    "complementary pairs), three-way context x taste x item interactions, item ids "
+    "in the history, 16 noisier content features and 2,000 users.",
+    sequence_strength=1.0,
+    interaction_strength=0.5,
+    history_item_ids=True,
+    num_content_features=16,
+    content_noise=0.5,
+    num_users=2000,
 )

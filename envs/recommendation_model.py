@@ -11,12 +11,14 @@ that page:
 
     z_{u,i,t} = beta_0 + beta_pref <R(theta_t) p_u, v_i> + beta_pop pi_i
               + s * g(c_t, u, i) - beta_bored B_{u, cat(i)}(t) + S_{cat(i)}(t)
+              + s_seq f_seq(u, i) + s_int f_int(c_t, u, i)
     P(click) = sigmoid(z_{u,i,t})
 
 with g the context effect (category x time-of-day, category x weekend, category x
 device, category x location, category x age band, and region-specific item
 popularity), s = `context_strength`, R(theta_t) the population drift rotation,
-B the boredom state and S the weekly season.
+B the boredom state and S the weekly season; the sequence and interaction terms
+f_seq, f_int live in `envs.recommendation_sequence`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ from envs.recommendation_context import (
     clock,
     inverse_cdf,
     sample_situation,
+)
+from envs.recommendation_sequence import (
+    SequenceParams,
+    interaction_effect,
+    sample_sequence_params,
+    sequence_effect,
 )
 
 
@@ -61,6 +69,7 @@ class RecParams(PyTreeData):
     effect_age: jax.Array  # (C, A)  category x age band
     effect_region_item: jax.Array  # (R, N)  region-specific item popularity
     season_phase: jax.Array  # (C,)  phase of the weekly season per category
+    sequence: SequenceParams  # tables of f_seq and f_int
 
 
 @pytree_dataclass
@@ -195,7 +204,9 @@ def sample_instance(key: jax.Array, cfg) -> RecParams:
     latent = unit_rows(z["centroids"][category] + cfg.item_spread * z["item_noise"])
     rank = jnp.argsort(u["rank"])  # a uniformly random permutation of 0..N-1
     log_pop = -cfg.popularity_exponent * jnp.log1p(rank.astype(jnp.float32))
-    content = jnp.tanh(latent @ z["projection"].T + 0.25 * z["content_noise"])
+    content = jnp.tanh(
+        latent @ z["projection"].T + cfg.content_noise * z["content_noise"]
+    )
     popularity = rescale01(log_pop)
     features = jnp.concatenate(
         [jax.nn.one_hot(category, C), content, popularity[:, None]], axis=1
@@ -228,6 +239,7 @@ def sample_instance(key: jax.Array, cfg) -> RecParams:
         effect_age=sigma * z["age"],
         effect_region_item=cfg.regional_scale * z["region_item"],
         season_phase=2 * math.pi * u["season"],
+        sequence=sample_sequence_params(jax.random.fold_in(key, 1), rank, cfg),
     )
     if cfg.warm_start:
         params = _with_past_history(u, params, cfg)
@@ -357,7 +369,8 @@ def click_logits(
     age = params.user_age[u] if age is None else age
     region = params.user_region[u] if region is None else region
     cat = params.item_category[items]
-    affinity = params.item_latent[items] @ effective_preference(state, u, cfg)
+    taste = effective_preference(state, u, cfg)
+    affinity = params.item_latent[items] @ taste
     z = (
         cfg.base_logit
         + cfg.preference_weight * affinity
@@ -372,6 +385,25 @@ def click_logits(
         day, _ = clock(state.t, cfg.steps_per_day)
         phase = 2.0 * jnp.pi * day / DAYS_PER_WEEK + params.season_phase[cat]
         z = z + cfg.season_amplitude * jnp.sin(phase)
+    if cfg.sequence_strength != 0:
+        clicked = state.history_clicks[u] & state.history_valid[u]
+        z = z + cfg.sequence_strength * sequence_effect(
+            params.sequence,
+            params.item_category,
+            state.history_items[u],
+            clicked,
+            items,
+        )
+    if cfg.interaction_strength != 0:
+        z = z + cfg.interaction_strength * interaction_effect(
+            params.sequence,
+            params.item_category,
+            params.item_latent,
+            situation,
+            taste,
+            items,
+            cfg,
+        )
     return z
 
 

@@ -402,6 +402,7 @@ REC_CASES = [
     ("ContextualRec-v0", {"num_users": 40}),
     ("ContextualRec-ColdStart-v0", {"num_users": 40}),
     ("ContextualRec-Drift-v0", {"num_users": 40, "drift_shift_steps": [300]}),
+    ("ContextualRec-Sequential-v0", {"num_users": 40}),
 ]
 REC_STEPS = 2 * 256 + 37  # two block boundaries (`envs.recommendation_gym.BLOCK`)
 
