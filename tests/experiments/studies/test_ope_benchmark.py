@@ -242,3 +242,19 @@ def test_the_summary_prints_the_coverage_interval(tiny_run):
     coverage = rows[0].split("|")[-2].split()
     low, high = map(float, coverage[1].strip("()").split("-"))
     assert low <= float(coverage[0]) <= high
+
+
+def test_the_timing_breakdown_times_every_phase(tiny_run):
+    """`ope_benchmark_timing` runs the study's phases on one cell and reports
+    each (the values are timings, so only their presence is checked)."""
+    from experiments.studies import ope_benchmark_timing
+
+    config, _ = tiny_run
+    phases = ope_benchmark_timing.time_cell("Linear-v0", 400, 2, 4000, str(config))
+    names = [name for name, _ in phases]
+    assert names[:2] == [
+        "train the target",
+        "truth log (4,000 events) and its target probabilities",
+    ]
+    assert sum("replicate 1:" in name for name in names) == 4
+    assert all(seconds >= 0.0 for _, seconds in phases)
