@@ -165,14 +165,15 @@ def test_knobs_off_reproduce_todays_gymnasium_shell(case):
 # The terms on tiny inputs
 
 
-def _tables(C=3, N=6) -> sequence.SequenceParams:
+def _tables() -> sequence.SequenceParams:
+    """C = 3 categories, N = 6 items paired (0, 1), (2, 3), (4, 5)."""
     transition = jnp.asarray(
         [[0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]], jnp.float32
     )
     return sequence.SequenceParams(
-        transition=transition[:C, :C],
-        partner=jnp.asarray([1, 0, 3, 2, 5, 4][:N], jnp.int32),
-        triple=jnp.zeros((C, 1, sequence.HOUR_BLOCKS)),
+        transition=transition,
+        partner=jnp.asarray([1, 0, 3, 2, 5, 4], jnp.int32),
+        triple=jnp.zeros((3, 1, sequence.HOUR_BLOCKS)),
         net_context=jnp.zeros((1, 1)),
         net_taste=jnp.zeros((1, 1)),
         net_item=jnp.zeros((1, 1)),
@@ -256,6 +257,7 @@ def test_history_ids_name_the_shown_items():
         ("sequence_strength", "1"),
         ("interaction_strength", -1.0),
         ("interaction_strength", None),
+        ("interaction_strength", True),
         ("content_noise", -0.5),
         ("content_noise", math.inf),
         ("history_item_ids", 1),
