@@ -33,10 +33,12 @@ NEURAL_AGENTS = (
 )
 defer("agents.neural", NEURAL_AGENTS)
 defer("agents.transformer", ("transformer",))
+defer("agents.in_context", ("in_context",))
 
 _LAZY_ATTRIBUTES = {
     "neural": ("agents.neural", None),
     "transformer": ("agents.transformer", None),
+    "in_context": ("agents.in_context", None),
     "ensemble_sampling": ("agents.neural", "ensemble_sampling"),
     "bootstrapped_ensemble": ("agents.neural", "bootstrapped_ensemble"),
 }
@@ -62,6 +64,7 @@ __all__ = [
     "epsilon_greedy_slate",
     "features",
     "hyperparameters",
+    "in_context",
     "lin_greedy",
     "linear",
     "lints",

@@ -18,7 +18,12 @@ def test_deferred_names_are_exactly_what_their_modules_register():
     `registry.defer` (else `agents.make` would not find it before the module
     is imported), and nothing else is."""
     every = agents.registered()  # imports every deferred module
-    flax_modules = {"agents.neural", "agents.neural_linear", "agents.transformer"}
+    flax_modules = {
+        "agents.neural",
+        "agents.neural_linear",
+        "agents.transformer",
+        "agents.in_context",
+    }
     defined_there = {
         name
         for name, entry in every.items()

@@ -1,0 +1,366 @@
+"""Pretraining the in-context policy of `agents.in_context` across problem instances.
+
+Following Lee et al. (2023), one pretraining sample is built from a problem
+instance tau = `env.sample_params(key)`:
+
+  * a behaviour policy for that instance: p = (1 - c) q + c e_i, with
+    q ~ Dirichlet(1, ..., 1) over the K arms, c drawn uniformly from
+    {0, 0.1, ..., 1} and e_i the one-hot of an arm drawn uniformly (so some
+    datasets are spread over all arms and others concentrate on one arm);
+  * an in-context dataset D of H events rolled out with that policy in the
+    env: context x_j from the env, a_j ~ p (restricted to the allowed arms),
+    reward r_j from `env.step`;
+  * a query context x from a fresh `env.reset` of the same instance and its
+    label, the optimal arm a* = argmax_k mu_tau(x, k) (exact expected rewards,
+    `env.expected_rewards`, over the allowed arms).
+
+The loss is the mean over the H + 1 prefixes D_{1..j}, j = 0..H, of the
+cross-entropy -log M_theta(a* | x, D_{1..j}) (one causal forward pass gives every
+prefix). Every Adam step draws a fresh batch of instances, rolls out their
+datasets and takes the step in one compiled program (`steps_per_call` steps per
+call, a `scan`); so each instance is seen once, where the paper collects a fixed
+dataset of instances and trains several epochs over it.
+
+Checkpoints are `.npz` files: the architecture and the training record as JSON
+and every parameter under its path (no pickle), written atomically.
+
+Reference:
+  Lee, Xie, Pacchiano, Chandak, Finn, Nachum & Brunskill (2023), "Supervised
+  pretraining can learn in-context reinforcement learning", NeurIPS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from agents.in_context import (
+    Events,
+    InContextConfig,
+    build_model,
+    prefix_logits,
+    split_model,
+)
+from bandits.types import Observation
+from bandits.validation import BanditConfigError, positive_int, real
+
+COVERAGES = tuple(i / 10 for i in range(11))
+"""The weights c of the point mass in the behaviour policy (the paper's grid)."""
+
+
+class Batch(NamedTuple):
+    """B pretraining samples: query observations, datasets and labels."""
+
+    query: Observation  # leaves (B, ...)
+    events: Events  # leaves (B, H, ...)
+    target: jax.Array  # (B,) int32 optimal arm of the query context
+
+
+def behaviour_probs(key: jax.Array, num_arms: int) -> jax.Array:
+    """p = (1 - c) Dirichlet(1) + c e_i, c uniform on `COVERAGES`, i uniform."""
+    key_q, key_c, key_i = jax.random.split(key, 3)
+    q = jax.random.dirichlet(key_q, jnp.ones((num_arms,)))
+    c = jax.random.choice(key_c, jnp.asarray(COVERAGES, jnp.float32))
+    point = jax.nn.one_hot(jax.random.randint(key_i, (), 0, num_arms), num_arms)
+    return (1.0 - c) * q + c * point
+
+
+def sample_task(key: jax.Array, env: Any, horizon: int) -> Batch:
+    """One pretraining sample (no batch axis): see the module docstring."""
+    key_params, key_policy, key_reset, key_steps, key_query = jax.random.split(key, 5)
+    params = env.sample_params(key_params)
+    probs = behaviour_probs(key_policy, env.num_arms)
+    obs, state = env.reset(key_reset, params)
+
+    def step(carry, key_step):
+        obs, state = carry
+        key_action, key_env = jax.random.split(key_step)
+        allowed = jnp.where(obs.mask, probs, 0.0)
+        # a point mass on an unavailable arm falls back to uniform over allowed
+        allowed = jnp.where(jnp.sum(allowed) > 0, allowed, obs.mask.astype(float))
+        action = jax.random.categorical(key_action, jnp.log(allowed)).astype(jnp.int32)
+        next_obs, next_state, feedback = env.step(key_env, state, action, params)
+        event = Events(
+            context=obs.context.astype(jnp.float32),
+            action=action,
+            arm=obs.arms[action].astype(jnp.float32),
+            reward=jnp.asarray(feedback.reward, jnp.float32),
+            mask=jnp.asarray(True),
+        )
+        return (next_obs, next_state), event
+
+    _, events = jax.lax.scan(step, (obs, state), jax.random.split(key_steps, horizon))
+    query, query_state = env.reset(key_query, params)
+    expected = env.expected_rewards(query_state, params)
+    target = jnp.argmax(jnp.where(query.mask, expected, -jnp.inf)).astype(jnp.int32)
+    query = Observation(query.context, query.arms, query.mask)  # no env history
+    return Batch(query, events, target)
+
+
+def sample_batch(key: jax.Array, env: Any, horizon: int, size: int) -> Batch:
+    """`size` samples from independent instances, leaves with a leading (size,)."""
+    return jax.vmap(lambda k: sample_task(k, env, horizon))(jax.random.split(key, size))
+
+
+def batch_loss(graphdef, params, batch: Batch) -> jax.Array:
+    """Mean over samples and prefixes j = 0..H of -log M(a* | x, D_{1..j})."""
+
+    def one(query, events, target):
+        logits = prefix_logits(graphdef, params, query, events)  # (H + 1, K)
+        labels = jnp.full((logits.shape[0],), target)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+    return jnp.mean(jax.vmap(one)(batch.query, batch.events, batch.target))
+
+
+class PretrainResult(NamedTuple):
+    """What `pretrain` returns."""
+
+    config: InContextConfig
+    params: Any  # nnx.State of the trained model
+    losses: np.ndarray  # (steps,) training loss per Adam step
+    seconds: float  # wall time of the training calls (compilation included)
+    tasks: int  # problem instances drawn (steps x batch_size)
+
+
+def pretrain(
+    key: jax.Array,
+    env: Any,
+    cfg: InContextConfig,
+    *,
+    steps: int = 1000,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    steps_per_call: int = 50,
+    progress: bool = False,
+) -> PretrainResult:
+    """Pretrains the in-context model on instances of `env` (module docstring).
+
+    Args:
+      key: PRNG key (initialisation, instances, rollouts).
+      env: a functional env (`sample_params`, `reset`, `step`,
+        `expected_rewards`) whose shapes match `cfg`.
+      cfg: the architecture; `cfg.horizon` is the length H of every dataset.
+      steps: Adam steps.
+      batch_size: instances per step (each instance gives one dataset and one
+        query).
+      learning_rate: Adam step size, cosine-decayed to 10% over the steps.
+      steps_per_call: Adam steps per compiled call.
+      progress: print the mean loss after every call.
+
+    Returns:
+      A `PretrainResult`.
+    """
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
+    steps_per_call = positive_int("steps_per_call", steps_per_call)
+    real("learning_rate", learning_rate, low=0.0, low_open=True)
+    check_env(env, cfg)
+    key_init, key_train = jax.random.split(key)
+    graphdef, params = nnx.split(build_model(cfg, key_init))
+    schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.1)
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+
+    def step(carry, key_step):
+        params, opt_state = carry
+        batch = sample_batch(key_step, env, cfg.horizon, batch_size)
+        loss, grads = jax.value_and_grad(lambda p: batch_loss(graphdef, p, batch))(
+            params
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    @jax.jit
+    def run_steps(carry, keys):
+        return jax.lax.scan(step, carry, keys)
+
+    keys = jax.random.split(key_train, steps)
+    carry = (params, optimizer.init(params))
+    losses = []
+    start = time.perf_counter()
+    for first in range(0, steps, steps_per_call):
+        carry, loss = run_steps(carry, keys[first : first + steps_per_call])
+        losses.append(np.asarray(loss))
+        if progress:
+            done = min(first + steps_per_call, steps)
+            elapsed = time.perf_counter() - start
+            mean = float(np.mean(losses[-1]))
+            print(
+                f"  step {done}/{steps}: loss {mean:.4f} ({elapsed:.0f} s)", flush=True
+            )
+    seconds = time.perf_counter() - start
+    return PretrainResult(
+        cfg, carry[0], np.concatenate(losses), seconds, steps * batch_size
+    )
+
+
+def held_out_loss(
+    key: jax.Array, env: Any, cfg: InContextConfig, params, *, size: int = 256
+) -> float:
+    """The pretraining loss on `size` fresh instances drawn from `key`."""
+    check_env(env, cfg)
+    graphdef, _ = split_model(cfg)
+    batch = sample_batch(key, env, cfg.horizon, positive_int("size", size))
+    return float(jax.jit(lambda p: batch_loss(graphdef, p, batch))(params))
+
+
+def check_env(env: Any, cfg: InContextConfig) -> None:
+    """The env's observation shapes against the architecture."""
+    spec = env.observation_spec()
+    needed = {
+        "context": (cfg.context_dim,),
+        "arms": (cfg.num_arms, cfg.arm_dim),
+        "mask": (cfg.num_arms,),
+    }
+    for name, shape in needed.items():
+        if tuple(spec[name].shape) != shape:
+            raise BanditConfigError(
+                f"the env's {name} has shape {tuple(spec[name].shape)}, the "
+                f"in-context model was built for {shape} (num_arms, dim, arm_dim)"
+            )
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+
+CONFIG_KEY = "config"
+RECORD_KEY = "record"
+PARAM_PREFIX = "param:"
+ZIP_MAGIC = b"PK\x03\x04"
+NPY_HEADER_BYTES = 4096  # room for an .npy member's header beyond its data
+MAX_JSON_BYTES = 1 << 20
+
+
+def _name(path: tuple) -> str:
+    return "/".join(str(part) for part in path)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    cfg: InContextConfig,
+    params: Any,
+    record: Mapping[str, Any] | None = None,
+) -> Path:
+    """Writes the architecture, a JSON `record` (how it was trained) and every
+    parameter to an `.npz` (no pickle), atomically."""
+    from bandits.files import atomic_write
+
+    arrays: dict[str, Any] = {
+        CONFIG_KEY: np.asarray(cfg.to_json()),
+        RECORD_KEY: np.asarray(json.dumps(dict(record or {}), sort_keys=True)),
+    }
+    for p, variable in nnx.to_flat_state(params):
+        arrays[PARAM_PREFIX + _name(p)] = np.asarray(variable.get_value())
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    return atomic_write(Path(path), write)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[InContextConfig, Any, dict[str, Any]]:
+    """Reads a checkpoint of `save_checkpoint`: `(config, params, record)`.
+
+    Member sizes are checked against the declared architecture before any
+    parameter is read (a small file cannot expand to gigabytes).
+
+    Raises:
+      BanditConfigError: the file is missing, is not such a checkpoint, cannot be
+        read, or its parameters do not match the architecture it declares.
+    """
+    path = Path(path)
+    where = repr(str(path))
+    if not path.is_file():
+        raise BanditConfigError(f"checkpoint {where} does not exist")
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != ZIP_MAGIC:
+                raise BanditConfigError(
+                    f"{where} is not an in-context checkpoint (not an .npz archive)"
+                )
+        with zipfile.ZipFile(path) as archive:
+            sizes = {i.filename: i.file_size for i in archive.infolist()}
+        for key in (CONFIG_KEY, RECORD_KEY):
+            size = sizes.get(key + ".npy")
+            if size is None or size > MAX_JSON_BYTES:
+                raise BanditConfigError(
+                    f"{where} is not an in-context checkpoint (no valid {key!r})"
+                )
+        with np.load(path, allow_pickle=False) as stored:
+            cfg = InContextConfig.from_json(str(stored[CONFIG_KEY]))
+            record = json.loads(str(stored[RECORD_KEY]))
+            _, template = split_model(cfg)
+            flat = nnx.to_flat_state(template)
+            expected = {_name(p): np.asarray(v.get_value()) for p, v in flat}
+            _check_members(where, sizes, expected)
+            values = {n: stored[PARAM_PREFIX + n] for n in expected}
+    except BanditConfigError:
+        raise
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
+        raise BanditConfigError(
+            f"{where} is not a readable checkpoint: {err}"
+        ) from None
+    restored = []
+    for p, variable in flat:
+        name = _name(p)
+        value, needed = values[name], expected[name]
+        if value.shape != needed.shape or value.dtype != needed.dtype:
+            raise BanditConfigError(
+                f"checkpoint parameter {name} is {value.dtype}{value.shape}, the "
+                f"architecture needs {needed.dtype}{needed.shape}"
+            )
+        restored.append((p, variable.replace(jnp.asarray(value))))
+    return cfg, nnx.from_flat_state(restored), record
+
+
+def _check_members(
+    where: str, sizes: Mapping[str, int], expected: Mapping[str, np.ndarray]
+) -> None:
+    stored = {
+        name[len(PARAM_PREFIX) : -len(".npy")]: size
+        for name, size in sizes.items()
+        if name.startswith(PARAM_PREFIX) and name.endswith(".npy")
+    }
+    for name, needed in expected.items():
+        if name not in stored:
+            raise BanditConfigError(f"checkpoint {where} lacks parameter {name}")
+        if stored[name] > needed.nbytes + NPY_HEADER_BYTES:
+            raise BanditConfigError(
+                f"checkpoint parameter {name} holds {stored[name]} bytes, more than "
+                f"the {needed.nbytes} its architecture needs; not read"
+            )
+    extra = sorted(set(stored) - set(expected))
+    if extra:
+        raise BanditConfigError(
+            f"checkpoint {where} has parameters the architecture lacks: {extra[:5]}"
+        )
+
+
+__all__ = [
+    "COVERAGES",
+    "Batch",
+    "PretrainResult",
+    "batch_loss",
+    "behaviour_probs",
+    "check_env",
+    "held_out_loss",
+    "load_checkpoint",
+    "pretrain",
+    "sample_batch",
+    "sample_task",
+    "save_checkpoint",
+]
