@@ -507,6 +507,7 @@ for _preset, _slate_id in (
     ("ContextualRec-v0", "ContextualRecSlate-v0"),
     ("ContextualRec-ColdStart-v0", "ContextualRecSlate-ColdStart-v0"),
     ("ContextualRec-Drift-v0", "ContextualRecSlate-Drift-v0"),
+    ("ContextualRec-Sequential-v0", "ContextualRecSlate-Sequential-v0"),
 ):
     # The preset's own settings, so the slate preset is the same population.
     register(

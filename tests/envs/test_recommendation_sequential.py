@@ -226,6 +226,8 @@ def test_sequential_preset_is_registered_with_its_settings():
     assert env.history_dim == env.item_dim + 2
     gym_env = gymnasium.make("bandits/ContextualRec-Sequential-v0").unwrapped
     assert gym_env.observation_space["history"].shape == (10, env.history_dim)
+    slate = envs.make_env("ContextualRecSlate-Sequential-v0")
+    assert slate.base == env
 
 
 def test_history_ids_name_the_shown_items():
