@@ -237,8 +237,9 @@ def test_history_ids_name_the_shown_items():
     env, params = envs.make("ContextualRec-v0", history_item_ids=True, **small)
     plain, _ = envs.make("ContextualRec-v0", **small)
     obs, state = env.reset(jax.random.key(3), params)
+    step = jax.jit(env.step)
     for t in range(12):
-        obs, state, _ = env.step(jax.random.key(t), state, t % 5, params)
+        obs, state, _ = step(jax.random.key(t), state, jnp.int32(t % 5), params)
     valid = np.asarray(obs.history_mask)
     assert valid.sum() >= 1
     ids = np.asarray(obs.history)[:, -1] * (env.num_items - 1)
@@ -416,6 +417,7 @@ def _gain(env, params, ev, knob: str) -> float:
     return _held_out_log_loss(base, ev) - _held_out_log_loss(full, ev)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("knob", "margin"), [("sequence_strength", 0.02), ("interaction_strength", 0.01)]
 )
