@@ -4,7 +4,11 @@
 * Off, the knobs give today's model: `bandits.run` and the Gymnasium shell
   reproduce trajectories recorded before the knobs existed
   (`data/recommendation_today.npz`, written at commit 2eb9b3e, before the knobs
-  existed, by the code of `_record`).
+  existed, by the code of `_record`). The recording also fixes the agents'
+  and the runner's numbers (the random agent's draws, `linucb_items`'
+  statistics, `bandits.run`'s keys): a deliberate change there calls for a new
+  recording (`python tests/envs/test_recommendation_sequential.py`) from an
+  env whose knobs-off model is unchanged.
 * On, they put signal where a linear model of the context and the item features
   does not look: a logistic model of the click on held-out events gains from the
   history (sequence) or from three-way category x device x hour-block features
