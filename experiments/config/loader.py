@@ -77,6 +77,13 @@ from experiments.config.schema import (
 )
 from experiments.config.schema import frozen as _frozen
 from experiments.config.schema import frozen_value as _frozen_value
+from experiments.config.start import (
+    START_KEYS,
+    build_started,
+    check_start,
+    parse_start,
+    start_kwargs,
+)
 from experiments.config.toml_writer import display_value
 from experiments.store.storage import CURVE_SPACINGS, DEFAULT_CURVE_POINTS
 
@@ -115,7 +122,7 @@ RUN_KEYS = (
     "prediction_contexts",
     "seed_key",
 )
-AGENT_KEYS = ("name", "label", "hyperparameters", "grid")
+AGENT_KEYS = ("name", "label", "hyperparameters", "grid", *START_KEYS)
 FROM_ENV = ("num_arms", "dim")
 PACKAGED_CONFIGS = "configs"
 
@@ -145,7 +152,8 @@ def load_config(
         raise BanditConfigError(f"{origin} is not valid TOML: {err}") from None
     if overrides:
         data = _merged(data, overrides)
-    config = parse_config(data, default_name=stem)
+    base_dir = Path(source).resolve().parent if Path(source).is_file() else Path.cwd()
+    config = parse_config(data, default_name=stem, base_dir=base_dir)
     # With overrides the file's text is not the config; the copy stored with the
     # results is then written from the config itself (`to_toml`).
     kept_text = None if overrides else text
@@ -207,12 +215,17 @@ def _read_source(source: str | Path) -> tuple[str, str, str]:
 
 
 def parse_config(
-    data: Mapping[str, Any], default_name: str = "experiment"
+    data: Mapping[str, Any],
+    default_name: str = "experiment",
+    base_dir: str | Path | None = None,
 ) -> ExperimentConfig:
     """Validates the structure of a parsed TOML document and the registry names.
 
     Values of env parameters and agent hyperparameters are checked by `build`.
+    Files that agents start from (`warm_start`, `checkpoint`) are found relative
+    to `base_dir` (default: the working folder) and checksummed here.
     """
+    base = Path.cwd() if base_dir is None else Path(base_dir)
     _check_keys(data, TOP_KEYS, "the top level", required=("env", "run", "agents"))
     name = data.get("name", default_name)
     _check_type("name", name, str, "a string")
@@ -232,7 +245,7 @@ def parse_config(
         raise BanditConfigError("agents must list at least one agent")
     agents_: list[AgentConfig] = []
     for index, raw in enumerate(raw_agents):
-        agents_ += _parse_agent(index, raw)
+        agents_ += parse_agent(index, raw, base)
     _check_unique_labels(agents_)
     return ExperimentConfig(name=name, env=env, run=run, agents=tuple(agents_))
 
@@ -402,7 +415,10 @@ def _parse_seeds(value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _parse_agent(index: int, raw: Mapping[str, Any]) -> list[AgentConfig]:
+def parse_agent(
+    index: int, raw: Mapping[str, Any], base_dir: Path | None = None
+) -> list[AgentConfig]:
+    """The `AgentConfig`s of `[[agents]]` table `index` (one per grid point)."""
     where = f"agents[{index}]"
     _check_keys(raw, AGENT_KEYS, where, required=("name",))
     name = raw["name"]
@@ -430,9 +446,12 @@ def _parse_agent(index: int, raw: Mapping[str, Any]) -> list[AgentConfig]:
         noun="hyperparameter",
         owner=f"agent {name!r}",
     )
+    start = parse_start(where, name, raw, base_dir or Path.cwd())
     if not grid:
         return [
-            AgentConfig(name, label, MappingProxyType(_frozen(hyper)), index, (), label)
+            AgentConfig(
+                name, label, MappingProxyType(_frozen(hyper)), index, (), label, start
+            )
         ]
     keys = tuple(grid)
     out = []
@@ -449,6 +468,7 @@ def _parse_agent(index: int, raw: Mapping[str, Any]) -> list[AgentConfig]:
                 index,
                 grid_keys=keys,
                 base_label=label,
+                start=start,
             )
         )
     return out
@@ -544,9 +564,15 @@ def build(config: ExperimentConfig) -> Experiment:
         built, specs = [], []
         for agent in config.agents:
             kwargs = _agent_kwargs(agent, env, config.env.id, where)
-            spec = AgentSpec.of(agent.name, kwargs)
+            path = f"agents[{agent.index}]"
+            if agent.start is not None:
+                kwargs = start_kwargs(agent.start, kwargs, env, path)
+            spec = AgentSpec.of(
+                agent.name, kwargs, agent.start, (config.env.id, setting.params)
+            )
             try:
-                built.append(build_agent(spec))
+                # Logged events are replayed in the workers, not here.
+                built.append(build_agent(spec, replay=False))
             except BanditConfigError as err:
                 raise _with_path(
                     err,
@@ -555,6 +581,8 @@ def build(config: ExperimentConfig) -> Experiment:
                     f"agents[{agent.index}] ({agent.label!r})",
                     where,
                 ) from None
+            if agent.start is not None:
+                check_start(agent.start, built[-1], env, path)
             specs.append(spec)
         envs_.append(env)
         agents_by_setting.append(tuple(built))
@@ -581,15 +609,19 @@ def make_agent(name: str, kwargs: Mapping[str, Any]) -> Agent:
     return build_agent(AgentSpec.of(name, kwargs))
 
 
-def build_agent(spec: AgentSpec) -> Agent:
+def build_agent(spec: AgentSpec, *, replay: bool = True) -> Agent:
     """The agent of `spec`, built once per process.
 
     The same spec gives the same `Agent` object, so its jitted simulation is
     compiled once per process, and the factory (which validates its arguments)
     runs once per process and spec. A spec with an unhashable value is built
-    without the memo.
+    without the memo. An agent with a start (`spec.start`) gets its checkpoint's
+    parameters and its feature map, and, with `replay`, the state after its
+    logged events (replayed once per process and file checksum).
     """
     factory = agent_registry.registered()[spec.name].factory
+    if spec.start is not None:
+        return _build_started(spec, factory, replay)
     try:
         hash(spec)
     except TypeError:
@@ -603,6 +635,14 @@ def _build_agent(spec: AgentSpec, factory: Callable[..., Agent]) -> Agent:
     only, so that re-registering a name builds afresh."""
     del factory
     return agent_registry.make(spec.name, **spec.kwargs)
+
+
+@functools.lru_cache(maxsize=64)
+def _build_started(
+    spec: AgentSpec, factory: Callable[..., Agent], replay: bool
+) -> Agent:
+    env = make_env(spec.env[0], dict(spec.env[1])) if spec.env is not None else None
+    return build_started(spec, factory, env, replay=replay)
 
 
 def env_shapes(env: Env, features: str = "context") -> dict[str, int]:

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from bandits.types import Agent, Env
+from experiments.config.start import AgentStart
 from experiments.config.toml_writer import display_value, toml_value
 from experiments.store.storage import DEFAULT_CURVE_POINTS
 
@@ -130,6 +131,9 @@ class AgentConfig:
     """Hyperparameters whose value came from `grid`."""
     base_label: str = ""
     """The label of the `[[agents]]` table (before grid values are appended)."""
+    start: AgentStart | None = None
+    """Logged data, a checkpoint or a feature map it starts from
+    (`experiments.config.start`); None: a cold start."""
 
     def path(self, key: str) -> str:
         """The config path of hyperparameter `key`, e.g. `agents[1].grid.alpha`."""
@@ -175,6 +179,8 @@ class ExperimentConfig:
                     "name": a.name,
                     "label": a.label,
                     "hyperparameters": plain(a.hyperparameters),
+                    # absent without a start: older configs keep their hash
+                    **(a.start.canonical() if a.start is not None else {}),
                 }
                 for a in self.agents
             ],
@@ -230,6 +236,9 @@ class ExperimentConfig:
             lines.append(
                 f"hyperparameters = {toml_value(plain(agent.hyperparameters))}"
             )
+            if agent.start is not None:
+                for key, value in agent.start.table().items():
+                    lines.append(f"{key} = {toml_value(value)}")
         return "\n".join(lines) + "\n"
 
     def hash(self) -> str:
@@ -252,13 +261,28 @@ class AgentSpec:
     """Registry name, e.g. "linucb"."""
     items: tuple[tuple[str, Any], ...]
     """Keyword arguments in order; arrays as tuples."""
+    start: AgentStart | None = None
+    """What the agent starts from (`experiments.config.start`), if anything."""
+    env: tuple[str, tuple[tuple[str, Any], ...]] | None = None
+    """With a start: the env id and parameters it was built for (a feature map
+    reads the env's shapes)."""
 
     @classmethod
-    def of(cls, name: str, kwargs: Mapping[str, Any]) -> AgentSpec:
-        return cls(name, tuple(frozen(kwargs).items()))
+    def of(
+        cls,
+        name: str,
+        kwargs: Mapping[str, Any],
+        start: AgentStart | None = None,
+        env: tuple[str, Mapping[str, Any]] | None = None,
+    ) -> AgentSpec:
+        frozen_env = None
+        if start is not None and env is not None:
+            frozen_env = (env[0], tuple(frozen(env[1]).items()))
+        return cls(name, tuple(frozen(kwargs).items()), start, frozen_env)
 
     def _key(self) -> tuple:
-        return self.name, tuple(sorted(self.items, key=lambda item: item[0]))
+        items = tuple(sorted(self.items, key=lambda item: item[0]))
+        return self.name, items, self.start, self.env
 
     def __eq__(self, other: object) -> bool:
         """Equal when the name and the arguments are (their order is not part of
@@ -276,13 +300,14 @@ class AgentSpec:
     def without(self, names: Iterable[str]) -> AgentSpec:
         """The spec with the named arguments left out (the swept ones)."""
         drop = set(names)
-        return AgentSpec(self.name, tuple(i for i in self.items if i[0] not in drop))
+        kept = tuple(i for i in self.items if i[0] not in drop)
+        return dataclasses.replace(self, items=kept)
 
     def with_values(self, values: Mapping[str, Any]) -> AgentSpec:
         """The spec with arguments set (added at the end if new)."""
         kwargs = self.kwargs
         kwargs.update(values)
-        return AgentSpec.of(self.name, kwargs)
+        return dataclasses.replace(self, items=tuple(frozen(kwargs).items()))
 
 
 @dataclasses.dataclass(frozen=True)

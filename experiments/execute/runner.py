@@ -24,7 +24,11 @@ The manifest records the config's hash, so
     killed run resumes; only the tasks that were in flight are recomputed, and
     `manifest["last_run"]` lists which chunks this call computed);
   * a folder holding results of a different config is refused before anything
-    runs, and nothing in it is touched, unless `overwrite=True`.
+    runs, and nothing in it is touched, unless `overwrite=True`;
+  * except when the only difference is the content of files that agents start
+    from (`warm_start`, `checkpoint`: their checksums are in the config hash):
+    then the series of the agents whose file changed are computed again and
+    the others are kept.
 
 Compile time is measured apart from run time through JAX's compile events
 (`experiments.execute.progress.CompileClock`); rounds per second count simulated rounds
@@ -48,6 +52,7 @@ from rich.console import Console
 from bandits.simulation import NonFiniteAgentStateError
 from bandits.validation import BanditConfigError
 from experiments.config.loader import ExperimentConfig, build
+from experiments.config.start import unchanged_agents
 from experiments.execute import evaluation
 from experiments.execute.executors import Executor, LocalExecutor, cpu_count
 from experiments.execute.progress import chunk_progress
@@ -498,8 +503,19 @@ def _prepare(
         raise BanditConfigError(f"output {str(directory)!r} exists and is not a folder")
     digest = config.hash()
     existing = _existing_manifest(directory, overwrite)
+    kept = None
+    if existing is not None and existing.config_hash != digest and not overwrite:
+        kept = unchanged_agents(existing.config, config.canonical())
     if existing is not None and existing.config_hash == digest and not overwrite:
         current = existing
+    elif existing is not None and kept is not None:
+        # Only files that agents start from changed: their series run again.
+        current = existing.replace(
+            config_hash=digest,
+            config=config.canonical(),
+            agents=tuple(e for e in existing.agents if e.agent_label in kept),
+            failed=(),
+        )
     else:
         if not overwrite:
             _refuse_foreign(directory, existing, digest)

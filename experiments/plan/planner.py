@@ -223,10 +223,11 @@ def _program_groups(
 def candidate_names(agent: AgentConfig, kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     """Grid hyperparameters of `agent` that may be traced (before the trace check).
 
-    A float default, numbers only in the grid, and no float64 computation (a
-    traced sweep passes float32 values).
+    A float default, numbers only in the grid, no float64 computation (a
+    traced sweep passes float32 values), and no start from data (a sweep builds
+    its agents from the bare factory).
     """
-    if kwargs.get("dtype") == "float64":
+    if kwargs.get("dtype") == "float64" or agent.start is not None:
         return ()
     defaults = agent_registry.hyperparameters(agent.name)
     names = []
