@@ -362,7 +362,7 @@ def config_for_env(env: Any, **architecture: Any) -> TransformerConfig:
         arm_features=env.item_dim,
         arm_columns=env.item_dim + 1,
         history_length=env.history_length,
-        history_features=env.item_dim + 1,
+        history_features=getattr(env, "history_dim", env.item_dim + 1),
         num_items=env.num_items,
         id_column=-1,
         **architecture,

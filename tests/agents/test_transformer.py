@@ -312,3 +312,19 @@ def test_config_for_env_takes_every_shape_from_the_env():
         env.num_items,
     )
     assert cfg.history_length == env.history_length and cfg.width == 32
+
+
+def test_config_for_env_reads_history_rows_with_item_ids():
+    """`ContextualRec-Sequential-v0` appends the item id to every history row;
+    the transformer's history layer takes the env's `history_dim` columns
+    (shapes only: `eval_shape` traces act without compiling it)."""
+    env, params = envs.make("ContextualRec-Sequential-v0")
+    assert env.history_dim == env.item_dim + 2
+    cfg = tf.config_for_env(env, width=16, depth=1, heads=2)
+    assert cfg.history_features == env.history_dim
+    agent = tf.policy(cfg, exploration="ts")
+    key = jax.random.key(0)
+    obs, _ = env.reset(key, params)
+    state = jax.eval_shape(agent.init, key)
+    action = jax.eval_shape(agent.act, key, state, obs)
+    assert action.shape == () and jnp.issubdtype(action.dtype, jnp.integer)
