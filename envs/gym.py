@@ -449,6 +449,22 @@ def _refuse_masked(action: int, allowed: np.ndarray, where: str = "") -> str:
     )
 
 
+def _refuse_or_warn(shell: Any, message: str) -> None:
+    """A masked-out action: an error for a strict shell, else one warning per
+    env (the action is played; its regret may be negative)."""
+    if shell.strict:
+        raise MaskedActionError(
+            f"{message} (make the env with strict=False to play it anyway)"
+        )
+    if not shell._warned_masked:
+        shell._warned_masked = True
+        warnings.warn(
+            f"{message}; played anyway (strict=False), its regret may be "
+            "negative. Warned once per env.",
+            stacklevel=3,
+        )
+
+
 def observation_space(env: BanditEnv) -> spaces.Dict:
     """The Gymnasium observation space of `env`, from its `observation_spec()`.
 
@@ -675,18 +691,7 @@ class BanditGymEnv(gymnasium.Env):
 
     def _masked(self, action: int, allowed: np.ndarray) -> None:
         """Refuses a masked-out action (strict), or warns once and lets it pass."""
-        message = _refuse_masked(action, allowed)
-        if self.strict:
-            raise MaskedActionError(
-                f"{message} (make the env with strict=False to play it anyway)"
-            )
-        if not self._warned_masked:
-            self._warned_masked = True
-            warnings.warn(
-                f"{message}; played anyway (strict=False), its regret may be "
-                "negative. Warned once per env.",
-                stacklevel=2,
-            )
+        _refuse_or_warn(self, _refuse_masked(action, allowed))
 
 
 def _check_action(action: Any, num_arms: int) -> int:
@@ -913,18 +918,9 @@ class BanditVectorEnv(VectorEnv):
         if played.all():
             return
         i = int(np.flatnonzero(~played)[0])
-        message = _refuse_masked(int(actions[i]), allowed[i], f" of sub-env {i}")
-        if self.strict:
-            raise MaskedActionError(
-                f"{message} (make the env with strict=False to play it anyway)"
-            )
-        if not self._warned_masked:
-            self._warned_masked = True
-            warnings.warn(
-                f"{message}; played anyway (strict=False), its regret may be "
-                "negative. Warned once per env.",
-                stacklevel=2,
-            )
+        _refuse_or_warn(
+            self, _refuse_masked(int(actions[i]), allowed[i], f" of sub-env {i}")
+        )
 
     def _seeds(self, seed: int | Sequence[int] | None) -> list[int] | None:
         if seed is None:
