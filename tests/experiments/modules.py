@@ -1,4 +1,5 @@
-"""Running a project module (a study, the CLI) in a fresh interpreter."""
+"""Helpers of the platform tests: running a project module (a study, the CLI) in
+a fresh interpreter, and running a plan's tasks in the test process."""
 
 from __future__ import annotations
 
@@ -21,3 +22,22 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+class InProcessExecutor:
+    """Runs every task in this process (the test process is the one worker, so a
+    registry entry or a monkeypatch of the test is visible to the tasks)."""
+
+    name = "in-process"
+
+    def check(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return "in-process"
+
+    def run(self, specs):
+        from experiments.execute.tasks import execute_task
+
+        for spec in specs:
+            yield spec, execute_task(spec)

@@ -21,6 +21,7 @@ from experiments.config.loader import build, parse_config
 from experiments.execute.runner import run_experiment
 from experiments.execute.tasks import execute_task
 from experiments.plan import planner
+from tests.experiments.modules import InProcessExecutor
 
 CALLS: collections.Counter = collections.Counter()
 
@@ -29,22 +30,6 @@ def _counted_linucb(num_arms: int, dim: int, alpha: float = 1.0):
     if not isinstance(alpha, jax.core.Tracer):  # traced builds belong to a sweep
         CALLS[alpha] += 1
     return agent_registry.linucb(num_arms, dim, alpha=alpha)
-
-
-class InProcessExecutor:
-    """Runs every task in this process: the test process is the one worker."""
-
-    name = "in-process"
-
-    def check(self) -> None:
-        return None
-
-    def describe(self) -> str:
-        return "in-process"
-
-    def run(self, specs):
-        for spec in specs:
-            yield spec, execute_task(spec)
 
 
 CONFIG = {

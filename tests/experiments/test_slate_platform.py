@@ -22,9 +22,9 @@ import bandits
 from bandits import metrics
 from experiments.config.loader import build, parse_config
 from experiments.execute.runner import run_experiment
-from experiments.execute.tasks import execute_task
 from experiments.report import render
 from experiments.store import manifest, storage
+from tests.experiments.modules import InProcessExecutor
 
 SEEDS = (0, 1)
 HORIZON = 100
@@ -49,22 +49,6 @@ CONFIG = {
         },
     ],
 }
-
-
-class InProcessExecutor:
-    """Runs every task in this process (the test process is the one worker)."""
-
-    name = "in-process"
-
-    def check(self) -> None:
-        return None
-
-    def describe(self) -> str:
-        return "in-process"
-
-    def run(self, specs):
-        for spec in specs:
-            yield spec, execute_task(spec)
 
 
 @pytest.fixture(scope="module")

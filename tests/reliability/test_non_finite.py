@@ -25,9 +25,9 @@ from experiments.config import loader
 from experiments.config.loader import parse_config
 from experiments.execute import executors
 from experiments.execute.runner import SeriesFailedError, run_experiment
-from experiments.execute.tasks import execute_task
 from experiments.plan import planner
 from experiments.store import manifest, storage
+from tests.experiments.modules import InProcessExecutor
 
 BAD_STEP = 2
 """The update at this (0-based) step leaves NaN in the state when alpha > 5."""
@@ -54,22 +54,6 @@ def exploding(num_arms: int, dim: int, alpha: float = 1.0):
         return stats, t + 1
 
     return inner._replace(init=init, act=act, update=update, name="exploding")
-
-
-class InProcessExecutor:
-    """Runs every task in this process (the test's registry is visible)."""
-
-    name = "in-process"
-
-    def check(self) -> None:
-        return None
-
-    def describe(self) -> str:
-        return "in-process"
-
-    def run(self, specs):
-        for spec in specs:
-            yield spec, execute_task(spec)
 
 
 @pytest.fixture
