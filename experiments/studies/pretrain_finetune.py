@@ -3,24 +3,30 @@
 For each environment of `experiments/configs/pretrain_finetune.toml`:
 
 1. log `logs.events` events of the configured logging policy (with propensities)
-   and keep the last `logs.holdout` of them as held-out events;
-2. pretrain the transformer on the rest (IPS-weighted and/or unweighted click
-   prediction plus masked-history prediction), save checkpoints and loss curves;
-3. warm-start the agents marked `warm_start` by replaying the same events;
-4. run every agent online (`bandits.run`, one compiled program per agent) and
-   record cumulative-regret curves, the final regret and the regret after
-   `run.early_steps` steps with 95% Student-t intervals across seeds, and the
-   click-through rate;
+   and keep the last `logs.holdout` of them as held-out events (`logs.parquet`;
+   the rest, the training part, also as `train.parquet`);
+2. pretrain the transformer on the training part (IPS-weighted and/or
+   unweighted click prediction plus masked-history prediction), save
+   checkpoints and loss curves;
+3. write a platform config (`<env>/config.toml`) whose agents start from those
+   files: `warm_start = "train.parquet"` for the agents marked `warm_start`,
+   `checkpoint = "checkpoint_<variant>.npz"` for the pretrained transformers
+   (`experiments.config.start`), and run it with the platform's runner into
+   `<env>/results/` (chunked storage, resume, `report.html`);
+4. from the stored curves: the final regret and the regret after
+   `run.early_steps` steps with 95% Student-t intervals across seeds, the
+   click-through rate, and the regret plot;
 5. score each reward model (pretrained transformer, warm LinUCB, warm NeuralTS)
    on the held-out events: accuracy, precision, recall, F1, ROC-AUC, log-loss, MSE.
 
     python -m experiments.studies.pretrain_finetune --out results/pretrain_finetune
     python -m experiments.studies.pretrain_finetune --quick --out /tmp/pf   # smoke run
 
-Results are written as each agent finishes (`results.jsonl`, one row per env and
-agent), so a killed run keeps what it finished and a rerun resumes; logs and
-checkpoints are reused. `summary.md` and `summary.json` hold the tables,
-`<env>/regret.png` the curves and `<env>/pretrain_<variant>.png` the loss curves.
+Logs, checkpoints and the platform's results are reused by a rerun (a killed run
+resumes; new logs or checkpoints recompute the agents that read them).
+`summary.md` and `summary.json` (and `results.jsonl`, one row per env and agent)
+hold the tables, `<env>/regret.png` the curves and `<env>/pretrain_<variant>.png`
+the loss curves.
 """
 
 from __future__ import annotations
@@ -38,16 +44,19 @@ import jax
 import numpy as np
 
 import agents
-import bandits
 import envs
 from agents import pretrain as pretraining
 from agents import transformer as tf
-from agents.features import cross_items_for, with_arm_features
+from agents.features import cross_items_for
 from agents.networks import make_network
-from agents.warm_start import warm_start
 from bandits import metrics
 from bandits.validation import BanditConfigError
 from envs import logged
+from experiments.config.loader import build, build_agent, load_config
+from experiments.config.start import checkpoint_kwargs
+from experiments.config.toml_writer import toml_key, toml_value
+from experiments.execute.runner import run_experiment
+from experiments.store import manifest, storage
 from experiments.store.storage import atomic_write_text
 from experiments.studies.pretrain_finetune_config import (
     LOGGING_POLICIES,
@@ -57,6 +66,8 @@ from experiments.studies.pretrain_finetune_config import (
 )
 
 CURVE_POINTS = 200
+TRAIN_FILE = "train.parquet"
+"""The logged events before the held-out ones, which warm starts replay."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +88,9 @@ class Args:
     """Seeds per agent; default: the config's (16)."""
     events: int | None = None
     """Logged events per env; default: the config's (100,000)."""
+    overwrite: bool = False
+    """Replace platform results of another agent selection in an env's
+    `results/` folder (the platform refuses otherwise)."""
     quick: bool = False
     """Tiny settings for a smoke run: a small env, 300 rounds, 2 seeds, 3,000
     logged events, a one-block width-16 transformer, one pretraining epoch."""
@@ -93,6 +107,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
     ns = parser.parse_args(argv)
     return Args(
         out=ns.out,
@@ -102,6 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
         horizon=ns.horizon,
         seeds=ns.seeds,
         events=ns.events,
+        overwrite=ns.overwrite,
         quick=ns.quick,
     )
 
@@ -162,33 +178,66 @@ def agent_config(spec: StudyAgent, env, study: StudyConfig) -> tf.TransformerCon
     return tf.config_for_env(env, **{**study.model, **spec.model})
 
 
-def build_agent(spec: StudyAgent, env, pretrained: Mapping[str, Any], study):
-    """The agent of `spec` for `env` (before any warm start)."""
+def platform_agent(spec: StudyAgent, env, study: StudyConfig) -> dict[str, Any]:
+    """The platform `[[agents]]` table of `spec` on `env`; files are named
+    relative to the env's folder, where the config is written."""
     hyper = dict(spec.hyperparameters)
-    if spec.name == "transformer":
-        params = pretrained[spec.checkpoint_tag] if spec.pretrained else None
-        cfg = agent_config(spec, env, study)
-        return tf.policy(cfg, params, name=spec.label, **hyper)
-    if spec.name in ("linucb_context_items", "linucb_items"):
+    out: dict[str, Any] = {"name": spec.name, "label": spec.label}
+    if spec.pretrained:
+        out["checkpoint"] = f"checkpoint_{spec.checkpoint_tag}.npz"
+    elif spec.checkpoint is not None:
+        out["checkpoint"] = spec.checkpoint
+    elif spec.name == "transformer":  # from scratch: the env's shapes
+        shapes = checkpoint_kwargs(agent_config(spec, env, study))
+        del shapes["num_arms"], shapes["dim"]  # the platform fills these in
+        hyper = {**shapes, **hyper}
+    if spec.name == "linucb_context_items":
         hyper.setdefault("item_dim", env.item_dim)
-        if spec.name == "linucb_context_items":
-            hyper.setdefault("cross_dim", env.num_categories)
-        return agents.make(
-            spec.name, num_arms=env.num_arms, dim=env.context_dim, **hyper
-        )
+        hyper.setdefault("cross_dim", env.num_categories)
     if spec.name == "popularity":
         hyper.setdefault("num_items", env.num_items)
-    if spec.feature_map == "context_items":
-        width = env.item_dim + env.num_categories * env.context_dim
-        base = agents.make(
-            spec.name, num_arms=env.num_arms, dim=width, features="arms", **hyper
-        )
-        return with_arm_features(base, cross_items_for(env), name=spec.label)
+    if spec.warm_start:
+        out["warm_start"] = TRAIN_FILE if spec.warm_start is True else spec.warm_start
     if spec.feature_map is not None:
-        raise BanditConfigError(
-            f"feature_map must be 'context_items' or absent, got {spec.feature_map!r}"
-        )
-    return agents.make(spec.name, num_arms=env.num_arms, dim=env.context_dim, **hyper)
+        out["feature_map"] = spec.feature_map
+    out["hyperparameters"] = hyper
+    return out
+
+
+def platform_config(
+    env_id: str, env_params: Mapping[str, Any], specs, env, study: StudyConfig
+) -> str:
+    """The platform config (TOML) that runs `specs` on one env of the study.
+
+    Every step is stored (`curve_points = horizon`), so the regret at
+    `early_steps` is read exactly; the platform's own reward-model evaluation
+    is off (`prediction_seeds = 0`): the study scores the models on its
+    held-out logged events instead.
+    """
+    run = {
+        "horizon": study.horizon,
+        "seeds": study.seeds,
+        "curve_points": study.horizon,
+        "prediction_seeds": 0,
+    }
+    lines = [
+        f"# Written by experiments.studies.pretrain_finetune for {env_id}.",
+        f"name = {toml_value(f'pretrain_finetune {env_id}')}",
+        "",
+        "[env]",
+        f"id = {toml_value(env_id)}",
+        f"params = {toml_value(dict(env_params))}",
+        "",
+        "[run]",
+        *(f"{k} = {toml_value(v)}" for k, v in run.items()),
+    ]
+    for spec in specs:
+        lines += ["", "[[agents]]"]
+        lines += [
+            f"{toml_key(k)} = {toml_value(v)}"
+            for k, v in platform_agent(spec, env, study).items()
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def reward_model(spec: StudyAgent, env, agent):
@@ -251,11 +300,6 @@ def _read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def _append_row(path: Path, row: dict) -> None:
-    rows = [*_read_rows(path), row]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
 def prepare_logs(env_id, env, params, study: StudyConfig, folder: Path):
     """Generates (or reuses) the env's logs; returns (train, holdout)."""
     spec = dict(study.logs)
@@ -284,24 +328,24 @@ def prepare_logs(env_id, env, params, study: StudyConfig, folder: Path):
             f"{time.perf_counter() - start:.1f}s: {data.summary()}",
             flush=True,
         )
-    return data.split(1.0 - float(spec.get("holdout", 0.1)))
+        (folder / TRAIN_FILE).unlink(missing_ok=True)
+    train, holdout = data.split(1.0 - float(spec.get("holdout", 0.1)))
+    if not (folder / TRAIN_FILE).exists():  # what warm-started agents replay
+        logged.save(train, folder / TRAIN_FILE)
+    return train, holdout
 
 
 def prepare_pretrained(env_id, env, train, holdout, study, specs, folder: Path):
-    """Pretrains (or reloads) one transformer per distinct checkpoint tag."""
-    out = {}
-    for spec in specs:
-        tag = spec.checkpoint_tag
-        if tag in out:
-            continue
+    """Pretrains one transformer per distinct checkpoint tag (a checkpoint of
+    the same architecture already there is kept)."""
+    for tag in dict.fromkeys(spec.checkpoint_tag for spec in specs):
+        spec = next(s for s in specs if s.checkpoint_tag == tag)
         cfg = agent_config(spec, env, study)
         path = folder / f"checkpoint_{tag}.npz"
         report = folder / f"pretrain_{tag}.json"
-        if path.exists() and report.exists():
-            saved_cfg, params = pretraining.load_checkpoint(path)
-            if saved_cfg == cfg:
-                out[tag] = params
-                continue
+        fresh = path.exists() and report.exists()
+        if fresh and pretraining.load_checkpoint(path)[0] == cfg:
+            continue
         options = {**study.pretrain, **spec.pretrain}
         seed = int(options.pop("seed", 0))
         result = pretraining.pretrain(
@@ -340,50 +384,89 @@ def prepare_pretrained(env_id, env, train, holdout, study, specs, folder: Path):
             f"{result.seconds:.1f}s; held-out {quality}",
             flush=True,
         )
-        out[tag] = result.params
-    return out
 
 
-def run_agent(spec, env_id, env, params, study, train, holdout, pretrained):
-    """Runs one agent online; returns its results row."""
-    agent = build_agent(spec, env, pretrained, study)
-    predict = reward_model(spec, env, agent)
-    start = time.perf_counter()
-    warm_seconds = 0.0
-    if spec.warm_start:
-        source = train if spec.warm_start is True else spec.warm_start
-        agent = warm_start(agent, source)
-        warm_seconds = time.perf_counter() - start
-    quality = None
-    if predict is not None and (spec.warm_start or spec.pretrained):
-        state = agent.init(jax.random.key(0))
-        quality = held_out_metrics(predict, state, holdout)
-    run_start = time.perf_counter()
-    trajectory = bandits.run(
-        env, agent, horizon=study.horizon, seeds=study.seeds, params=params
+def run_env(env_id, env_params, study, specs, folder: Path, args: Args):
+    """Logs, pretrains and runs one env's agents on the platform: the config,
+    the runner's result and the held-out logged events."""
+    env, params = envs.make(env_id, **env_params)
+    train, holdout = prepare_logs(env_id, env, params, study, folder)
+    prepare_pretrained(
+        env_id, env, train, holdout, study, [s for s in specs if s.pretrained], folder
     )
-    regret = metrics.cumulative_regret(trajectory)
-    seconds = time.perf_counter() - run_start
-    early = min(study.early_steps, study.horizon)
-    steps = np.unique(np.geomspace(1, study.horizon, CURVE_POINTS).astype(int))
-    band = metrics.mean_band(regret[:, steps - 1])
-    return {
-        "env": env_id,
-        "agent": spec.label,
-        "horizon": study.horizon,
-        "seeds": study.seeds,
-        "final_regret": _band(regret[:, -1]),
-        "early_steps": early,
-        "early_regret": _band(regret[:, early - 1]),
-        "ctr": _band(np.asarray(trajectory.reward, np.float64).mean(axis=1)),
-        "held_out": quality,
-        "warm_start_seconds": round(warm_seconds, 1),
-        "run_seconds": round(seconds, 1),
-        "curve_steps": steps.tolist(),
-        "curve_mean": band.mean.round(3).tolist(),
-        "curve_low": band.low.round(3).tolist(),
-        "curve_high": band.high.round(3).tolist(),
-    }
+    path = folder / "config.toml"
+    atomic_write_text(path, platform_config(env_id, env_params, specs, env, study))
+    config = load_config(path)
+    result = run_experiment(
+        config,
+        folder / "results",
+        overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),
+        command=f"bandits run {path} --out {folder / 'results'}",
+    )
+    return config, result, holdout
+
+
+def result_rows(env_id, config, specs, study, held: Mapping[str, Any], folder: Path):
+    """The study's rows of one env, from the platform's stored curves."""
+    results = folder / "results"
+    entries = {e.label: e for e in manifest.read(results).agents}
+    rows = []
+    for spec in specs:
+        entry = entries[spec.label]
+        curves = storage.read_curves(results / entry.curves)[spec.label]
+        column = {int(t): i for i, t in enumerate(curves.steps)}
+        regret = curves.cumulative_regret
+        early = min(study.early_steps, study.horizon)
+        steps = np.unique(np.geomspace(1, study.horizon, CURVE_POINTS).astype(int))
+        band = metrics.mean_band(regret[:, [column[int(t)] for t in steps]])
+        end = column[study.horizon]
+        rows.append(
+            {
+                "env": env_id,
+                "agent": spec.label,
+                "horizon": study.horizon,
+                "seeds": study.seeds,
+                "final_regret": _band(regret[:, end]),
+                "early_steps": early,
+                "early_regret": _band(regret[:, column[early]]),
+                "ctr": _band(curves.cumulative_reward[:, end] / study.horizon),
+                "held_out": held.get(spec.label),
+                "run_seconds": round(entry.cost.run_time_s or 0.0, 1),
+                "curve_steps": steps.tolist(),
+                "curve_mean": band.mean.round(3).tolist(),
+                "curve_low": band.low.round(3).tolist(),
+                "curve_high": band.high.round(3).tolist(),
+            }
+        )
+    return rows
+
+
+def held_out_by_agent(env, config, specs, holdout, folder: Path) -> dict[str, Any]:
+    """Held-out prediction metrics of each warm-started or pretrained agent's
+    reward model in its starting state (the platform's build of the agent);
+    kept in `held_out.json` while the agent and the logs are unchanged."""
+    cache_path = folder / "held_out.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    logs = json.loads((folder / "logs.json").read_text())
+    experiment = build(config)
+    out = {}
+    for i, spec in enumerate(specs):
+        if not (spec.warm_start or spec.pretrained or spec.checkpoint):
+            continue
+        key = json.dumps([config.canonical()["agents"][i], logs], sort_keys=True)
+        if cache.get(spec.label, {}).get("key") == key:
+            out[spec.label] = cache[spec.label]["metrics"]
+            continue
+        agent = build_agent(experiment.specs_by_setting[0][i])
+        predict = reward_model(spec, env, agent)
+        if predict is None:
+            continue
+        state = agent.init(jax.random.key(0))
+        out[spec.label] = held_out_metrics(predict, state, holdout)
+        cache[spec.label] = {"key": key, "metrics": out[spec.label]}
+        atomic_write_text(cache_path, json.dumps(cache, indent=1))
+    return out
 
 
 def plot_env(rows: list[dict], path: Path) -> None:
@@ -468,58 +551,43 @@ def summary_markdown(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    study = select(load_study(args.config), args)
+    try:
+        study = select(load_study(args.config), args)
+    except BanditConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
+    done = {e for e, _ in study.envs}
+    rows = [r for r in _read_rows(results) if r["env"] not in done]
     for env_id, env_params in study.envs:
-        env, params = envs.make(env_id, **env_params)
+        specs = [s for s in study.agents if s.envs is None or env_id in s.envs]
+        if not specs:
+            continue
         folder = out / env_id
         folder.mkdir(exist_ok=True)
-        done = {
-            r["agent"]
-            for r in _read_rows(results)
-            if r["env"] == env_id
-            and r["horizon"] == study.horizon
-            and r["seeds"] == study.seeds
-        }
-        todo = [
-            s
-            for s in study.agents
-            if s.label not in done and (s.envs is None or env_id in s.envs)
-        ]
-        if todo:
-            train, holdout = prepare_logs(env_id, env, params, study, folder)
-            pretrained = prepare_pretrained(
-                env_id,
-                env,
-                train,
-                holdout,
-                study,
-                [s for s in todo if s.pretrained],
-                folder,
+        try:
+            config, result, holdout = run_env(
+                env_id, env_params, study, specs, folder, args
             )
-        for spec in todo:
-            row = run_agent(
-                spec, env_id, env, params, study, train, holdout, pretrained
-            )
-            _append_row(results, row)
-            print(
-                f"[{env_id}] {spec.label:<44} regret@T {_cell(row['final_regret'])}  "
-                f"@{row['early_steps']} {_cell(row['early_regret'])}  "
-                f"({row['run_seconds']}s)",
-                flush=True,
-            )
-        rows = [
-            r
-            for r in _read_rows(results)
-            if r["env"] == env_id
-            and r["horizon"] == study.horizon
-            and r["seeds"] == study.seeds
-        ]
-        if rows:
-            plot_env(rows, folder / "regret.png")
-    rows = _read_rows(results)
+        except BanditConfigError as err:  # e.g. results of another selection
+            print(f"error: [{env_id}] {err}", file=sys.stderr)
+            return 2
+        env = envs.make_env(env_id, **env_params)
+        held = held_out_by_agent(env, config, specs, holdout, folder)
+        mine = result_rows(env_id, config, specs, study, held, folder)
+        for row in mine:
+            if row["agent"] in result.ran:
+                print(
+                    f"[{env_id}] {row['agent']:<44} regret@T "
+                    f"{_cell(row['final_regret'])}  @{row['early_steps']} "
+                    f"{_cell(row['early_regret'])}  ({row['run_seconds']}s)",
+                    flush=True,
+                )
+        plot_env(mine, folder / "regret.png")
+        rows += mine
+    atomic_write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out / "summary.json", json.dumps(rows, indent=1) + "\n")
     atomic_write_text(out / "summary.md", summary_markdown(rows))
     print(f"wrote {out / 'summary.md'}")

@@ -8,12 +8,15 @@ in its layout) into frozen dataclasses and checks it before any compute:
     [model]     width, depth, heads, mlp_ratio, wide_cross   (the transformer)
     [pretrain]  epochs, batch_size, learning_rate, max_weight, ssl_weight, seed
     [[envs]]    id, params
-    [[agents]]  name, label, hyperparameters, pretrained, warm_start,
-                feature_map, model, pretrain, envs (ids it runs on; default all)
+    [[agents]]  the platform's keys (name, label, hyperparameters, grid,
+                warm_start, checkpoint, feature_map), parsed by the platform
+                (`experiments.config.loader.parse_agent`), and the study's:
+                pretrained, model, pretrain, envs (ids it runs on; default all)
 
-An agent's `name` is "transformer" or a registered agent name, as in the
-platform's configs; tables and keys are checked with the platform's checks
-(`experiments.config.checks`), so errors read the same.
+`warm_start = true` means this env's logs (the part before the held-out
+events); a string is a Parquet path, relative to the config's folder. The
+study writes one platform config per env from these entries
+(`experiments.studies.pretrain_finetune.platform_config`).
 
 The transformer's shapes come from the env (`agents.transformer.config_for_env`).
 """
@@ -26,11 +29,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import agents
 import envs
 from bandits.validation import BanditConfigError
 from envs import logged
-from experiments.config.checks import check_keys, check_type, table
+from experiments.config.checks import check_keys, table
+from experiments.config.loader import AGENT_KEYS, parse_agent
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 LOGGING_POLICIES = {
@@ -39,6 +42,8 @@ LOGGING_POLICIES = {
     "softmax_noisy_oracle": logged.softmax_noisy_oracle,
 }
 PRETRAINED = ("ips", "unweighted")
+STUDY_AGENT_KEYS = ("pretrained", "model", "pretrain", "envs")
+"""`[[agents]]` keys of the study; the others are the platform's."""
 MODEL_KEYS = {"width", "depth", "heads", "mlp_ratio", "wide_cross"}
 PRETRAIN_KEYS = {
     "epochs",
@@ -52,7 +57,7 @@ PRETRAIN_KEYS = {
 
 @dataclasses.dataclass(frozen=True)
 class StudyAgent:
-    """One `[[agents]]` entry of the study."""
+    """One `[[agents]]` entry of the study (one per grid point)."""
 
     label: str
     name: str
@@ -60,10 +65,14 @@ class StudyAgent:
     hyperparameters: Mapping[str, Any]
     pretrained: str | None = None  # "ips", "unweighted" or None
     warm_start: bool | str = False
+    """True: this env's logs (their training part); a string: a Parquet path
+    (relative to the config's folder)."""
     feature_map: str | None = None
     envs: tuple[str, ...] | None = None  # env ids it runs on (None: all)
     model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     pretrain: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    checkpoint: str | None = None
+    """An existing checkpoint (a path), for a transformer not pretrained here."""
 
     @property
     def checkpoint_tag(self) -> str:
@@ -133,49 +142,8 @@ def load_study(config: str) -> StudyConfig:
         envs.make_env(entry["id"], **entry.get("params", {}))  # checks the id early
         env_list.append((entry["id"], dict(entry.get("params", {}))))
     specs = []
-    allowed_keys = (
-        "name",
-        "label",
-        "hyperparameters",
-        "pretrained",
-        "warm_start",
-        "feature_map",
-        "model",
-        "pretrain",
-        "envs",
-    )
     for i, entry in enumerate(raw.get("agents", [])):
-        where = f"agents[{i}]"
-        entry = table(where, entry)
-        check_keys(entry, allowed_keys, where, required=("name",))
-        name = entry["name"]
-        check_type(f"{where}.name", name, str, "a string")
-        if name != "transformer" and name not in agents.registered():
-            raise BanditConfigError(
-                f"{where}.name must be 'transformer' or a registered agent; got "
-                f"{name!r}"
-            )
-        pretrained = entry.get("pretrained", False)
-        if pretrained not in (False, *PRETRAINED):
-            raise BanditConfigError(
-                f"{where}.pretrained must be false, 'ips' or 'unweighted'; got "
-                f"{pretrained!r}"
-            )
-        specs.append(
-            StudyAgent(
-                label=entry.get("label", name),
-                name=name,
-                hyperparameters=table(
-                    f"{where}.hyperparameters", entry.get("hyperparameters", {})
-                ),
-                pretrained=pretrained or None,
-                warm_start=entry.get("warm_start", False),
-                feature_map=entry.get("feature_map"),
-                envs=_env_ids(entry.get("envs"), f"{where}.envs"),
-                model=_table(entry, "model", MODEL_KEYS, where),
-                pretrain=_table(entry, "pretrain", PRETRAIN_KEYS, where),
-            )
-        )
+        specs += _study_agents(i, table(f"agents[{i}]", entry), path.parent)
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise BanditConfigError(f"agent labels must be unique, got {labels}")
@@ -189,3 +157,49 @@ def load_study(config: str) -> StudyConfig:
         envs=tuple(env_list),
         agents=tuple(specs),
     )
+
+
+def _study_agents(index: int, entry: Mapping[str, Any], base: Path) -> list[StudyAgent]:
+    """One `[[agents]]` table: the study's keys here, the rest (name, label,
+    hyperparameters, grid, warm_start as a path, checkpoint, feature_map) by
+    the platform's parser, which checks them as in any platform config."""
+    where = f"agents[{index}]"
+    check_keys(entry, (*AGENT_KEYS, *STUDY_AGENT_KEYS), where, required=("name",))
+    pretrained = entry.get("pretrained", False)
+    if pretrained not in (False, *PRETRAINED):
+        raise BanditConfigError(
+            f"{where}.pretrained must be false, 'ips' or 'unweighted'; got "
+            f"{pretrained!r}"
+        )
+    if pretrained and entry.get("name") != "transformer":
+        raise BanditConfigError(
+            f"{where}.pretrained: only a transformer is pretrained here, got "
+            f"name = {entry.get('name')!r}"
+        )
+    platform = {k: v for k, v in entry.items() if k not in STUDY_AGENT_KEYS}
+    warm = platform.get("warm_start", False)
+    if isinstance(warm, bool):  # true: this env's logs, chosen per env
+        platform.pop("warm_start", None)
+    model = _table(entry, "model", MODEL_KEYS, where)
+    pretrain = _table(entry, "pretrain", PRETRAIN_KEYS, where)
+    env_ids = _env_ids(entry.get("envs"), f"{where}.envs")
+    out = []
+    for parsed in parse_agent(index, platform, base):
+        start = parsed.start
+        out.append(
+            StudyAgent(
+                label=parsed.label,
+                name=parsed.name,
+                hyperparameters=dict(parsed.hyperparameters),
+                pretrained=pretrained or None,
+                warm_start=warm if isinstance(warm, bool) else start.warm_start.path,  # type: ignore[union-attr]
+                feature_map=None if start is None else start.feature_map,
+                envs=env_ids,
+                model=model,
+                pretrain=pretrain,
+                checkpoint=None
+                if start is None or start.checkpoint is None
+                else start.checkpoint.path,
+            )
+        )
+    return out

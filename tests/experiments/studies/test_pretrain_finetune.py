@@ -49,6 +49,12 @@ def test_quick_run_writes_tables_checkpoints_and_plots(tmp_path, capsys):
     assert (folder / "pretrain_unweighted.png").stat().st_size > 0
     assert (folder / "regret.png").stat().st_size > 0
     assert "| Transformer pretrained + TS |" in (tmp_path / "summary.md").read_text()
+    # The agents ran on the platform, from the study's files.
+    platform = (folder / "config.toml").read_text()
+    assert 'checkpoint = "checkpoint_unweighted.npz"' in platform
+    assert 'warm_start = "train.parquet"' in platform
+    assert (folder / "results" / "manifest.json").is_file()
+    assert len(logged.load(folder / "train.parquet")) == 900  # before the holdout
     # A rerun resumes: every agent is already done, nothing is recomputed.
     capsys.readouterr()
     assert main([*args, *AGENTS]) == 0
@@ -94,7 +100,8 @@ def test_bad_config_raises(tmp_path):
     with pytest.raises(BanditConfigError, match=r"logs\.policy"):
         load_study(str(path))
     path.write_text('[[agents]]\nlabel = "x"\nname = "nonexistent"\n')
-    with pytest.raises(BanditConfigError, match=r"agents\[0\]\.name must be"):
+    # The platform's agent-table parser reports it (listing the known agents).
+    with pytest.raises(BanditConfigError, match=r"agents\[0\]\.name: unknown agent"):
         load_study(str(path))
     path.write_text('[[agents]]\nname = "transformer"\nmodel = { depth2 = 1 }\n')
     with pytest.raises(BanditConfigError, match="unknown key"):
@@ -105,5 +112,8 @@ def test_bad_config_raises(tmp_path):
     path.write_text('[[agents]]\nkind = "random"\n')
     with pytest.raises(BanditConfigError, match="unknown key 'kind'"):
         load_study(str(path))  # the platform's key: name
+    path.write_text('[[agents]]\nname = "linucb"\nwarm_start = "none.parquet"\n')
+    with pytest.raises(BanditConfigError, match=r"agents\[0\]\.warm_start: file"):
+        load_study(str(path))  # a path is checked by the platform's parser
     path.write_text('[[agents]]\nname = "random"\nenvs = ["ContextualRec-v0"]\n')
     assert load_study(str(path)).agents[0].envs == ("ContextualRec-v0",)
