@@ -27,29 +27,13 @@ from bandits.validation import BanditConfigError
 from envs import logged
 from experiments.config.loader import build, load_config
 from experiments.execute.runner import run_experiment
-from experiments.execute.tasks import execute_task
 from experiments.store import storage
+from tests.experiments.modules import InProcessExecutor
 
 HORIZON = 60
 SEEDS = 2
 LINEAR = {"num_arms": 4, "dim": 3}
 REC = {"num_items": 30, "num_users": 40, "num_candidates": 5, "history_length": 3}
-
-
-class InProcessExecutor:
-    """Runs every task in this process (the test process is the one worker)."""
-
-    name = "in-process"
-
-    def check(self) -> None:
-        return None
-
-    def describe(self) -> str:
-        return "in-process"
-
-    def run(self, specs):
-        for spec in specs:
-            yield spec, execute_task(spec)
 
 
 @pytest.fixture(autouse=True)
