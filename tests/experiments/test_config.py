@@ -576,7 +576,12 @@ def test_a_bad_value_in_a_named_setting_points_at_it():
 
 
 # Studies with a layout of their own (read by their modules, tested there).
-OWN_LAYOUT = {"pretrain_finetune", "ope_benchmark", "ope_benchmark_transformer"}
+OWN_LAYOUT = {
+    "pretrain_finetune",
+    "ope_benchmark",
+    "ope_benchmark_transformer",
+    "in_context",
+}
 
 
 @pytest.mark.parametrize("name", sorted(set(packaged_configs()) - OWN_LAYOUT))

@@ -1,0 +1,309 @@
+"""Study: an in-context bandit policy (DPT) against LinUCB and LinTS on new instances.
+
+    python -m experiments.studies.in_context                  # results/in_context
+    python -m experiments.studies.in_context --quick --out /tmp/ic   # smoke run
+
+The config (`experiments/configs/in_context.toml`, its own layout, checked with
+`experiments.config.checks`) names the env and its parameters, the model
+(`agents.in_context.InContextConfig`), the pretraining settings and the
+evaluation. The study
+
+1. pretrains the in-context model across instances `env.sample_params(key)`
+   (`agents.in_context_pretrain.pretrain`), or reuses `checkpoint.npz` in the
+   output folder when its architecture and pretraining settings are the
+   config's (a rerun costs no training);
+2. runs the frozen model, then every baseline, through `bandits.run` on
+   `seeds` fresh instances (seeds first_seed.., a key stream pretraining never
+   draws from), T = `evaluation.horizon`;
+3. writes `regret.png` (cumulative regret, mean and 95% Student-t band over
+   instances; the pretraining loss beside it), `summary.json` and `summary.md`
+   (final regret, mean [95% interval], and the pretraining cost: wall time,
+   machine, tasks, steps).
+
+`--quick` shrinks everything (a 2-arm env, H = 8, 20 steps, 4 seeds) to check
+the command end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import agents
+import bandits
+import envs
+from bandits import metrics
+from bandits.validation import BanditConfigError, positive_int
+from experiments.config import checks
+from experiments.store import storage
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "in_context.toml"
+SECTIONS = ("name", "output", "env", "model", "pretrain", "evaluation", "baselines")
+PRETRAIN_KEYS = ("seed", "steps", "batch_size", "learning_rate")
+EVALUATION_KEYS = ("horizon", "seeds", "first_seed")
+QUICK = {
+    "env": {"id": "Linear-v0", "params": {"num_arms": 2, "dim": 2}},
+    "model": {"horizon": 8, "width": 8, "depth": 1, "heads": 1, "mlp_ratio": 2},
+    "pretrain": {"steps": 20, "batch_size": 8},
+    "evaluation": {"horizon": 8, "seeds": 4},
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG), help="the study's TOML")
+    parser.add_argument("--out", help="results folder (default: the config's)")
+    parser.add_argument("--seeds", type=int, help="evaluation instances")
+    parser.add_argument("--figure", help="also save the figure at this path")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    return parser.parse_args(argv)
+
+
+def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
+    """The config, structure and types checked (values are checked where used:
+    the env, the model config, `pretrain` and the agent factories)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise BanditConfigError(
+            f"cannot read study config {str(path)!r}: {err}"
+        ) from None
+    checks.check_keys(data, SECTIONS, "the study config", required=SECTIONS[2:6])
+    env = checks.table("env", data["env"])
+    checks.check_keys(env, ("id", "params"), "env", required=("id",))
+    checks.check_type("env.id", env["id"], str, "a string")
+    checks.table("env.params", env.get("params", {}))
+    checks.table("model", data["model"])
+    for section, keys in (("pretrain", PRETRAIN_KEYS), ("evaluation", EVALUATION_KEYS)):
+        table = checks.table(section, data[section])
+        checks.check_keys(table, keys, section, required=keys)
+        for key in keys:
+            value, where = table[key], f"{section}.{key}"
+            if key != "learning_rate":
+                checks.check_type(where, value, int, "an integer")
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                raise BanditConfigError(f"{where} must be a number")
+    baselines = data.get("baselines", [])
+    checks.check_type("baselines", baselines, list, "an array of tables")
+    for i, entry in enumerate(baselines):
+        where = f"baselines[{i}]"
+        checks.table(where, entry)
+        checks.check_keys(entry, ("name", "label", "hyperparameters"), where, ("name",))
+        checks.table(f"{where}.hyperparameters", entry.get("hyperparameters", {}))
+    if quick:
+        for section, values in QUICK.items():
+            data[section] = {**data[section], **values}
+    return data
+
+
+def _cost_machine() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next(
+                line.split(":", 1)[1].strip()
+                for line in handle
+                if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} logical CPUs"
+
+
+def pretrained(study: Mapping[str, Any], env, out: Path):
+    """(config, params, record): the checkpoint in `out` if it matches the study,
+    else a new pretraining run, saved there."""
+    import jax
+
+    from agents.in_context import InContextConfig
+    from agents.in_context_pretrain import load_checkpoint, pretrain, save_checkpoint
+
+    spec = study["env"]
+    cfg = InContextConfig(
+        num_arms=env.num_arms,
+        context_dim=env.observation_spec()["context"].shape[0],
+        arm_dim=env.observation_spec()["arms"].shape[1],
+        **study["model"],
+    )
+    training = dict(study["pretrain"])
+    settings = {"env": spec["id"], "env_params": spec.get("params", {}), **training}
+    path = out / "checkpoint.npz"
+    if path.is_file():
+        saved, params, record = load_checkpoint(path)
+        if saved == cfg and record.get("settings") == settings:
+            print(f"reusing {path} (same architecture and pretraining settings)")
+            return saved, params, record
+        print(f"{path} was trained otherwise; pretraining anew")
+    print(f"pretraining: {training['steps']} steps x {training['batch_size']} tasks")
+    result = pretrain(
+        jax.random.key(training["seed"]),
+        env,
+        cfg,
+        steps=training["steps"],
+        batch_size=training["batch_size"],
+        learning_rate=training["learning_rate"],
+        progress=True,
+    )
+    record = {
+        "settings": settings,
+        "seconds": result.seconds,
+        "tasks": result.tasks,
+        "losses": [float(x) for x in result.losses],
+        "machine": _cost_machine(),
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    save_checkpoint(path, cfg, result.params, record)
+    return cfg, result.params, record
+
+
+def evaluate(study, env, cfg, params, seeds: int) -> dict[str, np.ndarray]:
+    """Cumulative regret (S, T) of the in-context policy and every baseline."""
+    from agents.in_context import policy
+
+    evaluation = study["evaluation"]
+    horizon = positive_int("evaluation.horizon", evaluation["horizon"])
+    first = evaluation["first_seed"]
+    seed_list = list(range(first, first + positive_int("evaluation.seeds", seeds)))
+    chosen = {"In-context (DPT)": policy(cfg, params)}
+    dim = env.observation_spec()["context"].shape[0]
+    for entry in study.get("baselines", []):
+        label = entry.get("label", entry["name"])
+        hyper = entry.get("hyperparameters", {})
+        chosen[label] = agents.make(
+            entry["name"], num_arms=env.num_arms, dim=dim, **hyper
+        )
+    curves = {}
+    for label, agent in chosen.items():
+        start = time.perf_counter()
+        run = bandits.run(
+            env, agent, horizon=horizon, seeds=seed_list, resample_params=True
+        )
+        curves[label] = metrics.cumulative_regret(run)
+        print(f"  {label}: {time.perf_counter() - start:.0f} s")
+    return curves
+
+
+def rows(curves: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    out = []
+    for label, curve in curves.items():
+        band = metrics.mean_band(curve[:, -1:])
+        out.append(
+            {
+                "agent": label,
+                "final_regret": float(band.mean[0]),
+                "low": float(band.low[0]),
+                "high": float(band.high[0]),
+                "instances": int(curve.shape[0]),
+                "horizon": int(curve.shape[1]),
+            }
+        )
+    return out
+
+
+def table(rows_: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> str:
+    horizon = rows_[0]["horizon"]
+    lines = [
+        f"| agent | regret at T = {horizon}, mean [95% interval] |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {r['agent']} | {r['final_regret']:.2f} [{r['low']:.2f}, {r['high']:.2f}] |"
+        for r in rows_
+    ]
+    settings = record["settings"]
+    lines += [
+        "",
+        f"Pretraining: {settings['steps']} Adam steps x {settings['batch_size']} "
+        f"instances = {record['tasks']} tasks, {record['seconds'] / 60:.1f} min "
+        f"wall on {record.get('machine', 'unknown')} (jax {record.get('jax')}); "
+        f"final loss (mean of the last 50 steps) "
+        f"{np.mean(record['losses'][-50:]):.3f}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves, record, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, curve in curves.items():
+        band = metrics.mean_band(curve)
+        t = np.arange(1, curve.shape[1] + 1)
+        left.plot(t, band.mean, label=label)
+        left.fill_between(t, band.low, band.high, alpha=0.2)
+    left.set_xlabel("t")
+    left.set_ylabel("cumulative regret")
+    left.set_title(title)
+    left.grid(alpha=0.3)
+    left.legend()
+    losses = np.asarray(record["losses"])
+    window = max(len(losses) // 50, 1)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    right.plot(np.arange(len(smooth)) + window, smooth)
+    right.axhline(
+        np.log(curves_arms(record)), color="grey", ls="--", label="ln K (uniform)"
+    )
+    right.set_xlabel("Adam step")
+    right.set_ylabel(f"pretraining loss (moving mean of {window})")
+    right.set_title("Pretraining (fresh instances every step)")
+    right.grid(alpha=0.3)
+    right.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves_arms(record: Mapping[str, Any]) -> int:
+    return int(record["settings"]["env_params"].get("num_arms", 10))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        study = load_study(args.config, quick=args.quick)
+        spec = study["env"]
+        env, _ = envs.make(spec["id"], **spec.get("params", {}))
+        out = Path(args.out or study.get("output", "results/in_context"))
+        seeds = args.seeds or study["evaluation"]["seeds"]
+        cfg, params, record = pretrained(study, env, out)
+        curves = evaluate(study, env, cfg, params, seeds)
+    except BanditConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = rows(curves)
+    text = table(summary, record)
+    storage.atomic_write_text(
+        out / "summary.json",
+        json.dumps({"rows": summary, "pretraining": _cost(record)}, indent=2) + "\n",
+    )
+    storage.atomic_write_text(out / "summary.md", text)
+    title = f"{spec['id']} {spec.get('params', {})}, new instances"
+    figure = plot(curves, record, out / "regret.png", title)
+    if args.figure:
+        plot(curves, record, Path(args.figure), title)
+    print(text)
+    print(f"wrote {figure}, {out / 'summary.json'}, {out / 'summary.md'}")
+    return 0
+
+
+def _cost(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "losses"}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""Smoke test of the in-context study's command (`--quick`: a 2-arm env, H = 8,
+20 pretraining steps, 4 instances), its checkpoint reuse and its config errors."""
+
+from __future__ import annotations
+
+import json
+
+import envs
+from experiments.studies import in_context as study
+
+
+def test_quick_run_writes_its_files_and_reuses_the_checkpoint(tmp_path, capsys):
+    out = tmp_path / "ic"
+    assert study.main(["--quick", "--out", str(out)]) == 0
+    for name in ("checkpoint.npz", "regret.png", "summary.json", "summary.md"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    labels = [row["agent"] for row in summary["rows"]]
+    assert labels == ["In-context (DPT)", "LinUCB", "LinTS", "Uniform random"]
+    assert all(row["instances"] == 4 and row["horizon"] == 8 for row in summary["rows"])
+    assert summary["pretraining"]["tasks"] == 20 * 8
+    assert summary["pretraining"]["settings"]["steps"] == 20
+    config = study.load_study(study.CONFIG, quick=True)
+    env, _ = envs.make(config["env"]["id"], **config["env"]["params"])
+    capsys.readouterr()
+    study.pretrained(config, env, out)
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_a_bad_config_is_refused_naming_the_field(tmp_path, capsys):
+    text = study.CONFIG.read_text().replace("steps = 2000", "steps = 2000.5")
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert study.main(["--config", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "pretrain.steps must be an integer" in capsys.readouterr().err
+    missing = tmp_path / "missing.toml"
+    assert study.main(["--config", str(missing)]) == 2
+    assert "cannot read study config" in capsys.readouterr().err
