@@ -154,9 +154,12 @@ def load_config(
         data = _merged(data, overrides)
     base_dir = Path(source).resolve().parent if Path(source).is_file() else Path.cwd()
     config = parse_config(data, default_name=stem, base_dir=base_dir)
-    # With overrides the file's text is not the config; the copy stored with the
-    # results is then written from the config itself (`to_toml`).
-    kept_text = None if overrides else text
+    # With overrides the file's text is not the config, and files that agents
+    # start from may be named relative to the config's folder; the copy stored
+    # with the results is then written from the config itself (`to_toml`, with
+    # absolute paths).
+    starts = any(agent.start is not None for agent in config.agents)
+    kept_text = None if overrides or starts else text
     config = dataclasses.replace(config, source=origin, text=kept_text)
     build(config)
     return config

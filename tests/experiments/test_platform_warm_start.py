@@ -126,6 +126,14 @@ def test_resume_reuses_and_a_changed_file_recomputes(warm_folder):
     assert first.ran == ["LinUCB warm"]
     _, again = _run(path, out)
     assert again.ran == [] and again.skipped == ["LinUCB warm"]
+    # The config stored with the results names the file by its absolute path,
+    # so it reruns from there (its hash is the same config's).
+    stored = load_config(out / "config.toml")
+    assert stored.hash() == load_config(path).hash()
+    assert (
+        str(warm_folder / "logs" / "events.parquet")
+        in (out / "config.toml").read_text()
+    )
     before = _stored_regret(out, "LinUCB warm")
     # Moving the unchanged file elsewhere (same bytes) still reuses.
     shutil.copy(warm_folder / "logs" / "events.parquet", warm_folder / "copy.parquet")
