@@ -265,6 +265,7 @@ def transformer(
     context_fields: Any = None,
     num_items: int = 0,
     id_column: int = -1,
+    history_id_column: int | None = None,
     width: int = 32,
     depth: int = 2,
     heads: int = 2,
@@ -288,6 +289,9 @@ def transformer(
         one field of width d).
       num_items: item-embedding vocabulary N (0: no item embedding).
       id_column: column of `obs.arms` holding item id / (N - 1).
+      history_id_column: column of `obs.history` holding the shown item's id /
+        (N - 1), whose item embedding joins its history token (None: not read;
+        for `ContextualRec-*` with `history_item_ids`: -1).
       width, depth, heads, mlp_ratio: the architecture (D, blocks, heads, MLP
         expansion).
       wide_cross: c > 0 adds the wide part [a_k[:m], vec(a_k[:c] x^T)] to the
@@ -321,6 +325,7 @@ def transformer(
         history_features=history_features,
         num_items=num_items,
         id_column=id_column,
+        history_id_column=history_id_column,
         width=width,
         depth=depth,
         heads=heads,
@@ -350,12 +355,16 @@ def config_for_env(env: Any, **architecture: Any) -> TransformerConfig:
 
     One token per context field (`env.context_fields`, else the whole context as
     one field), the item features of `obs.arms` with the id in the last column,
-    and the behaviour history. `architecture` sets width, depth, heads,
-    mlp_ratio and wide_cross.
+    and the behaviour history; where its rows end with the item id
+    (`env.history_item_ids`), `history_id_column = -1` embeds it. `architecture`
+    sets width, depth, heads, mlp_ratio and wide_cross, and may override
+    history_id_column (None: history ids not embedded).
     """
     if getattr(env, "slate_size", None) is not None:
         env = env.base  # a slate env: the recommendation env it shows slates of
     fields = tuple(getattr(env, "context_fields", (env.context_dim,)))
+    ids_in_history = bool(getattr(env, "history_item_ids", False))
+    architecture.setdefault("history_id_column", -1 if ids_in_history else None)
     return TransformerConfig(
         num_arms=env.num_arms,
         context_fields=fields,

@@ -7,11 +7,15 @@ One observation becomes a sequence of tokens
   * context tokens c_f = W_f x_f + b_f, one per context field f (e.g. time of day,
     weekend, device, location, age band, region) with x_f that field's columns of
     `obs.context`;
-  * history tokens h_j = W_h y_j + b_h + P_j for the user's last H interactions
-    y_j (`obs.history`: item features and the click), P_j a learned recency
-    embedding; rows with `history_mask` False are padding;
+  * history tokens h_j = W_h y_j + b_h + P_j (+ E[id_j], if the history rows
+    carry the item id) for the user's last H interactions y_j (`obs.history`:
+    item features, the click and, on `ContextualRec-Sequential-v0`, the item id),
+    P_j a learned recency embedding; rows with `history_mask` False are padding;
   * candidate tokens a_k = W_a z_k + b_a (+ E[id_k], a learned item embedding, if
-    the item id is observed) for the K candidates z_k (`obs.arms`).
+    the item id is observed) for the K candidates z_k (`obs.arms`). E is one
+    table: a history row's id reads the same row E[id_j] as a candidate with
+    that id, so attention can relate a candidate to the items just consumed
+    (a complementary pair, say) from their ids.
 
 A pre-norm transformer of `depth` blocks, x <- x + MHA(LN(x)),
 x <- x + MLP(LN(x)), maps them to outputs. Padded history rows and unavailable
@@ -70,6 +74,9 @@ class TransformerConfig:
       history_features: p_h, columns of `obs.history`.
       num_items: item-embedding vocabulary N (0: no item embedding).
       id_column: column of `obs.arms` holding item id / (N - 1).
+      history_id_column: column of `obs.history` holding the shown item's
+        id / (N - 1); its embedding E[id_j] is added to history token j (None:
+        the history rows are read only through W_h). Needs history and items.
       width: model width D.
       depth: transformer blocks.
       heads: attention heads (D must be divisible by it).
@@ -88,6 +95,7 @@ class TransformerConfig:
     arm_columns: int = 0
     num_items: int = 0
     id_column: int = -1
+    history_id_column: int | None = None
     width: int = 32
     depth: int = 2
     heads: int = 2
@@ -127,6 +135,7 @@ class TransformerConfig:
         if self.history_length:
             positive_int("history_features", self.history_features)
         non_negative_int("num_items", self.num_items)
+        self._check_history_id_column()
         for name in ("width", "depth", "heads", "mlp_ratio"):
             positive_int(name, getattr(self, name))
         if self.width % self.heads:
@@ -140,6 +149,30 @@ class TransformerConfig:
                 "wide_cross",
                 f"must be <= arm_features ({self.arm_features}), got {self.wide_cross}",
             )
+
+    def _check_history_id_column(self) -> None:
+        column = self.history_id_column
+        if column is None:
+            return
+        field = "history_id_column"
+        if isinstance(column, bool) or not isinstance(column, int | np.integer):
+            raise BanditConfigError.about(
+                field, f"must be an int column index or None, got {column!r}"
+            )
+        if not self.history_length or not self.num_items:
+            raise BanditConfigError.about(
+                field,
+                "needs a history (history_length > 0) and an item embedding "
+                f"(num_items > 0), got history_length={self.history_length}, "
+                f"num_items={self.num_items}",
+            )
+        if not -self.history_features <= column < self.history_features:
+            raise BanditConfigError.about(
+                field,
+                f"must index one of the {self.history_features} history columns, "
+                f"got {column}",
+            )
+        object.__setattr__(self, field, int(column))
 
     @property
     def context_dim(self) -> int:
@@ -328,8 +361,17 @@ class RecTransformer(nnx.Module):
 
     def item_ids(self, arms: jax.Array) -> jax.Array:
         """Catalogue index of each candidate from the normalised id column, (K,)."""
+        return self._catalogue_index(arms[:, self.cfg.id_column])
+
+    def history_item_ids(self, history: jax.Array) -> jax.Array:
+        """Catalogue index of each history row's item, (H,) (padding reads 0)."""
+        assert self.cfg.history_id_column is not None
+        return self._catalogue_index(history[:, self.cfg.history_id_column])
+
+    def _catalogue_index(self, normalised: jax.Array) -> jax.Array:
+        """round(id / (N - 1) * (N - 1)), clipped to [0, N - 1]."""
         N = self.cfg.num_items
-        index = jnp.round(arms[:, self.cfg.id_column] * (N - 1)).astype(jnp.int32)
+        index = jnp.round(normalised * (N - 1)).astype(jnp.int32)
         return jnp.clip(index, 0, N - 1)
 
     def encode(
@@ -340,7 +382,8 @@ class RecTransformer(nnx.Module):
         Args:
           obs: one observation (no batch axis).
           history_token_mask: optional (H,) in [0, 1]; rows at 1 have their input
-            replaced by the learned mask token (masked-history prediction).
+            (features and item embedding alike, so the id cannot leak) replaced
+            by the learned mask token (masked-history prediction).
         """
         cfg = self.cfg
         arms = obs.arms.astype(jnp.float32)
@@ -348,7 +391,11 @@ class RecTransformer(nnx.Module):
         key_masks = [jnp.ones((len(cfg.context_fields),), bool)]
         if cfg.history_length:
             assert obs.history is not None and obs.history_mask is not None
-            history = self.history_embed(obs.history.astype(jnp.float32))
+            rows = obs.history.astype(jnp.float32)
+            history = self.history_embed(rows)
+            if cfg.history_id_column is not None:
+                assert self.item_embed is not None
+                history = history + self.item_embed(self.history_item_ids(rows))
             if history_token_mask is not None:
                 m = history_token_mask[:, None]
                 history = (1.0 - m) * history + m * self.mask_token[...]
