@@ -185,7 +185,9 @@ def neural_epsilon_greedy(
 
 
 def _squared_norm_over_z(grads: Params, precision_diag: Params) -> jax.Array:
-    """sum_j g_kj^2 / Z_j for every arm k, (K,)."""
+    """sum_j g_kj^2 / Z_j for every arm k, (K,), from materialised per-arm
+    gradients (leaves (K, ...)); the agents use the factorised
+    `Network.arm_gradient_norms`, equal up to float rounding."""
     terms = [
         jnp.sum((g**2 / z).reshape(g.shape[0], -1), axis=1)
         for g, z in zip(
@@ -234,11 +236,8 @@ def _gradient_agent(
     def belief(state, obs) -> GaussianScores:
         params = state.net.params
         mean = network.scores(params, obs)
-        grads = network.arm_gradients(params, obs)
-        width = jnp.sqrt(
-            width_scale * _squared_norm_over_z(grads, state.precision_diag)
-        )
-        return GaussianScores(mean, width)
+        norms = network.arm_gradient_norms(params, obs, state.precision_diag)
+        return GaussianScores(mean, jnp.sqrt(width_scale * norms))
 
     def act(key, state, obs):
         action = rule.sample(key, belief(state, obs), obs.mask)

@@ -31,7 +31,7 @@ from agents.networks import (
     setup_training,
 )
 from agents.registry import register
-from agents.replay import ReplayBuffer, maybe, replay_valid, should_train
+from agents.replay import ReplayBuffer, capacity_of, maybe, should_train
 from bandits.linalg import inverse_factor, potter_update
 from bandits.types import Agent
 from bandits.validation import real
@@ -76,33 +76,69 @@ def _blr_add(blr: BLRState, block, phi, reward) -> BLRState:
     )
 
 
+REFIT_ROWS = 512
+"""Replay rows per chunk of the refit: only the chunks holding filled slots run."""
+
+
+def _blr_sums(network: Network, params, buffer: ReplayBuffer):
+    """Per block m: (sum phi phi^T (M, h, h), sum r phi (M, h), sum r^2 (M,),
+    rounds (M,)) over the filled slots of `buffer`, with the current phi.
+
+    Filled slots are 0..size-1 (every slot once the ring wraps), so the loop runs
+    over the ceil(size / B) chunks of B = `REFIT_ROWS` rows that hold them
+    (`size` counts up independently of the data: under `vmap` over seeds the trip
+    count stays unbatched). The last chunk is shifted to end at the capacity when
+    it would overrun it; rows an earlier chunk counted are masked out.
+    """
+    items = buffer.items
+    capacity = capacity_of(buffer)
+    rows = min(REFIT_ROWS, capacity)
+    h, num_blocks = network.embed_dim, network.num_blocks
+
+    def chunk(i, sums):
+        start = jnp.minimum(i * rows, capacity - rows)
+        index = start + jnp.arange(rows)
+        valid = (index >= i * rows) & (index < buffer.size)
+        part = jax.tree.map(
+            lambda store: jax.lax.dynamic_slice_in_dim(store, start, rows), items
+        )
+        phi = jax.vmap(network.embed_taken, in_axes=(None, 0, 0))(
+            params, part["x"], part["action"]
+        )
+        blocks = jax.vmap(network.block_of)(part["action"])
+        w = jax.nn.one_hot(blocks, num_blocks) * valid[:, None]  # (B, M)
+        r = part["reward"]
+        gram, xty, yty, count = sums
+        return (
+            gram + jnp.einsum("cm,ch,cg->mhg", w, phi, phi),
+            xty + jnp.einsum("cm,c,ch->mh", w, r, phi),
+            yty + jnp.einsum("cm,c->m", w, r * r),
+            count + w.sum(axis=0),
+        )
+
+    zeros = (
+        jnp.zeros((num_blocks, h, h), jnp.float32),
+        jnp.zeros((num_blocks, h), jnp.float32),
+        jnp.zeros((num_blocks,), jnp.float32),
+        jnp.zeros((num_blocks,), jnp.float32),
+    )
+    trips = (buffer.size + rows - 1) // rows
+    return jax.lax.fori_loop(0, trips, chunk, zeros)
+
+
 def _blr_refit(network: Network, params, buffer: ReplayBuffer, lambda_prior):
     """Recomputes every block's statistics from the buffer with the new phi.
 
     Lambda_m = lambda I + sum_i 1[m_i = m] phi_i phi_i^T over the stored rounds;
     R_m = L_m^{-1} from its Cholesky factor L_m, so R_m^T R_m = Lambda_m^{-1}.
     """
-    items = buffer.items
-    valid = replay_valid(buffer).astype(jnp.float32)
-    phi = jax.vmap(network.embed_taken, in_axes=(None, 0, 0))(
-        params, items["x"], items["action"]
-    )
-    blocks = jax.vmap(network.block_of)(items["action"])
-    w = jax.nn.one_hot(blocks, network.num_blocks) * valid[:, None]  # (C, M)
-    h = phi.shape[-1]
-    precision = lambda_prior * jnp.eye(h) + jnp.einsum("cm,ch,cg->mhg", w, phi, phi)
+    gram, xty, yty, rounds = _blr_sums(network, params, buffer)
+    h = gram.shape[-1]
+    precision = lambda_prior * jnp.eye(h) + gram
     precision = 0.5 * (precision + jnp.swapaxes(precision, 1, 2))
     R = jax.vmap(inverse_factor)(precision)
-    r = items["reward"]
-    xty = jnp.einsum("cm,c,ch->mh", w, r, phi)
     mean = jnp.einsum("mgh,mg->mh", R, jnp.einsum("mhg,mg->mh", R, xty))
-    return BLRState(
-        root=R,
-        xty=xty,
-        mean=mean,
-        yty=jnp.einsum("cm,c->m", w, r * r),
-        rounds=w.sum(axis=0),
-    )
+    return BLRState(root=R, xty=xty, mean=mean, yty=yty, rounds=rounds)
 
 
 def _blr_sample(key, blr: BLRState, a0, b0) -> jax.Array:

@@ -1,55 +1,65 @@
-"""NeuralTS rounds per second through `bandits.run`, as a ratio against LinUCB.
+"""Neural agents' rounds per second through `bandits.run`, as ratios against LinUCB.
 
 Setting: Linear-v0 with K = 4 arms and d = 10, 16 seeds, T = 2,000 rounds, compile
-excluded. NeuralTS has one hidden layer of 100 units on the disjoint encoding
-(input d K = 40) and retrains every 50 rounds (50 Adam steps on 64 replay rows);
-LinUCB (disjoint, alpha = 1) runs the same setting in the same test. Recorded in
-`benchmark.extra_info`: rounds per second of both and their ratio
-`neural_ts_vs_linucb` (below 1: NeuralTS is that fraction of LinUCB's speed).
+excluded, each agent with its factory defaults except where noted:
 
-Under `--benchmark-disable` (as in `make bench-smoke`) NeuralTS runs once.
+  * NeuralTS and NeuralUCB: one hidden layer of 100 units on the disjoint
+    encoding (input d K = 40), retraining every 50 rounds (50 Adam steps on 64
+    replay rows);
+  * neural-linear: one hidden layer of 50 units on the context (multi-head),
+    retraining every 50 rounds (100 Adam steps on 512 rows), then the Bayesian
+    last layers recomputed from the replay buffer.
+
+LinUCB (disjoint, alpha = 1) runs the same setting in the same test; the two
+programs are timed in turn (`interleaved_best_times`), so load on a shared machine
+hits both. Recorded in `benchmark.extra_info`: rounds per second of both and their
+ratio `<agent>_vs_linucb` (below 1: the neural agent is that fraction of LinUCB's
+speed).
+
+Under `--benchmark-disable` (as in `make bench-smoke`) each neural agent runs once
+at T = 100.
 """
 
 from __future__ import annotations
 
+import pytest
+
 import agents
 import bandits
 import envs
-from agents.neural import neural_ts
-from tests.benchmarks.conftest import best_time
+from agents.neural import neural_linear, neural_ts, neural_ucb
+from tests.benchmarks.conftest import interleaved_best_times
 
 NUM_ARMS, DIM, SEEDS, HORIZON = 4, 10, 16, 2_000
+SMOKE_HORIZON = 100
+AGENTS = {
+    "neural_ts": lambda: neural_ts(num_arms=NUM_ARMS, dim=DIM),
+    "neural_ucb": lambda: neural_ucb(num_arms=NUM_ARMS, dim=DIM),
+    "neural_linear": lambda: neural_linear(num_arms=NUM_ARMS, dim=DIM),
+}
 
 
-def _runner(agent):
+def _runner(agent, horizon: int = HORIZON):
     env, params = envs.make("Linear-v0", num_arms=NUM_ARMS, dim=DIM)
-    return lambda: bandits.run(env, agent, horizon=HORIZON, seeds=SEEDS, params=params)
+    return lambda: bandits.run(env, agent, horizon=horizon, seeds=SEEDS, params=params)
 
 
-def test_neural_ts_rounds_per_second(benchmark, record_ratio):
-    neural = _runner(
-        neural_ts(
-            num_arms=NUM_ARMS,
-            dim=DIM,
-            hidden_sizes=(100,),
-            train_every=50,
-            train_steps=50,
-            batch_size=64,
-        )
-    )
+@pytest.mark.parametrize("name", list(AGENTS))
+def test_neural_rounds_per_second(benchmark, record_ratio, name):
+    agent = AGENTS[name]()
     if benchmark.disabled:
-        benchmark(neural)
+        benchmark(_runner(agent, SMOKE_HORIZON))
         return
+    neural = _runner(agent)
     linear = _runner(agents.linucb(num_arms=NUM_ARMS, dim=DIM, alpha=1.0))
-    neural_seconds = best_time(neural)
-    linear_seconds = best_time(linear)
-    benchmark.pedantic(neural, rounds=3, warmup_rounds=1)
+    neural_seconds, linear_seconds = interleaved_best_times([neural, linear], 3)
+    benchmark.pedantic(neural, rounds=1, warmup_rounds=0)
     neural_rate = SEEDS * HORIZON / neural_seconds
     linear_rate = SEEDS * HORIZON / linear_seconds
     record_ratio(
-        "neural_ts_vs_linucb",
+        f"{name}_vs_linucb",
         neural_rate / linear_rate,
-        neural_ts_rounds_per_s=neural_rate,
-        linucb_rounds_per_s=linear_rate,
+        ratio=neural_rate / linear_rate,  # printed to 4 digits in the summary
+        **{f"{name}_rounds_per_s": neural_rate, "linucb_rounds_per_s": linear_rate},
     )
     assert neural_rate > 0 and linear_rate > 0
