@@ -258,3 +258,16 @@ def test_the_timing_breakdown_times_every_phase(tiny_run):
     ]
     assert sum("replicate 1:" in name for name in names) == 4
     assert all(seconds >= 0.0 for _, seconds in phases)
+
+
+def test_the_packaged_configs_parse():
+    """The documented commands start from these configs: one replicate count
+    per log size, and every size a multiple of the streams per replicate."""
+    for name in ("ope_benchmark", "ope_benchmark_transformer"):
+        study = ope_benchmark.read_study(name)
+        assert len(study.replicates) == len(study.log_sizes)
+        assert all(n % study.streams_per_replicate == 0 for n in study.log_sizes)
+    study = ope_benchmark.read_study("ope_benchmark")
+    assert dict(zip(study.log_sizes, study.replicates, strict=True)) == {
+        1000: 200, 10000: 100, 100000: 30,
+    }  # fmt: skip
