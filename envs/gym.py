@@ -13,9 +13,10 @@ work after `import envs`. Keyword arguments go to `envs.make_env`; the shells ad
 `resample_params` (draw a fresh problem instance with `sample_params` at every reset
 instead of using `default_params()`).
 
-Spaces. The observation space is a `spaces.Dict` with the keys of the env's
-`observation_spec()` (a subset of the `Observation` fields: `context`, `arms`,
-`mask`, and `history`, `history_mask` for envs with a behaviour history). Each entry
+Spaces (`envs.gym_spaces`). The observation space is a `spaces.Dict` with the
+keys of the env's `observation_spec()` (a subset of the `Observation` fields:
+`context`, `arms`, `mask`, and `history`, `history_mask` for envs with a
+behaviour history). Each entry
 is a finite `spaces.Box` with the spec's shape, bounds and dtype; boolean fields
 (`mask`, `history_mask`) are `Box(0, 1, shape, bool)`, which keeps the dtype
 of the functional core and passes `gymnasium.utils.env_checker.check_env` without
@@ -52,6 +53,8 @@ per env. The action spaces sample among the allowed arms of the current
 observation (`action_space.sample()`, also in `check_env`); an explicit
 `sample(mask=...)` is Gymnasium's own.
 
+The vector shell is `envs.gym_vector.BanditVectorEnv`.
+
 Randomness. `reset(seed=s)` seeds `np_random` (via `super().reset`), draws two
 31-bit words from it and builds the JAX key `fold_in(key(w0), w1)`; each step splits
 that key stream inside the compiled step. A vector env reset with seed `s` gives
@@ -82,9 +85,6 @@ call at a time.
 from __future__ import annotations
 
 import functools
-import math
-import warnings
-from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 import gymnasium
@@ -92,19 +92,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
-from gymnasium.utils import seeding
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
 from bandits.simulation import pseudo_regret, slate_pseudo_regret
-from bandits.types import ArraySpec, EnvParams, EnvState, Observation, SlateFeedback
-from bandits.validation import BanditConfigError, positive_int
+from bandits.types import EnvParams, EnvState, Observation, SlateFeedback
+from bandits.validation import BanditConfigError
 from envs import recommendation_gym
 from envs.base import BanditEnv, make_env, registered
+from envs.gym_spaces import (
+    MaskedDiscrete,
+    SlateSpace,
+    _action_space,
+    _check_action,
+    _check_slate,
+    _numpy_obs,
+    _refuse_masked,
+    _refuse_or_warn,
+    observation_space,
+)
 
 NAMESPACE = "bandits"
 ENTRY_POINT = "envs.gym:BanditGymEnv"
-VECTOR_ENTRY_POINT = "envs.gym:BanditVectorEnv"
+VECTOR_ENTRY_POINT = "envs.gym_vector:BanditVectorEnv"
 INFO_KEYS = ("expected_rewards", "optimal_action", "regret")
 SLATE_INFO_KEYS = (
     "expected_rewards",
@@ -222,70 +230,6 @@ def _single_block(stream, params, *, env, size):
     return last, block
 
 
-@functools.partial(jax.jit, static_argnames=("env", "resample", "size"))
-def _vector_block(streams, params, *, env, resample, size):
-    """`_single_block` for every sub-env (vmapped; params shared unless
-    resampled)."""
-    params_axis = 0 if resample else None
-    return jax.vmap(
-        lambda stream, params: _single_block(stream, params, env=env, size=size),
-        in_axes=(0, params_axis),
-    )(streams, params)
-
-
-@functools.partial(jax.jit, static_argnames=("env", "resample"))
-def _vector_start(words, params, *, env, resample):
-    start = functools.partial(_start_from_words, env, resample)
-    out_axes = (0, 0 if resample else None)
-    return jax.vmap(start, in_axes=(0, None), out_axes=out_axes)(words, params)
-
-
-@functools.partial(jax.jit, static_argnames=("env", "resample", "autoreset"))
-def _vector_step(streams, params, actions, restart, *, env, resample, autoreset):
-    """Steps every sub-env; with `autoreset`, restarts those flagged in `restart`.
-
-    A restarted sub-env ignores its action (next-step autoreset): it returns the
-    first observation of a new episode, reward 0, and its stepped continuation is
-    discarded. Its new stream is started from its current key.
-    """
-    params_axis = 0 if resample else None
-    advance = functools.partial(_advance, env)
-    stepped, out = jax.vmap(advance, in_axes=(0, params_axis, 0))(
-        streams, params, actions
-    )
-    if not autoreset:
-        return stepped, params, out
-    restart_rows = functools.partial(_restart_rows, env, resample, restart, streams.key)
-    return jax.lax.cond(
-        jnp.any(restart), restart_rows, lambda x: x, (stepped, params, out)
-    )
-
-
-def _restart_rows(env, resample, restart, keys, operands):
-    """Replaces the sub-envs flagged in `restart` by fresh streams started at `keys`."""
-    stepped, params, out = operands
-    params_axis = 0 if resample else None
-    start = functools.partial(_start, env, resample)
-    fresh, fresh_params = jax.vmap(
-        start, in_axes=(0, params_axis), out_axes=(0, params_axis)
-    )(keys, params)
-    pick = functools.partial(_select_rows, restart)
-    if resample:
-        params = jax.tree.map(pick, fresh_params, params)
-    out = out._replace(reward=jnp.where(restart, 0.0, out.reward))
-    return jax.tree.map(pick, fresh, stepped), params, out
-
-
-def _select_rows(rows: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
-    """`new[i]` where `rows[i]` else `old[i]`, for leaves with a leading batch axis."""
-    rows = rows.reshape(rows.shape + (1,) * (new.ndim - 1))
-    return jnp.where(rows, new, old)
-
-
-# ---------------------------------------------------------------------------
-# Spaces and conversions
-
-
 def _unpack_block(
     block: _Block, space: spaces.Dict
 ) -> tuple[dict[str, np.ndarray], tuple[Any, ...]]:
@@ -300,132 +244,6 @@ def _unpack_block(
     return observations, outs
 
 
-class MaskedActionError(ValueError):
-    """An action the current observation's mask forbids (a strict shell)."""
-
-
-class MaskedDiscrete(spaces.Discrete):
-    """`Discrete(K)` whose `sample()` draws among the arms currently allowed.
-
-    `allowed` is the (K,) mask of the observation the agent is about to act on
-    (set by the shell; None before a reset). While every arm is allowed, sampling
-    is exactly `Discrete.sample()`.
-    """
-
-    allowed: np.ndarray | None = None
-
-    def sample(self, mask=None, probability=None):
-        if mask is None and probability is None and _some_masked(self.allowed):
-            mask = self.allowed.astype(np.int8)
-        return super().sample(mask=mask, probability=probability)
-
-
-class MaskedMultiDiscrete(spaces.MultiDiscrete):
-    """The batched `MaskedDiscrete` of a vector env: `allowed` is (num_envs, K)."""
-
-    allowed: np.ndarray | None = None
-
-    def sample(self, mask=None, probability=None):
-        if mask is None and probability is None and _some_masked(self.allowed):
-            mask = tuple(row.astype(np.int8) for row in self.allowed)
-        return super().sample(mask=mask, probability=probability)
-
-
-def _some_masked(allowed: np.ndarray | None) -> bool:
-    return allowed is not None and not allowed.all()
-
-
-def _sample_slate(
-    rng: np.random.Generator, num_items: int, size: int, allowed: np.ndarray | None
-) -> np.ndarray:
-    """L distinct items in uniformly random order, drawn among the allowed ones
-    (among all when fewer than L are allowed)."""
-    pool = np.arange(num_items)
-    if allowed is not None and allowed.sum() >= size:
-        pool = pool[allowed]
-    return rng.choice(pool, size=size, replace=False).astype(np.int64)
-
-
-class SlateSpace(spaces.MultiDiscrete):
-    """The action space of a slate env: `MultiDiscrete([K] * L)`, L positions.
-
-    `sample()` draws L distinct items among those `allowed` (the current
-    observation's mask, set by the shell), and `contains` refuses a repeated
-    item. An explicit `sample(mask=...)` is Gymnasium's own (it may repeat).
-    """
-
-    allowed: np.ndarray | None = None
-
-    def __init__(self, num_items: int, slate_size: int, seed=None):
-        super().__init__(np.full(slate_size, num_items, dtype=np.int64), seed=seed)
-        self.num_items, self.slate_size = num_items, slate_size
-
-    def sample(self, mask=None, probability=None):
-        if mask is not None or probability is not None:
-            return super().sample(mask=mask, probability=probability)
-        return _sample_slate(
-            self.np_random, self.num_items, self.slate_size, self.allowed
-        )
-
-    def contains(self, x) -> bool:
-        value = np.asarray(x)
-        return bool(super().contains(x) and len(np.unique(value)) == value.shape[-1])
-
-
-class SlateBatchSpace(spaces.MultiDiscrete):
-    """The batched `SlateSpace` of a vector env, (num_envs, L); `allowed` is
-    (num_envs, K)."""
-
-    allowed: np.ndarray | None = None
-
-    def __init__(self, num_envs: int, num_items: int, slate_size: int, seed=None):
-        nvec = np.full((num_envs, slate_size), num_items, dtype=np.int64)
-        super().__init__(nvec, seed=seed)
-        self.num_items, self.slate_size = num_items, slate_size
-
-    def sample(self, mask=None, probability=None):
-        if mask is not None or probability is not None:
-            return super().sample(mask=mask, probability=probability)
-        rows = self.shape[0]
-        allowed = self.allowed if self.allowed is not None else [None] * rows
-        return np.stack(
-            [
-                _sample_slate(self.np_random, self.num_items, self.slate_size, a)
-                for a in allowed
-            ]
-        )
-
-
-def _action_space(env: BanditEnv) -> MaskedDiscrete | SlateSpace:
-    """`MaskedDiscrete(K)`, or a `SlateSpace` for an env with a `slate_size`."""
-    size = getattr(env, "slate_size", None)
-    if size is None:
-        return MaskedDiscrete(env.num_arms)
-    return SlateSpace(env.num_arms, size)
-
-
-def _check_slate(action: Any, num_items: int, size: int) -> np.ndarray:
-    """`action` as an (L,) int32 array of distinct items in [0, K), else raises."""
-    value = np.asarray(action)
-    if (
-        value.shape != (size,)
-        or not np.issubdtype(value.dtype, np.integer)
-        or np.any(value < 0)
-        or np.any(value >= num_items)
-    ):
-        raise ValueError(
-            f"action must be a slate: {size} integers in [0, {num_items}) (one "
-            f"item per position), got {action!r}"
-        )
-    items, counts = np.unique(value, return_counts=True)
-    if np.any(counts > 1):
-        raise ValueError(
-            f"action {value.tolist()} repeats item(s) {items[counts > 1].tolist()}: "
-            f"a slate shows {size} distinct items"
-        )
-    return value.astype(np.int32)
-
-
 def _slate_info(out: _StepOut) -> dict[str, Any]:
     """The `info` arrays of a slate step (batched or not), keyed as
     `SLATE_INFO_KEYS`."""
@@ -437,70 +255,6 @@ def _slate_info(out: _StepOut) -> dict[str, Any]:
         "examined": np.array(out.slate.examined),
         "optimal_action": np.array(out.optimal_action),
         "regret": np.array(out.regret),
-    }
-
-
-def _refuse_masked(action: int, allowed: np.ndarray, where: str = "") -> str:
-    """The message for a masked-out `action` given the (K,) `allowed` mask."""
-    arms = np.flatnonzero(allowed).tolist()
-    return (
-        f"action {action}{where} is masked out by the current observation; "
-        f"allowed actions: {arms}"
-    )
-
-
-def _refuse_or_warn(shell: Any, message: str) -> None:
-    """A masked-out action: an error for a strict shell, else one warning per
-    env (the action is played; its regret may be negative)."""
-    if shell.strict:
-        raise MaskedActionError(
-            f"{message} (make the env with strict=False to play it anyway)"
-        )
-    if not shell._warned_masked:
-        shell._warned_masked = True
-        warnings.warn(
-            f"{message}; played anyway (strict=False), its regret may be "
-            "negative. Warned once per env.",
-            stacklevel=3,
-        )
-
-
-def observation_space(env: BanditEnv) -> spaces.Dict:
-    """The Gymnasium observation space of `env`, from its `observation_spec()`.
-
-    Raises:
-      ValueError: the spec names a field that `Observation` lacks or has an
-        infinite bound.
-    """
-    spec = env.observation_spec()
-    return spaces.Dict({name: _box(env, name, field) for name, field in spec.items()})
-
-
-def _box(env: BanditEnv, name: str, field: ArraySpec) -> spaces.Box:
-    if name not in Observation._fields:
-        raise ValueError(
-            f"{type(env).__name__}.observation_spec() has field {name!r}; "
-            f"Observation fields are {', '.join(Observation._fields)}"
-        )
-    if not (math.isfinite(field.low) and math.isfinite(field.high)):
-        raise ValueError(
-            f"{type(env).__name__}.observation_spec()[{name!r}] needs finite "
-            f"bounds, got [{field.low}, {field.high}]"
-        )
-    dtype = np.dtype(field.dtype)
-    shape = tuple(int(n) for n in field.shape)
-    if dtype == np.bool_:
-        return spaces.Box(0, 1, shape, dtype=np.bool_)  # type: ignore[arg-type]
-    if np.issubdtype(dtype, np.integer):
-        return spaces.Box(int(field.low), int(field.high), shape, dtype=dtype)
-    return spaces.Box(float(field.low), float(field.high), shape, dtype=dtype)
-
-
-def _numpy_obs(obs: Observation, space: spaces.Dict) -> dict[str, np.ndarray]:
-    """Fresh NumPy arrays (one per space key) in the space's dtypes."""
-    return {
-        name: np.array(getattr(obs, name), dtype=box.dtype)
-        for name, box in space.spaces.items()
     }
 
 
@@ -692,274 +446,6 @@ class BanditGymEnv(gymnasium.Env):
     def _masked(self, action: int, allowed: np.ndarray) -> None:
         """Refuses a masked-out action (strict), or warns once and lets it pass."""
         _refuse_or_warn(self, _refuse_masked(action, allowed))
-
-
-def _check_action(action: Any, num_arms: int) -> int:
-    value = np.asarray(action)
-    if (
-        value.shape != ()
-        or not np.issubdtype(value.dtype, np.integer)
-        or not 0 <= int(value) < num_arms
-    ):
-        raise ValueError(
-            f"action must be an integer in [0, {num_arms}), got {action!r}"
-        )
-    return int(value)
-
-
-# ---------------------------------------------------------------------------
-# Vector environment
-
-
-class BanditVectorEnv(VectorEnv):
-    """`num_envs` copies of one bandit environment, batched with `jax.vmap`.
-
-    Observations are dicts of arrays with a leading (num_envs,) axis; `step` takes
-    an int array of shape (num_envs,) and returns rewards, terminations and
-    truncations of that shape, and infos whose arrays (`expected_rewards`
-    (num_envs, K), `optimal_action`, `regret`) come with Gymnasium's boolean
-    `_<key>` masks. Episodes never end unless `max_episode_steps` is given; then
-    sub-environments truncate after that many steps and restart on the following
-    step (`AutoresetMode.NEXT_STEP`: on that step the action is ignored, the reward
-    is 0 and the `_<key>` info masks are False).
-
-    Args:
-      env_id: a registered id such as "Linear-v0".
-      num_envs: number of sub-environments.
-      resample_params: each sub-environment draws its own problem instance at
-        every reset; otherwise all share `default_params()`.
-      max_episode_steps: optional time limit (None: never truncate).
-      strict: refuse an action that its sub-env's current mask forbids
-        (`MaskedActionError`, naming the sub-env); False plays it and warns once.
-      render_mode: must be None.
-      **env_kwargs: passed to `envs.make_env(env_id, ...)`.
-    """
-
-    metadata: dict[str, Any] = {  # noqa: RUF012
-        "render_modes": [],
-        "autoreset_mode": AutoresetMode.NEXT_STEP,
-    }
-
-    def __init__(
-        self,
-        env_id: str,
-        num_envs: int = 1,
-        *,
-        resample_params: bool = False,
-        max_episode_steps: int | None = None,
-        strict: bool = True,
-        render_mode: str | None = None,
-        **env_kwargs: Any,
-    ):
-        _check_env_kwargs(resample_params, render_mode, strict)
-        self.num_envs = positive_int("num_envs", num_envs)
-        if max_episode_steps is not None:
-            max_episode_steps = positive_int("max_episode_steps", max_episode_steps)
-        self.max_episode_steps = max_episode_steps
-        self.bandit_env = make_env(env_id, **env_kwargs)
-        self.resample_params = resample_params
-        self.strict = strict
-        self.render_mode = render_mode
-        self.single_observation_space: spaces.Dict = observation_space(self.bandit_env)
-        self.single_action_space = _action_space(self.bandit_env)
-        self.slate_size: int | None = getattr(self.bandit_env, "slate_size", None)
-        self.observation_space = batch_space(
-            self.single_observation_space, self.num_envs
-        )
-        self.action_space: MaskedMultiDiscrete | SlateBatchSpace
-        if self.slate_size is None:
-            self.action_space = MaskedMultiDiscrete(
-                np.full(self.num_envs, self.bandit_env.num_arms, dtype=np.int64)
-            )
-        else:
-            self.action_space = SlateBatchSpace(
-                self.num_envs, self.bandit_env.num_arms, self.slate_size
-            )
-        self._default_params = self.bandit_env.default_params()
-        self.params = self._default_params
-        self._streams: _Stream | None = None
-        self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
-        self._restart = np.zeros(self.num_envs, dtype=bool)
-        self._warned_masked = False
-        # Without a time limit (no autoreset), envs whose state ignores the action
-        # step every sub-env from blocks computed ahead, as the single shell does.
-        self._blocks = (
-            bool(getattr(self.bandit_env, "actions_leave_state", False))
-            and self.slate_size is None
-            and max_episode_steps is None
-        )
-        self._block: dict[str, Any] | None = None  # (num_envs, BLOCK, ...) obs rows
-        self._outs: tuple[np.ndarray, ...] = ()  # reward, expected, optimal, regret
-        self._row = 0
-
-    def reset(
-        self,
-        *,
-        seed: int | Sequence[int] | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Resets every sub-env; seed s gives sub-env i the stream of seed s + i."""
-        seeds = self._seeds(seed)
-        super().reset(seed=seeds[0] if seeds is not None else None)
-        if seeds is None:
-            words = _seed_words(self.np_random, (self.num_envs,))
-        else:
-            words = np.stack([_seed_words(seeding.np_random(s)[0]) for s in seeds])
-        self._streams, self.params = _vector_start(
-            words,
-            self._default_params,
-            env=self.bandit_env,
-            resample=self.resample_params,
-        )
-        self._elapsed[:] = 0
-        self._restart[:] = False
-        self._block = None
-        if self._blocks:
-            self._next_block()
-        return self._observe(), {}
-
-    def step(
-        self, actions: Any
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict]:
-        """Steps every sub-env with its action, shape (num_envs,)."""
-        if self._streams is None:
-            raise gymnasium.error.ResetNeeded("call reset() before step()")
-        actions = self._check_actions(actions)
-        restart = self._restart.copy()
-        self._check_allowed(actions, restart)
-        if self._block is not None:
-            return self._step_from_block(actions)
-        self._streams, self.params, out = _vector_step(
-            self._streams,
-            self.params,
-            jnp.asarray(actions),
-            jnp.asarray(restart),
-            env=self.bandit_env,
-            resample=self.resample_params,
-            autoreset=self.max_episode_steps is not None,
-        )
-        out = jax.device_get(out)
-        self._elapsed = np.where(restart, 0, self._elapsed + 1)
-        if self.max_episode_steps is None:
-            truncated = np.zeros(self.num_envs, dtype=bool)
-        else:
-            truncated = self._elapsed >= self.max_episode_steps
-        self._restart = truncated.copy()
-        has_info = ~restart
-        info: dict[str, Any] = {}
-        if self.slate_size is None:
-            values = {name: np.array(getattr(out, name)) for name in INFO_KEYS}
-        else:
-            values = _slate_info(out)
-        for name, value in values.items():
-            info[name] = value
-            info[f"_{name}"] = has_info.copy()
-        obs = self._observe()
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        return obs, np.array(out.reward), terminated, truncated, info
-
-    def _observe(self) -> dict[str, np.ndarray]:
-        """The current observations; their masks go to the action spaces."""
-        if self._block is not None:
-            row = self._row
-            obs = {name: rows[:, row].copy() for name, rows in self._block.items()}
-        else:
-            assert self._streams is not None  # reset() came first
-            obs = _numpy_obs(self._streams.obs, self.single_observation_space)
-        self.action_space.allowed = obs["mask"].copy()
-        return obs
-
-    def _next_block(self) -> None:
-        """Computes the next `BLOCK` rounds of every sub-env for every action."""
-        self._streams, block = _vector_block(
-            self._streams,
-            self.params,
-            env=self.bandit_env,
-            resample=self.resample_params,
-            size=BLOCK,
-        )
-        self._block, self._outs = _unpack_block(block, self.single_observation_space)
-        self._row = 0
-
-    def _step_from_block(
-        self, actions: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict]:
-        """`step` by indexing the block: the same numbers as `_vector_step`."""
-        reward, expected, optimal, regret = self._outs
-        row, sub = self._row, np.arange(self.num_envs)
-        everyone = np.ones(self.num_envs, dtype=bool)
-        info: dict[str, Any] = {}
-        values = {
-            "expected_rewards": np.array(expected[:, row]),
-            "optimal_action": np.array(optimal[:, row]),
-            "regret": np.array(regret[sub, row, actions]),
-        }
-        for name, value in values.items():
-            info[name] = value
-            info[f"_{name}"] = everyone.copy()
-        rewards = np.array(reward[sub, row, actions])
-        self._elapsed += 1
-        if row + 1 == BLOCK:
-            self._next_block()  # from the streams after the block's last round
-        else:
-            self._row = row + 1
-        never = np.zeros(self.num_envs, dtype=bool)
-        return self._observe(), rewards, never, never.copy(), info
-
-    def _check_allowed(self, actions: np.ndarray, restart: np.ndarray) -> None:
-        """Refuses (strict) or warns once about masked-out actions; sub-envs that
-        restart on this step ignore their action and are not checked."""
-        allowed = self.action_space.allowed
-        if allowed is None:
-            return
-        if self.slate_size is not None:
-            return  # a masked item in a slate is never clicked (envs.slate)
-        played = allowed[np.arange(self.num_envs), actions] | restart
-        if played.all():
-            return
-        i = int(np.flatnonzero(~played)[0])
-        _refuse_or_warn(
-            self, _refuse_masked(int(actions[i]), allowed[i], f" of sub-env {i}")
-        )
-
-    def _seeds(self, seed: int | Sequence[int] | None) -> list[int] | None:
-        if seed is None:
-            return None
-        if isinstance(seed, bool):
-            raise ValueError(f"seed must be an int or a list of ints, got {seed!r}")
-        if isinstance(seed, int | np.integer):
-            return [int(seed) + i for i in range(self.num_envs)]
-        seeds = [int(s) for s in seed]
-        if len(seeds) != self.num_envs:
-            raise ValueError(
-                f"seed must be an int or a list of {self.num_envs} ints (one per "
-                f"sub-environment), got {len(seeds)}"
-            )
-        return seeds
-
-    def _check_actions(self, actions: Any) -> np.ndarray:
-        value = np.asarray(actions)
-        num_arms = self.bandit_env.num_arms
-        if self.slate_size is not None:
-            if value.shape != (self.num_envs, self.slate_size):
-                raise ValueError(
-                    f"actions must be an integer array of shape ({self.num_envs}, "
-                    f"{self.slate_size}) (one slate per sub-env), got {actions!r}"
-                )
-            return np.stack(
-                [_check_slate(row, num_arms, self.slate_size) for row in value]
-            )
-        if (
-            value.shape != (self.num_envs,)
-            or not np.issubdtype(value.dtype, np.integer)
-            or np.any(value < 0)
-            or np.any(value >= num_arms)
-        ):
-            raise ValueError(
-                f"actions must be an integer array of shape ({self.num_envs},) with "
-                f"values in [0, {num_arms}), got {actions!r}"
-            )
-        return value.astype(np.int32)
 
 
 # ---------------------------------------------------------------------------

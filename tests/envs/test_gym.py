@@ -27,10 +27,10 @@ from bandits.validation import BanditConfigError
 from envs.gym import (
     INFO_KEYS,
     BanditGymEnv,
-    BanditVectorEnv,
     gym_id,
     register_gym_envs,
 )
+from envs.gym_vector import BanditVectorEnv
 
 ENV_IDS = list(envs.registered())
 # Envs whose action is one arm (slate envs take L items; tests/envs/test_slate.py).

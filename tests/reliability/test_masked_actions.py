@@ -19,7 +19,7 @@ import pytest
 
 import envs  # noqa: F401  (registers the bandits/ ids)
 from bandits import BanditConfigError
-from envs.gym import MaskedActionError
+from envs.gym_spaces import MaskedActionError
 
 ENV_ID = "bandits/ContextualRec-v0"
 SMALL = dict(num_items=40, num_candidates=8, num_users=30, history_length=3)
