@@ -222,6 +222,7 @@ def checkpoint_kwargs(cfg: Any) -> dict[str, Any]:
         "context_fields": tuple(cfg.context_fields),
         "num_items": cfg.num_items,
         "id_column": cfg.id_column,
+        "history_id_column": cfg.history_id_column,
         "width": cfg.width,
         "depth": cfg.depth,
         "heads": cfg.heads,

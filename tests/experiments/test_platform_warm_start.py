@@ -162,8 +162,8 @@ def test_a_changed_file_recomputes_only_the_agents_that_read_it(warm_folder):
     assert result.ran == ["LinUCB warm"] and result.skipped == ["Random"]
 
 
-def _checkpoint(path, env_params=REC, **architecture):
-    env = envs.make_env("ContextualRec-v0", **env_params)
+def _checkpoint(path, env_params=REC, env_id="ContextualRec-v0", **architecture):
+    env = envs.make_env(env_id, **env_params)
     cfg = tf.config_for_env(env, width=8, depth=1, heads=2, mlp_ratio=1, **architecture)
     graphdef, params = tf.split_model(cfg)
     del graphdef
@@ -195,6 +195,19 @@ def test_a_tiny_checkpoint_runs_as_the_transformer_it_holds(tmp_path):
         _stored_regret(tmp_path / "out", "Transformer"),
         metrics.cumulative_regret(trajectory),
     )
+
+
+def test_a_checkpoint_reading_history_item_ids_builds(tmp_path):
+    """On `ContextualRec-Sequential-v0` the history rows carry the item id and
+    the checkpoint embeds it (`history_id_column`); the platform builds the
+    agent it holds (shapes only: no run)."""
+    cfg, _ = _checkpoint(tmp_path / "model.npz", env_id="ContextualRec-Sequential-v0")
+    assert cfg.history_id_column is not None
+    path = _config(tmp_path, TRANSFORMER, "ContextualRec-Sequential-v0", REC)
+    experiment = build(load_config(path))
+    (spec,) = experiment.specs_by_setting[0]
+    assert spec.kwargs["history_id_column"] == cfg.history_id_column
+    assert experiment.agents[0].name.startswith("transformer")
 
 
 def _error(tmp_path, lines, env_id="Linear-v0", params=LINEAR) -> str:
