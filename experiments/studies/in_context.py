@@ -2,6 +2,8 @@
 
     python -m experiments.studies.in_context                  # results/in_context
     python -m experiments.studies.in_context --quick --out /tmp/ic   # smoke run
+    python -m experiments.studies.in_context --tokens paper \\
+        --out results/in_context_paper        # the paper's tokens and head
 
 The config (`experiments/configs/in_context.toml`, its own layout, checked with
 `experiments.config.checks`) names the env and its parameters, the model
@@ -65,6 +67,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="results folder (default: the config's)")
     parser.add_argument("--seeds", type=int, help="evaluation instances")
     parser.add_argument("--figure", help="also save the figure at this path")
+    parser.add_argument(
+        "--tokens",
+        choices=("paper", "interactions"),
+        help="the model's form, replacing model.tokens (agents.in_context)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     return parser.parse_args(argv)
 
@@ -276,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         study = load_study(args.config, quick=args.quick)
+        if args.tokens:
+            study["model"]["tokens"] = args.tokens
         spec = study["env"]
         env, _ = envs.make(spec["id"], **spec.get("params", {}))
         out = Path(args.out or study.get("output", "results/in_context"))
