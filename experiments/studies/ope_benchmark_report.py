@@ -60,6 +60,22 @@ def summary_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_points(
+    rows: Sequence[Mapping[str, Any]], logger: str, estimator: str, metric: str
+) -> list[tuple[int, float]]:
+    """(log size, metric) of one logger and estimator, one point per size: a
+    size measured more than once (say 5 and then 10 replicates) is drawn from
+    the record with the most replicates."""
+    best: dict[int, Mapping[str, Any]] = {}
+    for r in rows:
+        if r["logger"] != logger or r["estimator"] != estimator:
+            continue
+        seen = best.get(r["log_size"])
+        if seen is None or r["replicates"] > seen["replicates"]:
+            best[r["log_size"]] = r
+    return [(n, best[n][metric]) for n in sorted(best)]
+
+
 def plot(records: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
     """RMSE and coverage against log size, one figure pair per env and target."""
     import matplotlib
@@ -77,11 +93,7 @@ def plot(records: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
                                      squeeze=False, sharey=True)  # fmt: skip
             for ax, logger in zip(axes[0], loggers, strict=True):
                 for name in ope.ESTIMATORS:
-                    pts = sorted(
-                        (r["log_size"], r[metric])
-                        for r in rows
-                        if r["logger"] == logger and r["estimator"] == name
-                    )
+                    pts = plot_points(rows, logger, name, metric)
                     if pts:
                         ax.plot(*zip(*pts, strict=True), marker="o", label=name)
                 ax.set_xscale("log")

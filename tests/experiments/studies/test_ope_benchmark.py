@@ -271,3 +271,22 @@ def test_the_packaged_configs_parse():
     assert dict(zip(study.log_sizes, study.replicates, strict=True)) == {
         1000: 200, 10000: 100, 100000: 30,
     }  # fmt: skip
+
+
+def test_a_size_measured_twice_is_plotted_once():
+    """Reruns with more replicates add records for the same size; the figure
+    draws one point per size, from the record with the most replicates."""
+    from experiments.studies.ope_benchmark_report import plot_points
+
+    def record(n, reps, rmse, logger="uniform"):
+        return {"log_size": n, "replicates": reps, "rmse": rmse,
+                "logger": logger, "estimator": "dr"}  # fmt: skip
+
+    rows = [
+        record(1000, 200, 0.1),
+        record(10**6, 5, 0.004),
+        record(10**6, 10, 0.003),
+        record(10**6, 30, 9.0, logger="other"),
+    ]
+    assert plot_points(rows, "uniform", "dr", "rmse") == [(1000, 0.1), (10**6, 0.003)]
+    assert plot_points(rows, "uniform", "ips", "rmse") == []
