@@ -8,11 +8,11 @@ and no experiment platform (configs, result folders, reports and plots live in
 
 # `_backend` configures JAX's CPU back-end on import, before anything uses it.
 from bandits import _backend, linalg, metrics, offline, ope  # noqa: F401
+from bandits.seeds import seed_list
 from bandits.simulation import (
     NonFiniteAgentStateError,
     run,
     run_with_states,
-    seed_list,
     simulate,
     simulate_with_state,
     sweep,

@@ -15,14 +15,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from bandits.simulation import (
-    _check_pair,
-    _run_compiled,
-    _seed_keys,
-    _traced,
-    check_seed_key,
-    seed_list,
-)
+from bandits.seeds import check_seed_key, seed_keys, seed_list
+from bandits.simulation import _check_pair, _run_compiled, _traced
 from bandits.types import Agent, Env, EnvParams
 from bandits.validation import positive_int
 
@@ -82,5 +76,5 @@ def first_non_finite_steps(
     if params is None:
         params = env.default_params()
     program = _run_compiled(env, agent, horizon, resample_params, seed_key, True, ())
-    _, first_bad, _ = _traced(program, env, agent, _seed_keys(seed_values), params)
+    _, first_bad, _ = _traced(program, env, agent, seed_keys(seed_values), params)
     return np.asarray(first_bad)[: len(seed_values)]

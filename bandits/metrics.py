@@ -141,7 +141,7 @@ def ndcg(trajectory: Trajectory) -> np.ndarray:
 
     Gains are the items' attractions (linear gains), discounts 1 / log2(l + 1),
     the ideal slate the L most attractive allowed items
-    (`bandits.simulation.slate_ndcg`)."""
+    (`bandits.records.slate_ndcg`)."""
     return np.asarray(_slate_record(trajectory).ndcg, np.float64)
 
 

@@ -11,14 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bandits.records import agent_reward, record
+from bandits.seeds import check_seed_key, seed_keys, seed_list
 from bandits.types import (
     Agent,
     Env,
     EnvParams,
-    Feedback,
-    Observation,
-    SlateFeedback,
-    SlateRecord,
     Trajectory,
 )
 from bandits.validation import BanditConfigError, positive_int
@@ -111,7 +109,7 @@ def _simulate(
         agent_state = agent.update(
             key_update, agent_state, obs, action, agent_reward(feedback)
         )
-        record = _record(
+        row = record(
             obs,
             action,
             feedback.reward,
@@ -121,7 +119,7 @@ def _simulate(
         if check_each_step:
             bad_now = (first_bad < 0) & ~_all_finite(agent_state)
             first_bad = jnp.where(bad_now, t, first_bad)
-        return (next_obs, env_state, agent_state, first_bad), record
+        return (next_obs, env_state, agent_state, first_bad), row
 
     steps = jnp.arange(horizon, dtype=jnp.int32)
     first_bad = jnp.asarray(-1, jnp.int32)
@@ -133,121 +131,6 @@ def _simulate(
     return trajectory, agent_state, _all_finite(agent_state)
 
 
-def agent_reward(feedback: Feedback) -> jax.Array:
-    """What the agent's `update` learns from: the sampled reward of the arm, or
-    for a slate the (L,) click of every position."""
-    slate = getattr(feedback, "slate", None)
-    return feedback.reward if slate is None else slate.clicks
-
-
-def _record(
-    obs: Observation,
-    action: jax.Array,
-    reward: jax.Array,
-    expected: jax.Array,
-    slate: SlateFeedback | None = None,
-) -> Trajectory:
-    """Exact pseudo-regret of one step against the best allowed arm (or slate)."""
-    if slate is not None:
-        return _slate_record(obs, action, reward, expected, slate)
-    best_arm, best, regret = pseudo_regret(expected, obs.mask, action)
-    chosen = expected[action]
-    return Trajectory(
-        action=action,
-        reward=jnp.asarray(reward, expected.dtype),
-        expected_reward=chosen,
-        optimal_expected_reward=best,
-        regret=regret,
-        optimal=(action == best_arm) | (chosen >= best),
-    )
-
-
-def pseudo_regret(
-    expected: jax.Array, mask: jax.Array, action: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(best allowed arm, its expected reward, regret of `action`) for one round.
-
-    Playing the best arm is exactly zero regret, even if XLA recomputes the
-    expected rewards in two fusions that round differently.
-    """
-    allowed = jnp.where(mask, expected, -jnp.inf)
-    best_arm = jnp.argmax(allowed).astype(jnp.int32)
-    best = allowed[best_arm]
-    regret = jnp.where(
-        action == best_arm, jnp.zeros_like(best), best - expected[action]
-    )
-    return best_arm, best, regret
-
-
-def slate_pseudo_regret(
-    slate: SlateFeedback, action: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(optimal slate, its expected reward, regret of the (L,) `action`).
-
-    Regret is exactly zero for the env's optimal slate, and never below zero:
-    another ordering of an optimal slate (every ordering of the top L items is
-    optimal under the cascade model) may round its expected reward a few ulps
-    above the optimal one's.
-    """
-    best = slate.optimal_expected_reward
-    same = jnp.all(action == slate.optimal_slate)
-    gap = jnp.maximum(best - slate.expected_reward, jnp.zeros_like(best))
-    return slate.optimal_slate, best, jnp.where(same, jnp.zeros_like(best), gap)
-
-
-def slate_ndcg(relevance: jax.Array, mask: jax.Array, slate: jax.Array) -> jax.Array:
-    """NDCG@L of an ordered slate: DCG / IDCG with linear gains.
-
-    DCG = sum_l rel(s_l) / log2(l + 1) over positions l = 1..L, and IDCG the
-    DCG of the L most relevant allowed items in descending order (the ideal
-    slate). Masked items have relevance 0. With no relevance anywhere (IDCG = 0)
-    every slate is ideal: 1.
-
-    Args:
-      relevance: (K,) non-negative relevance of every item (a slate env's
-        attractions, `Feedback.expected_rewards`).
-      mask: (K,) bool, items that may be shown.
-      slate: (L,) int32 item indices, position 1 first.
-
-    Returns:
-      A scalar in [0, 1] (for distinct allowed items).
-    """
-    size = slate.shape[-1]
-    discount = 1.0 / jnp.log2(jnp.arange(2, size + 2, dtype=relevance.dtype))
-    relevance = jnp.where(mask, relevance, 0.0)  # a masked item is never relevant
-    dcg = jnp.sum(relevance[slate] * discount)
-    ideal, _ = jax.lax.top_k(relevance, size)
-    idcg = jnp.sum(ideal * discount)
-    return jnp.where(idcg > 0, dcg / jnp.where(idcg > 0, idcg, 1.0), 1.0)
-
-
-def _slate_record(
-    obs: Observation,
-    action: jax.Array,
-    reward: jax.Array,
-    attraction: jax.Array,
-    slate: SlateFeedback,
-) -> Trajectory:
-    """The `Trajectory` row of one slate step: exact slate pseudo-regret from the
-    env's closed forms, plus the per-position record."""
-    optimal_slate, best, regret = slate_pseudo_regret(slate, action)
-    chosen = slate.expected_reward
-    return Trajectory(
-        action=action,
-        reward=jnp.asarray(reward, chosen.dtype),
-        expected_reward=chosen,
-        optimal_expected_reward=best,
-        regret=regret,
-        optimal=jnp.all(action == optimal_slate) | (chosen >= best),
-        slate=SlateRecord(
-            clicks=jnp.asarray(slate.clicks, chosen.dtype),
-            examined=jnp.asarray(slate.examined, bool),
-            expected_clicks=slate.expected_clicks,
-            ndcg=slate_ndcg(attraction, obs.mask, action),
-        ),
-    )
-
-
 def _all_finite(tree: Any) -> jax.Array:
     leaves = [
         jnp.all(jnp.isfinite(leaf))
@@ -257,44 +140,6 @@ def _all_finite(tree: Any) -> jax.Array:
     if not leaves:
         return jnp.asarray(True)
     return jnp.all(jnp.stack(leaves))
-
-
-SEED_KEYS = ("split", "direct")
-"""How a seed's key is used: split into (problem instance, run) keys, or as the
-run's key directly (see `run`)."""
-
-
-def check_seed_key(seed_key: str, resample_params: bool) -> str:
-    """`seed_key` if it is one of `SEED_KEYS` and fits `resample_params`."""
-    if seed_key not in SEED_KEYS:
-        raise BanditConfigError.about(
-            "seed_key",
-            f"must be one of {', '.join(map(repr, SEED_KEYS))}, got {seed_key!r}",
-        )
-    if seed_key == "direct" and resample_params:
-        raise BanditConfigError.about(
-            "seed_key",
-            "'direct' leaves no key to draw a problem instance from; use 'split' "
-            "with resample_params",
-        )
-    return seed_key
-
-
-def seed_list(seeds: int | Sequence[int]) -> list[int]:
-    """`seeds` as explicit integers: an int S means seeds 0..S-1."""
-    if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
-        return list(range(positive_int("seeds", int(seeds))))
-    try:
-        values = [operator.index(s) for s in seeds]  # type: ignore[union-attr]
-    except TypeError:
-        raise BanditConfigError(
-            f"seeds must be a positive integer or a list of integers, got {seeds!r}"
-        ) from None
-    if not values:
-        raise BanditConfigError("seeds must not be empty")
-    if any(s < 0 or s >= 2**32 for s in values):
-        raise BanditConfigError(f"seeds must be integers in [0, 2**32), got {values}")
-    return values
 
 
 def run(
@@ -379,7 +224,7 @@ def run_with_states(
     rows = _state_rows(seed_values, states_of)
     if params is None:
         params = env.default_params()
-    keys = _seed_keys(seed_values)
+    keys = seed_keys(seed_values)
     program = _run_compiled(env, agent, horizon, resample_params, seed_key, False, rows)
     trajectory, finite, states = _traced(program, env, agent, keys, params)
     trajectory = jax.tree_util.tree_map(
@@ -505,32 +350,13 @@ def _take_rows(tree: Any, rows: tuple[int, ...]) -> Any:
     return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
 
 
-def _seed_keys(seed_values: list[int]) -> jax.Array:
-    """One key per seed, padded to a multiple of the device count and sharded.
-
-    With several devices (e.g. `jax_num_cpu_devices`, set by `bandits` to the number
-    of cores) the seed axis is split across them, so each core runs its own seeds.
-    """
-    devices = jax.local_devices()
-    padded = list(seed_values)
-    while len(padded) % len(devices):
-        padded.append(seed_values[-1])
-    keys = jax.vmap(jax.random.key)(jnp.asarray(padded, dtype=jnp.uint32))
-    if len(devices) == 1:
-        return keys
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
-    return jax.device_put(
-        keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
-    )
-
-
 def _raise_non_finite(
     env, agent, horizon, resample_params, seed_key, params, seed_values, bad
 ):
     """Re-runs the failing seeds with a per-step check to name the first bad step."""
     failing = [seed_values[i] for i in bad]
     program = _run_compiled(env, agent, horizon, resample_params, seed_key, True, ())
-    _, first_bad, _ = program(_seed_keys(failing), params)
+    _, first_bad, _ = program(seed_keys(failing), params)
     first_bad = np.asarray(first_bad)[: len(failing)]
     seed, step = failing[0], int(first_bad[0])
     where = f"step {step}" if step >= 0 else "an unknown step"
@@ -663,7 +489,7 @@ def sweep_with_states(
     if check_values:
         _check_settings(agent_fn, names, columns)
     rows = num_settings * num_seeds
-    keys = _seed_keys(seed_values * num_settings)
+    keys = seed_keys(seed_values * num_settings)
     padded = keys.shape[0]
     values = tuple(
         _like_keys(
@@ -713,7 +539,7 @@ def _first_bad_step(
     re-run with the per-step check (-1 if that run stays finite: a traced sweep
     and a concrete run may round differently)."""
     program = _run_compiled(env, agent, horizon, resample_params, seed_key, True, ())
-    _, first_bad, _ = program(_seed_keys([seed]), params)
+    _, first_bad, _ = program(seed_keys([seed]), params)
     return int(np.asarray(first_bad)[0])
 
 

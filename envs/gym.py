@@ -93,7 +93,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from bandits.simulation import pseudo_regret, slate_pseudo_regret
+from bandits.records import pseudo_regret, slate_pseudo_regret
 from bandits.types import EnvParams, EnvState, Observation, SlateFeedback
 from bandits.validation import BanditConfigError
 from envs import recommendation_gym

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from bandits.simulation import pseudo_regret
+from bandits.records import pseudo_regret
 from bandits.types import Observation
 from envs import recommendation_model as model
 from envs.base import BanditEnv

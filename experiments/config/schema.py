@@ -91,7 +91,7 @@ class RunConfig:
     prediction_contexts: int = DEFAULT_PREDICTION_CONTEXTS
     """Held-out contexts per evaluated seed."""
     seed_key: str = "split"
-    """How each seed's key is used (`bandits.simulation.SEED_KEYS`): "split" into
+    """How each seed's key is used (`bandits.seeds.SEED_KEYS`): "split" into
     (problem instance, run) keys, or "direct" as the run's key."""
 
     @property

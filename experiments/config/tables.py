@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from bandits.simulation import check_seed_key
+from bandits.seeds import check_seed_key
 from bandits.validation import BanditConfigError, positive_int
 from experiments.config.checks import check_keys as _check_keys
 from experiments.config.checks import check_type as _check_type

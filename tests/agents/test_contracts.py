@@ -32,7 +32,7 @@ import pytest
 
 import agents
 import envs
-from bandits.simulation import agent_reward
+from bandits.records import agent_reward
 
 NUM_ARMS = 5
 DIM = 4

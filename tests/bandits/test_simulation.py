@@ -272,7 +272,7 @@ def test_non_finite_state_names_agent_seed_and_step():
 
 
 def test_record_regret_is_exactly_zero_for_the_best_allowed_arm():
-    from bandits.simulation import _record
+    from bandits.records import record
     from bandits.types import Observation
 
     expected = jnp.asarray([0.3, 0.9, 1.2, 0.7], jnp.float32)
@@ -280,10 +280,10 @@ def test_record_regret_is_exactly_zero_for_the_best_allowed_arm():
     obs = Observation(
         context=jnp.zeros(2), arms=jnp.zeros((4, 1)), mask=mask, history=None
     )
-    best = _record(obs, jnp.int32(1), 0.0, expected)
+    best = record(obs, jnp.int32(1), 0.0, expected)
     assert float(best.regret) == 0.0 and bool(best.optimal)
     assert float(best.optimal_expected_reward) == pytest.approx(0.9)
-    worse = _record(obs, jnp.int32(3), 0.0, expected)
+    worse = record(obs, jnp.int32(3), 0.0, expected)
     assert float(worse.regret) == pytest.approx(0.2) and not bool(worse.optimal)
 
 

@@ -21,7 +21,7 @@ import envs
 from agents.ridge import REFACTOR_EVERY, block_and_features, ridge_add
 from agents.slate import cascade_observed
 from bandits import metrics
-from bandits.simulation import slate_ndcg, slate_pseudo_regret
+from bandits.records import slate_ndcg, slate_pseudo_regret
 from bandits.types import SlateFeedback
 from bandits.validation import BanditConfigError
 
