@@ -22,11 +22,20 @@ For each environment of `experiments/configs/pretrain_finetune.toml`:
     python -m experiments.studies.pretrain_finetune --out results/pretrain_finetune
     python -m experiments.studies.pretrain_finetune --quick --out /tmp/pf   # smoke run
 
+With `[[envs]] grid`, a list of `logs.events`, `logs.instances` and
+`run.instances = "held_out"` (`experiments/configs/large_models.toml`) every
+(env setting, data size) cell does the above in its own folder, the logs come
+from several problem instances and the online runs from others
+(`experiments.studies.pretrain_finetune_cells`):
+
+    python -m experiments.studies.pretrain_finetune --config large_models --quick
+
 Logs, checkpoints and the platform's results are reused by a rerun (a killed run
 resumes; new logs or checkpoints recompute the agents that read them).
-`summary.md` and `summary.json` (and `results.jsonl`, one row per env and agent)
-hold the tables, `<env>/regret.png` the curves and `<env>/pretrain_<variant>.png`
-the loss curves.
+`summary.md` and `summary.json` (and `results.jsonl`, one row per cell and
+agent, with the paired difference to the reference transformer) hold the
+tables, `<cell>/regret.png` the curves and `<cell>/pretrain_<variant>.png` the
+loss curves.
 """
 
 from __future__ import annotations
@@ -58,11 +67,26 @@ from experiments.config.toml_writer import toml_key, toml_value
 from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
 from experiments.store.storage import atomic_write_text
+from experiments.studies.pretrain_finetune_cells import (
+    Cell,
+    check_disjoint,
+    generate_logs,
+    log_instance_keys,
+    platform_instance_keys,
+    reference_label,
+    split_logs,
+    study_cells,
+)
 from experiments.studies.pretrain_finetune_config import (
-    LOGGING_POLICIES,
     StudyAgent,
     StudyConfig,
     load_study,
+)
+from experiments.studies.pretrain_finetune_report import (
+    band_text,
+    paired_band,
+    plot_env,
+    summary_markdown,
 )
 
 CURVE_POINTS = 200
@@ -87,13 +111,16 @@ class Args:
     seeds: int | None = None
     """Seeds per agent; default: the config's (16)."""
     events: int | None = None
-    """Logged events per env; default: the config's (100,000)."""
+    """Logged events per cell (replaces a list of data sizes); default: the
+    config's."""
     overwrite: bool = False
     """Replace platform results of another agent selection in an env's
     `results/` folder (the platform refuses otherwise)."""
     quick: bool = False
     """Tiny settings for a smoke run: a small env, 300 rounds, 2 seeds, 3,000
-    logged events, a one-block width-16 transformer, one pretraining epoch."""
+    logged events (a list of data sizes: 2,000 and 4,000; a grid: its first two
+    values per parameter; at most 2 log instances), a one-block width-16
+    transformer, one pretraining epoch."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
@@ -148,6 +175,11 @@ def select(study: StudyConfig, args: Args) -> StudyConfig:
     logs = dict(study.logs)
     if args.events:
         logs["events"] = args.events
+    if args.events is not None and args.events < int(logs.get("instances", 1)):
+        raise BanditConfigError(
+            f"--events {args.events} must be at least logs.instances = "
+            f"{logs.get('instances')}"
+        )
     study = dataclasses.replace(
         study,
         horizon=args.horizon or study.horizon,
@@ -156,12 +188,17 @@ def select(study: StudyConfig, args: Args) -> StudyConfig:
     )
     if args.quick:
         small = {"num_items": 100, "num_users": 300, "steps_per_day": 48}
+        sizes = [2000, 4000] if isinstance(logs.get("events"), list) else 3000
+        logs.update(events=args.events or sizes, num_streams=16)
+        if "instances" in logs:
+            logs["instances"] = min(logs["instances"], 2)
         study = dataclasses.replace(
             study,
             horizon=args.horizon or 300,
             seeds=args.seeds or 2,
             early_steps=100,
-            logs={**logs, "events": args.events or 3000, "num_streams": 16},
+            logs=logs,
+            grids={e: {k: v[:2] for k, v in g.items()} for e, g in study.grids.items()},
             model={"width": 16, "depth": 1, "heads": 2, "mlp_ratio": 2},
             pretrain={**study.pretrain, "epochs": 1, "batch_size": 64},
             envs=tuple((e, {**p, **small}) for e, p in study.envs[:1]),
@@ -204,15 +241,14 @@ def platform_agent(spec: StudyAgent, env, study: StudyConfig) -> dict[str, Any]:
     return out
 
 
-def platform_config(
-    env_id: str, env_params: Mapping[str, Any], specs, env, study: StudyConfig
-) -> str:
-    """The platform config (TOML) that runs `specs` on one env of the study.
+def platform_config(cell: Cell, specs, env, study: StudyConfig) -> str:
+    """The platform config (TOML) that runs `specs` on one cell of the study.
 
     Every step is stored (`curve_points = horizon`), so the regret at
     `early_steps` is read exactly; the platform's own reward-model evaluation
     is off (`prediction_seeds = 0`): the study scores the models on its
-    held-out logged events instead.
+    held-out logged events instead. With `run.instances = "held_out"` each
+    seed draws its own instance (`resample_params = true`).
     """
     run = {
         "horizon": study.horizon,
@@ -220,13 +256,15 @@ def platform_config(
         "curve_points": study.horizon,
         "prediction_seeds": 0,
     }
+    if study.run_instances == "held_out":
+        run["resample_params"] = True
     lines = [
-        f"# Written by experiments.studies.pretrain_finetune for {env_id}.",
-        f"name = {toml_value(f'pretrain_finetune {env_id}')}",
+        f"# Written by experiments.studies.pretrain_finetune for {cell.name}.",
+        f"name = {toml_value(f'pretrain_finetune {cell.name}')}",
         "",
         "[env]",
-        f"id = {toml_value(env_id)}",
-        f"params = {toml_value(dict(env_params))}",
+        f"id = {toml_value(cell.env_id)}",
+        f"params = {toml_value(dict(cell.params))}",
         "",
         "[run]",
         *(f"{k} = {toml_value(v)}" for k, v in run.items()),
@@ -300,36 +338,28 @@ def _read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def prepare_logs(env_id, env, params, study: StudyConfig, folder: Path):
-    """Generates (or reuses) the env's logs; returns (train, holdout)."""
-    spec = dict(study.logs)
+def prepare_logs(cell: Cell, env, params, study: StudyConfig, folder: Path):
+    """Generates (or reuses) the cell's logs; returns (train, holdout)."""
+    spec = {**study.logs, "events": cell.events}
     path = folder / "logs.parquet"
     stamp = folder / "logs.json"
-    wanted = {"env": env_id, **{k: spec.get(k) for k in sorted(spec)}}
+    wanted = {"env": cell.env_id, **{k: spec.get(k) for k in sorted(spec)}}
+    if cell.params:  # logs of other env params are not reused
+        wanted["env_params"] = dict(cell.params)
     if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
         data = logged.load(path)
     else:
-        policy = LOGGING_POLICIES[spec.get("policy", "uniform")](
-            **spec.get("params", {})
-        )
         start = time.perf_counter()
-        data = logged.generate(
-            jax.random.key(int(spec.get("seed", 0))),
-            env,
-            params,
-            policy,
-            int(spec.get("events", 100_000)),
-            num_streams=int(spec.get("num_streams", 64)),
-        )
+        data = generate_logs(env, params, spec, cell.events)
         logged.save(data, path)
         atomic_write_text(stamp, json.dumps(wanted))
         print(
-            f"[{env_id}] logged {len(data)} events in "
+            f"[{cell.name}] logged {len(data)} events in "
             f"{time.perf_counter() - start:.1f}s: {data.summary()}",
             flush=True,
         )
         (folder / TRAIN_FILE).unlink(missing_ok=True)
-    train, holdout = data.split(1.0 - float(spec.get("holdout", 0.1)))
+    train, holdout = split_logs(data, spec, cell.events)
     if not (folder / TRAIN_FILE).exists():  # what warm-started agents replay
         logged.save(train, folder / TRAIN_FILE)
     return train, holdout
@@ -386,16 +416,35 @@ def prepare_pretrained(env_id, env, train, holdout, study, specs, folder: Path):
         )
 
 
-def run_env(env_id, env_params, study, specs, folder: Path, args: Args):
-    """Logs, pretrains and runs one env's agents on the platform: the config,
+def check_instances(cell: Cell, study: StudyConfig) -> None:
+    """With `run.instances = "held_out"`: no seed's instance is a log instance
+    (exact key comparison, before any compute)."""
+    if study.run_instances != "held_out":
+        return
+    env = envs.make_env(cell.env_id, **cell.params)
+    logs = study.logs
+    keys = log_instance_keys(
+        env, int(logs.get("seed", 0)), int(logs.get("instances", 1))
+    )
+    check_disjoint([k for k, _ in keys], platform_instance_keys(range(study.seeds)))
+
+
+def run_env(cell: Cell, study, specs, folder: Path, args: Args):
+    """Logs, pretrains and runs one cell's agents on the platform: the config,
     the runner's result and the held-out logged events."""
-    env, params = envs.make(env_id, **env_params)
-    train, holdout = prepare_logs(env_id, env, params, study, folder)
+    env, params = envs.make(cell.env_id, **cell.params)
+    train, holdout = prepare_logs(cell, env, params, study, folder)
     prepare_pretrained(
-        env_id, env, train, holdout, study, [s for s in specs if s.pretrained], folder
+        cell.name,
+        env,
+        train,
+        holdout,
+        study,
+        [s for s in specs if s.pretrained],
+        folder,
     )
     path = folder / "config.toml"
-    atomic_write_text(path, platform_config(env_id, env_params, specs, env, study))
+    atomic_write_text(path, platform_config(cell, specs, env, study))
     config = load_config(path)
     result = run_experiment(
         config,
@@ -407,11 +456,12 @@ def run_env(env_id, env_params, study, specs, folder: Path, args: Args):
     return config, result, holdout
 
 
-def result_rows(env_id, config, specs, study, held: Mapping[str, Any], folder: Path):
-    """The study's rows of one env, from the platform's stored curves."""
+def result_rows(cell: Cell, specs, study, held: Mapping[str, Any], folder: Path):
+    """The study's rows of one cell, from the platform's stored curves, with
+    the paired differences to the reference transformer."""
     results = folder / "results"
     entries = {e.label: e for e in manifest.read(results).agents}
-    rows = []
+    rows, ends = [], {}
     for spec in specs:
         entry = entries[spec.label]
         curves = storage.read_curves(results / entry.curves)[spec.label]
@@ -421,9 +471,13 @@ def result_rows(env_id, config, specs, study, held: Mapping[str, Any], folder: P
         steps = np.unique(np.geomspace(1, study.horizon, CURVE_POINTS).astype(int))
         band = metrics.mean_band(regret[:, [column[int(t)] for t in steps]])
         end = column[study.horizon]
+        ends[spec.label] = (regret[:, end], regret[:, column[early]])
         rows.append(
             {
-                "env": env_id,
+                "env": cell.env_id,
+                "cell": cell.name,
+                "setting": dict(cell.setting),
+                "events": cell.events,
                 "agent": spec.label,
                 "horizon": study.horizon,
                 "seeds": study.seeds,
@@ -439,6 +493,13 @@ def result_rows(env_id, config, specs, study, held: Mapping[str, Any], folder: P
                 "curve_high": band.high.round(3).tolist(),
             }
         )
+    reference = reference_label(specs)
+    for row in rows:
+        row["reference"] = reference
+        if reference is not None and row["agent"] != reference:
+            mine, base = ends[row["agent"]], ends[reference]
+            row["diff_final"] = paired_band(mine[0] - base[0])
+            row["diff_early"] = paired_band(mine[1] - base[1])
     return rows
 
 
@@ -469,120 +530,41 @@ def held_out_by_agent(env, config, specs, holdout, folder: Path) -> dict[str, An
     return out
 
 
-def plot_env(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from experiments.report.plots import colours
-
-    colour = colours([row["agent"] for row in rows])  # distinct beyond 10 agents
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    for row in rows:
-        steps = np.asarray(row["curve_steps"])
-        for ax in axes:
-            c = colour[row["agent"]]
-            ax.plot(steps, row["curve_mean"], color=c, label=row["agent"])
-            ax.fill_between(
-                steps,
-                row["curve_low"],
-                row["curve_high"],
-                color=c,
-                alpha=0.2,
-                linewidth=0,
-            )
-    axes[1].set_xscale("log")
-    axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.set_ylabel("cumulative regret")
-        ax.grid(alpha=0.3)
-    first = rows[0]
-    fig.suptitle(f"{first['env']} (mean and 95% band, {first['seeds']} seeds)")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _cell(band: Mapping[str, float], digits: int = 1) -> str:
-    mean, low, high = (f"{band[k]:.{digits}f}" for k in ("mean", "low", "high"))
-    return f"{mean} [{low}, {high}]"
-
-
-def summary_markdown(rows: list[dict]) -> str:
-    lines = []
-    for env_id in dict.fromkeys(r["env"] for r in rows):
-        mine = [r for r in rows if r["env"] == env_id]
-        first = mine[0]
-        lines += [
-            f"### {env_id} (T = {first['horizon']}, {first['seeds']} seeds)",
-            "",
-            f"| agent | regret at T | regret at {first['early_steps']} | CTR | run s |",
-            "|---|---|---|---|---|",
-        ]
-        for r in sorted(mine, key=lambda r: r["final_regret"]["mean"]):
-            lines.append(
-                f"| {r['agent']} | {_cell(r['final_regret'])} | "
-                f"{_cell(r['early_regret'])} | {_cell(r['ctr'], 3)} | "
-                f"{r['run_seconds']} |"
-            )
-        held = [r for r in mine if r["held_out"]]
-        if held:
-            lines += [
-                "",
-                "Reward models on held-out logged events (before online learning):",
-                "",
-                "| model | accuracy | precision | recall | F1 | ROC-AUC | log-loss | "
-                "MSE | MSE vs true CTR |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
-            for r in held:
-                m = r["held_out"]
-                lines.append(
-                    f"| {r['agent']} | {m['accuracy']:.3f} | {m['precision']:.3f} | "
-                    f"{m['recall']:.3f} | {m['f1']:.3f} | {m['roc_auc']:.3f} | "
-                    f"{m['log_loss']:.3f} | {m['mse']:.4f} | {m['mse_expected']:.4f} |"
-                )
-        lines.append("")
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         study = select(load_study(args.config), args)
+        cells = study_cells(study)
+        for cell in cells:  # before any compute
+            check_instances(cell, study)
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    done = {e for e, _ in study.envs}
-    rows = [r for r in _read_rows(results) if r["env"] not in done]
-    for env_id, env_params in study.envs:
-        specs = [s for s in study.agents if s.envs is None or env_id in s.envs]
+    done = {c.name for c in cells}
+    rows = [r for r in _read_rows(results) if r.get("cell", r["env"]) not in done]
+    for cell in cells:
+        specs = [s for s in study.agents if s.envs is None or cell.env_id in s.envs]
         if not specs:
             continue
-        folder = out / env_id
-        folder.mkdir(exist_ok=True)
+        folder = out / cell.name
+        folder.mkdir(parents=True, exist_ok=True)
         try:
-            config, result, holdout = run_env(
-                env_id, env_params, study, specs, folder, args
-            )
+            config, result, holdout = run_env(cell, study, specs, folder, args)
         except BanditConfigError as err:  # e.g. results of another selection
-            print(f"error: [{env_id}] {err}", file=sys.stderr)
+            print(f"error: [{cell.name}] {err}", file=sys.stderr)
             return 2
-        env = envs.make_env(env_id, **env_params)
+        env = envs.make_env(cell.env_id, **cell.params)
         held = held_out_by_agent(env, config, specs, holdout, folder)
-        mine = result_rows(env_id, config, specs, study, held, folder)
+        mine = result_rows(cell, specs, study, held, folder)
         for row in mine:
             if row["agent"] in result.ran:
                 print(
-                    f"[{env_id}] {row['agent']:<44} regret@T "
-                    f"{_cell(row['final_regret'])}  @{row['early_steps']} "
-                    f"{_cell(row['early_regret'])}  ({row['run_seconds']}s)",
+                    f"[{cell.name}] {row['agent']:<44} regret@T "
+                    f"{band_text(row['final_regret'])}  @{row['early_steps']} "
+                    f"{band_text(row['early_regret'])}  ({row['run_seconds']}s)",
                     flush=True,
                 )
         plot_env(mine, folder / "regret.png")

@@ -3,11 +3,14 @@
 `load_study` parses `experiments/configs/pretrain_finetune.toml` (or another TOML
 in its layout) into frozen dataclasses and checks it before any compute:
 
-    [run]       horizon, seeds, early_steps
-    [logs]      policy, params, events, holdout, num_streams, seed
+    [run]       horizon, seeds, early_steps, instances ("logged" or "held_out")
+    [logs]      policy, params, events (an int or a list: a grid over data
+                size), holdout, num_streams, seed, instances (problem instances
+                the logs come from; default 1)
     [model]     width, depth, heads, mlp_ratio, wide_cross   (the transformer)
     [pretrain]  epochs, batch_size, learning_rate, max_weight, ssl_weight, seed
-    [[envs]]    id, params
+    [[envs]]    id, params, grid (env parameter -> list of values: one cell per
+                point of the cartesian product)
     [[agents]]  the platform's keys (name, label, hyperparameters, grid,
                 warm_start, checkpoint, feature_map), parsed by the platform
                 (`experiments.config.loader.parse_agent`), and the study's:
@@ -24,6 +27,7 @@ The transformer's shapes come from the env (`agents.transformer.config_for_env`)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,9 +36,12 @@ from typing import Any
 import envs
 from bandits.validation import BanditConfigError
 from envs import logged
-from experiments.config.checks import check_keys, table
+from experiments.config.checks import check_keys, is_int, table
 from experiments.config.loader import AGENT_KEYS, parse_agent
 
+RUN_INSTANCES = ("logged", "held_out")
+"""`run.instances`: the online runs use the instance the logs came from, or
+draw a fresh instance per seed that no log came from."""
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 LOGGING_POLICIES = {
     "uniform": logged.uniform,
@@ -42,6 +49,15 @@ LOGGING_POLICIES = {
     "softmax_noisy_oracle": logged.softmax_noisy_oracle,
 }
 PRETRAINED = ("ips", "unweighted")
+LOGS_KEYS = {
+    "policy",
+    "params",
+    "events",
+    "holdout",
+    "num_streams",
+    "seed",
+    "instances",
+}
 STUDY_AGENT_KEYS = ("pretrained", "model", "pretrain", "envs")
 """`[[agents]]` keys of the study; the others are the platform's."""
 MODEL_KEYS = {"width", "depth", "heads", "mlp_ratio", "wide_cross"}
@@ -92,6 +108,10 @@ class StudyConfig:
     pretrain: Mapping[str, Any]
     envs: tuple[tuple[str, Mapping[str, Any]], ...]
     agents: tuple[StudyAgent, ...]
+    grids: Mapping[str, Mapping[str, tuple]] = dataclasses.field(default_factory=dict)
+    """Env id -> its `grid` (parameter -> values); absent: no grid."""
+    run_instances: str = "logged"
+    """`run.instances` (`RUN_INSTANCES`)."""
 
 
 def _table(raw: Mapping, name: str, allowed: set[str], where: str = "") -> dict:
@@ -124,23 +144,21 @@ def load_study(config: str) -> StudyConfig:
     )
     if unknown:
         raise BanditConfigError(f"unknown top-level key(s) {unknown} in {path}")
-    run = _table(raw, "run", {"horizon", "seeds", "early_steps"})
-    logs = _table(
-        raw, "logs", {"policy", "params", "events", "holdout", "num_streams", "seed"}
-    )
-    if logs.get("policy", "uniform") not in LOGGING_POLICIES:
-        raise BanditConfigError(
-            f"logs.policy must be one of {sorted(LOGGING_POLICIES)}, got "
-            f"{logs.get('policy')!r}"
-        )
+    run = _table(raw, "run", {"horizon", "seeds", "early_steps", "instances"})
+    logs = _table(raw, "logs", LOGS_KEYS)
+    _check_logs(logs)
+    run_instances = run.get("instances", "logged")
+    _check_run_instances(run_instances, logs)
     model = _table(raw, "model", MODEL_KEYS)
     pre = _table(raw, "pretrain", PRETRAIN_KEYS)
-    env_list = []
+    env_list, grids = [], {}
     for i, entry in enumerate(raw.get("envs", [])):
-        if "id" not in entry:
-            raise BanditConfigError(f"envs[{i}] needs an id")
+        entry = table(f"envs[{i}]", entry)
+        check_keys(entry, ("id", "params", "grid"), f"envs[{i}]", required=("id",))
         envs.make_env(entry["id"], **entry.get("params", {}))  # checks the id early
         env_list.append((entry["id"], dict(entry.get("params", {}))))
+        if "grid" in entry:
+            grids[entry["id"]] = _env_grid(i, entry)
     specs = []
     for i, entry in enumerate(raw.get("agents", [])):
         specs += _study_agents(i, table(f"agents[{i}]", entry), path.parent)
@@ -156,7 +174,80 @@ def load_study(config: str) -> StudyConfig:
         pretrain=pre,
         envs=tuple(env_list),
         agents=tuple(specs),
+        grids=grids,
+        run_instances=run_instances,
     )
+
+
+def _check_logs(logs: Mapping[str, Any]) -> None:
+    """`logs.policy`, `logs.events` (a positive int or a non-empty list of
+    them) and `logs.instances` (an int >= 1)."""
+    if logs.get("policy", "uniform") not in LOGGING_POLICIES:
+        raise BanditConfigError(
+            f"logs.policy must be one of {sorted(LOGGING_POLICIES)}, got "
+            f"{logs.get('policy')!r}"
+        )
+    events = logs.get("events", 100_000)
+    values = events if isinstance(events, list) else [events]
+    if not values or not all(is_int(v) and v > 0 for v in values):
+        raise BanditConfigError(
+            "logs.events must be a positive integer or a non-empty list of "
+            f"positive integers (one cell per data size), got {events!r}"
+        )
+    instances = logs.get("instances", 1)
+    if not is_int(instances) or instances < 1:
+        raise BanditConfigError(
+            f"logs.instances must be an integer >= 1 (problem instances the logs "
+            f"come from), got {instances!r}"
+        )
+    if any(v < instances for v in values):
+        raise BanditConfigError(
+            f"logs.events {events!r} must be at least logs.instances = "
+            f"{instances} (events / instances per instance)"
+        )
+
+
+def _check_run_instances(value: Any, logs: Mapping[str, Any]) -> None:
+    if value not in RUN_INSTANCES:
+        raise BanditConfigError(
+            f"run.instances must be one of {', '.join(map(repr, RUN_INSTANCES))}, "
+            f"got {value!r}"
+        )
+    if value == "logged" and logs.get("instances", 1) != 1:
+        raise BanditConfigError(
+            f"run.instances = 'logged' runs online on the one instance the logs "
+            f"came from, so it needs logs.instances = 1, got "
+            f"{logs.get('instances')!r}; use run.instances = 'held_out'"
+        )
+
+
+def _env_grid(index: int, entry: Mapping[str, Any]) -> dict[str, tuple]:
+    """`envs[index].grid`: env parameters -> non-empty value lists; every grid
+    point builds (unknown parameters and bad values fail here)."""
+    where = f"envs[{index}].grid"
+    grid = table(where, entry["grid"])
+    allowed = envs.hyperparameters(entry["id"])
+    for name, values in grid.items():
+        if name not in allowed:
+            raise BanditConfigError(
+                f"{where}: unknown parameter {name!r} of env {entry['id']!r}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        if not isinstance(values, list) or not values:
+            raise BanditConfigError(
+                f"{where}.{name} must be a non-empty list of values, got {values!r}"
+            )
+        if name in entry.get("params", {}):
+            raise BanditConfigError(
+                f"{where}.{name} is also in envs[{index}].params; set it in one"
+            )
+    for point in itertools.product(*grid.values()):
+        setting = dict(zip(grid, point, strict=True))
+        try:
+            envs.make_env(entry["id"], **entry.get("params", {}), **setting)
+        except (BanditConfigError, TypeError, ValueError) as err:
+            raise BanditConfigError(f"{where} point {setting}: {err}") from err
+    return {name: tuple(values) for name, values in grid.items()}
 
 
 def _study_agents(index: int, entry: Mapping[str, Any], base: Path) -> list[StudyAgent]:
