@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,6 +44,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from agents import checkpoints
 from agents.in_context import (
     Events,
     InContextConfig,
@@ -236,14 +236,6 @@ def check_env(env: Any, cfg: InContextConfig) -> None:
 
 CONFIG_KEY = "config"
 RECORD_KEY = "record"
-PARAM_PREFIX = "param:"
-ZIP_MAGIC = b"PK\x03\x04"
-NPY_HEADER_BYTES = 4096  # room for an .npy member's header beyond its data
-MAX_JSON_BYTES = 1 << 20
-
-
-def _name(path: tuple) -> str:
-    return "/".join(str(part) for part in path)
 
 
 def save_checkpoint(
@@ -253,21 +245,12 @@ def save_checkpoint(
     record: Mapping[str, Any] | None = None,
 ) -> Path:
     """Writes the architecture, a JSON `record` (how it was trained) and every
-    parameter to an `.npz` (no pickle), atomically."""
-    from bandits.files import atomic_write
-
-    arrays: dict[str, Any] = {
-        CONFIG_KEY: np.asarray(cfg.to_json()),
-        RECORD_KEY: np.asarray(json.dumps(dict(record or {}), sort_keys=True)),
+    parameter to an `.npz` (no pickle, `agents.checkpoints`), atomically."""
+    texts = {
+        CONFIG_KEY: cfg.to_json(),
+        RECORD_KEY: json.dumps(dict(record or {}), sort_keys=True),
     }
-    for p, variable in nnx.to_flat_state(params):
-        arrays[PARAM_PREFIX + _name(p)] = np.asarray(variable.get_value())
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    return atomic_write(Path(path), write)
+    return checkpoints.write(path, texts, params)
 
 
 def load_checkpoint(
@@ -283,71 +266,17 @@ def load_checkpoint(
         read, or its parameters do not match the architecture it declares.
     """
     path = Path(path)
-    where = repr(str(path))
-    if not path.is_file():
-        raise BanditConfigError(f"checkpoint {where} does not exist")
+    kind = "an in-context"
+    sizes = checkpoints.member_sizes(path, kind)
+    config = checkpoints.read_text(path, sizes, CONFIG_KEY, kind)
+    record = checkpoints.read_text(path, sizes, RECORD_KEY, kind)
     try:
-        with open(path, "rb") as handle:
-            if handle.read(4) != ZIP_MAGIC:
-                raise BanditConfigError(
-                    f"{where} is not an in-context checkpoint (not an .npz archive)"
-                )
-        with zipfile.ZipFile(path) as archive:
-            sizes = {i.filename: i.file_size for i in archive.infolist()}
-        for key in (CONFIG_KEY, RECORD_KEY):
-            size = sizes.get(key + ".npy")
-            if size is None or size > MAX_JSON_BYTES:
-                raise BanditConfigError(
-                    f"{where} is not an in-context checkpoint (no valid {key!r})"
-                )
-        with np.load(path, allow_pickle=False) as stored:
-            cfg = InContextConfig.from_json(str(stored[CONFIG_KEY]))
-            record = json.loads(str(stored[RECORD_KEY]))
-            _, template = split_model(cfg)
-            flat = nnx.to_flat_state(template)
-            expected = {_name(p): np.asarray(v.get_value()) for p, v in flat}
-            _check_members(where, sizes, expected)
-            values = {n: stored[PARAM_PREFIX + n] for n in expected}
-    except BanditConfigError:
-        raise
-    except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
-        raise BanditConfigError(
-            f"{where} is not a readable checkpoint: {err}"
-        ) from None
-    restored = []
-    for p, variable in flat:
-        name = _name(p)
-        value, needed = values[name], expected[name]
-        if value.shape != needed.shape or value.dtype != needed.dtype:
-            raise BanditConfigError(
-                f"checkpoint parameter {name} is {value.dtype}{value.shape}, the "
-                f"architecture needs {needed.dtype}{needed.shape}"
-            )
-        restored.append((p, variable.replace(jnp.asarray(value))))
-    return cfg, nnx.from_flat_state(restored), record
-
-
-def _check_members(
-    where: str, sizes: Mapping[str, int], expected: Mapping[str, np.ndarray]
-) -> None:
-    stored = {
-        name[len(PARAM_PREFIX) : -len(".npy")]: size
-        for name, size in sizes.items()
-        if name.startswith(PARAM_PREFIX) and name.endswith(".npy")
-    }
-    for name, needed in expected.items():
-        if name not in stored:
-            raise BanditConfigError(f"checkpoint {where} lacks parameter {name}")
-        if stored[name] > needed.nbytes + NPY_HEADER_BYTES:
-            raise BanditConfigError(
-                f"checkpoint parameter {name} holds {stored[name]} bytes, more than "
-                f"the {needed.nbytes} its architecture needs; not read"
-            )
-    extra = sorted(set(stored) - set(expected))
-    if extra:
-        raise BanditConfigError(
-            f"checkpoint {where} has parameters the architecture lacks: {extra[:5]}"
-        )
+        cfg = InContextConfig.from_json(config)
+        trained = json.loads(record)
+    except (ValueError, KeyError, TypeError) as err:
+        raise checkpoints.unreadable(path, err) from None
+    _, template = split_model(cfg)
+    return cfg, checkpoints.read_params(path, sizes, template), trained
 
 
 __all__ = [

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 import time
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,6 +51,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from agents import checkpoints
 from agents.transformer_model import (
     TransformerConfig,
     binary_cross_entropy,
@@ -63,7 +63,6 @@ from bandits import metrics
 from bandits.types import Observation
 from bandits.validation import BanditConfigError, positive_int, real
 
-PARAM_PREFIX = "param:"
 CONFIG_KEY = "config"
 TRAIN_COLUMNS = (*REPLAY_COLUMNS, "propensity")
 
@@ -508,29 +507,16 @@ def prediction_metrics(
 # Checkpoints
 
 
-def _path_name(path: tuple) -> str:
-    return "/".join(str(part) for part in path)
-
-
 def save_checkpoint(
     path: str | os.PathLike, cfg: TransformerConfig, params: Any
 ) -> Path:
     """Writes the architecture and every parameter to an `.npz` (no pickle).
 
     Keys: "config" (the architecture as JSON) and "param:<path>" per array, e.g.
-    "param:blocks/0/attention/qkv/kernel". Written atomically.
+    "param:blocks/0/attention/qkv/kernel" (`agents.checkpoints`). Written
+    atomically.
     """
-    from bandits.files import atomic_write
-
-    arrays: dict[str, Any] = {CONFIG_KEY: np.asarray(cfg.to_json())}
-    for p, variable in nnx.to_flat_state(params):
-        arrays[PARAM_PREFIX + _path_name(p)] = np.asarray(variable.get_value())
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    return atomic_write(Path(path), write)
+    return checkpoints.write(path, {CONFIG_KEY: cfg.to_json()}, params)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerConfig, Any]:
@@ -545,87 +531,14 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerConfig, Any]:
         be read, or its parameters do not match the architecture it declares.
     """
     path = Path(path)
-    where = repr(str(path))
-    if not path.exists():
-        raise BanditConfigError(f"checkpoint {where} does not exist")
+    sizes = checkpoints.member_sizes(path, "a transformer")
+    text = checkpoints.read_text(path, sizes, CONFIG_KEY, "a transformer")
     try:
-        with open(path, "rb") as handle:
-            magic = handle.read(4)
-        if magic != ZIP_MAGIC:
-            raise BanditConfigError(
-                f"{where} is not a transformer checkpoint (not an .npz archive)"
-            )
-        with zipfile.ZipFile(path) as archive:
-            sizes = {i.filename: i.file_size for i in archive.infolist()}
-        cfg = _checkpoint_config(path, sizes)
-        _, template = split_model(cfg)
-        expected = {
-            _path_name(p): np.asarray(v.get_value())
-            for p, v in nnx.to_flat_state(template)
-        }
-        _check_members(where, sizes, expected)
-        with np.load(path, allow_pickle=False) as stored:
-            values = {name: stored[PARAM_PREFIX + name] for name in expected}
-    except BanditConfigError:
-        raise
-    except (OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
-        raise BanditConfigError(
-            f"{where} is not a readable checkpoint: {err}"
-        ) from None
-    flat = []
-    for p, variable in nnx.to_flat_state(template):
-        name = _path_name(p)
-        value, needed = values[name], expected[name]
-        if value.shape != needed.shape or value.dtype != needed.dtype:
-            raise BanditConfigError(
-                f"checkpoint parameter {name} is {value.dtype}{value.shape}, the "
-                f"architecture needs {needed.dtype}{needed.shape}"
-            )
-        flat.append((p, variable.replace(jnp.asarray(value))))
-    return cfg, nnx.from_flat_state(flat)
-
-
-ZIP_MAGIC = b"PK\x03\x04"
-NPY_HEADER_BYTES = 4096
-"""Room for an .npy member's header beyond its data (the header is < 4 KiB)."""
-MAX_CONFIG_BYTES = 1 << 20
-
-
-def _checkpoint_config(path: Path, sizes: Mapping[str, int]) -> TransformerConfig:
-    member = CONFIG_KEY + ".npy"
-    if member not in sizes:
-        raise BanditConfigError(f"{str(path)!r} is not a transformer checkpoint")
-    if sizes[member] > MAX_CONFIG_BYTES:
-        raise BanditConfigError(
-            f"{str(path)!r}: its architecture entry is {sizes[member]} bytes, too "
-            "large to be one"
-        )
-    with np.load(path, allow_pickle=False) as archive:
-        return TransformerConfig.from_json(str(archive[CONFIG_KEY]))
-
-
-def _check_members(
-    where: str, sizes: Mapping[str, int], expected: Mapping[str, np.ndarray]
-) -> None:
-    """Every parameter present, none extra, none larger than it can be."""
-    stored = {
-        name[len(PARAM_PREFIX) : -len(".npy")]: size
-        for name, size in sizes.items()
-        if name.startswith(PARAM_PREFIX) and name.endswith(".npy")
-    }
-    for name, needed in expected.items():
-        if name not in stored:
-            raise BanditConfigError(f"checkpoint {where} lacks parameter {name}")
-        if stored[name] > needed.nbytes + NPY_HEADER_BYTES:
-            raise BanditConfigError(
-                f"checkpoint parameter {name} holds {stored[name]} bytes, more than "
-                f"the {needed.nbytes} its architecture needs; not read"
-            )
-    extra = sorted(set(stored) - set(expected))
-    if extra:
-        raise BanditConfigError(
-            f"checkpoint {where} has parameters the architecture lacks: {extra[:5]}"
-        )
+        cfg = TransformerConfig.from_json(text)
+    except (ValueError, KeyError, TypeError) as err:
+        raise checkpoints.unreadable(path, err) from None
+    _, template = split_model(cfg)
+    return cfg, checkpoints.read_params(path, sizes, template)
 
 
 __all__ = [
