@@ -1,10 +1,10 @@
 """Bandit agents: pure-JAX policies built by factories (`agents.make(name, ...)`).
 
-The neural and transformer agents live in modules that need flax and optax;
-they are imported when first used (`agents.make("neural_ts", ...)`,
+The neural, transformer and in-context agents live in modules that need flax
+and optax; they are imported when first used (`agents.make("neural_ts", ...)`,
 `agents.registered()`, or the attributes `agents.neural`, `agents.transformer`,
-`agents.ensemble_sampling`, `agents.bootstrapped_ensemble`), so `import agents`
-stays light.
+`agents.in_context`, `agents.ensemble_sampling`, `agents.bootstrapped_ensemble`),
+so `import agents` stays light.
 """
 
 import importlib
