@@ -39,8 +39,8 @@ _LAZY_ATTRIBUTES = {
     "neural": ("agents.neural", None),
     "transformer": ("agents.transformer", None),
     "in_context": ("agents.in_context", None),
-    "ensemble_sampling": ("agents.neural", "ensemble_sampling"),
-    "bootstrapped_ensemble": ("agents.neural", "bootstrapped_ensemble"),
+    "ensemble_sampling": ("agents.ensemble", "ensemble_sampling"),
+    "bootstrapped_ensemble": ("agents.ensemble", "bootstrapped_ensemble"),
 }
 
 

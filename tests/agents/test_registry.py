@@ -21,6 +21,7 @@ def test_deferred_names_are_exactly_what_their_modules_register():
     flax_modules = {
         "agents.neural",
         "agents.neural_linear",
+        "agents.ensemble",
         "agents.transformer",
         "agents.in_context",
     }
