@@ -3,6 +3,7 @@
 from envs import (
     classification,
     linear,
+    linear_fixed,
     logged,
     multi_armed,
     nonlinear,
@@ -18,6 +19,7 @@ __all__ = [
     "classification",
     "hyperparameters",
     "linear",
+    "linear_fixed",
     "logged",
     "make",
     "make_env",
