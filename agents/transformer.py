@@ -69,6 +69,7 @@ from agents.exploration import (
     MemberScores,
     Thompson,
 )
+from agents.networks import make_optimizer
 from agents.quantize import check_quantization, quantize_state
 from agents.registry import keyword_options, register
 from agents.replay import (
@@ -76,9 +77,13 @@ from agents.replay import (
     maybe,
     replay_init,
     replay_push,
-    replay_sample,
-    replay_valid,
     should_train,
+)
+from agents.transformer_finetune import (
+    buffer_item,
+    click_loss,
+    fit_click_model,
+    refit_precision,
 )
 from agents.transformer_model import (
     RecTransformer,
@@ -141,31 +146,6 @@ class TransformerState(NamedTuple):
     head: HeadState
     buffer: ReplayBuffer  # observations, actions and rewards of recent rounds
     step: jax.Array  # () int32 rounds seen
-
-
-def _buffer_item(obs: Observation, action, reward, cfg: TransformerConfig) -> dict:
-    item = {
-        "context": obs.context.astype(jnp.float32),
-        "arms": obs.arms.astype(jnp.float32),
-        "mask": obs.mask.astype(bool),
-        "action": jnp.asarray(action, jnp.int32),
-        "reward": jnp.asarray(reward, jnp.float32),
-    }
-    if cfg.history_length:
-        assert obs.history is not None and obs.history_mask is not None
-        item["history"] = obs.history.astype(jnp.float32)
-        item["history_mask"] = obs.history_mask.astype(bool)
-    return item
-
-
-def _observation(item: dict) -> Observation:
-    return Observation(
-        context=item["context"],
-        arms=item["arms"],
-        mask=item["mask"],
-        history=item.get("history"),
-        history_mask=item.get("history_mask"),
-    )
 
 
 def _ekf_step(mean, R, precision, residual, phi, reward, weight):
@@ -440,7 +420,7 @@ def _make_policy(
         params=params,
         config=config,
         rule=exploration_rule(config),
-        optimizer=_optimizer(config.learning_rate, config.max_grad_norm),
+        optimizer=make_optimizer(config.learning_rate, config.max_grad_norm),
     )
 
 
@@ -491,7 +471,7 @@ class _TransformerPolicy:
             mean = mean + self.config.nu * z / jnp.sqrt(self.config.prior_precision)
         else:
             del key_heads
-        example = _buffer_item(_zero_observation(self.cfg), 0, 0.0, self.cfg)
+        example = buffer_item(_zero_observation(self.cfg), 0, 0.0, self.cfg)
         return TransformerState(
             params=theta,
             opt_state=self.optimizer.init(theta) if self.config.finetune else (),
@@ -534,7 +514,7 @@ class _TransformerPolicy:
         state = state._replace(
             head=_head_update(state.head, phi, reward, weights, step),
             buffer=replay_push(
-                state.buffer, _buffer_item(obs, action, reward, self.cfg)
+                state.buffer, buffer_item(obs, action, reward, self.cfg)
             ),
             step=step,
         )
@@ -561,7 +541,7 @@ class _TransformerPolicy:
             self.config.batch_size,
         )
         new_head = head_of(theta)
-        precision = _refit_precision(
+        precision = refit_precision(
             self.graphdef, theta, state.buffer, new_head, self.config.prior_precision
         )
         if self.bootstrap:
@@ -586,13 +566,6 @@ def _head_update(head: HeadState, phi, reward, weights, step) -> HeadState:
     )
 
 
-def _optimizer(learning_rate, max_grad_norm) -> optax.GradientTransformation:
-    adam = optax.adam(learning_rate)
-    if isinstance(max_grad_norm, int | float) and max_grad_norm == 0:
-        return adam
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam)
-
-
 def _zero_observation(cfg: TransformerConfig) -> Observation:
     """An all-zero observation with the configured shapes (for buffer layouts)."""
     K, H = cfg.num_arms, cfg.history_length
@@ -603,45 +576,6 @@ def _zero_observation(cfg: TransformerConfig) -> Observation:
         history=jnp.zeros((H, cfg.history_features), jnp.float32) if H else None,
         history_mask=jnp.zeros((H,), bool) if H else None,
     )
-
-
-def click_loss(graphdef, params, batch: dict, valid: jax.Array) -> jax.Array:
-    """Mean binary cross-entropy of the played candidates' click logits."""
-    z = jax.vmap(lambda item: logits(graphdef, params, _observation(item)))(batch)
-    z_taken = jnp.take_along_axis(z, batch["action"][:, None], axis=1)[:, 0]
-    loss = binary_cross_entropy(z_taken, batch["reward"])
-    w = valid.astype(jnp.float32)
-    return jnp.sum(w * loss) / jnp.maximum(jnp.sum(w), 1.0)
-
-
-def fit_click_model(
-    key, graphdef, params, opt_state, buffer, optimizer, num_steps, batch_size
-):
-    """`num_steps` Adam steps on uniform replay mini-batches, under `scan`."""
-
-    def step(carry, key_step):
-        params, opt_state = carry
-        batch, valid = replay_sample(key_step, buffer, batch_size)
-        grads = jax.grad(click_loss, argnums=1)(graphdef, params, batch, valid)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
-
-    keys = jax.random.split(key, num_steps)
-    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), keys)
-    return params, opt_state
-
-
-def _refit_precision(graphdef, params, buffer, head, prior_precision):
-    """Sigma^{-1} = lambda_0 I + sum_i p_i (1 - p_i) phi_i phi_i^T over the buffer."""
-    items = buffer.items
-    phi = jax.vmap(
-        lambda item: embeddings(graphdef, params, _observation(item))[item["action"]]
-    )(items)
-    p = jax.nn.sigmoid(phi @ head)
-    w = replay_valid(buffer).astype(jnp.float32) * p * (1.0 - p)
-    h = phi.shape[-1]
-    precision = prior_precision * jnp.eye(h) + jnp.einsum("c,ch,cg->hg", w, phi, phi)
-    return 0.5 * (precision + precision.T)
 
 
 __all__ = [
