@@ -22,8 +22,8 @@ evaluation. The study
    (final regret, mean [95% interval], and the pretraining cost: wall time,
    machine, tasks, steps).
 
-`--quick` shrinks everything (a 2-arm env, H = 8, 20 steps, 4 seeds) to check
-the command end to end.
+`--quick` shrinks everything (the config's env with 2 arms and d = 2, H = 8,
+20 steps, 4 seeds) to check the command end to end.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ SECTIONS = ("name", "output", "env", "model", "pretrain", "evaluation", "baselin
 PRETRAIN_KEYS = ("seed", "steps", "batch_size", "learning_rate")
 EVALUATION_KEYS = ("horizon", "seeds", "first_seed")
 QUICK = {
-    "env": {"id": "Linear-v0", "params": {"num_arms": 2, "dim": 2}},
+    "env": {"params": {"num_arms": 2, "dim": 2}},  # the config's env, made small
     "model": {"horizon": 8, "width": 8, "depth": 1, "heads": 1, "mlp_ratio": 2},
     "pretrain": {"steps": 20, "batch_size": 8},
     "evaluation": {"horizon": 8, "seeds": 4},
@@ -110,6 +110,7 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
     if quick:
         for section, values in QUICK.items():
             data[section] = {**data[section], **values}
+        data["env"]["params"] = {**env.get("params", {}), **QUICK["env"]["params"]}
     return data
 
 
@@ -182,10 +183,13 @@ def evaluate(study, env, cfg, params, seeds: int) -> dict[str, np.ndarray]:
     first = evaluation["first_seed"]
     seed_list = list(range(first, first + positive_int("evaluation.seeds", seeds)))
     chosen = {"In-context (DPT)": policy(cfg, params)}
-    dim = env.observation_spec()["context"].shape[0]
+    spec = env.observation_spec()
     for entry in study.get("baselines", []):
         label = entry.get("label", entry["name"])
         hyper = entry.get("hyperparameters", {})
+        # features = "arms" (shared theta over arm features) reads obs.arms rows
+        field = "arms" if hyper.get("features") == "arms" else "context"
+        dim = spec[field].shape[-1]
         chosen[label] = agents.make(
             entry["name"], num_arms=env.num_arms, dim=dim, **hyper
         )

@@ -36,3 +36,18 @@ def test_a_bad_config_is_refused_naming_the_field(tmp_path, capsys):
     missing = tmp_path / "missing.toml"
     assert study.main(["--config", str(missing)]) == 2
     assert "cannot read study config" in capsys.readouterr().err
+
+
+def test_fixed_arms_config_runs_with_arm_feature_baselines(tmp_path):
+    path = study.CONFIG.with_name("in_context_fixed_arms.toml")
+    config = study.load_study(path, quick=True)
+    # --quick keeps the config's env and its other parameters, made small
+    assert config["env"]["id"] == "LinearFixedArms-v0"
+    assert config["env"]["params"]["num_arms"] == 2
+    assert config["env"]["params"]["shared_arms"] is True
+    out = tmp_path / "fixed"
+    assert study.main(["--config", str(path), "--quick", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    labels = [row["agent"] for row in summary["rows"]]
+    assert labels == ["In-context (DPT)", "LinUCB", "LinTS", "Uniform random"]
+    assert summary["pretraining"]["settings"]["env"] == "LinearFixedArms-v0"
