@@ -28,13 +28,14 @@ import pytest
 import envs
 from bandits import ope
 from experiments.studies import ope_benchmark as study_module
+from experiments.studies.ope_benchmark_config import parse_study
 
 N, REPLICATES, GROUP = 10_000, 2_000, 200
 
 
 @pytest.fixture(scope="module")
 def scored():
-    study = study_module.parse_study(
+    study = parse_study(
         {
             "log_sizes": [N],
             "replicates": REPLICATES,
