@@ -68,6 +68,19 @@ def worker_info() -> dict[str, Any]:
     }
 
 
+def _task_agents(spec: Mapping[str, Any]) -> tuple[dict, Any, Any, Any]:
+    """(swept values, agent function of a sweep or None, agent or None, the first
+    grid point's agent)."""
+    swept = {k: [float(v) for v in vs] for k, vs in spec["agent"]["swept"].items()}
+    if not swept:
+        agent = spec_agent(spec)
+        return swept, None, agent, agent
+    first = build_agent(
+        spec["agent"]["spec"].with_values({k: v[0] for k, v in swept.items()})
+    )
+    return swept, spec_agent_fn(spec), None, first
+
+
 def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Simulates one task and returns its results as plain data.
 
@@ -94,15 +107,7 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     horizon = int(spec["horizon"])
     seeds = [int(s) for s in spec["seeds"]]
     batch = padded_seeds(seeds, int(spec["chunk_size"]))
-    swept = {k: [float(v) for v in vs] for k, vs in spec["agent"]["swept"].items()}
-    if swept:
-        agent_fn, agent = spec_agent_fn(spec), None
-        first = build_agent(
-            spec["agent"]["spec"].with_values({k: v[0] for k, v in swept.items()})
-        )
-    else:
-        agent_fn, agent = None, spec_agent(spec)
-        first = agent
+    swept, agent_fn, agent, first = _task_agents(spec)
     # The reward model is evaluated on the final states the run itself keeps.
     evaluated = [int(s) for s in spec.get("prediction_seeds", [])]
     if not evaluation.has_reward_model(first):
