@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import sys
+import textwrap
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -257,7 +258,7 @@ def plot(curves, record, path: Path, title: str) -> Path:
         left.fill_between(t, band.low, band.high, alpha=0.2)
     left.set_xlabel("t")
     left.set_ylabel("cumulative regret")
-    left.set_title(title)
+    left.set_title(textwrap.fill(title, 60), fontsize=9)
     left.grid(alpha=0.3)
     left.legend()
     losses = np.asarray(record["losses"])
