@@ -10,9 +10,9 @@ same arms, and pulling arm a pays
 so the optimal arm argmax_a <theta, phi(a)> is fixed for the whole stream.
 theta ~ N(0, I / d) is drawn per instance. The features phi(a) ~ N(0, I / d) are
 drawn either per instance (`shared_arms=False`, the default) or once from
-`arms_seed` and shared by every instance (`shared_arms=True`, as the paper's
-public code does: one draw with seed 1234, only theta varies across tasks; our
-draw uses JAX keys, so the vectors themselves differ from the paper's).
+`arms_seed` and shared by every instance (`shared_arms=True`, as public copies
+of the paper's code do: one numpy draw with seed 1234, only theta varies across
+tasks; our draw uses JAX keys, so the vectors themselves differ from theirs).
 
 The observation carries `context = ones(1)` (nothing varies between rounds),
 `arms` = phi (K, d) and a mask allowing every arm; the env state is `None`.
