@@ -581,6 +581,9 @@ OWN_LAYOUT = {
     "ope_benchmark",
     "ope_benchmark_transformer",
     "in_context",
+    "in_context_fixed_arms",
+    "in_context_fixed_arms_per_instance",
+    "large_models",
 }
 
 
