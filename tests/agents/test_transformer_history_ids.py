@@ -23,6 +23,7 @@ from agents import transformer as tf
 from agents.transformer_model import TransformerConfig
 from bandits.types import Observation
 from bandits.validation import BanditConfigError
+from experiments.config.start import checkpoint_kwargs
 
 ARCH = {"width": 8, "depth": 1, "heads": 1, "mlp_ratio": 1}
 SEQUENTIAL = "ContextualRec-Sequential-v0"
@@ -204,34 +205,12 @@ def test_checkpoint_round_trip_keeps_the_field(sequential, tmp_path):
         np.asarray(tf.logits(graphdef, loaded, obs)),
         np.asarray(tf.logits(graphdef, params, obs)),
     )
-    agent = tf.transformer(
-        num_arms=cfg.num_arms,
-        dim=cfg.context_dim,
-        arm_features=cfg.arm_features,
-        arm_columns=cfg.arm_columns,
-        history_length=cfg.history_length,
-        history_features=cfg.history_features,
-        context_fields=cfg.context_fields,
-        num_items=cfg.num_items,
-        history_id_column=-1,
-        checkpoint=str(path),
-        finetune=False,
-        **ARCH,
-    )
+    shapes = checkpoint_kwargs(cfg)
+    assert shapes["history_id_column"] == -1
+    agent = tf.transformer(**shapes, checkpoint=str(path), finetune=False)
     assert agent.num_arms == env.num_arms
     with pytest.raises(BanditConfigError, match="history_id_column"):
-        tf.transformer(
-            num_arms=cfg.num_arms,
-            dim=cfg.context_dim,
-            arm_features=cfg.arm_features,
-            arm_columns=cfg.arm_columns,
-            history_length=cfg.history_length,
-            history_features=cfg.history_features,
-            context_fields=cfg.context_fields,
-            num_items=cfg.num_items,
-            checkpoint=str(path),
-            **ARCH,
-        )
+        tf.transformer(**{**shapes, "history_id_column": None}, checkpoint=str(path))
 
 
 def test_checkpoint_written_before_the_field_loads_as_none(tmp_path):
