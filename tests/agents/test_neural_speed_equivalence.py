@@ -15,6 +15,8 @@ from the code before the change (commit 2eb9b3e) on fixed seeds.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -188,6 +190,15 @@ def test_regret_matches_the_previous_code(monkeypatch, case):
     # the other cases, whose 200-slot fills stay under one chunk of 512).
     monkeypatch.setattr(neural_linear, "REFIT_ROWS", 16)
     factory, options, regret = RECORDED[case]
+    if factory is neural.neural_linear and "max_isa=SSE" in os.environ.get(
+        "XLA_FLAGS", ""
+    ):
+        # Recorded on AVX-512 and equal under AVX2; with SSE-only code XLA rounds
+        # the posterior differently and neural-linear's accept/reject gamma draw
+        # can take another branch (measured: 73.13 against 70.89). The refit
+        # itself is compared with the previous formula in
+        # test_chunked_refit_equals_masked_refit on any CPU.
+        pytest.skip("neural-linear's recorded run needs AVX2 or newer")
     options = {"hidden_sizes": (16,), **options}
     if options.get("features") == "arms":
         env, params = envs.make("LinearArmFeatures-v0", num_arms=K, arm_dim=D)
