@@ -12,7 +12,9 @@ batch (`context` (n, d), `arms` (n, K, p), `mask` (n, K), optional history),
                  `samples` draws (Thompson sampling: the number of draws is the
                  accuracy knob, the error is at most 1 / (2 sqrt(samples))
                  per probability with high probability).
-  ridge_model    per-arm ridge regression of the reward on a feature map.
+  ridge_model    per-arm ridge regression of the reward on a feature map;
+                 `ridge_statistics` + `ridge_solve` fit it from X^T X and X^T r
+                 summed over parts of a log too large to hold at once.
   logistic_model per-arm L2-regularised logistic regression (Newton steps).
   agent_model    any agent with `predict` as a reward model (fit = its updates
                  over the events, as a warm start does).
@@ -116,36 +118,76 @@ def _with_intercept(features):
     return jnp.concatenate([features, ones], axis=-1)
 
 
+class RidgeStatistics(NamedTuple):
+    """Sufficient statistics of ridge regression with an intercept, one block
+    per model (M = num_arms per arm, 1 shared). Sums over events, so the
+    statistics of disjoint parts of a log add up to those of the whole."""
+
+    gram: jax.Array  # (M, f+1, f+1)  X^T X of each model's events
+    moment: jax.Array  # (M, f+1)      X^T r of each model's events
+
+
+def ridge_statistics(
+    features: jax.Array,
+    action: jax.Array,
+    reward: jax.Array,
+    num_arms: int,
+    shared: bool = False,
+    weight: jax.Array | None = None,
+) -> RidgeStatistics:
+    """X^T X and X^T r of `ridge_model` over the events (pure, jittable).
+
+    X holds each event's feature row of the taken action with an intercept 1;
+    an event counts for its action's model (`shared=False`) or the one shared
+    model. `weight` (n,), if given, multiplies each event's contribution (0/1
+    selects a subset of the events with static shapes, e.g. a fold)."""
+    X = _with_intercept(features)  # (n, K, f+1)
+    taken = jnp.take_along_axis(X, action[:, None, None], axis=1)[:, 0]
+    if shared:
+        onehot = jax.nn.one_hot(jnp.zeros_like(action), 1, dtype=taken.dtype)
+    else:
+        onehot = jax.nn.one_hot(action, num_arms, dtype=taken.dtype)  # (n, M)
+    if weight is not None:
+        onehot = onehot * jnp.asarray(weight, taken.dtype)[:, None]
+    gram = jnp.einsum("nm,ni,nj->mij", onehot, taken, taken)
+    moment = jnp.einsum("nm,ni,n->mi", onehot, taken, reward)
+    return RidgeStatistics(gram, moment)
+
+
+def ridge_solve(statistics: RidgeStatistics, regularization: float) -> jax.Array:
+    """theta (M, f+1) solving (lambda I + X^T X) theta = X^T r for each model."""
+    gram, moment = statistics
+    A = gram + regularization * jnp.eye(gram.shape[-1], dtype=gram.dtype)
+    return jax.vmap(jnp.linalg.solve)(A, moment)
+
+
+def ridge_predict(theta: jax.Array, features: jax.Array, shared: bool) -> jax.Array:
+    """(n, K) predictions of `ridge_model` with parameters theta (M, f+1)."""
+    X = _with_intercept(features)
+    if shared:
+        return X @ theta[0]
+    return jnp.einsum("nkf,kf->nk", X, theta)
+
+
 def ridge_model(
     num_arms: int, regularization: float = 1.0, shared: bool = False
 ) -> RewardModel:
     """Ridge regression of the reward with an intercept: one model per arm on
     its feature row (`shared=False`) or one model over all arms (`shared=True`,
     for per-arm features). Each model solves lambda I + X^T X = X^T r directly
-    (the intercept is regularised too), once per fit: no recursion to drift."""
+    (the intercept is regularised too), once per fit: no recursion to drift.
+
+    `fit` is `ridge_solve` of `ridge_statistics`: a log too large to hold at
+    once is fitted by adding the statistics of its parts and solving once."""
     num_arms = positive_int("num_arms", num_arms)
     lam = real("regularization", regularization, low=0.0, low_open=True)
 
     def fit(features, action, reward):
-        X = _with_intercept(features)  # (n, K, f+1)
-        taken = jnp.take_along_axis(X, action[:, None, None], axis=1)[:, 0]
-        f = taken.shape[1]
-        if shared:
-            blocks = jnp.zeros_like(action)
-            count = 1
-        else:
-            blocks = action
-            count = num_arms
-        onehot = jax.nn.one_hot(blocks, count, dtype=taken.dtype)  # (n, M)
-        A = jnp.einsum("nm,ni,nj->mij", onehot, taken, taken) + lam * jnp.eye(f)
-        b = jnp.einsum("nm,ni,n->mi", onehot, taken, reward)
-        return jax.vmap(jnp.linalg.solve)(A, b)  # (M, f+1)
+        stats = ridge_statistics(features, action, reward, num_arms, shared)
+        return ridge_solve(stats, lam)  # (M, f+1)
 
     def predict(params, features):
-        X = _with_intercept(features)
-        if shared:
-            return X @ params[0]
-        return jnp.einsum("nkf,kf->nk", X, params)
+        return ridge_predict(params, features, shared)
 
     return RewardModel(fit, predict, "ridge")
 

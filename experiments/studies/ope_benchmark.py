@@ -19,7 +19,12 @@ spread, or the coverage is not meaningful; the table flags where it is not).
 Targets are agents trained online on the env (`train_rounds` rounds, seed 0)
 and then frozen; their probabilities come from `action_probs` (NeuralTS by
 Monte Carlo over `propensity_samples` posterior draws). The reward model behind
-DM and the DR family is ridge regression, cross-fitted over `folds` folds.
+DM and the DR family is ridge regression, cross-fitted over `folds` folds. A
+replicate whose reward-model features exceed `MAX_FEATURE_BYTES` (10^6
+`ContextualRec-v0` events: 13 GB) is fitted from X^T X and X^T r summed over
+parts of its streams and predicted in a second pass
+(`ope_benchmark_streamed`); it is the same log, and gives the same estimates up
+to float32 summation order.
 
     python -m experiments.studies.ope_benchmark                 # the config's grid
     python -m experiments.studies.ope_benchmark --quick --out /tmp/ope
@@ -39,6 +44,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -57,6 +63,7 @@ from bandits import offline, ope
 from bandits.validation import BanditConfigError
 from envs import logged
 from experiments.store.storage import atomic_write_text, read_jsonl
+from experiments.studies import ope_benchmark_streamed as streamed
 from experiments.studies.ope_benchmark_config import (
     EnvCell,
     Study,
@@ -69,6 +76,11 @@ from experiments.studies.ope_benchmark_report import plot, summary_markdown
 # Events generated and scored at once (a ContextualRec event's reward-model
 # features are 20 x 165 floats): larger logs and truth logs go in parts.
 MAX_EVENTS_IN_MEMORY = 100_000
+# Bytes of reward-model features held at once. A replicate whose features are
+# larger (`ContextualRec-v0` above about 160,000 events) takes the streamed
+# path (`ope_benchmark_streamed`): the ridge model fitted from statistics summed
+# over parts of its streams, whose logs are also kept within this size.
+MAX_FEATURE_BYTES = 2 * 2**30
 QUICK = {
     "log_sizes": [200, 1000],
     "replicates": 20,
@@ -154,6 +166,21 @@ def model_features(kind: str, env, obs: bandits.Observation) -> jax.Array:
     return jax.vmap(cross_items_for(env))(obs)
 
 
+def bytes_per_event(kind: str, env, params) -> tuple[int, int]:
+    """(bytes of one event's observation, of its reward-model features)."""
+    obs, _ = jax.eval_shape(env.reset, jax.random.key(0), params)
+    one = jax.tree.map(lambda s: jax.ShapeDtypeStruct((1, *s.shape), s.dtype), obs)
+    features = jax.eval_shape(functools.partial(model_features, kind, env), one)
+    raw = sum(math.prod(s.shape) * s.dtype.itemsize for s in jax.tree.leaves(one))
+    return raw, math.prod(features.shape) * features.dtype.itemsize
+
+
+def is_streamed(n: int, feature_bytes: int) -> bool:
+    """Whether a replicate of n events takes the streamed path: its features
+    (`feature_bytes` per event) exceed `MAX_FEATURE_BYTES`."""
+    return n * feature_bytes > MAX_FEATURE_BYTES
+
+
 # ---------------------------------------------------------------------------
 # Logs, truth, estimates
 
@@ -214,8 +241,7 @@ def estimate_replicates(study: Study, env, cell: EnvCell, data, order, probs, ke
     reward = take(jnp.asarray(data.reward, jnp.float32))
     propensity = take(jnp.asarray(data.propensity, jnp.float32))
     fit, predict = _ridge_programs(env.num_arms, cell.reward_model != "context")
-    fold = np.arange(n) % study.folds
-    np.random.default_rng(study.seed).shuffle(fold)
+    fold = streamed.fold_assignment(n, study.folds, study.seed)
     reward_hat = jnp.zeros(probs.shape, jnp.float32)
     for f in range(study.folds):
         train, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
@@ -224,6 +250,33 @@ def estimate_replicates(study: Study, env, cell: EnvCell, data, order, probs, ke
         params = fit(features[:, train], action[:, train], reward[:, train])
         reward_hat = reward_hat.at[:, held].set(predict(params, features[:, held]))
     del features
+    return _estimates(study, reward, action, propensity, probs, reward_hat)
+
+
+def estimate_streamed(study: Study, env, params, cell: EnvCell, policy, trained,
+                      n: int, key, parts: tuple[int, int] | None = None):  # fmt: skip
+    """Every estimator on the replicate `logs_by_replicate(key, ..., 1, n, ...)`
+    would generate, fitted and predicted in parts (`ope_benchmark_streamed`):
+    (1, estimators, 4) and the smallest logged propensity. `parts` (streams
+    per part, events per slice) defaults to what `MAX_FEATURE_BYTES` allows."""
+    agent, state = trained
+    if parts is None:
+        raw, feature = bytes_per_event(cell.reward_model, env, params)
+        parts = streamed.part_sizes(
+            n, study.streams_per_replicate, raw, feature, MAX_FEATURE_BYTES
+        )
+    compiled = _streamed_programs(agent, cell.reward_model, env, study.folds)
+    inputs = streamed.streamed_inputs(
+        key, env, params, policy, state, compiled, n=n,
+        streams=study.streams_per_replicate, folds=study.folds, seed=study.seed,
+        streams_per_part=parts[0], slice_events=parts[1],
+    )  # fmt: skip
+    arrays = [jnp.asarray(a)[None] for a in inputs]
+    return _estimates(study, *arrays), float(inputs.propensity.min())
+
+
+def _estimates(study: Study, reward, action, propensity, probs, reward_hat):
+    """Every estimator on (replicates, n) inputs: (replicates, estimators, 4)."""
     ope.check_inputs(np.asarray(reward[0]), np.asarray(action[0]),
                      np.asarray(propensity[0]), np.asarray(probs[0]),
                      np.asarray(reward_hat[0]))  # fmt: skip
@@ -231,6 +284,15 @@ def estimate_replicates(study: Study, env, cell: EnvCell, data, order, probs, ke
     return np.asarray(
         program(reward, action, propensity, probs, reward_hat), np.float64
     )
+
+
+@functools.cache
+def _streamed_programs(agent, kind: str, env, folds: int):
+    """The streamed path's compiled programs, built once per cell."""
+    return streamed.programs(
+        agent, functools.partial(model_features, kind, env), env.num_arms,
+        kind != "context", folds,
+    )  # fmt: skip
 
 
 @functools.cache
@@ -345,23 +407,10 @@ def run_logger(study, cell, env, params, target, trained, spec, todo, key):
             jax.random.fold_in(k, 2), env, params, policy, agent, state,
             study.truth_events, n // study.streams_per_replicate,
         )  # fmt: skip
-        # Replicates in groups that fit in memory (the reward model's features
-        # are K x f floats per event).
-        group = max(1, min(reps, MAX_EVENTS_IN_MEMORY // n))
-        estimates, min_propensity = [], 1.0
-        for g, first in enumerate(range(0, reps, group)):
-            count = min(group, reps - first)
-            kg = jax.random.fold_in(k, 1000 + g)
-            data, order = logs_by_replicate(
-                kg, env, params, policy, count, n, study.streams_per_replicate
-            )
-            obs = jax.tree.map(jnp.asarray, data.observations())
-            probs = offline.policy_probs(agent, state, obs, jax.random.fold_in(kg, 1))
-            estimates.append(
-                estimate_replicates(study, env, cell, data, order, probs, kg)
-            )
-            min_propensity = min(min_propensity, float(data.propensity.min()))
-        scores = score(np.concatenate(estimates), truth)
+        estimates, min_propensity = replicate_estimates(
+            study, cell, env, params, policy, trained, n, reps, k
+        )
+        scores = score(estimates, truth)
         cell_fields = {
             "env": cell.id, "target": target.label, "logger": spec["label"],
             "log_size": n, "replicates": reps, "truth": truth, "truth_se": truth_se,
@@ -377,6 +426,41 @@ def run_logger(study, cell, env, params, target, trained, spec, todo, key):
             flush=True,
         )
         yield [{**cell_fields, "estimator": name, **s} for name, s in scores.items()]
+
+
+def replicate_estimates(study, cell, env, params, policy, trained, n, reps, key):
+    """(replicates, estimators, 4) estimates of one cell and log size, and the
+    smallest logged propensity. Replicates go in groups that fit in memory (the
+    reward model's features are K x f floats per event); a replicate whose
+    features exceed MAX_FEATURE_BYTES goes alone, in parts (`estimate_streamed`).
+    Replicate r of the streamed path has the log of group r of the in-memory
+    path (both one replicate per group there)."""
+    agent, state = trained
+    estimates, min_propensity = [], 1.0
+    if is_streamed(n, bytes_per_event(cell.reward_model, env, params)[1]):
+        start = time.perf_counter()
+        for r in range(reps):
+            values, low = estimate_streamed(
+                study, env, params, cell, policy, trained, n,
+                jax.random.fold_in(key, 1000 + r),
+            )  # fmt: skip
+            estimates.append(values)
+            min_propensity = min(min_propensity, low)
+            print(f"  replicate {r + 1} of {reps} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+        return np.concatenate(estimates), min_propensity
+    group = max(1, min(reps, MAX_EVENTS_IN_MEMORY // n))
+    for g, first in enumerate(range(0, reps, group)):
+        count = min(group, reps - first)
+        kg = jax.random.fold_in(key, 1000 + g)
+        data, order = logs_by_replicate(
+            kg, env, params, policy, count, n, study.streams_per_replicate
+        )
+        obs = jax.tree.map(jnp.asarray, data.observations())
+        probs = offline.policy_probs(agent, state, obs, jax.random.fold_in(kg, 1))
+        estimates.append(estimate_replicates(study, env, cell, data, order, probs, kg))
+        min_propensity = min(min_propensity, float(data.propensity.min()))
+    return np.concatenate(estimates), min_propensity
 
 
 def _selected(name: str, only: tuple[str, ...] | None) -> bool:

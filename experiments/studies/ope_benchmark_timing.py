@@ -8,10 +8,15 @@ probabilities on it), and per replicate: generating its log, the target's
 probabilities on it, the reward-model features, and the cross-fitted ridge
 models with every estimator (`estimate_replicates`, which builds the features
 again). The first replicate includes compilation; the later ones show the
-steady cost.
+steady cost. With `--streamed`, each replicate goes through the path of logs
+too large for memory (`ope_benchmark.estimate_streamed`: the log generated in
+parts of streams, the ridge model fitted from summed statistics, a second pass
+for the predictions), timed as one phase.
 
     python -m experiments.studies.ope_benchmark_timing --env Linear-v0 \\
         --size 100000 --replicates 3 --truth-events 500000
+    python -m experiments.studies.ope_benchmark_timing --env ContextualRec-v0 \\
+        --size 100000 --replicates 1 --truth-events 200000 --streamed
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ from experiments.studies import ope_benchmark as study_module
 
 
 def time_cell(
-    env_id: str, size: int, replicates: int, truth_events: int, config: str
+    env_id: str,
+    size: int,
+    replicates: int,
+    truth_events: int,
+    config: str,
+    streamed: bool = False,
 ) -> list[tuple[str, float]]:
     """(phase, seconds) for one cell, in the order run."""
     study = study_module.read_study(
@@ -58,6 +68,12 @@ def time_cell(
     done(f"truth log ({truth_events:,} events) and its target probabilities")
     for r in range(replicates):
         k = jax.random.fold_in(key, 1000 + r)
+        if streamed:
+            study_module.estimate_streamed(
+                study, env, params, cell, policy, (agent, state), size, k
+            )
+            done(f"replicate {r}: streamed log, statistics, predictions, estimators")
+            continue
         data, order = study_module.logs_by_replicate(
             k, env, params, policy, 1, size, streams
         )
@@ -80,10 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--replicates", type=int, default=3)
     parser.add_argument("--truth-events", type=int, default=500_000)
+    parser.add_argument(
+        "--streamed", action="store_true", help="replicates through the streamed path"
+    )
     args = parser.parse_args(argv)
     phases = time_cell(
-        args.env, args.size, args.replicates, args.truth_events, args.config
-    )
+        args.env, args.size, args.replicates, args.truth_events, args.config,
+        args.streamed,
+    )  # fmt: skip
     for name, seconds in phases:
         print(f"{seconds:8.1f} s  {name}")
     print(f"{sum(s for _, s in phases):8.1f} s  in all")

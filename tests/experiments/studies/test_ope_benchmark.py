@@ -290,3 +290,17 @@ def test_a_size_measured_twice_is_plotted_once():
     ]
     assert plot_points(rows, "uniform", "dr", "rmse") == [(1000, 0.1), (10**6, 0.003)]
     assert plot_points(rows, "uniform", "ips", "rmse") == []
+
+
+def test_the_timing_breakdown_of_the_streamed_path(tiny_run):
+    """`--streamed` times each replicate through `estimate_streamed` as one
+    phase, after the same training and truth phases."""
+    from experiments.studies import ope_benchmark_timing
+
+    config, _ = tiny_run
+    phases = ope_benchmark_timing.time_cell(
+        "Linear-v0", 400, 1, 4000, str(config), streamed=True
+    )
+    names = [name for name, _ in phases]
+    assert len(names) == 3
+    assert names[2] == "replicate 0: streamed log, statistics, predictions, estimators"
