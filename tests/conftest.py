@@ -10,6 +10,11 @@ Tests marked `slow` (tens of seconds each) are collected first, so that with
 `pytest -n 2` both workers start on them and the short tests fill in around
 them, instead of one long test running alone at the end.
 
+Under pytest-xdist the experiment platform's local worker pools get the cores
+left per test process ($BANDITS_WORKERS, 1 with `-n 2` on two cores), so that
+two test processes do not each start a pool of one worker per core: those pools
+would compile the same programs side by side on an oversubscribed machine.
+
 Location: $BANDITS_TEST_CACHE, default ~/.cache/bandits/jax-tests; set it to "0"
 to run without the cache. Results do not depend on it: a cached executable is the
 one XLA would compile again.
@@ -36,6 +41,13 @@ if _CACHE != "0":
         "jax_persistent_cache_min_compile_time_secs",
         float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
     )
+
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _per_process = len(os.sched_getaffinity(0)) // int(
+        os.environ["PYTEST_XDIST_WORKER_COUNT"]
+    )
+    os.environ.setdefault("BANDITS_WORKERS", str(max(1, _per_process)))
 
 
 def pytest_collection_modifyitems(config, items):

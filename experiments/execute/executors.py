@@ -52,12 +52,32 @@ class Executor(Protocol):
         """Runs every spec; yields (spec, result) in completion order."""
 
 
+WORKERS_ENV = "BANDITS_WORKERS"
+"""Environment variable: the default number of local worker processes (one per
+core when unset). The test suite sets it to 1, since pytest-xdist already runs
+one test process per core."""
+
+
 def cpu_count() -> int:
     """Cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Local worker processes when `--workers` is not given: $BANDITS_WORKERS,
+    else one per core."""
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if not value:
+        return cpu_count()
+    if not value.isdigit() or int(value) < 1:
+        raise BanditConfigError(
+            f"{WORKERS_ENV} must be a whole number >= 1 (or unset for one worker "
+            f"per core); got {value!r}"
+        )
+    return int(value)
 
 
 # ---------------------------------------------------------------------------
@@ -132,8 +152,8 @@ class LocalExecutor:
     """Runs tasks in single-device worker processes on this machine.
 
     Args:
-      workers: how many processes (default: one per core, at most the number of
-        tasks).
+      workers: how many processes (default: $BANDITS_WORKERS, else one per core;
+        at most the number of tasks).
     """
 
     name = "local"
@@ -141,20 +161,20 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None):
         if workers is not None and (isinstance(workers, bool) or workers < 1):
             raise BanditConfigError(f"--workers must be >= 1, got {workers!r}")
-        self.workers = workers
+        self.workers = workers if workers is not None else default_workers()
 
     def check(self) -> None:
         return None
 
     def describe(self) -> str:
-        return f"local ({self.workers or cpu_count()} worker processes)"
+        return f"local ({self.workers} worker processes)"
 
     def run(self, specs: Sequence[dict[str, Any]]) -> Iterator[tuple[dict, dict]]:
         if not specs:
             return
         from experiments.execute.tasks import execute_task
 
-        workers = min(self.workers or cpu_count(), len(specs))
+        workers = min(self.workers, len(specs))
         pool = _pool(workers)
         futures = {pool.submit(execute_task, spec): spec for spec in specs}
         try:

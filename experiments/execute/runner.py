@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import rich.markup
@@ -49,7 +50,7 @@ from bandits.simulation import NonFiniteAgentStateError
 from bandits.validation import BanditConfigError
 from experiments.config.loader import ExperimentConfig, build
 from experiments.config.start import unchanged_agents
-from experiments.execute.executors import Executor, LocalExecutor, cpu_count
+from experiments.execute.executors import Executor, LocalExecutor
 from experiments.execute.folder import Folder, now
 from experiments.execute.progress import chunk_progress
 from experiments.plan import resources
@@ -157,7 +158,7 @@ def run_experiment(
       console: where progress goes (default: stderr).
       command: the command line to record in the report.
       executor: where tasks run (default: `LocalExecutor()`, one single-device
-        worker process per core).
+        worker process per core or $BANDITS_WORKERS).
 
     Returns:
       An `ExperimentResult`.
@@ -175,7 +176,7 @@ def run_experiment(
     executor = executor or LocalExecutor()
     executor.check()
     if isinstance(executor, LocalExecutor):  # Dask workers' memory is remote
-        parallel = min(executor.workers or cpu_count(), len(the_plan.tasks))
+        parallel = min(executor.workers, len(the_plan.tasks))
         resources.check_memory(experiment, max(parallel, 1))
     directory = output_dir(config, out)
     if directory.exists() and not directory.is_dir():
@@ -192,7 +193,7 @@ def _run_folder(
 ) -> ExperimentResult:
     """Runs what the folder lacks, stores it, renders the report (folder locked)."""
     the_plan, config, directory = folder.plan, folder.config, folder.directory
-    pending = [t for t in the_plan.tasks if not folder.task_done(t)]
+    pending = round_robin([t for t in the_plan.tasks if not folder.task_done(t)])
     reused = tuple(folder.stored_chunk_names())
     started, clock = now(), time.perf_counter()
     computed = _run_tasks(
@@ -236,6 +237,24 @@ def _run_folder(
     if failed:
         raise SeriesFailedError(result)
     return result
+
+
+def round_robin(tasks: Sequence[Task]) -> list[Task]:
+    """`tasks` in the order they are handed to workers: the first chunk of every
+    program, then the second of every program, and so on.
+
+    Workers that start together then compile different programs side by side;
+    in the plan's order (program by program) they would all start on the same
+    program and compile it once each. A program a worker meets later is loaded
+    from the persistent compilation cache when it is on (the CLI's default).
+    Results do not depend on the order: every chunk's seeds are fixed by the plan.
+    """
+    rank: dict[int, int] = {}
+    order = []
+    for position, task in enumerate(tasks):
+        rank[task.program] = rank.get(task.program, -1) + 1
+        order.append((rank[task.program], position))
+    return [tasks[position] for _, position in sorted(order)]
 
 
 def _run_tasks(

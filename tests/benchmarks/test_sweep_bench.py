@@ -162,7 +162,7 @@ def test_platform_sweep_vs_separate_runs(benchmark, record_ratio, request, tmp_p
     and run the same unrelated warm-up config, so process start-up is not counted.
     Under `make bench-smoke` it runs 2 alphas x 4 seeds x T=1,000 once, as a smoke test.
     """
-    from experiments.execute.executors import LocalExecutor, _discard_pool, cpu_count
+    from experiments.execute.executors import LocalExecutor, _discard_pool
     from experiments.execute.runner import run_experiment
 
     disabled = request.config.getoption("benchmark_disable")
@@ -183,7 +183,7 @@ def test_platform_sweep_vs_separate_runs(benchmark, record_ratio, request, tmp_p
         """New worker processes, warmed up by the same unrelated config."""
         if disabled:  # the smoke test reuses warm workers
             return
-        _discard_pool(cpu_count())
+        _discard_pool(LocalExecutor().workers)
         run_experiment(
             warm_up,
             tmp_path / f"{tag}-warm-up",
@@ -213,7 +213,7 @@ def test_platform_sweep_vs_separate_runs(benchmark, record_ratio, request, tmp_p
         # The sweep side is the benchmark's saved timing (set-up not included).
         sweep_s = benchmark.pedantic(timed, setup=sweep_set_up, rounds=1, iterations=1)
     finally:
-        _discard_pool(cpu_count())
+        _discard_pool(LocalExecutor().workers)
 
     # The same per-seed results either way, to float32 rounding: a worker's batch
     # is 8 x 32 rows for the sweep and 32 for a separate run, XLA picks kernels by

@@ -12,8 +12,15 @@ import scipy.stats
 
 from bandits.validation import BanditConfigError
 from experiments import bench, cli
-from experiments.execute.executors import make_executor
+from experiments.execute.executors import (
+    WORKERS_ENV,
+    LocalExecutor,
+    cpu_count,
+    make_executor,
+)
 from experiments.execute.progress import PeakMemory
+from experiments.execute.runner import round_robin
+from experiments.plan.planner import Task
 from experiments.report import compare
 from experiments.store import storage
 
@@ -165,6 +172,33 @@ def test_executor_names_are_checked():
         make_executor("ray")
     with pytest.raises(BanditConfigError, match="--workers is only used"):
         make_executor("dask", "tcp://x:1", workers=2)
+
+
+def test_default_worker_count_comes_from_bandits_workers(monkeypatch):
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert LocalExecutor().workers == 3
+    assert LocalExecutor(2).workers == 2  # --workers wins
+    monkeypatch.delenv(WORKERS_ENV)
+    assert LocalExecutor().workers == cpu_count()
+    for bad in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(BanditConfigError, match=f"{WORKERS_ENV} must be"):
+            LocalExecutor()
+
+
+def test_tasks_go_to_workers_one_chunk_of_every_program_at_a_time():
+    def task(program, chunk):
+        return Task(program, chunk, (), {"task": f"{program}-{chunk}"})
+
+    # The plan's order: program by program (program 1 has one chunk).
+    tasks = [task(0, 0), task(0, 1), task(0, 2), task(1, 0), task(2, 0), task(2, 1)]
+    assert [(t.program, t.chunk) for t in round_robin(tasks)] == [
+        (0, 0), (1, 0), (2, 0), (0, 1), (2, 1), (0, 2),
+    ]  # fmt: skip
+    # Resumed runs keep the rule over what is left.
+    assert [(t.program, t.chunk) for t in round_robin(tasks[2:])] == [
+        (0, 2), (1, 0), (2, 0), (2, 1),
+    ]  # fmt: skip
 
 
 def test_peak_memory_sees_a_large_allocation():
