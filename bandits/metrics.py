@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import scipy.stats
 from numpy.typing import ArrayLike
 
 from bandits.types import Trajectory
@@ -57,6 +56,8 @@ def half_width(values: ArrayLike, confidence: float = 0.95) -> np.ndarray:
     if n < 2:
         return np.zeros(values.shape[1:])
     sem = values.std(axis=0, ddof=1) / np.sqrt(n)
+    import scipy.stats  # here, not at the top: it is a second of every start-up
+
     return scipy.stats.t.ppf(0.5 + confidence / 2, df=n - 1) * sem
 
 
@@ -164,7 +165,12 @@ def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
     num_pos, num_neg = int(positive.sum()), int((~positive).sum())
     if num_pos == 0 or num_neg == 0:
         return float("nan")
-    ranks = scipy.stats.rankdata(np.asarray(scores, np.float64))
+    # Ranks 1..n with ties given their average rank (a group of c equal scores
+    # ending at rank e shares e - (c - 1) / 2).
+    _, group, counts = np.unique(
+        np.asarray(scores, np.float64), return_inverse=True, return_counts=True
+    )
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[group.reshape(-1)]
     u = ranks[positive].sum() - num_pos * (num_pos + 1) / 2
     return float(u / (num_pos * num_neg))
 

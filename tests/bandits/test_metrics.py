@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -148,3 +150,17 @@ def test_log_loss_golden_values_and_clip():
     # A linear model's estimate outside [0, 1] is clipped to [1e-7, 1 - 1e-7].
     assert metrics.log_loss([1.0], [-0.3]) == pytest.approx(-np.log(1e-7))
     assert metrics.log_loss([0.0], [1.7]) == pytest.approx(-np.log(1e-7), rel=1e-6)
+
+
+def test_worker_modules_start_without_scipy_or_matplotlib():
+    # A worker process imports these before its first task; scipy.stats and
+    # matplotlib would add about a second to every start (the report's side
+    # imports them when it needs them).
+    code = (
+        "import sys, agents, envs, experiments.execute.tasks; "
+        "print(sorted(m for m in ('scipy.stats', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
