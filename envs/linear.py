@@ -16,6 +16,7 @@ moves the reward level but not which arm is best; K may be large (1000+).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import ClassVar
 
@@ -76,14 +77,17 @@ class _IndependentRounds(BanditEnv):
         logits = self._logits(state, params)
         return jax.nn.sigmoid(logits) if self.reward == "bernoulli" else logits
 
+    @abc.abstractmethod
     def _sample_state(self, key):
-        raise NotImplementedError
+        """A round's state (its context) drawn from `key`."""
 
+    @abc.abstractmethod
     def _observe(self, state) -> Observation:
-        raise NotImplementedError
+        """What the agent sees of the state."""
 
+    @abc.abstractmethod
     def _logits(self, state, params) -> jax.Array:
-        raise NotImplementedError
+        """The arms' mean rewards (before the sigmoid of Bernoulli rewards), (K,)."""
 
 
 @dataclasses.dataclass(frozen=True)

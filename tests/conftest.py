@@ -27,6 +27,8 @@ from pathlib import Path
 
 import jax
 
+from experiments.execute.executors import WORKERS_ENV, cpu_count
+
 _CACHE = os.environ.get("BANDITS_TEST_CACHE") or str(
     Path.home() / ".cache" / "bandits" / "jax-tests"
 )
@@ -44,10 +46,8 @@ if _CACHE != "0":
 
 
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _per_process = len(os.sched_getaffinity(0)) // int(
-        os.environ["PYTEST_XDIST_WORKER_COUNT"]
-    )
-    os.environ.setdefault("BANDITS_WORKERS", str(max(1, _per_process)))
+    _per_process = cpu_count() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault(WORKERS_ENV, str(max(1, _per_process)))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -437,12 +437,16 @@ def replicate_estimates(study, cell, env, params, policy, trained, n, reps, key)
     path (both one replicate per group there)."""
     agent, state = trained
     estimates, min_propensity = [], 1.0
-    if is_streamed(n, bytes_per_event(cell.reward_model, env, params)[1]):
+    raw, feature = bytes_per_event(cell.reward_model, env, params)
+    if is_streamed(n, feature):
+        parts = streamed.part_sizes(
+            n, study.streams_per_replicate, raw, feature, MAX_FEATURE_BYTES
+        )
         start = time.perf_counter()
         for r in range(reps):
             values, low = estimate_streamed(
                 study, env, params, cell, policy, trained, n,
-                jax.random.fold_in(key, 1000 + r),
+                jax.random.fold_in(key, 1000 + r), parts,
             )  # fmt: skip
             estimates.append(values)
             min_propensity = min(min_propensity, low)
