@@ -33,6 +33,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -42,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bandits.files import check_logged_events, read_logged, read_logged_shapes
+from bandits.simulation import PROGRAM_CACHE_SIZE
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, positive_int
 
@@ -136,7 +138,10 @@ def _logged_shapes(data: Any) -> tuple[dict[str, tuple[int, ...]], str]:
     return shapes, "the logged data"
 
 
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
 def _replay_program(agent: Agent, chunk_size: int):
+    """One jitted replay per agent and chunk size, shared by every warm start."""
+
     def replay(state, key, chunk):
         def step(state, event):
             index, valid, obs, action, reward = event

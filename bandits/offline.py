@@ -29,6 +29,7 @@ batch (`context` (n, d), `arms` (n, K, p), `mask` (n, K), optional history),
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -37,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bandits.ope import Z_95, Estimate, mean_estimate
+from bandits.simulation import PROGRAM_CACHE_SIZE
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, positive_int, real
 
@@ -62,16 +64,23 @@ def policy_probs(
     n = observations.mask.shape[0]
     num_arms = observations.mask.shape[1]
     keys = jax.random.split(key, n)
+    program = _probs_program(agent, samples, batch_size, num_arms)
+    return program(state, keys, observations)
 
+
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
+def _probs_program(agent: Agent, samples: int, batch_size: int, num_arms: int):
+    """The jitted `policy_probs` of one agent (the state is an argument, so
+    every state and every call with the same shapes reuse one program)."""
     if agent.action_probs is not None:
 
-        def one(inputs):
+        def one(state, inputs):
             k, obs = inputs
             return agent.action_probs(k, state, obs)
 
     else:
 
-        def one(inputs):
+        def one(state, inputs):
             k, obs = inputs
             draws = jax.vmap(lambda kk: agent.act(kk, state, obs))(
                 jax.random.split(k, samples)
@@ -79,10 +88,12 @@ def policy_probs(
             counts = jnp.zeros(num_arms).at[draws].add(1.0)
             return counts / samples
 
-    probs = jax.jit(lambda ks, obs: jax.lax.map(one, (ks, obs), batch_size=batch_size))(
-        keys, observations
-    )
-    return probs
+    def program(state, keys, observations):
+        return jax.lax.map(
+            functools.partial(one, state), (keys, observations), batch_size=batch_size
+        )
+
+    return jax.jit(program)
 
 
 # ---------------------------------------------------------------------------

@@ -53,6 +53,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -64,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bandits.files import check_logged_events, read_logged, write_logged
+from bandits.simulation import PROGRAM_CACHE_SIZE
 from bandits.types import Agent, Env, EnvParams, Observation
 from bandits.validation import BanditConfigError, positive_int, real
 
@@ -333,8 +335,11 @@ def _event_record(obs, action, probs, feedback, stream, step) -> dict:
     return record
 
 
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
 def _chunk_program(env: Env, policy: LoggingPolicy, chunk_steps: int):
-    """A jitted function advancing every stream `chunk_steps` steps."""
+    """A jitted function advancing every stream `chunk_steps` steps (one per
+    env, policy and chunk length: repeated `generate` calls, such as the parts
+    of a long log, reuse its compiled programs instead of tracing again)."""
 
     def one_step(params, stream, carry, inputs):
         obs, env_state, policy_state = carry
@@ -368,6 +373,7 @@ def _chunk_program(env: Env, policy: LoggingPolicy, chunk_steps: int):
     return jax.jit(jax.vmap(one_stream, in_axes=(0, 0, 0, None, None)))
 
 
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
 def _start_program(env: Env, policy: LoggingPolicy):
     def start(key, params):
         key_reset, key_policy = jax.random.split(key)

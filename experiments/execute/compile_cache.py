@@ -11,7 +11,8 @@ would compile again.
 Where: `$BANDITS_COMPILE_CACHE` if set, else JAX's own
 `$JAX_COMPILATION_CACHE_DIR` if set, else `$XDG_CACHE_HOME/bandits/jax`, else
 `~/.cache/bandits/jax`. Delete the folder to clear it. Off: `bandits run
---no-compile-cache`, or `BANDITS_COMPILE_CACHE=0`.
+--no-compile-cache`, or `BANDITS_COMPILE_CACHE=0` (either also overrides
+`$JAX_COMPILATION_CACHE_DIR`).
 
 The setting goes into the environment (`JAX_COMPILATION_CACHE_DIR`), so the
 worker processes the run spawns use the same cache.
@@ -39,6 +40,10 @@ def enable(disabled: bool = False) -> Path | None:
     (None when disabled by the flag or the environment)."""
     chosen = os.environ.get(ENV_VAR, "")
     if disabled or chosen.strip().lower() in OFF:
+        # Off also overrides JAX's own $JAX_COMPILATION_CACHE_DIR, here and in
+        # the worker processes (they read the environment).
+        os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+        jax.config.update("jax_enable_compilation_cache", False)
         return None
     jax_own = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
     folder = Path(chosen or jax_own) if (chosen or jax_own) else default_folder()
@@ -47,9 +52,11 @@ def enable(disabled: bool = False) -> Path | None:
     except OSError:
         return None  # an unwritable cache only costs compile time
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+    os.environ.pop("JAX_ENABLE_COMPILATION_CACHE", None)
     # Cache every program: the simulations compile in well under a second each,
     # below JAX's default threshold of one second, and there are many of them.
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return folder

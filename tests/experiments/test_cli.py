@@ -3,6 +3,7 @@ bad input that must leave results untouched."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -321,8 +322,7 @@ def test_a_foreign_non_empty_folder_is_refused(tmp_path):
 @pytest.mark.slow
 def test_compiled_programs_are_kept_on_disk_and_reused(tmp_path):
     """A first run fills the compile cache; a second run of the same config
-    (another folder) compiles nothing new and gives the same numbers;
-    --no-compile-cache leaves the cache alone."""
+    (another folder) compiles nothing new and gives the same numbers."""
     import os
     import subprocess
     import sys
@@ -332,21 +332,49 @@ def test_compiled_programs_are_kept_on_disk_and_reused(tmp_path):
     config = tiny_config(tmp_path, horizon=30)
     cache = tmp_path / "cache"
 
-    def run(out: str, *extra: str, cache_dir: Path = cache):
-        env = {**os.environ, "BANDITS_COMPILE_CACHE": str(cache_dir)}
+    def run(out: str) -> list[str]:
+        env = {**os.environ, "BANDITS_COMPILE_CACHE": str(cache)}
         done = subprocess.run(
             [sys.executable, "-m", "experiments.cli", "run", str(config), "--out",
-             str(tmp_path / out), "--quiet", *extra],
+             str(tmp_path / out), "--quiet"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        return sorted(p.name for p in cache_dir.glob("*")) if cache_dir.exists() else []
+        return sorted(p.name for p in cache.glob("*")) if cache.exists() else []
 
     first = run("a")
     assert first, "the first run stored no compiled program"
     assert run("b") == first  # every program came from the cache
     assert result_numbers(tmp_path / "a") == result_numbers(tmp_path / "b")
-    other = tmp_path / "unused"
-    assert run("c", "--no-compile-cache", cache_dir=other) == []
-    assert not other.exists()
-    assert result_numbers(tmp_path / "c") == result_numbers(tmp_path / "a")
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_the_compile_cache_can_be_turned_off(how, tmp_path, monkeypatch):
+    """--no-compile-cache (or BANDITS_COMPILE_CACHE=0) turns JAX's cache off in
+    this process and, through the environment, in its workers, even where JAX's
+    own $JAX_COMPILATION_CACHE_DIR names a folder (as the test suite's does);
+    turning it on again restores it."""
+    import jax
+
+    from experiments.execute import compile_cache
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-own"))
+    monkeypatch.setenv(compile_cache.ENV_VAR, "0" if how == "environment" else "")
+    monkeypatch.delenv("JAX_ENABLE_COMPILATION_CACHE", raising=False)
+    before = (
+        jax.config.jax_enable_compilation_cache,
+        jax.config.jax_compilation_cache_dir,
+    )
+    try:
+        assert compile_cache.enable(disabled=how == "flag") is None
+        assert jax.config.jax_enable_compilation_cache is False
+        assert os.environ["JAX_ENABLE_COMPILATION_CACHE"] == "false"
+        assert not (tmp_path / "jax-own").exists()
+
+        monkeypatch.setenv(compile_cache.ENV_VAR, str(tmp_path / "on"))
+        assert compile_cache.enable() == tmp_path / "on"
+        assert jax.config.jax_enable_compilation_cache is True
+        assert "JAX_ENABLE_COMPILATION_CACHE" not in os.environ
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before[0])
+        jax.config.update("jax_compilation_cache_dir", before[1])
