@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import scipy.stats
 
-from bandits.metrics import mean_band
+from bandits.metrics import mean_band, t_quantile
 from bandits.validation import BanditConfigError
 from experiments.store import manifest, storage
 from experiments.store.manifest import Manifest
@@ -181,7 +180,7 @@ def _welch(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, floa
     if se == 0:
         return difference, difference
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    half = float(scipy.stats.t.ppf(0.5 + confidence / 2, df) * se)
+    half = float(t_quantile(0.5 + confidence / 2, df) * se)
     return difference - half, difference + half
 
 
