@@ -28,6 +28,7 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -81,6 +82,39 @@ def _task_agents(spec: Mapping[str, Any]) -> tuple[dict, Any, Any, Any]:
     return swept, spec_agent_fn(spec), None, first
 
 
+MAPPINGS_FRACTION = 0.5
+"""`release_compiled_programs_if_crowded` drops the compiled programs when the
+process holds more than this fraction of the memory mappings Linux allows it."""
+
+
+def memory_mappings() -> tuple[int, int] | None:
+    """(mappings this process holds, the most it may hold), or None where the
+    system does not tell (not Linux)."""
+    try:
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+        with open("/proc/self/maps", "rb") as maps:
+            count = sum(1 for _ in maps)
+    except (OSError, ValueError):
+        return None
+    return count, limit
+
+
+def release_compiled_programs_if_crowded() -> bool:
+    """Drops JAX's in-memory compiled programs when the process's memory
+    mappings pass `MAPPINGS_FRACTION` of the limit; returns whether it did.
+
+    Every compiled program a process holds costs about 20 mappings and Linux
+    allows 65,530 by default (vm.max_map_count), so a worker that has run a
+    few thousand distinct programs would crash inside XLA (segfault or abort)
+    on the next one. The dropped programs come back from the persistent
+    compilation cache when a later task needs them."""
+    mappings = memory_mappings()
+    if mappings is None or mappings[0] <= MAPPINGS_FRACTION * mappings[1]:
+        return False
+    jax.clear_caches()
+    return True
+
+
 def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Simulates one task and returns its results as plain data.
 
@@ -102,6 +136,7 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
         comes from another version.
     """
     _check_worker(spec)
+    release_compiled_programs_if_crowded()
     env = spec_env(spec)
     params = env.default_params()
     horizon = int(spec["horizon"])
