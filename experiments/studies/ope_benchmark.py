@@ -207,10 +207,15 @@ def true_value(key, env, params, policy, agent, state, events, steps) -> tuple:
 
     The contexts of a stateful env (a user's history) depend on how many steps
     its stream has run, so the truth for logs of streams of `steps` steps is
-    computed on streams of exactly that length: `events // steps` of them."""
+    computed on streams of exactly that length: `events // steps` of them.
+
+    The events of one stream are not independent (its user's history links
+    them), so the standard error is that of the mean of the streams' means
+    (independent, and equally long); with a single stream, where there is
+    nothing to compare, it falls back to the events' standard error."""
     streams = max(1, events // steps)
     per_part = max(1, MAX_EVENTS_IN_MEMORY // steps)
-    values = []
+    values, streams_of = [], []
     for part, first in enumerate(range(0, streams, per_part)):
         count = min(per_part, streams - first)
         k = jax.random.fold_in(key, part)
@@ -220,11 +225,24 @@ def true_value(key, env, params, policy, agent, state, events, steps) -> tuple:
         )  # fmt: skip
         obs = jax.tree.map(jnp.asarray, data.observations())
         probs = offline.policy_probs(agent, state, obs, jax.random.fold_in(k, 1))
-        values.append(
-            np.sum(np.asarray(probs, np.float64) * data.expected_rewards, axis=1)
-        )
-    v = np.concatenate(values)
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+        v = np.sum(np.asarray(probs, np.float64) * data.expected_rewards, axis=1)
+        values.append(v)
+        # Stream ids restart in every part; made distinct across parts.
+        streams_of.append(np.asarray(data.stream, np.int64) + first)
+    return stream_mean_and_se(np.concatenate(values), np.concatenate(streams_of))
+
+
+def stream_mean_and_se(values, stream) -> tuple[float, float]:
+    """(mean, standard error) of per-event `values` from independent streams
+    of equal length (`stream` the id of each event's stream): the standard
+    error of the mean of the streams' means, or, with a single stream, the
+    events' standard error."""
+    values = np.asarray(values, np.float64)
+    _, index = np.unique(np.asarray(stream), return_inverse=True)
+    means = np.bincount(index, weights=values) / np.bincount(index)
+    if means.size > 1:
+        return float(means.mean()), float(means.std(ddof=1) / np.sqrt(means.size))
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(values.size))
 
 
 def estimate_replicates(study: Study, env, cell: EnvCell, data, order, probs, key):

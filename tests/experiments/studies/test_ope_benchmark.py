@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from bandits import ope
@@ -304,3 +305,24 @@ def test_the_timing_breakdown_of_the_streamed_path(tiny_run):
     names = [name for name, _ in phases]
     assert len(names) == 3
     assert names[2] == "replicate 0: streamed log, statistics, predictions, estimators"
+
+
+def test_the_truths_standard_error_is_between_streams():
+    """Events of one stream share a user's history, so the truth's standard
+    error comes from the streams' means. Values constant within each of 4
+    streams: the events' formula would claim 32 times the information; the
+    streams' means give std(means) / 2. Independent values: the two agree to
+    sampling error (1,000 streams, so within 10%). One stream: the events'."""
+    means = np.array([0.1, 0.4, 0.2, 0.5])
+    stream = np.repeat(np.arange(4), 32)
+    mean, se = ope_benchmark.stream_mean_and_se(np.repeat(means, 32), stream)
+    assert mean == pytest.approx(0.3)
+    assert se == pytest.approx(means.std(ddof=1) / 2)
+
+    values = np.random.default_rng(0).normal(size=10_000)
+    stream = np.repeat(np.arange(1000), 10)
+    _, se = ope_benchmark.stream_mean_and_se(values, stream)
+    assert se == pytest.approx(values.std(ddof=1) / 100, rel=0.1)
+
+    _, se = ope_benchmark.stream_mean_and_se(values[:10], stream[:10])
+    assert se == pytest.approx(values[:10].std(ddof=1) / np.sqrt(10))
