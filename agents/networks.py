@@ -35,6 +35,7 @@ from flax import nnx
 from agents.registry import DeclaredShapes, declared_shapes
 from agents.replay import (
     ReplayBuffer,
+    capacity_of,
     maybe,
     replay_init,
     replay_push,
@@ -438,6 +439,54 @@ def fit_full_batch(
         return jax.tree.map(lambda p, g: p - step_size * g, params, grads), None
 
     return jax.lax.scan(step, params0, None, length=num_steps)[0]
+
+
+def fit_sgd_until_small(
+    key: jax.Array,
+    network: Network,
+    params: Params,
+    buffer: ReplayBuffer,
+    learning_rate,
+    weight_decay,
+    max_steps: int = 1000,
+    tolerance: float = 1e-3,
+) -> Params:
+    """The training of NeuralUCB's reference code (Zhou et al. 2020,
+    `learner_diag.py`): from the current parameters, plain SGD on one stored
+    round at a time of (f(x_i, a_i) - r_i)^2 with weight decay (the gradient
+    plus `weight_decay` theta, toward 0), sweeping the stored rounds in one
+    random order, until a sweep's mean loss is at most `tolerance` or
+    `max_steps` single-round steps have been taken."""
+    items = buffer.items
+    count = jnp.maximum(buffer.size, 1)
+    # The filled rows in a random order, then the empty ones.
+    draw = jax.random.uniform(key, (capacity_of(buffer),))
+    order = jnp.argsort(jnp.where(replay_valid(buffer), draw, 2.0))
+
+    def loss(params, row):
+        x, action, reward = items["x"][row], items["action"][row], items["reward"][row]
+        return (network.predict_taken(params, x, action) - reward) ** 2
+
+    def running(carry):
+        _, steps, _, _, done = carry
+        return (steps < max_steps) & ~done
+
+    def one_round(carry):
+        params, steps, position, sweep_loss, _ = carry
+        value, grads = jax.value_and_grad(loss)(params, order[position])
+        params = jax.tree.map(
+            lambda p, g: p - learning_rate * (g + weight_decay * p), params, grads
+        )
+        sweep_loss = sweep_loss + value
+        end = position + 1 >= count
+        done = end & (sweep_loss / count <= tolerance)
+        position = jnp.where(end, 0, position + 1)
+        sweep_loss = jnp.where(end, 0.0, sweep_loss)
+        return params, steps + 1, position, sweep_loss, done
+
+    zero = jnp.zeros((), jnp.int32)
+    start = (params, zero, zero, jnp.zeros((), jnp.float32), jnp.zeros((), bool))
+    return jax.lax.while_loop(running, one_round, start)[0]
 
 
 def forced_pull(step: jax.Array, initial_pulls: int, num_arms: int, action, mask):

@@ -63,6 +63,7 @@ from agents.networks import (
     Setup,
     TrainConfig,
     fit_full_batch,
+    fit_sgd_until_small,
     forced_probs,
     forced_pull,
     net_init,
@@ -182,6 +183,12 @@ def _squared_norm_over_z(grads: Params, precision_diag: Params) -> jax.Array:
 
 
 CONFIGS = ("fast", "paper")
+# NeuralUCB also has "reference": the authors' released code (see `neural_ucb`).
+UCB_CONFIGS = (*CONFIGS, "reference")
+# The reference code's schedule: train after every round for the first 2,000
+# rounds, then after every 100th (and store only the rounds it trains after).
+REFERENCE_EVERY_ROUND_UNTIL = 2000
+REFERENCE_TRAIN_EVERY = 100
 
 
 def _gradient_agent(
@@ -199,12 +206,14 @@ def _gradient_agent(
     scale nu, on the belief N(f_k, sigma_k^2) of the network's gradient features
     (see `neural_ucb`). NeuralTS gets `action_probs` only with
     `propensity_samples` (Monte Carlo draws per call)."""
-    choice("config", config, CONFIGS)
+    choice("config", config, UCB_CONFIGS if exploration is UCB else CONFIGS)
     paper = config == "paper"
+    reference = config == "reference"
     setup = setup_training(num_arms, dim, train)
     real("nu", nu, low=0.0)
     real("regularization", regularization, low=0.0, low_open=True)
-    rule = exploration(nu)
+    # The reference code's width is sqrt(lambda nu g^T Z^-1 g): nu inside the root.
+    rule = exploration(nu**0.5 if reference else nu)
     network = setup.network
     # The papers scale the gradient features by 1/sqrt(m), m the network width.
     m = float(network.embed_dim) if paper else 1.0
@@ -240,6 +249,8 @@ def _gradient_agent(
         if paper:
             del key
             net = _full_batch_update(state.net, item, setup, regularization)
+        elif reference:
+            net = _reference_update(key, state.net, item, setup, regularization)
         else:
             net = net_update(key, state.net, item, setup)
         return GradientState(net, diag)
@@ -278,6 +289,27 @@ def _full_batch_update(net: NeuralState, item, setup: Setup, regularization):
         return net._replace(params=params)
 
     return maybe(should_train(net.step, setup.train_every), train, net)
+
+
+def _reference_update(key, net: NeuralState, item, setup: Setup, regularization):
+    """NeuralUCB's reference code: on its schedule, store the round and train
+    by `fit_sgd_until_small` from the current parameters (weight decay lambda);
+    a round it does not train after is not stored."""
+    step = net.step
+    train_now = (step < REFERENCE_EVERY_ROUND_UNTIL) | (
+        step % REFERENCE_TRAIN_EVERY == 0
+    )
+
+    def train(net):
+        buffer = replay_push(net.buffer, item)
+        params = fit_sgd_until_small(
+            key, setup.network, net.params, buffer, setup.learning_rate,
+            regularization,
+        )  # fmt: skip
+        return net._replace(params=params, buffer=buffer)
+
+    net = maybe(train_now, train, net)
+    return net._replace(step=step + 1)
 
 
 @register("neural_ucb")
@@ -322,7 +354,16 @@ def neural_ucb(
       config: "fast" or "paper" (Algorithm 1: U = f + nu sqrt(g^T Z^{-1} g / m),
         Z = lambda I + sum g g^T / m diagonal, gradient descent from theta_0 on
         sum (f - r)^2 / 2 + m lambda ||theta - theta_0||^2 / 2; set
-        `train_every=1`, `capacity` >= horizon for all data every round).
+        `train_every=1`, `capacity` >= horizon for all data every round), or
+        "reference": the authors' released code (`learner_diag.py`,
+        `train.py`): U = f + sqrt(lambda nu g^T Z^{-1} g), Z = lambda I +
+        sum g g^T diagonal (no 1/m), trained after every round for the first
+        2,000 rounds and then every 100th (only those rounds stored), each time
+        from the current parameters by SGD on one stored round at a time, step
+        `learning_rate`, weight decay lambda toward 0, until a sweep's mean
+        squared error is at most 1e-3 or 1,000 steps (`train_every`,
+        `train_steps`, `batch_size`, `max_grad_norm` and `weight_decay` unused;
+        the code's defaults are lambda = 0.001, nu = 1).
 
     References:
       Zhou, Li & Gu (2020), "Neural contextual bandits with UCB-based exploration",

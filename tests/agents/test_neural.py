@@ -261,6 +261,93 @@ def test_paper_config_runs_and_retrains_from_theta_0_every_round():
         neural.neural_ts(num_arms=K, dim=D, config="papers")
 
 
+def test_reference_training_is_single_round_sgd_until_the_loss_is_small():
+    """NeuralUCB's reference code trains from the current parameters by SGD on
+    one stored round at a time, (f - r)^2 with weight decay lambda toward 0, in
+    one random order of the rows, until a sweep's mean loss is at most 1e-3 or
+    1,000 steps. Written out as a Python loop over the same order and compared
+    with `fit_sgd_until_small` (float32, 1e-5): capped at 7 steps (a sweep of 6
+    rows and one more), and stopping after one sweep when the tolerance is met
+    at once (rewards equal to the network's own predictions, no weight decay)."""
+    from agents.networks import fit_sgd_until_small
+
+    lam, eta = 0.3, 0.05
+    agent = neural.neural_ts(num_arms=K, dim=D, config="paper", **TINY)
+    state, _ = _rollout(agent, 6)
+    network = make_network("disjoint", K, D, (8,))
+    net = state.net
+    rows = int(net.buffer.size)
+    key = jax.random.key(3)
+    draw = jax.random.uniform(key, (32,))
+    order = np.argsort(np.where(np.arange(32) < rows, np.asarray(draw), 2.0))[:rows]
+    items = jax.tree.map(np.asarray, net.buffer.items)
+
+    def by_hand(params, rewards, decay, steps):
+        for step in range(steps):
+            i = order[step % rows]
+            x, a = items["x"][i], items["action"][i]
+            f = network.predict_taken(params, x, a)
+            g = network.taken_gradient(params, x, a)
+
+            def sgd(p, gi, f=f, r=rewards[i]):
+                return p - eta * (2 * (f - r) * gi + decay * p)
+
+            params = jax.tree.map(sgd, params, g)
+        return params
+
+    def close(actual, expected):
+        for a, b in zip(
+            jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True
+        ):
+            np.testing.assert_allclose(
+                np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6
+            )
+
+    capped = fit_sgd_until_small(
+        key, network, net.params, net.buffer, eta, lam, max_steps=7, tolerance=0.0
+    )
+    close(capped, by_hand(net.params, items["reward"], lam, 7))
+    assert not np.allclose(
+        np.asarray(jax.tree.leaves(capped)[0]),
+        np.asarray(jax.tree.leaves(net.params)[0]),
+    )
+
+    fitted = jax.vmap(network.predict_taken, in_axes=(None, 0, 0))(
+        net.params, net.buffer.items["x"], net.buffer.items["action"]
+    )
+    buffer = net.buffer._replace(items={**net.buffer.items, "reward": fitted})
+    stopped = fit_sgd_until_small(
+        key, network, net.params, buffer, eta, 0.0, max_steps=50, tolerance=1e-3
+    )
+    close(stopped, by_hand(net.params, np.asarray(fitted), 0.0, rows))
+
+
+def test_reference_config_schedule_width_and_errors(monkeypatch):
+    """config="reference": the width is sqrt(lambda nu g^T Z^-1 g) with Z =
+    lambda + sum g^2 (no 1/m), so with nu = 4 it acts as the fast configuration
+    with nu = 2 on the same state; it stores and trains after every round up to
+    the schedule's switch and then after every 100th only (switch at 5 and
+    every 3rd here: 5 + 5 stored after 20 rounds); NeuralTS has no such
+    configuration."""
+    reference = neural.neural_ucb(num_arms=K, dim=D, nu=4.0, config="reference", **TINY)
+    fast = neural.neural_ucb(num_arms=K, dim=D, nu=2.0, **TINY)
+    state, history = _rollout(reference, 12)
+    for t, (obs, _, _) in enumerate(history):
+        key = jax.random.key(t)
+        assert int(reference.act(key, state, obs)) == int(fast.act(key, state, obs))
+    assert int(state.net.buffer.size) == 12
+
+    monkeypatch.setattr(neural, "REFERENCE_EVERY_ROUND_UNTIL", 5)
+    monkeypatch.setattr(neural, "REFERENCE_TRAIN_EVERY", 3)
+    agent = neural.neural_ucb(num_arms=K, dim=D, config="reference", **TINY)
+    state, _ = _rollout(agent, 20)
+    assert int(state.net.buffer.size) == 5 + 5  # rounds 6, 9, 12, 15, 18
+    assert int(state.net.step) == 20
+
+    with pytest.raises(BanditConfigError, match="config"):
+        neural.neural_ts(num_arms=K, dim=D, config="reference")
+
+
 def test_neural_ucb_scores_are_mean_plus_nu_times_width():
     nu, lam = 2.0, 1.0
     agent = neural.neural_ucb(
