@@ -11,6 +11,10 @@ All four are timed in the same run, interleaved call by call (so machine noise
 hits them alike), after a warm-up; each call is waited for with
 `block_until_ready`. Median and 99th percentile are recorded, and ratios against
 LinUCB's median go to the `record_ratio` summary.
+
+`test_latency_and_memory_against_model_size` does the same for four model sizes
+(55k to 1.0M parameters, `SIZES`) and records the bytes of the weights and of
+the whole agent state beside each latency (large-models issue).
 """
 
 from __future__ import annotations
@@ -101,3 +105,78 @@ def test_act_latency_fp32_int8_vs_linucb(benchmark, record_ratio, setting):
         median["transformer_int8"] / median["transformer_fp32"],
     )
     assert all(np.all(t > 0) for t in times.values())
+
+
+# Model sizes for the latency and memory table (large-models issue): (width,
+# blocks, heads), from the default (55k parameters with `ContextualRec-v0`'s
+# 1,000-item id table) to about a million.
+SIZES = ((32, 2, 2), (64, 4, 4), (128, 4, 4), (160, 4, 4))
+SIZE_CALLS, SMOKE_CALLS = 1000, 20
+QUANTIZATIONS = ("none", "int8", "int8_dynamic")
+
+
+def _tree_bytes(tree) -> int:
+    return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(tree)))
+
+
+def test_latency_and_memory_against_model_size(benchmark, record_ratio, setting):
+    """Median and 99th-percentile latency of one `act`, the weights' bytes and the
+    whole agent state's bytes, per model size and number format, against
+    LinUCB's median.
+
+    The variants of one size and LinUCB are timed interleaved call by call, as
+    above; sizes one after the other. Under `--benchmark-disable` (`make
+    bench-smoke`) 20 calls each, whose times are not meaningful."""
+    from agents.quantize import parameter_bytes
+
+    obs, reference = setting
+    env, _ = envs.make("ContextualRec-v0", history_length=20)
+    calls_each = SMOKE_CALLS if benchmark.disabled else SIZE_CALLS
+    for width, depth, heads in SIZES:
+        cfg = config_for_env(env, width=width, depth=depth, heads=heads)
+        _, theta = tf.split_model(cfg, 0)
+        count = int(sum(np.size(leaf) for leaf in jax.tree.leaves(theta)))
+        calls, weights, states = {}, {}, {}
+        for quantization in QUANTIZATIONS:
+            agent = tf.policy(cfg, theta, finetune=False, quantization=quantization)
+            state = jax.jit(agent.init)(jax.random.key(1))
+            keys = jax.random.split(jax.random.key(2), calls_each + WARMUP)
+            calls[quantization] = (jax.jit(agent.act), state, keys)
+            if quantization == "none":
+                weights[quantization] = parameter_bytes(theta)
+            else:
+                qcfg = config_for_env(
+                    env, width=width, depth=depth, heads=heads, quantization="int8"
+                )
+                weights[quantization] = parameter_bytes(tf.split_model(qcfg, 0)[1])
+            states[quantization] = _tree_bytes(state)
+        calls["linucb"] = reference["linucb"]  # the reference, in the same loop
+        times = {name: np.empty(calls_each) for name in calls}
+        for act, state, keys in calls.values():
+            for i in range(WARMUP):
+                jax.block_until_ready(act(keys[i], state, obs))
+        for i in range(calls_each):
+            for name, (act, state, keys) in calls.items():
+                start = time.perf_counter()
+                jax.block_until_ready(act(keys[WARMUP + i], state, obs))
+                times[name][i] = time.perf_counter() - start
+        median = {name: float(np.median(t)) for name, t in times.items()}
+        for name in QUANTIZATIONS:
+            record_ratio(
+                f"transformer_{count}_params_{name}_vs_linucb_median_latency",
+                median[name] / median["linucb"],
+                vs_fp32=median[name] / median["none"],
+                linucb_median_us=median["linucb"] * 1e6,
+                width=width,
+                blocks=depth,
+                heads=heads,
+                median_us=median[name] * 1e6,
+                p99_us=float(np.quantile(times[name], 0.99)) * 1e6,
+                weight_bytes=weights[name],
+                state_bytes=states[name],
+            )
+        assert all(np.all(t > 0) for t in times.values())
+    act, state, keys = calls["none"]
+    benchmark.pedantic(
+        lambda: jax.block_until_ready(act(keys[0], state, obs)), rounds=20
+    )
