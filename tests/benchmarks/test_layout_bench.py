@@ -29,6 +29,7 @@ import numpy as np
 import agents
 import bandits
 import envs
+from bandits.linalg import potter_update
 from tests.benchmarks.conftest import best_time, interleaved_best_times
 
 NUM_ARMS, DIM, SEEDS, HORIZON = 10, 20, 64, 10_000
@@ -81,29 +82,20 @@ def test_linucb_against_machine_peak(benchmark, record_ratio):
     assert achieved > 0 and peak > 0
 
 
-def _potter(R, x):
-    """Potter's update of a root (bandits.linalg.potter_update), any batch
-    layout: R (..., f, f) rows i, columns j; x (..., f)."""
-    v = jnp.einsum("...ij,...j->...i", R, x)
-    u = jnp.einsum("...ij,...i->...j", R, v)
-    q = jnp.sqrt(1.0 + jnp.sum(v * v, axis=-1))
-    c = 1.0 / (q * (1.0 + q))
-    return R - c[..., None, None] * v[..., :, None] * u[..., None, :]
-
-
 def _step_outer(R, x):
     """Seeds outermost: per seed, R (K, f, f), x (f,); vmapped over seeds."""
 
     def one(R, x):
         width = jnp.sqrt(jnp.sum((R @ x) ** 2, axis=-1))
         k = jnp.argmax(width)
-        return R.at[k].set(_potter(R[k], x)), width
+        return R.at[k].set(potter_update(R[k], x)[0]), width
 
     return jax.vmap(one)(R, x)
 
 
 def _step_inner_einsum(R, x):
-    """Seeds innermost: R (K, f, f, S), x (S, f); mat-vecs as einsums."""
+    """Seeds innermost: R (K, f, f, S), x (S, f); mat-vecs as einsums, Potter's
+    update (`bandits.linalg.potter_update`) written out for this layout."""
     xt = x.T
     width = jnp.sqrt(jnp.sum(jnp.einsum("kijs,js->kis", R, xt) ** 2, axis=1))
     onehot = jax.nn.one_hot(jnp.argmax(width, axis=0), NUM_ARMS, axis=0)
