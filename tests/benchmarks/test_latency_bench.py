@@ -28,6 +28,7 @@ import pytest
 import agents
 import envs
 from agents import transformer as tf
+from agents.quantize import parameter_bytes
 from agents.transformer import config_for_env
 
 CALLS = 2000
@@ -65,13 +66,14 @@ def setting():
     return obs, calls
 
 
-def _latencies(obs, calls) -> dict[str, np.ndarray]:
-    """Seconds per call for every policy, interleaved call by call."""
+def _latencies(obs, calls, count: int = CALLS) -> dict[str, np.ndarray]:
+    """Seconds per call for every policy (`count` calls each after `WARMUP`),
+    interleaved call by call."""
     for act, state, keys in calls.values():
         for i in range(WARMUP):
             jax.block_until_ready(act(keys[i], state, obs))
-    times = {name: np.empty(CALLS) for name in calls}
-    for i in range(CALLS):
+    times = {name: np.empty(count) for name in calls}
+    for i in range(count):
         for name, (act, state, keys) in calls.items():
             key = keys[WARMUP + i]
             start = time.perf_counter()
@@ -115,10 +117,6 @@ SIZE_CALLS, SMOKE_CALLS = 1000, 20
 QUANTIZATIONS = ("none", "int8", "int8_dynamic")
 
 
-def _tree_bytes(tree) -> int:
-    return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(tree)))
-
-
 def test_latency_and_memory_against_model_size(benchmark, record_ratio, setting):
     """Median and 99th-percentile latency of one `act`, the weights' bytes and the
     whole agent state's bytes, per model size and number format, against
@@ -127,8 +125,6 @@ def test_latency_and_memory_against_model_size(benchmark, record_ratio, setting)
     The variants of one size and LinUCB are timed interleaved call by call, as
     above; sizes one after the other. Under `--benchmark-disable` (`make
     bench-smoke`) 20 calls each, whose times are not meaningful."""
-    from agents.quantize import parameter_bytes
-
     obs, reference = setting
     env, _ = envs.make("ContextualRec-v0", history_length=20)
     calls_each = SMOKE_CALLS if benchmark.disabled else SIZE_CALLS
@@ -136,30 +132,22 @@ def test_latency_and_memory_against_model_size(benchmark, record_ratio, setting)
         cfg = config_for_env(env, width=width, depth=depth, heads=heads)
         _, theta = tf.split_model(cfg, 0)
         count = int(sum(np.size(leaf) for leaf in jax.tree.leaves(theta)))
+        qcfg = config_for_env(
+            env, width=width, depth=depth, heads=heads, quantization="int8"
+        )
+        int8_bytes = parameter_bytes(tf.split_model(qcfg, 0)[1])
         calls, weights, states = {}, {}, {}
         for quantization in QUANTIZATIONS:
             agent = tf.policy(cfg, theta, finetune=False, quantization=quantization)
             state = jax.jit(agent.init)(jax.random.key(1))
             keys = jax.random.split(jax.random.key(2), calls_each + WARMUP)
             calls[quantization] = (jax.jit(agent.act), state, keys)
-            if quantization == "none":
-                weights[quantization] = parameter_bytes(theta)
-            else:
-                qcfg = config_for_env(
-                    env, width=width, depth=depth, heads=heads, quantization="int8"
-                )
-                weights[quantization] = parameter_bytes(tf.split_model(qcfg, 0)[1])
-            states[quantization] = _tree_bytes(state)
+            weights[quantization] = (
+                parameter_bytes(theta) if quantization == "none" else int8_bytes
+            )
+            states[quantization] = parameter_bytes(state)
         calls["linucb"] = reference["linucb"]  # the reference, in the same loop
-        times = {name: np.empty(calls_each) for name in calls}
-        for act, state, keys in calls.values():
-            for i in range(WARMUP):
-                jax.block_until_ready(act(keys[i], state, obs))
-        for i in range(calls_each):
-            for name, (act, state, keys) in calls.items():
-                start = time.perf_counter()
-                jax.block_until_ready(act(keys[WARMUP + i], state, obs))
-                times[name][i] = time.perf_counter() - start
+        times = _latencies(obs, calls, calls_each)
         median = {name: float(np.median(t)) for name, t in times.items()}
         for name in QUANTIZATIONS:
             record_ratio(
