@@ -14,7 +14,9 @@ docs/numerics.md:
   construction, far smaller drift than Sherman-Morrison);
 * `inverse_factor`: R re-factorised from the accumulated A (a Cholesky factor
   that tolerates numerically dependent columns, then a triangular inverse),
-  which removes any drift.
+  which removes any drift;
+* `spd_solve`: A^{-1} b from that factor, for the offline fits (reward models
+  of off-policy evaluation), so no compiled program calls LAPACK.
 
 Everything is written in plain array operations under `fori_loop`, so it jits,
 vmaps and runs under `lax.cond` without a LAPACK custom call.
@@ -156,3 +158,20 @@ def inverse_factor(A: ArrayLike) -> jax.Array:
 
     zeros = jnp.zeros_like(A)
     return jax.lax.fori_loop(0, d, step, (zeros, zeros))[1]
+
+
+def spd_solve(A: ArrayLike, b: ArrayLike) -> jax.Array:
+    """x = A^{-1} b for a symmetric positive definite A (d, d), b (d,) or (d, m).
+
+    x = R^T (R b) with R = `inverse_factor(A)`: plain array operations, no
+    LAPACK custom call. That is the point: jaxlib's batched LAPACK kernels split
+    their batch over XLA's intra-op thread pool and block a pool thread until
+    the parts finish, so two such calls that XLA runs at the same time (two
+    independent solves in one program) can wait on each other for ever when the
+    pool has as many threads as there are calls (seen on a 2-core machine, see
+    docs/ope.md). The error is that of a backward-stable solve, a few ulps
+    times the condition number of A; a numerically dependent column is
+    handled as in `cholesky_lower`.
+    """
+    R = inverse_factor(A)
+    return R.T @ (R @ jnp.asarray(b, R.dtype))

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bandits import linalg
 from bandits.ope import Z_95, Estimate, mean_estimate
 from bandits.simulation import PROGRAM_CACHE_SIZE
 from bandits.types import Agent, Observation
@@ -169,7 +170,7 @@ def ridge_solve(statistics: RidgeStatistics, regularization: float) -> jax.Array
     """theta (M, f+1) solving (lambda I + X^T X) theta = X^T r for each model."""
     gram, moment = statistics
     A = gram + regularization * jnp.eye(gram.shape[-1], dtype=gram.dtype)
-    return jax.vmap(jnp.linalg.solve)(A, moment)
+    return jax.vmap(linalg.spd_solve)(A, moment)
 
 
 def ridge_predict(theta: jax.Array, features: jax.Array, shared: bool) -> jax.Array:
@@ -232,7 +233,7 @@ def logistic_model(
             grad = jnp.einsum("nm,ni,n->mi", onehot, taken, p - reward) + lam * w
             weight = p * (1.0 - p)
             hess = jnp.einsum("nm,ni,nj,n->mij", onehot, taken, taken, weight)
-            step = jax.vmap(jnp.linalg.solve)(hess + lam * eye, grad)
+            step = jax.vmap(linalg.spd_solve)(hess + lam * eye, grad)
             return w - step, None
 
         w0 = jnp.zeros((count, f), taken.dtype)

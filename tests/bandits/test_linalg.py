@@ -18,6 +18,7 @@ direct solve in tests/agents/test_ridge_accuracy.py.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -195,3 +196,34 @@ def test_inverse_factor_drops_a_dependent_column():
     assert np.all(np.isfinite(R))
     np.testing.assert_array_equal(np.triu(R, 1), 0.0)
     np.testing.assert_allclose(np.sum((R @ x) ** 2), 9.0 / (1.0 + 9e8), rtol=1e-3)
+
+
+def _check_spd_solve(A, b, dtype):
+    with jax.enable_x64(dtype == np.float64):
+        x = np.asarray(jax.jit(linalg.spd_solve)(A.astype(dtype), b.astype(dtype)))
+    _assert_close(x, np.linalg.solve(A, b), dtype)
+
+
+@PROPERTY_SETTINGS
+@given(spd_and_vector(), st.integers(0, 3))
+def test_spd_solve_equals_a_direct_solve(case, columns):
+    """One right-hand side (columns = 0) or a (d, columns) block, in both dtypes."""
+    A, x, _ = case
+    b = x if columns == 0 else np.outer(x, np.arange(1.0, columns + 1.0))
+    _check_spd_solve(A, b, np.float64)
+    _check_spd_solve(A, b, np.float32)
+
+
+def test_spd_solve_calls_no_lapack():
+    """The compiled solve is plain arithmetic: jaxlib's LAPACK kernels (what
+    `jnp.linalg.solve` lowers to on the CPU) block XLA's intra-op threads, and
+    two of them in one program can deadlock a 2-thread pool (docs/ope.md).
+    The lowered program is checked (a compiled one may come from the persistent
+    cache, whose text is not kept); `jnp.linalg.solve` shows up there as a
+    LAPACK custom call, so the check can fail."""
+    A = np.eye(4, dtype=np.float32)
+    b = np.ones((3, 4), np.float32)
+    ours = jax.jit(jax.vmap(linalg.spd_solve, in_axes=(None, 0))).lower(A, b)
+    theirs = jax.jit(jax.vmap(jnp.linalg.solve, in_axes=(None, 0))).lower(A, b)
+    assert "lapack" not in ours.as_text().lower()
+    assert "lapack" in theirs.as_text().lower()

@@ -214,3 +214,15 @@ def test_an_agents_predict_as_a_cross_fitted_reward_model(uniform_logs):
     assert np.allclose(moved[5], hat[5])  # its own fold's model never saw it
     with pytest.raises(BanditConfigError, match="has no predict"):
         offline.agent_model(agents.make("random", num_arms=K))
+
+
+@pytest.mark.parametrize("make", [offline.ridge_model, offline.logistic_model])
+def test_reward_model_fits_call_no_lapack(make):
+    """The fits compile to plain arithmetic (`linalg.spd_solve`), so a program
+    that fits several models at once, such as the OPE benchmark's replicate
+    program, cannot deadlock in jaxlib's LAPACK kernels (docs/ope.md)."""
+    features = jnp.zeros((8, K, 3), jnp.float32)
+    action = jnp.zeros(8, jnp.int32)
+    fit = jax.jit(jax.vmap(make(K).fit, in_axes=(None, None, 0)))
+    lowered = fit.lower(features, action, jnp.zeros((2, 8), jnp.float32))
+    assert "lapack" not in lowered.as_text().lower()
