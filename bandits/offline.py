@@ -104,9 +104,12 @@ def _probs_program(agent: Agent, samples: int, batch_size: int, num_arms: int):
 class RewardModel(NamedTuple):
     """A reward model: `fit(features, action, reward) -> params` and
     `predict(params, features) -> (n, K)`. `features` is (n, K, f): the feature
-    vector the model reads for each (event, action) pair."""
+    vector the model reads for each (event, action) pair. The ridge and
+    logistic models' `fit` also takes `weight` (n,), which multiplies each
+    event's part of the objective (0/1 selects a subset of the events with
+    static shapes, e.g. a cross-fitting fold)."""
 
-    fit: Callable[[jax.Array, jax.Array, jax.Array], Any]
+    fit: Callable[..., Any]
     predict: Callable[[Any, jax.Array], jax.Array]
     name: str
 
@@ -194,8 +197,8 @@ def ridge_model(
     num_arms = positive_int("num_arms", num_arms)
     lam = real("regularization", regularization, low=0.0, low_open=True)
 
-    def fit(features, action, reward):
-        stats = ridge_statistics(features, action, reward, num_arms, shared)
+    def fit(features, action, reward, weight=None):
+        stats = ridge_statistics(features, action, reward, num_arms, shared, weight)
         return ridge_solve(stats, lam)  # (M, f+1)
 
     def predict(params, features):
@@ -218,13 +221,15 @@ def logistic_model(
     lam = real("regularization", regularization, low=0.0, low_open=True)
     newton_steps = positive_int("newton_steps", newton_steps)
 
-    def fit(features, action, reward):
+    def fit(features, action, reward, weight=None):
         X = _with_intercept(features)
         taken = jnp.take_along_axis(X, action[:, None, None], axis=1)[:, 0]
         f = taken.shape[1]
         count = 1 if shared else num_arms
         blocks = jnp.zeros_like(action) if shared else action
         onehot = jax.nn.one_hot(blocks, count, dtype=taken.dtype)  # (n, M)
+        if weight is not None:
+            onehot = onehot * jnp.asarray(weight, taken.dtype)[:, None]
         eye = jnp.eye(f)
 
         def newton(w, _):

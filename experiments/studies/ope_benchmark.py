@@ -247,28 +247,19 @@ def stream_mean_and_se(values, stream) -> tuple[float, float]:
 
 def estimate_replicates(study: Study, env, cell: EnvCell, data, order, probs, key):
     """Every estimator on every replicate: (replicates, estimators, 4)."""
-    reps, n = order.shape
-    take = functools.partial(jnp.take, indices=jnp.asarray(order), axis=0)
-    # Events put in replicate order before the (K x f per event) features are
-    # made, so the largest array is built once and never gathered.
-    obs = jax.tree.map(lambda x: jnp.asarray(x)[order.reshape(-1)], data.observations())
-    features = model_features(cell.reward_model, env, obs)
-    features = features.reshape(reps, n, *features.shape[1:])
-    probs = take(probs)
-    action = take(jnp.asarray(data.action, jnp.int32))
-    reward = take(jnp.asarray(data.reward, jnp.float32))
-    propensity = take(jnp.asarray(data.propensity, jnp.float32))
-    fit, predict = _ridge_programs(env.num_arms, cell.reward_model != "context")
-    fold = streamed.fold_assignment(n, study.folds, study.seed)
-    reward_hat = jnp.zeros(probs.shape, jnp.float32)
-    for f in range(study.folds):
-        train, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        if study.folds == 1:
-            train = held
-        params = fit(features[:, train], action[:, train], reward[:, train])
-        reward_hat = reward_hat.at[:, held].set(predict(params, features[:, held]))
-    del features
-    return _estimates(study, reward, action, propensity, probs, reward_hat)
+    del key
+    n = order.shape[1]
+    program = _replicate_program(env, cell.reward_model, study.folds, study.seed, n)
+    obs = jax.tree.map(jnp.asarray, data.observations())
+    inputs = program(
+        obs,
+        jnp.asarray(data.action, jnp.int32),
+        jnp.asarray(data.reward, jnp.float32),
+        jnp.asarray(data.propensity, jnp.float32),
+        jnp.asarray(probs),
+        jnp.asarray(order),
+    )
+    return _estimates(study, *inputs)
 
 
 def estimate_streamed(study: Study, env, params, cell: EnvCell, policy, trained,
@@ -313,12 +304,54 @@ def _streamed_programs(agent, kind: str, env, folds: int):
     )  # fmt: skip
 
 
+_REPLICATE_BATCH = 10
+
+
 @functools.cache
-def _ridge_programs(num_arms: int, shared: bool) -> tuple:
-    """The compiled (fit, predict) of the ridge reward model over replicates,
-    built once per (K, shared) so that every group reuses the compilation."""
-    model = offline.ridge_model(num_arms, shared=shared)
-    return jax.jit(jax.vmap(model.fit)), jax.jit(jax.vmap(model.predict))
+def _replicate_program(env, kind: str, folds: int, seed: int, n: int):
+    """The compiled cross-fitting of a group of replicates, one per (env, reward
+    model, folds, n) so that every group reuses it: the flat events, the target's
+    probabilities and the replicate order (replicates, n) in; (reward, action,
+    propensity, probs, reward_hat), each (replicates, n, ...), out. The features
+    are built inside the program, and each fold's ridge model is fitted with a
+    0/1 weight per event, so no training subset is gathered."""
+    shared = kind != "context"
+    model = offline.ridge_model(env.num_arms, shared=shared)
+    fold = jnp.asarray(streamed.fold_assignment(n, folds, seed))
+
+    # Row f: the events fold f's model is fitted on (all of them with one fold).
+    if folds == 1:
+        weights = jnp.ones((1, n), jnp.float32)
+    else:
+        weights = (fold[None, :] != jnp.arange(folds)[:, None]).astype(jnp.float32)
+
+    def one(obs, action, reward):
+        features = model_features(kind, env, obs)  # (n, K, f)
+        # Every fold's model in one batched fit. The fits solve without LAPACK
+        # (`bandits.linalg.spd_solve`): jaxlib's batched LU blocks XLA's
+        # intra-op threads, and two of them that XLA ran at once in this
+        # program deadlocked a 2-thread pool (docs/ope.md).
+        params = jax.vmap(lambda w: model.fit(features, action, reward, w))(weights)
+        prediction = jax.vmap(model.predict, in_axes=(0, None))(params, features)
+        return jnp.take_along_axis(prediction, fold[None, :, None], axis=0)[0]
+
+    @jax.jit
+    def run(obs, action, reward, propensity, probs, order):
+        def take(x):
+            return x[order]
+
+        def replicate(rows):
+            return one(jax.tree.map(lambda x: x[rows], obs), action[rows], reward[rows])
+
+        # A few replicates at a time: all of them at once would hold every
+        # replicate's (n, K, f) features together.
+        reward_hat = jax.lax.map(replicate, order, batch_size=_REPLICATE_BATCH)
+        reward, action, propensity, probs = map(
+            take, (reward, action, propensity, probs)
+        )
+        return reward, action, propensity, probs, reward_hat
+
+    return run
 
 
 @functools.cache

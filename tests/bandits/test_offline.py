@@ -89,6 +89,26 @@ def test_logistic_model_reaches_the_optimum():
     assert float(predictions.min()) > 0 and float(predictions.max()) < 1
 
 
+@pytest.mark.parametrize("make", [offline.ridge_model, offline.logistic_model])
+def test_a_zero_one_weight_fits_the_selected_events(make):
+    """`fit` with a 0/1 weight per event gives the model of the selected events
+    alone (the cross-fitting folds of the OPE benchmark use it); the two sums
+    differ in float32 order only, hence rtol 1e-4 on parameters of order 1."""
+    rng = np.random.default_rng(4)
+    n = 600
+    X = jnp.asarray(rng.normal(size=(n, K, 3)), jnp.float32)
+    action = jnp.asarray(rng.integers(0, K, n), jnp.int32)
+    reward = jnp.asarray(rng.uniform(size=n) < 0.4, jnp.float32)
+    keep = rng.uniform(size=n) < 0.5
+    for shared in (False, True):
+        model = make(K, shared=shared)
+        weighted = model.fit(X, action, reward, jnp.asarray(keep, jnp.float32))
+        subset = model.fit(X[keep], action[keep], reward[keep])
+        np.testing.assert_allclose(weighted, subset, rtol=1e-4, atol=1e-5)
+        everything = model.fit(X, action, reward)
+        assert np.abs(np.asarray(everything) - np.asarray(subset)).max() > 1e-3
+
+
 def test_cross_fit_never_scores_an_event_with_a_model_that_saw_it():
     """Changing one event's reward changes the predictions of the other folds'
     events but not its own row."""

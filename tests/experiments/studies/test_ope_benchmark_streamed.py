@@ -128,3 +128,26 @@ def test_ridge_statistics_add_over_parts_and_fit_as_before():
                 rows.T @ np.asarray(reward)[groups == m],
             )
             np.testing.assert_allclose(theta[m], direct, rtol=1e-4, atol=1e-5)
+
+
+def test_the_replicate_program_calls_no_lapack(rec_cell):
+    """The in-memory path's program fits every fold of a group of replicates at
+    once; with 13 replicates `lax.map` runs a group of 10 and a remainder of 3,
+    two independent fits XLA may run at the same time. jaxlib's LAPACK solves
+    block XLA's threads, and two of them deadlocked a 2-thread pool here
+    (docs/ope.md), so the lowered program must hold no LAPACK call."""
+    study, cell, env, params, trained, policy = rec_cell
+    n = study.log_sizes[0]
+    data, order = ope_benchmark.logs_by_replicate(
+        jax.random.key(2), env, params, policy, 13, n, study.streams_per_replicate
+    )
+    program = ope_benchmark._replicate_program(
+        env, cell.reward_model, study.folds, study.seed, n
+    )
+    obs = jax.tree.map(np.asarray, data.observations())
+    probs = np.full((len(data.action), env.num_arms), 1.0 / env.num_arms, np.float32)
+    lowered = program.lower(
+        obs, data.action, data.reward, data.propensity, probs, np.asarray(order)
+    )
+    text = lowered.as_text().lower()
+    assert "lapack" not in text
