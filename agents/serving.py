@@ -21,6 +21,13 @@ The decisions are the agent's own: `act`/`update` use the keys a `Server`
 derives from its key (`split` into the act and update keys, in that order), so a
 run through `Server` is reproducible from its key, and the state after each
 update is the state `agent.update` returns.
+
+Latency: by default JAX hands every CPU computation to a dispatch thread and
+the caller waits for it; for one small decision that hand-over costs more than
+the arithmetic. A serving process should call `synchronous_dispatch()` before
+its first JAX computation (or be started with `BANDITS_SYNC_DISPATCH=1`), so
+that each call runs on the calling thread; the decisions are the same (tested),
+only faster (`tests/benchmarks/test_serving_bench.py` measures both).
 """
 
 from __future__ import annotations
@@ -36,6 +43,19 @@ from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError
 
 _FIELDS = Observation._fields
+
+
+def synchronous_dispatch() -> None:
+    """Runs every later CPU computation of this process on the calling thread,
+    which cuts the fixed cost of each `Server` call (see the module docstring).
+    Call it before the process's first JAX computation; later it raises
+    `BanditConfigError` (JAX creates its CPU client once)."""
+    from bandits import _backend
+
+    try:
+        _backend.synchronous_dispatch()
+    except RuntimeError as error:
+        raise BanditConfigError(str(error)) from None
 
 
 def _as_observation(obs: Any) -> Observation:

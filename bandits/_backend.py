@@ -10,6 +10,11 @@
    every round, and the rolled loop costs more than the arithmetic. JAX chooses the
    rolled form on CPU only to shorten compile times. Set `BANDITS_FAST_PRNG=0` to
    keep JAX's default.
+3. With `BANDITS_SYNC_DISPATCH=1`, CPU computations run on the calling thread
+   instead of being handed to JAX's dispatch thread (`synchronous_dispatch`):
+   for a process that serves one decision at a time (`agents.serving`), where
+   the hand-over costs more than the arithmetic. Off by default: a simulation
+   or an experiment gains from overlapping Python with the computation.
 """
 
 from __future__ import annotations
@@ -59,9 +64,30 @@ def use_straight_line_threefry() -> bool:
     return True
 
 
+def synchronous_dispatch() -> None:
+    """Runs JAX's CPU computations on the calling thread from now on.
+
+    JAX creates its CPU client once, with the setting it has then, so this must
+    come before the process's first computation; afterwards it raises
+    `RuntimeError` rather than silently doing nothing."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        raise RuntimeError(
+            "synchronous dispatch must be chosen before JAX's first computation "
+            "in this process (its CPU client already exists): call "
+            "agents.serving.synchronous_dispatch() first, or start the process "
+            "with BANDITS_SYNC_DISPATCH=1"
+        )
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
 def configure() -> None:
     use_all_cores()
     use_straight_line_threefry()
+    if os.environ.get("BANDITS_SYNC_DISPATCH", "0") == "1":
+        with contextlib.suppress(RuntimeError):  # too late: keep JAX's setting
+            synchronous_dispatch()
 
 
 configure()

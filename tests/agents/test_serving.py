@@ -3,6 +3,11 @@ decisions and states, through `act`/`update` and the fused `step`."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import gymnasium
 import jax
 import jax.numpy as jnp
@@ -116,3 +121,57 @@ def test_a_warm_state_can_be_served():
     server.act(observations(1)[0])
     server.step(0.0, observations(1, seed=3)[0])
     assert jnp.all(jnp.isfinite(state.theta_hat))
+
+
+_SERVE_200 = """
+import json, sys
+import numpy as np
+if sys.argv[1] == "call":
+    from agents.serving import synchronous_dispatch
+    synchronous_dispatch()
+import agents
+from agents.serving import Server
+from bandits.types import Observation
+from jax._src import xla_bridge
+rng = np.random.default_rng(0)
+arms, mask = np.zeros((4, 0), np.float32), np.ones(4, bool)
+server = Server(agents.make(sys.argv[2], num_arms=4, dim=3), key=5)
+action, actions = server.act(Observation(np.ones(3, np.float32), arms, mask)), []
+for _ in range(200):
+    x = rng.normal(size=3).astype(np.float32)
+    action = server.step(float(rng.normal()) + 0.3 * action, Observation(x, arms, mask))
+    actions.append(action)
+print(json.dumps({"asynchronous": xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value,
+                  "actions": actions}))
+"""
+
+
+@pytest.mark.parametrize("name", ["linucb", "lints"])
+def test_synchronous_dispatch_gives_the_same_decisions(name):
+    """A server process in synchronous dispatch (by the call or by
+    `BANDITS_SYNC_DISPATCH=1`) really runs synchronously and decides exactly as
+    one in JAX's default mode: same program, same machine, so the same bits."""
+
+    def serve(mode, sync_env):
+        env = {**os.environ, "BANDITS_SYNC_DISPATCH": sync_env}
+        out = subprocess.run(
+            [sys.executable, "-c", _SERVE_200, mode, name],
+            env=env, capture_output=True, text=True, check=True, timeout=300,
+        )  # fmt: skip
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    default = serve("none", "0")
+    by_call, by_env = serve("call", "0"), serve("none", "1")
+    assert default["asynchronous"] is True
+    assert by_call["asynchronous"] is False and by_env["asynchronous"] is False
+    assert by_call["actions"] == default["actions"] == by_env["actions"]
+    assert len(set(default["actions"])) > 1  # the server really learns and moves
+
+
+def test_synchronous_dispatch_too_late_is_refused():
+    """In this process JAX has computed already: the call must not pretend."""
+    from agents.serving import synchronous_dispatch
+
+    jax.block_until_ready(jnp.ones(2) + 1)
+    with pytest.raises(BanditConfigError, match="before JAX's first computation"):
+        synchronous_dispatch()

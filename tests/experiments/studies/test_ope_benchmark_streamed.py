@@ -136,7 +136,7 @@ def test_the_replicate_program_calls_no_lapack(rec_cell):
     two independent fits XLA may run at the same time. jaxlib's LAPACK solves
     block XLA's threads, and two of them deadlocked a 2-thread pool here
     (docs/ope.md), so the lowered program must hold no LAPACK call."""
-    study, cell, env, params, trained, policy = rec_cell
+    study, cell, env, params, _, policy = rec_cell
     n = study.log_sizes[0]
     data, order = ope_benchmark.logs_by_replicate(
         jax.random.key(2), env, params, policy, 13, n, study.streams_per_replicate
