@@ -77,9 +77,9 @@ their previous visit (the first `REVISITS_AHEAD` of them; the others take one
 small compiled call each); the click is the same float32 comparison of the same
 uniform.
 The vector shell does the same for envs whose state ignores the action, for every
-sub-env at once, when it has no time limit (no autoreset). Otherwise the vector
-shell, slate envs and other envs with action-dependent state step one compiled
-call at a time.
+sub-env at once (with a time limit, blocks end with each episode and the restart
+step is one compiled call). The vector shell of envs with action-dependent state
+and slate envs step one compiled call at a time.
 """
 
 from __future__ import annotations

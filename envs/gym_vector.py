@@ -4,9 +4,11 @@ single shell's key schedule (`envs.gym`), batched with `jax.vmap`.
 
 A vector env reset with seed `s` gives sub-environment i the stream of a single
 env reset with seed `s + i` (Gymnasium's convention for `SyncVectorEnv`). For an
-env whose state ignores the action and without a time limit, every sub-env
-steps from blocks of `envs.gym.BLOCK` rounds computed ahead, as the single shell
-does; otherwise each step is one compiled call for all sub-envs.
+env whose state ignores the action, every sub-env steps from blocks of
+`envs.gym.BLOCK` rounds computed ahead, as the single shell does; otherwise each
+step is one compiled call for all sub-envs. With a time limit the sub-envs share
+one episode clock (they are reset together and truncate together), so a block
+ends where the episode does, and the restart step after it is one compiled call.
 """
 
 from __future__ import annotations
@@ -185,12 +187,11 @@ class BanditVectorEnv(VectorEnv):
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._restart = np.zeros(self.num_envs, dtype=bool)
         self._warned_masked = False
-        # Without a time limit (no autoreset), envs whose state ignores the action
-        # step every sub-env from blocks computed ahead, as the single shell does.
+        # Envs whose state ignores the action step every sub-env from blocks
+        # computed ahead, as the single shell does.
         self._blocks = (
             bool(getattr(self.bandit_env, "actions_leave_state", False))
             and self.slate_size is None
-            and max_episode_steps is None
         )
         self._block: dict[str, Any] | None = None  # (num_envs, BLOCK, ...) obs rows
         self._outs: tuple[np.ndarray, ...] = ()  # reward, expected, optimal, regret
@@ -233,6 +234,8 @@ class BanditVectorEnv(VectorEnv):
         self._check_allowed(actions, restart)
         if self._block is not None:
             return self._step_from_block(actions)
+        # One compiled call: an env without blocks, or the restart step after a
+        # block's episode was truncated (every sub-env restarts together).
         self._streams, self.params, out = _vector_step(
             self._streams,
             self.params,
@@ -258,6 +261,8 @@ class BanditVectorEnv(VectorEnv):
         for name, value in values.items():
             info[name] = value
             info[f"_{name}"] = has_info.copy()
+        if self._blocks:  # the new episodes continue from blocks
+            self._next_block()
         obs = self._observe()
         terminated = np.zeros(self.num_envs, dtype=bool)
         return obs, np.array(out.reward), terminated, truncated, info
@@ -274,13 +279,17 @@ class BanditVectorEnv(VectorEnv):
         return obs
 
     def _next_block(self) -> None:
-        """Computes the next `BLOCK` rounds of every sub-env for every action."""
+        """Computes the next `BLOCK` rounds of every sub-env for every action, or
+        fewer: a block ends with its episode (the time limit)."""
+        size = BLOCK
+        if self.max_episode_steps is not None:
+            size = min(BLOCK, self.max_episode_steps - int(self._elapsed[0]))
         self._streams, block = _vector_block(
             self._streams,
             self.params,
             env=self.bandit_env,
             resample=self.resample_params,
-            size=BLOCK,
+            size=size,
         )
         self._block, self._outs = _unpack_block(block, self.single_observation_space)
         self._row = 0
@@ -303,12 +312,20 @@ class BanditVectorEnv(VectorEnv):
             info[f"_{name}"] = everyone.copy()
         rewards = np.array(reward[sub, row, actions])
         self._elapsed += 1
-        if row + 1 == BLOCK:
+        never = np.zeros(self.num_envs, dtype=bool)
+        truncated = never.copy()
+        if self.max_episode_steps is not None:
+            truncated = self._elapsed >= self.max_episode_steps
+        if truncated.any():
+            # The episode's (and the block's) last round: the observation comes
+            # from the streams after it, and the next step restarts every sub-env.
+            self._block = None
+            self._restart = truncated.copy()
+        elif row + 1 == reward.shape[1]:
             self._next_block()  # from the streams after the block's last round
         else:
             self._row = row + 1
-        never = np.zeros(self.num_envs, dtype=bool)
-        return self._observe(), rewards, never, never.copy(), info
+        return self._observe(), rewards, never, truncated, info
 
     def _check_allowed(self, actions: np.ndarray, restart: np.ndarray) -> None:
         """Refuses (strict) or warns once about masked-out actions; sub-envs that

@@ -132,10 +132,12 @@ def test_gym_linear_vector_step_against_numpy(benchmark, record_ratio):
     """`gymnasium.make_vec("bandits/Linear-v0", num_envs=16)` (vector entry
     point, blocks ahead for every sub-env) against the NumPy env batched over 16
     streams; per-step latency of the whole batch. Also recorded: the same vector
-    env with a time limit too long to reach (`max_episode_steps`), which steps
-    one compiled call per batch, the path without blocks."""
+    env with a time limit of 100 steps (blocks end with each episode, and every
+    101st step is the restart, one compiled call), and the same env forced onto
+    one compiled call per batch, the path of envs whose state depends on the
+    action."""
 
-    def make(**limit):
+    def make(blocks: bool = True, **limit):
         vec = gymnasium.make_vec(
             "bandits/Linear-v0",
             num_envs=NUM_ENVS,
@@ -144,6 +146,7 @@ def test_gym_linear_vector_step_against_numpy(benchmark, record_ratio):
             dim=D,
             **limit,
         )
+        vec.unwrapped._blocks = blocks
         vec.reset(seed=0)
         return vec
 
@@ -155,7 +158,8 @@ def test_gym_linear_vector_step_against_numpy(benchmark, record_ratio):
 
     ours = latencies(batched(vec.step))
     theirs = latencies(batched(NumpyLinearVec().step))
-    one_call = latencies(batched(make(max_episode_steps=10**9).step))
+    time_limit = latencies(batched(make(max_episode_steps=100).step))
+    one_call = latencies(batched(make(blocks=False).step))
     benchmark.pedantic(lambda: vec.step(actions), rounds=200, warmup_rounds=10)
     record_ratio(
         "gym_linear_vector16_step_vs_numpy",
@@ -166,6 +170,8 @@ def test_gym_linear_vector_step_against_numpy(benchmark, record_ratio):
         numpy_mean_us=float(np.mean(theirs)),
         numpy_p50_us=float(np.median(theirs)),
         numpy_p99_us=float(np.percentile(theirs, 99)),
+        time_limit_100_p50_us=float(np.median(time_limit)),
+        time_limit_100_mean_us=float(np.mean(time_limit)),
         one_call_per_step_p50_us=float(np.median(one_call)),
         one_call_per_step_mean_us=float(np.mean(one_call)),
     )

@@ -564,16 +564,25 @@ def test_rec_rounds_ahead_replay_the_step_by_step_stream(env_id, kwargs):
 
 
 @pytest.mark.parametrize(
-    ("reward", "resample_params"),
-    [("gaussian", False), ("bernoulli", False), ("bernoulli", True)],
+    ("reward", "resample_params", "limit"),
+    [
+        ("gaussian", False, None),
+        ("bernoulli", False, None),
+        ("bernoulli", True, None),
+        ("gaussian", False, 300),
+        ("bernoulli", True, 300),
+        ("bernoulli", True, 3),
+    ],
 )
-def test_vector_blocks_replay_the_step_by_step_streams(reward, resample_params):
-    """Without a time limit the vector shell steps envs whose state ignores the
-    action from blocks computed ahead for every sub-env. Across two block
-    boundaries and random actions, against the same vector shell stepping one
-    compiled call at a time: the same masks, optimal arms and Bernoulli rewards,
-    and contexts, expected rewards, regret and Gaussian rewards within 1e-6 (as
-    for the single shell above)."""
+def test_vector_blocks_replay_the_step_by_step_streams(reward, resample_params, limit):
+    """The vector shell steps envs whose state ignores the action from blocks
+    computed ahead for every sub-env. Across two block boundaries and random
+    actions, against the same vector shell stepping one compiled call at a
+    time: the same masks, optimal arms, truncations and Bernoulli rewards, and
+    contexts, expected rewards, regret and Gaussian rewards within 1e-6 (as
+    for the single shell above). With a time limit (`limit`) blocks end with
+    each episode: 300 puts a truncation inside the second block and the restart
+    (new instances when resampling) after it; 3 restarts every fourth step."""
     from envs import gym as shell
 
     steps = 2 * shell.BLOCK + 37
@@ -581,23 +590,36 @@ def test_vector_blocks_replay_the_step_by_step_streams(reward, resample_params):
 
     def play(blocks: bool):
         vec = _make_vec(
-            num_arms=10, dim=6, reward=reward, resample_params=resample_params
+            num_arms=10,
+            dim=6,
+            reward=reward,
+            resample_params=resample_params,
+            max_episode_steps=limit,
         )
         vec._blocks = blocks
         obs, _ = vec.reset(seed=21)
         rows = []
         for action in actions:
             nxt, r, terminated, truncated, info = vec.step(action)
-            assert not terminated.any() and not truncated.any()
+            assert not terminated.any()
             assert r.dtype == np.float32 and r.shape == (NUM_ENVS,)
-            rows.append((obs, r, info))
+            rows.append((obs, r, info, truncated))
             obs = nxt
-        return rows, vec._block is not None
+            used.append(vec._block is not None)
+        return rows, np.mean(used)
 
-    (fast, used_blocks), (slow, unused) = play(True), play(False)
-    assert used_blocks and not unused
+    used: list[bool] = []
+    fast, used_blocks = play(True)
+    used = []
+    slow, unused = play(False)
+    assert used_blocks > 0.5 and unused == 0
+    truncations = [t for *_, t in fast]
+    assert any(t.any() for t in truncations) == (limit is not None)
     close = {"rtol": 1e-6, "atol": 1e-6}
-    for (obs_f, r_f, info_f), (obs_s, r_s, info_s) in zip(fast, slow, strict=True):
+    for (obs_f, r_f, info_f, t_f), (obs_s, r_s, info_s, t_s) in zip(
+        fast, slow, strict=True
+    ):
+        np.testing.assert_array_equal(t_f, t_s)
         np.testing.assert_array_equal(obs_f["mask"], obs_s["mask"])
         for name in ("context", "arms"):
             np.testing.assert_allclose(obs_f[name], obs_s[name], **close)
@@ -616,7 +638,16 @@ def test_vector_blocks_replay_the_step_by_step_streams(reward, resample_params):
             np.testing.assert_allclose(r_f, r_s, **close)
 
 
-def test_vector_env_with_a_time_limit_steps_one_call_at_a_time():
+def test_vector_env_with_a_time_limit_steps_from_blocks():
+    """Blocks end with the episode: a limit of 3 gives 3-round blocks, and the
+    step after a truncation (the restart) is one compiled call."""
     vec = _make_vec(num_arms=5, dim=3, max_episode_steps=3)
     vec.reset(seed=0)
-    assert not vec._blocks and vec._block is None
+    assert vec._blocks and vec._block is not None
+    assert vec._outs[0].shape[1] == 3
+    actions = np.zeros(NUM_ENVS, dtype=np.int64)
+    for _ in range(2):
+        vec.step(actions)
+    assert vec.step(actions)[3].all() and vec._block is None
+    vec.step(actions)  # the restart: a new episode, from a new block
+    assert vec._block is not None and vec._row == 0
