@@ -23,11 +23,12 @@ run through `Server` is reproducible from its key, and the state after each
 update is the state `agent.update` returns.
 
 Latency: by default JAX hands every CPU computation to a dispatch thread and
-the caller waits for it; for one small decision that hand-over costs more than
-the arithmetic. A serving process should call `synchronous_dispatch()` before
+the caller waits for it; for one small decision that hand-over can cost as much
+as the arithmetic. A serving process may call `synchronous_dispatch()` before
 its first JAX computation (or be started with `BANDITS_SYNC_DISPATCH=1`), so
-that each call runs on the calling thread; the decisions are the same (tested),
-only faster (`tests/benchmarks/test_serving_bench.py` measures both).
+that each call runs on the calling thread. The decisions are the same (tested);
+the speed depends on the machine (`tests/benchmarks/test_serving_bench.py`
+measures both modes; README gives the figures), so measure before choosing.
 """
 
 from __future__ import annotations

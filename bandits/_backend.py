@@ -13,8 +13,9 @@
 3. With `BANDITS_SYNC_DISPATCH=1`, CPU computations run on the calling thread
    instead of being handed to JAX's dispatch thread (`synchronous_dispatch`):
    for a process that serves one decision at a time (`agents.serving`), where
-   the hand-over costs more than the arithmetic. Off by default: a simulation
-   or an experiment gains from overlapping Python with the computation.
+   the hand-over can cost as much as the arithmetic. Off by default: a
+   simulation or an experiment gains from overlapping Python with the
+   computation.
 """
 
 from __future__ import annotations
