@@ -598,7 +598,7 @@ def test_vector_blocks_replay_the_step_by_step_streams(reward, resample_params, 
         )
         vec._blocks = blocks
         obs, _ = vec.reset(seed=21)
-        rows = []
+        rows, used = [], []
         for action in actions:
             nxt, r, terminated, truncated, info = vec.step(action)
             assert not terminated.any()
@@ -608,10 +608,7 @@ def test_vector_blocks_replay_the_step_by_step_streams(reward, resample_params, 
             used.append(vec._block is not None)
         return rows, np.mean(used)
 
-    used: list[bool] = []
-    fast, used_blocks = play(True)
-    used = []
-    slow, unused = play(False)
+    (fast, used_blocks), (slow, unused) = play(True), play(False)
     assert used_blocks > 0.5 and unused == 0
     truncations = [t for *_, t in fast]
     assert any(t.any() for t in truncations) == (limit is not None)
