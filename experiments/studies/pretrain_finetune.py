@@ -87,6 +87,7 @@ from experiments.studies.pretrain_finetune_report import (
     paired_band,
     plot_env,
     summary_markdown,
+    write_figures,
 )
 
 CURVE_POINTS = 200
@@ -276,6 +277,15 @@ def platform_config(cell: Cell, specs, env, study: StudyConfig) -> str:
             for k, v in platform_agent(spec, env, study).items()
         ]
     return "\n".join(lines) + "\n"
+
+
+def parameter_count(spec: StudyAgent, env, study: StudyConfig) -> int | None:
+    """The transformer's parameter count (item-id table included); None for
+    the other agents and for checkpoints not pretrained here."""
+    if spec.name != "transformer" or spec.checkpoint is not None:
+        return None
+    _, state = tf.split_model(agent_config(spec, env, study))
+    return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state))
 
 
 def reward_model(spec: StudyAgent, env, agent):
@@ -559,7 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = envs.make_env(cell.env_id, **cell.params)
         held = held_out_by_agent(env, config, specs, holdout, folder)
         mine = result_rows(cell, specs, study, held, folder)
+        counts = {s.label: parameter_count(s, env, study) for s in specs}
         for row in mine:
+            if counts[row["agent"]] is not None:
+                row["parameters"] = counts[row["agent"]]
             if row["agent"] in result.ran:
                 print(
                     f"[{cell.name}] {row['agent']:<44} regret@T "
@@ -572,7 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out / "summary.json", json.dumps(rows, indent=1) + "\n")
     atomic_write_text(out / "summary.md", summary_markdown(rows))
-    print(f"wrote {out / 'summary.md'}")
+    figures = write_figures(rows, out)
+    print(f"wrote {out / 'summary.md'}" + "".join(f", {f}" for f in figures))
     return 0
 
 
