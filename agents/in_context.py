@@ -381,6 +381,7 @@ def in_context(
     mlp_ratio: int | None = None,
     tokens: str | None = None,
     checkpoint: str | None = None,
+    params: Any = None,
 ) -> Agent:
     """In-context policy (Decision-Pretrained Transformer): samples the optimal arm
     from a pretrained model given the history; no gradient step while acting.
@@ -398,6 +399,8 @@ def in_context(
         horizon, width, depth, heads, mlp_ratio, tokens that are given. None: an
         untrained (randomly initialised) model with the given architecture
         (defaults: `ARCHITECTURE_DEFAULTS`).
+      params: pretrained parameters of the given architecture (as loaded by
+        `agents.in_context_pretrain.load_checkpoint`), instead of `checkpoint`.
 
     References:
       Lee et al. (2023), "Supervised pretraining can learn in-context
@@ -418,8 +421,12 @@ def in_context(
         k: ARCHITECTURE_DEFAULTS[k] if v is None else v for k, v in given.items()
     }
     cfg = InContextConfig(num_arms, dim, arm_dim, **chosen)
+    if checkpoint is not None and params is not None:
+        raise BanditConfigError(
+            "give the pretrained model as checkpoint or as params, not both"
+        )
     if checkpoint is None:
-        return policy(cfg)
+        return policy(cfg, params)
     from agents.in_context_pretrain import load_checkpoint
 
     saved, params, _ = load_checkpoint(checkpoint)

@@ -420,7 +420,7 @@ def build(config: ExperimentConfig) -> Experiment:
             kwargs = _agent_kwargs(agent, env, config.env.id, where)
             path = f"agents[{agent.index}]"
             if agent.start is not None:
-                kwargs = start_kwargs(agent.start, kwargs, env, path)
+                kwargs = start_kwargs(agent.start, kwargs, env, path, agent.name)
             spec = AgentSpec.of(
                 agent.name, kwargs, agent.start, (config.env.id, setting.params)
             )

@@ -14,9 +14,11 @@ fields of an `[[agents]]` table.
 * `warm_start`: a logged-data Parquet file (`envs.logged.save`). The agent
   starts every seed from the state it reaches by `update` on the logged events
   in order (`agents.warm_start.warm_start`, key 0); any agent but a slate one.
-* `checkpoint`: a transformer checkpoint (`agents.pretrain.save_checkpoint`);
-  only for `name = "transformer"`, whose shapes and architecture then come from
-  the checkpoint (`hyperparameters` hold the policy options).
+* `checkpoint`: a pretrained model: for `name = "transformer"` a checkpoint of
+  `agents.pretrain.save_checkpoint`, for `name = "in_context"` one of
+  `agents.in_context_pretrain.save_checkpoint`. The agent's shapes and
+  architecture then come from the checkpoint (`hyperparameters` hold the
+  policy options).
 * `feature_map = "context_items"`: a shared-parameter agent built with
   `features = "arms"` that sees each arm as [item features, context x item
   category one-hot] (`agents.features.cross_items_for`; recommendation envs).
@@ -49,7 +51,7 @@ CHECKPOINT = "checkpoint"
 FEATURE_MAP = "feature_map"
 START_KEYS = (WARM_START, CHECKPOINT, FEATURE_MAP)
 FEATURE_MAPS = ("context_items",)
-CHECKPOINT_AGENTS = ("transformer",)
+CHECKPOINT_AGENTS = ("transformer", "in_context")
 """Agents whose factory takes pretrained `params` (and the architecture)."""
 LOGGED_COLUMNS = ("context", "arms", "mask", "action", "reward")
 
@@ -129,8 +131,7 @@ def parse_start(
         )
     if checkpoint is not None and feature_map is not None:
         raise BanditConfigError(
-            f"{where}: a checkpoint fixes the transformer's inputs; it takes no "
-            f"{FEATURE_MAP}"
+            f"{where}: a checkpoint fixes the model's inputs; it takes no {FEATURE_MAP}"
         )
     return AgentStart(
         warm_start=_start_file(f"{where}.{WARM_START}", raw.get(WARM_START), base_dir),
@@ -167,7 +168,7 @@ def _start_file(field: str, value: Any, base_dir: Path) -> StartFile | None:
 
 
 def start_kwargs(
-    start: AgentStart, kwargs: Mapping[str, Any], env: Env, where: str
+    start: AgentStart, kwargs: Mapping[str, Any], env: Env, where: str, name: str
 ) -> dict[str, Any]:
     """The agent's keyword arguments with what its start fixes filled in.
 
@@ -180,9 +181,14 @@ def start_kwargs(
         width = _context_items_width(env, f"{where}.{FEATURE_MAP}")
         out.update(dim=width, features="arms")
     if start.checkpoint is not None:
-        cfg, _ = load_checked_checkpoint(start.checkpoint, f"{where}.{CHECKPOINT}")
-        check_checkpoint_fits(cfg, env, f"{where}.{CHECKPOINT}")
-        fixed = checkpoint_kwargs(cfg)
+        field = f"{where}.{CHECKPOINT}"
+        cfg, _ = load_checked_checkpoint(start.checkpoint, field, name)
+        if name == "in_context":
+            check_in_context_fits(cfg, env, field)
+            fixed = in_context_kwargs(cfg)
+        else:
+            check_checkpoint_fits(cfg, env, field)
+            fixed = checkpoint_kwargs(cfg)
         for key, value in fixed.items():
             given = kwargs.get(key)
             if key not in ("num_arms", "dim") and key in kwargs and given != value:
@@ -231,6 +237,38 @@ def checkpoint_kwargs(cfg: Any) -> dict[str, Any]:
     }
 
 
+def in_context_kwargs(cfg: Any) -> dict[str, Any]:
+    """The in-context factory's shape and architecture arguments of `cfg`."""
+    return {
+        "num_arms": cfg.num_arms,
+        "dim": cfg.context_dim,
+        "arm_dim": cfg.arm_dim,
+        "horizon": cfg.horizon,
+        "width": cfg.width,
+        "depth": cfg.depth,
+        "heads": cfg.heads,
+        "mlp_ratio": cfg.mlp_ratio,
+        "tokens": cfg.tokens,
+    }
+
+
+def check_in_context_fits(cfg: Any, env: Env, field: str) -> None:
+    """Refuses an in-context checkpoint pretrained for other observations."""
+    spec = env.observation_spec()
+    arms = tuple(spec["arms"].shape) if "arms" in spec else ()
+    checks = [
+        ("num_arms", cfg.num_arms, int(env.num_arms)),
+        ("context dim", cfg.context_dim, int(spec["context"].shape[0])),
+        ("arm columns", cfg.arm_dim, arms[-1] if len(arms) == 2 else 0),
+    ]
+    wrong = [f"{k} {a!r} (env: {b!r})" for k, a, b in checks if a != b]
+    if wrong:
+        raise BanditConfigError(
+            f"{field}: the in-context checkpoint was pretrained for other "
+            f"observations than the env's ({type(env).__name__}): {', '.join(wrong)}"
+        )
+
+
 def check_checkpoint_fits(cfg: Any, env: Env, field: str) -> None:
     """Refuses a checkpoint whose input shapes are not the env's observations."""
     spec = env.observation_spec()
@@ -263,12 +301,20 @@ def check_checkpoint_fits(cfg: Any, env: Env, field: str) -> None:
         )
 
 
-def load_checked_checkpoint(file: StartFile, field: str) -> tuple[Any, Any]:
-    """`agents.pretrain.load_checkpoint` of a file whose checksum is unchanged."""
-    from agents.pretrain import load_checkpoint
-
+def load_checked_checkpoint(
+    file: StartFile, field: str, name: str = "transformer"
+) -> tuple[Any, Any]:
+    """(architecture, params) of the checkpoint of agent `name` (a
+    `CHECKPOINT_AGENTS` entry), from a file whose checksum is unchanged."""
     check_unchanged(file, field)
     try:
+        if name == "in_context":
+            from agents.in_context_pretrain import load_checkpoint as load_in_context
+
+            cfg, params, _ = load_in_context(file.path)
+            return cfg, params
+        from agents.pretrain import load_checkpoint
+
         return load_checkpoint(file.path)
     except BanditConfigError as err:
         raise err.at(field) from None
@@ -336,7 +382,7 @@ def build_started(
     start: AgentStart = spec.start
     kwargs = spec.kwargs
     if start.checkpoint is not None:
-        _, params = load_checked_checkpoint(start.checkpoint, CHECKPOINT)
+        _, params = load_checked_checkpoint(start.checkpoint, CHECKPOINT, spec.name)
         agent = factory(**kwargs, params=params)
     else:
         agent = factory(**kwargs)

@@ -14,9 +14,13 @@ evaluation. The study
    (`agents.in_context_pretrain.pretrain`), or reuses `checkpoint.npz` in the
    output folder when its architecture and pretraining settings are the
    config's (a rerun costs no training);
-2. runs the frozen model, then every baseline, through `bandits.run` on
-   `seeds` fresh instances (seeds first_seed.., a key stream pretraining never
-   draws from), T = `evaluation.horizon`;
+2. writes a platform config (`config.toml`: the frozen model as
+   `name = "in_context"` with `checkpoint = "checkpoint.npz"`, and every
+   baseline) and runs it with the experiment platform's runner into
+   `results/` (chunked storage, resume, `report.html`) on `seeds` fresh
+   instances (seeds first_seed.., `resample_params = true`: the instances of
+   `bandits.run` with those seeds, a key stream pretraining never draws from),
+   T = `evaluation.horizon`;
 3. writes `regret.png` (cumulative regret, mean and 95% Student-t band over
    instances; the pretraining loss beside it), `summary.json` and `summary.md`
    (final regret, mean [95% interval], and the pretraining cost: wall time,
@@ -42,14 +46,16 @@ from typing import Any
 
 import numpy as np
 
-import agents
-import bandits
 import envs
 from bandits import metrics
 from bandits.validation import BanditConfigError, positive_int
 from experiments.config import checks
-from experiments.store import storage
+from experiments.config.loader import load_config
+from experiments.config.toml_writer import toml_value
+from experiments.execute.runner import run_experiment
+from experiments.store import manifest, storage
 
+CHECKPOINT_FILE = "checkpoint.npz"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "in_context.toml"
 SECTIONS = ("name", "output", "env", "model", "pretrain", "evaluation", "baselines")
 PRETRAIN_KEYS = ("seed", "steps", "batch_size", "learning_rate")
@@ -145,7 +151,7 @@ def pretrained(study: Mapping[str, Any], env, out: Path):
     )
     training = dict(study["pretrain"])
     settings = {"env": spec["id"], "env_params": spec.get("params", {}), **training}
-    path = out / "checkpoint.npz"
+    path = out / CHECKPOINT_FILE
     if path.is_file():
         saved, params, record = load_checkpoint(path)
         if saved == cfg and record.get("settings") == settings:
@@ -175,33 +181,68 @@ def pretrained(study: Mapping[str, Any], env, out: Path):
     return cfg, result.params, record
 
 
-def evaluate(study, env, cfg, params, seeds: int) -> dict[str, np.ndarray]:
-    """Cumulative regret (S, T) of the in-context policy and every baseline."""
-    from agents.in_context import policy
+DPT_LABEL = "In-context (DPT)"
 
+
+def platform_config(study: Mapping[str, Any], seeds: int) -> str:
+    """The platform config (TOML, written beside `checkpoint.npz`) that runs
+    the frozen in-context model and every baseline on `seeds` fresh instances
+    (seeds first_seed.., `resample_params`), storing every step."""
     evaluation = study["evaluation"]
     horizon = positive_int("evaluation.horizon", evaluation["horizon"])
     first = evaluation["first_seed"]
     seed_list = list(range(first, first + positive_int("evaluation.seeds", seeds)))
-    chosen = {"In-context (DPT)": policy(cfg, params)}
-    spec = env.observation_spec()
+    spec = study["env"]
+    lines = [
+        "# Written by experiments.studies.in_context.",
+        f"name = {toml_value(str(study.get('name', 'in_context')))}",
+        "",
+        "[env]",
+        f"id = {toml_value(spec['id'])}",
+        f"params = {toml_value(dict(spec.get('params', {})))}",
+        "",
+        "[run]",
+        f"horizon = {horizon}",
+        f"seeds = {toml_value(seed_list)}",
+        "resample_params = true",
+        f"curve_points = {horizon}",
+        "prediction_seeds = 0",
+        "",
+        "[[agents]]",
+        'name = "in_context"',
+        f"label = {toml_value(DPT_LABEL)}",
+        f"checkpoint = {toml_value(CHECKPOINT_FILE)}",
+    ]
     for entry in study.get("baselines", []):
-        label = entry.get("label", entry["name"])
-        hyper = entry.get("hyperparameters", {})
-        # features = "arms" (shared theta over arm features) reads obs.arms rows
-        field = "arms" if hyper.get("features") == "arms" else "context"
-        dim = spec[field].shape[-1]
-        chosen[label] = agents.make(
-            entry["name"], num_arms=env.num_arms, dim=dim, **hyper
-        )
+        lines += [
+            "",
+            "[[agents]]",
+            f"name = {toml_value(entry['name'])}",
+            f"label = {toml_value(entry.get('label', entry['name']))}",
+            f"hyperparameters = {toml_value(dict(entry.get('hyperparameters', {})))}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(study, out: Path, seeds: int) -> dict[str, np.ndarray]:
+    """Cumulative regret (S, T) of the in-context policy and every baseline,
+    run by the experiment platform into `out/results` (resumable; a rerun
+    with the same checkpoint and settings computes nothing)."""
+    path = out / "config.toml"
+    storage.atomic_write_text(path, platform_config(study, seeds))
+    config = load_config(path)
+    results = out / "results"
+    run_experiment(
+        config,
+        results,
+        progress=sys.stderr.isatty(),
+        command=f"bandits run {path} --out {results}",
+    )
     curves = {}
-    for label, agent in chosen.items():
-        start = time.perf_counter()
-        run = bandits.run(
-            env, agent, horizon=horizon, seeds=seed_list, resample_params=True
-        )
-        curves[label] = metrics.cumulative_regret(run)
-        print(f"  {label}: {time.perf_counter() - start:.0f} s")
+    for entry in manifest.read(results).agents:
+        stored = storage.read_curves(results / entry.curves)[entry.label]
+        curves[entry.label] = np.asarray(stored.cumulative_regret)
+        print(f"  {entry.label}: {entry.cost.run_time_s or 0.0:.0f} s")
     return curves
 
 
@@ -294,8 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         env, _ = envs.make(spec["id"], **spec.get("params", {}))
         out = Path(args.out or study.get("output", "results/in_context"))
         seeds = args.seeds or study["evaluation"]["seeds"]
-        cfg, params, record = pretrained(study, env, out)
-        curves = evaluate(study, env, cfg, params, seeds)
+        _, _, record = pretrained(study, env, out)
+        curves = evaluate(study, out, seeds)
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
