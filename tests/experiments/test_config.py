@@ -584,6 +584,7 @@ OWN_LAYOUT = {
     "in_context_fixed_arms",
     "in_context_fixed_arms_per_instance",
     "large_models",
+    "large_models_scaling",
 }
 
 

@@ -198,3 +198,21 @@ def test_the_events_option_below_the_instances_is_rejected(tmp_path):
     study = load_study("large_models")
     with pytest.raises(BanditConfigError, match="--events 4 must be at least"):
         select(study, dataclasses.replace(Args(), events=4))
+
+
+def test_model_size_config_pretrains_three_sizes_up_to_about_a_million():
+    """configs/large_models_scaling.toml: one cell of the sequential preset with
+    three transformer sizes (their own checkpoints) beside the warm agents; the
+    parameter counts are those its header states."""
+    from experiments.studies.pretrain_finetune import parameter_count
+
+    study = load_study("large_models_scaling")
+    (cell,) = study_cells(study)
+    env = envs.make_env(cell.env_id, **cell.params)
+    transformers = [s for s in study.agents if s.name == "transformer"]
+    assert len({s.checkpoint_tag for s in transformers}) == 3
+    counts = [parameter_count(s, env, study) for s in transformers]
+    assert counts == [55_996, 211_676, 1_020_668]
+    others = [s for s in study.agents if s.name != "transformer"]
+    assert [parameter_count(s, env, study) for s in others] == [None, None]
+    assert all(s.warm_start for s in others)
