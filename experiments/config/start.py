@@ -237,19 +237,22 @@ def checkpoint_kwargs(cfg: Any) -> dict[str, Any]:
     }
 
 
+IN_CONTEXT_ARCHITECTURE = (
+    "arm_dim",
+    "horizon",
+    "width",
+    "depth",
+    "heads",
+    "mlp_ratio",
+    "tokens",
+)
+"""The in-context factory's arguments that a checkpoint fixes, besides shapes."""
+
+
 def in_context_kwargs(cfg: Any) -> dict[str, Any]:
     """The in-context factory's shape and architecture arguments of `cfg`."""
-    return {
-        "num_arms": cfg.num_arms,
-        "dim": cfg.context_dim,
-        "arm_dim": cfg.arm_dim,
-        "horizon": cfg.horizon,
-        "width": cfg.width,
-        "depth": cfg.depth,
-        "heads": cfg.heads,
-        "mlp_ratio": cfg.mlp_ratio,
-        "tokens": cfg.tokens,
-    }
+    fixed = {k: getattr(cfg, k) for k in IN_CONTEXT_ARCHITECTURE}
+    return {"num_arms": cfg.num_arms, "dim": cfg.context_dim, **fixed}
 
 
 def check_in_context_fits(cfg: Any, env: Env, field: str) -> None:

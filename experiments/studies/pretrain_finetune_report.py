@@ -221,19 +221,7 @@ def plot_scaling(rows: list[dict], path: Path, x: str = "events") -> None:
                 (r for r in mine if r.get("parameters")), key=lambda r: r["parameters"]
             )
             xs = [r["parameters"] for r in sized]
-            f = [r["final_regret"] for r in sized]
-            ax.errorbar(
-                xs,
-                [b["mean"] for b in f],
-                yerr=[
-                    [b["mean"] - b["low"] for b in f],
-                    [b["high"] - b["mean"] for b in f],
-                ],
-                marker="o",
-                capsize=3,
-                color="black",
-                label="transformer",
-            )
+            _regret_bars(ax, xs, sized, "black", "transformer")
             for r in mine:
                 if r.get("parameters") or not xs:
                     continue
@@ -246,19 +234,7 @@ def plot_scaling(rows: list[dict], path: Path, x: str = "events") -> None:
                     (r for r in mine if r["agent"] == agent),
                     key=lambda r: r.get(x) or 0,
                 )
-                f = [r["final_regret"] for r in line]
-                ax.errorbar(
-                    [r.get(x) for r in line],
-                    [b["mean"] for b in f],
-                    yerr=[
-                        [b["mean"] - b["low"] for b in f],
-                        [b["high"] - b["mean"] for b in f],
-                    ],
-                    marker="o",
-                    capsize=3,
-                    color=colour[agent],
-                    label=agent,
-                )
+                _regret_bars(ax, [r.get(x) for r in line], line, colour[agent], agent)
         ax.set_xscale("log")
         ax.set_xlabel("logged events" if x == "events" else "transformer parameters")
         ax.set_ylabel(f"regret at T = {rows[0]['horizon']}")
@@ -268,6 +244,19 @@ def plot_scaling(rows: list[dict], path: Path, x: str = "events") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _regret_bars(ax, xs, rows: list[dict], colour, label: str) -> None:
+    """Regret at T of `rows` at `xs`: means joined, 95% intervals as bars."""
+    bands = [r["final_regret"] for r in rows]
+    means = [b["mean"] for b in bands]
+    spread = [
+        [b["mean"] - b["low"] for b in bands],
+        [b["high"] - b["mean"] for b in bands],
+    ]
+    ax.errorbar(
+        xs, means, yerr=spread, marker="o", capsize=3, color=colour, label=label
+    )
 
 
 def write_figures(rows: list[dict], out: Path) -> list[str]:
