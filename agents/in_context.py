@@ -80,7 +80,11 @@ class InContextConfig:
     Attributes:
       num_arms: K.
       context_dim: d, the width of `obs.context`.
-      arm_dim: p, the width of `obs.arms` rows (0: the env has no arm features).
+      arm_dim: p, the arm features the model reads: the first p columns of
+        `obs.arms` rows (0: none).
+      arm_columns: the width of `obs.arms` rows, when it is more than p (None:
+        p). The recommendation envs end each row with the item's id, which a
+        model must not read as a number: arm_dim = arm_columns - 1 leaves it out.
       horizon: H, events the model reads (the in-context buffer's length).
       width: model width D.
       depth: transformer blocks.
@@ -95,6 +99,7 @@ class InContextConfig:
     num_arms: int
     context_dim: int
     arm_dim: int = 0
+    arm_columns: int | None = None
     horizon: int = 200
     width: int = 32
     depth: int = 3
@@ -106,6 +111,14 @@ class InContextConfig:
         positive_int("num_arms", self.num_arms)
         positive_int("dim", self.context_dim)
         non_negative_int("arm_dim", self.arm_dim)
+        if self.arm_columns is not None:
+            non_negative_int("arm_columns", self.arm_columns)
+            if self.arm_columns < self.arm_dim:
+                raise BanditConfigError.about(
+                    "arm_columns",
+                    f"must be at least arm_dim ({self.arm_dim}), got "
+                    f"{self.arm_columns}",
+                )
         positive_int("horizon", self.horizon)
         for name in ("width", "depth", "heads", "mlp_ratio"):
             positive_int(name, getattr(self, name))
@@ -114,6 +127,11 @@ class InContextConfig:
             raise BanditConfigError.about(
                 "width", f"must be divisible by heads ({self.heads}), got {self.width}"
             )
+
+    @property
+    def arm_width(self) -> int:
+        """Columns of `obs.arms` (the model reads the first `arm_dim`)."""
+        return self.arm_dim if self.arm_columns is None else self.arm_columns
 
     @property
     def token_dim(self) -> int:
@@ -146,7 +164,7 @@ class Events(NamedTuple):
 
     context: jax.Array  # (H, d)
     action: jax.Array  # (H,) int32
-    arm: jax.Array  # (H, p)  features of the chosen arm
+    arm: jax.Array  # (H, arm_width)  the chosen arm's row of obs.arms
     reward: jax.Array  # (H,)
     mask: jax.Array  # (H,) bool
 
@@ -163,7 +181,7 @@ def empty_events(cfg: InContextConfig) -> Events:
     return Events(
         context=jnp.zeros((H, cfg.context_dim), jnp.float32),
         action=jnp.zeros((H,), jnp.int32),
-        arm=jnp.zeros((H, cfg.arm_dim), jnp.float32),
+        arm=jnp.zeros((H, cfg.arm_width), jnp.float32),
         reward=jnp.zeros((H,), jnp.float32),
         mask=jnp.zeros((H,), bool),
     )
@@ -253,7 +271,7 @@ class InContextTransformer(nnx.Module):
         valid = events.mask.astype(jnp.float32)[:, None]
         seen = events.context.astype(jnp.float32)
         chosen = jax.nn.one_hot(events.action, cfg.num_arms)
-        arm = events.arm.astype(jnp.float32)
+        arm = events.arm[:, : cfg.arm_dim].astype(jnp.float32)
         reward = events.reward.astype(jnp.float32)[:, None]
         parts = [seen, chosen, arm, reward]
         if cfg.tokens == "interactions":
@@ -276,7 +294,8 @@ class InContextTransformer(nnx.Module):
         x = self.final_norm(x)
         logits = self.head(x)
         if self.arm_head is not None:
-            logits = logits + self.arm_head(x) @ arms.astype(jnp.float32).T
+            features = arms[:, : self.cfg.arm_dim].astype(jnp.float32)
+            logits = logits + self.arm_head(x) @ features.T
         if self.context_head is not None:
             per_arm = self.context_head(x).reshape(x.shape[0], self.cfg.num_arms, -1)
             logits = logits + per_arm @ context.astype(jnp.float32)
@@ -305,14 +324,14 @@ def _check_obs(cfg: InContextConfig, obs: Observation) -> None:
     """Shape checks against the architecture (static shapes, before compute)."""
     shapes = {
         "context": (obs.context.shape, (cfg.context_dim,)),
-        "arms": (obs.arms.shape, (cfg.num_arms, cfg.arm_dim)),
+        "arms": (obs.arms.shape, (cfg.num_arms, cfg.arm_width)),
         "mask": (obs.mask.shape, (cfg.num_arms,)),
     }
     for name, (got, needed) in shapes.items():
         if tuple(got) != needed:
             raise BanditConfigError(
                 f"obs.{name} has shape {tuple(got)}, the in-context model was "
-                f"built for {needed} (num_arms, dim, arm_dim)"
+                f"built for {needed} (num_arms, dim, arm columns)"
             )
 
 
@@ -355,7 +374,7 @@ def policy(cfg: InContextConfig, params: Any = None, *, name: str = "in_context"
         name=name,
         num_arms=cfg.num_arms,
         context_dim=cfg.context_dim,
-        arm_dim=cfg.arm_dim or None,
+        arm_dim=cfg.arm_width or None,
     )
 
 
@@ -374,6 +393,7 @@ def in_context(
     num_arms: int,
     dim: int,
     arm_dim: int = 0,
+    arm_columns: int | None = None,
     horizon: int | None = None,
     width: int | None = None,
     depth: int | None = None,
@@ -389,7 +409,9 @@ def in_context(
     Args:
       num_arms: K.
       dim: context dimension d.
-      arm_dim: p, columns of `obs.arms` (0: none).
+      arm_dim: p, columns of `obs.arms` the model reads (0: none).
+      arm_columns: the width of `obs.arms` rows, when more than p (None: p);
+        the model reads the first p (`InContextConfig`).
       horizon: H, events held in context (the last H; older ones drop out).
       width, depth, heads, mlp_ratio: the architecture.
       tokens: the model's form, "paper" or "interactions" (`TOKEN_FORMS`).
@@ -420,7 +442,7 @@ def in_context(
     chosen: dict[str, Any] = {
         k: ARCHITECTURE_DEFAULTS[k] if v is None else v for k, v in given.items()
     }
-    cfg = InContextConfig(num_arms, dim, arm_dim, **chosen)
+    cfg = InContextConfig(num_arms, dim, arm_dim, arm_columns, **chosen)
     if checkpoint is not None and params is not None:
         raise BanditConfigError(
             "give the pretrained model as checkpoint or as params, not both"
@@ -433,6 +455,7 @@ def in_context(
     mine, theirs = dataclasses.asdict(cfg), dataclasses.asdict(saved)
     checked = ["num_arms", "context_dim", "arm_dim"]
     checked += [k for k, v in given.items() if v is not None]
+    checked += ["arm_columns"] if arm_columns is not None else []
     diff = [f"{k}: given {mine[k]!r}, checkpoint {theirs[k]!r}" for k in checked]
     diff = [d for k, d in zip(checked, diff, strict=True) if mine[k] != theirs[k]]
     if diff:

@@ -220,14 +220,14 @@ def check_env(env: Any, cfg: InContextConfig) -> None:
     spec = env.observation_spec()
     needed = {
         "context": (cfg.context_dim,),
-        "arms": (cfg.num_arms, cfg.arm_dim),
+        "arms": (cfg.num_arms, cfg.arm_width),
         "mask": (cfg.num_arms,),
     }
     for name, shape in needed.items():
         if tuple(spec[name].shape) != shape:
             raise BanditConfigError(
                 f"the env's {name} has shape {tuple(spec[name].shape)}, the "
-                f"in-context model was built for {shape} (num_arms, dim, arm_dim)"
+                f"in-context model was built for {shape} (num_arms, dim, arm columns)"
             )
 
 

@@ -239,6 +239,7 @@ def checkpoint_kwargs(cfg: Any) -> dict[str, Any]:
 
 IN_CONTEXT_ARCHITECTURE = (
     "arm_dim",
+    "arm_columns",
     "horizon",
     "width",
     "depth",
@@ -262,7 +263,7 @@ def check_in_context_fits(cfg: Any, env: Env, field: str) -> None:
     checks = [
         ("num_arms", cfg.num_arms, int(env.num_arms)),
         ("context dim", cfg.context_dim, int(spec["context"].shape[0])),
-        ("arm columns", cfg.arm_dim, arms[-1] if len(arms) == 2 else 0),
+        ("arm columns", cfg.arm_width, arms[-1] if len(arms) == 2 else 0),
     ]
     wrong = [f"{k} {a!r} (env: {b!r})" for k, a, b in checks if a != b]
     if wrong:

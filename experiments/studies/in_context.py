@@ -61,7 +61,16 @@ SECTIONS = ("name", "output", "env", "model", "pretrain", "evaluation", "baselin
 PRETRAIN_KEYS = ("seed", "steps", "batch_size", "learning_rate")
 EVALUATION_KEYS = ("horizon", "seeds", "first_seed")
 QUICK = {
-    "env": {"params": {"num_arms": 2, "dim": 2}},  # the config's env, made small
+    # the config's env, made small (the parameters it takes of these)
+    "env": {
+        "params": {
+            "num_arms": 2,
+            "dim": 2,
+            "num_items": 100,
+            "num_users": 300,
+            "num_candidates": 4,
+        }
+    },
     "model": {"horizon": 8, "width": 8, "depth": 1, "heads": 1, "mlp_ratio": 2},
     "pretrain": {"steps": 20, "batch_size": 8},
     "evaluation": {"horizon": 8, "seeds": 4},
@@ -117,7 +126,11 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
     if quick:
         for section, values in QUICK.items():
             data[section] = {**data[section], **values}
-        data["env"]["params"] = {**env.get("params", {}), **QUICK["env"]["params"]}
+        accepted = (
+            envs.hyperparameters(env["id"]) if env["id"] in envs.registered() else {}
+        )
+        small = {k: v for k, v in QUICK["env"]["params"].items() if k in accepted}
+        data["env"]["params"] = {**env.get("params", {}), **small}
     return data
 
 
@@ -143,11 +156,15 @@ def pretrained(study: Mapping[str, Any], env, out: Path):
     from agents.in_context_pretrain import load_checkpoint, pretrain, save_checkpoint
 
     spec = study["env"]
+    model = dict(study["model"])
+    columns = env.observation_spec()["arms"].shape[1]
+    arm_dim = model.pop("arm_dim", columns)  # the first arm_dim columns are read
     cfg = InContextConfig(
         num_arms=env.num_arms,
         context_dim=env.observation_spec()["context"].shape[0],
-        arm_dim=env.observation_spec()["arms"].shape[1],
-        **study["model"],
+        arm_dim=arm_dim,
+        arm_columns=None if arm_dim == columns else columns,
+        **model,
     )
     training = dict(study["pretrain"])
     settings = {"env": spec["id"], "env_params": spec.get("params", {}), **training}

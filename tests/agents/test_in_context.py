@@ -166,6 +166,41 @@ def test_append_event_with_arm_features():
     assert isinstance(append_event(state, obs.context, 0, arms[0], 0.0), tuple)
 
 
+@pytest.mark.parametrize("tokens", ["paper", "interactions"])
+def test_columns_past_arm_dim_are_held_but_never_read(tokens):
+    """arm_columns = 3, arm_dim = 2 (a recommendation env's id column): the
+    buffer keeps whole rows, and changing only the last column of the
+    candidates and of the held events leaves the action probabilities bit for
+    bit the same; changing a read column moves them."""
+    cfg = InContextConfig(
+        K, D, arm_dim=2, arm_columns=3, horizon=4, width=8, depth=1, heads=1,
+        tokens=tokens,
+    )  # fmt: skip
+    agent = policy(cfg)
+    arms = jax.random.normal(jax.random.key(3), (K, 3))
+
+    def probs(arms):
+        obs = Observation(jnp.array([0.5, -1.0]), arms, jnp.ones((K,), bool))
+        state = agent.init(jax.random.key(0))
+        for i in range(3):
+            state = agent.update(jax.random.key(i), state, obs, jnp.int32(i % K), i)
+        assert state.events.arm.shape == (4, 3)
+        np.testing.assert_array_equal(state.events.arm[0], arms[0])
+        return np.asarray(agent.action_probs(jax.random.key(9), state, obs))
+
+    base = probs(arms)
+    np.testing.assert_array_equal(probs(arms.at[:, 2].set(1e3)), base)
+    assert not np.array_equal(probs(arms.at[:, 1].add(1.0)), base)
+
+
+def test_arm_columns_below_arm_dim_is_refused_and_old_configs_load():
+    with pytest.raises(BanditConfigError, match="arm_columns must be at least arm_dim"):
+        InContextConfig(K, D, arm_dim=3, arm_columns=2)
+    old = CFG.to_json().replace('"arm_columns": null, ', "")
+    assert "arm_columns" not in old
+    assert InContextConfig.from_json(old) == CFG
+
+
 def test_registered_and_built_by_make():
     agent = agents.make("in_context", num_arms=K, dim=D, horizon=H, width=16)
     assert agent.name == "in_context" and agent.num_arms == K

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import envs
 from experiments.studies import in_context as study
 
@@ -97,3 +99,30 @@ def test_a_rerun_computes_nothing(tmp_path, capsys):
     assert "reusing" in capsys.readouterr().out
     assert sorted((out / "results" / "chunks").rglob("*")) == chunks
     assert [p.stat().st_mtime_ns for p in chunks] == stamps
+
+
+@pytest.mark.slow
+def test_recommendation_config_reads_item_features_not_ids(tmp_path):
+    """configs/in_context_rec.toml on ContextualRec-v0 (--quick: 100 items, 4
+    candidates): the model reads the 13 item features of each candidate and
+    holds the id column without reading it; the baselines run beside it."""
+    from agents.in_context_pretrain import load_checkpoint
+
+    path = study.CONFIG.with_name("in_context_rec.toml")
+    config = study.load_study(path, quick=True)
+    assert config["env"]["params"] == {
+        "num_items": 100,
+        "num_users": 300,
+        "num_candidates": 4,
+    }
+    out = tmp_path / "rec"
+    assert study.main(["--config", str(path), "--quick", "--out", str(out)]) == 0
+    cfg, _, _ = load_checkpoint(out / "checkpoint.npz")
+    assert (cfg.num_arms, cfg.arm_dim, cfg.arm_columns) == (4, 13, 14)
+    summary = json.loads((out / "summary.json").read_text())
+    labels = [row["agent"] for row in summary["rows"]]
+    assert labels == [
+        "In-context (DPT)",
+        "LinUCB, context x item crosses",
+        "Uniform random",
+    ]
