@@ -583,6 +583,7 @@ OWN_LAYOUT = {
     "in_context",
     "in_context_fixed_arms",
     "in_context_fixed_arms_per_instance",
+    "in_context_rec",
     "large_models",
     "large_models_scaling",
 }
