@@ -302,7 +302,9 @@ def table(rows_: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(curves, record, path: Path, title: str) -> Path:
+def plot(curves, record, path: Path, title: str, num_arms: int) -> Path:
+    """The regret curves (mean, 95% band) and the pretraining loss beside
+    ln K, the loss of a uniform guess over the env's `num_arms` arms."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -324,7 +326,7 @@ def plot(curves, record, path: Path, title: str) -> Path:
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
     right.plot(np.arange(len(smooth)) + window, smooth)
     right.axhline(
-        np.log(curves_arms(record)), color="grey", ls="--", label="ln K (uniform)"
+        np.log(num_arms), color="grey", ls="--", label=f"ln K = ln {num_arms} (uniform)"
     )
     right.set_xlabel("Adam step")
     right.set_ylabel(f"pretraining loss (moving mean of {window})")
@@ -336,10 +338,6 @@ def plot(curves, record, path: Path, title: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def curves_arms(record: Mapping[str, Any]) -> int:
-    return int(record["settings"]["env_params"].get("num_arms", 10))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -365,9 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     storage.atomic_write_text(out / "summary.md", text)
     title = f"{spec['id']} {spec.get('params', {})}, new instances"
-    figure = plot(curves, record, out / "regret.png", title)
+    figure = plot(curves, record, out / "regret.png", title, env.num_arms)
     if args.figure:
-        plot(curves, record, Path(args.figure), title)
+        plot(curves, record, Path(args.figure), title, env.num_arms)
     print(text)
     print(f"wrote {figure}, {out / 'summary.json'}, {out / 'summary.md'}")
     return 0
