@@ -586,6 +586,7 @@ OWN_LAYOUT = {
     "in_context_rec",
     "large_models",
     "large_models_scaling",
+    "large_models_cold",
 }
 
 

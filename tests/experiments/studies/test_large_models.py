@@ -216,3 +216,22 @@ def test_model_size_config_pretrains_three_sizes_up_to_about_a_million():
     others = [s for s in study.agents if s.name != "transformer"]
     assert [parameter_count(s, env, study) for s in others] == [None, None]
     assert all(s.warm_start for s in others)
+
+
+def test_cold_baselines_config_runs_on_the_cells_of_the_study():
+    """configs/large_models_cold.toml: the same grid, run and logs settings as
+    large_models.toml at 10,000 events, so its seeds draw the same held-out
+    instances; its agents start from nothing."""
+    cold, study = load_study("large_models_cold"), load_study("large_models")
+    assert (cold.horizon, cold.seeds, cold.run_instances) == (
+        study.horizon,
+        study.seeds,
+        study.run_instances,
+    )
+    assert cold.grids == study.grids
+    assert {k: v for k, v in cold.logs.items() if k != "events"} == {
+        k: v for k, v in study.logs.items() if k != "events"
+    }
+    cells = [c.name for c in study_cells(cold)]
+    assert cells == [c.name for c in study_cells(study) if c.events == 10_000]
+    assert all(not s.warm_start and not s.pretrained for s in cold.agents)
