@@ -26,6 +26,9 @@ evaluation. The study
    (final regret, mean [95% interval], and the pretraining cost: wall time,
    machine, tasks, steps).
 
+The platform refuses to mix results of another selection of baselines or
+settings into `<out>/results`; `--overwrite` replaces them.
+
 `--quick` shrinks everything (the config's env with 2 arms and d = 2, H = 8,
 20 steps, 4 seeds) to check the command end to end.
 """
@@ -89,6 +92,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the model's form, replacing model.tokens (agents.in_context)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace platform results of other agents or settings in <out>/results",
+    )
     return parser.parse_args(argv)
 
 
@@ -241,7 +249,9 @@ def platform_config(study: Mapping[str, Any], seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(study, out: Path, seeds: int) -> dict[str, np.ndarray]:
+def evaluate(
+    study, out: Path, seeds: int, overwrite: bool = False
+) -> dict[str, np.ndarray]:
     """Cumulative regret (S, T) of the in-context policy and every baseline,
     run by the experiment platform into `out/results` (resumable; a rerun
     with the same checkpoint and settings computes nothing)."""
@@ -252,6 +262,7 @@ def evaluate(study, out: Path, seeds: int) -> dict[str, np.ndarray]:
     run_experiment(
         config,
         results,
+        overwrite=overwrite,
         progress=sys.stderr.isatty(),
         command=f"bandits run {path} --out {results}",
     )
@@ -351,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args.out or study.get("output", "results/in_context"))
         seeds = args.seeds or study["evaluation"]["seeds"]
         _, _, record = pretrained(study, env, out)
-        curves = evaluate(study, out, seeds)
+        curves = evaluate(study, out, seeds, overwrite=args.overwrite)
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -99,6 +99,14 @@ def test_a_rerun_computes_nothing(tmp_path, capsys):
     assert "reusing" in capsys.readouterr().out
     assert sorted((out / "results" / "chunks").rglob("*")) == chunks
     assert [p.stat().st_mtime_ns for p in chunks] == stamps
+    # Another baseline setting is another platform config: refused, then
+    # replaced with --overwrite.
+    other = tmp_path / "other.toml"
+    other.write_text(study.CONFIG.read_text().replace("alpha = 1.0", "alpha = 2.0"))
+    args = ["--config", str(other), "--quick", "--out", str(out)]
+    assert study.main(args) == 2
+    assert "holds results of a different config" in capsys.readouterr().err
+    assert study.main([*args, "--overwrite"]) == 0
 
 
 @pytest.mark.slow
