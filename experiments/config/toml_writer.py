@@ -8,7 +8,7 @@ they parse back to the same float.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bandits.validation import BanditConfigError
@@ -28,6 +28,34 @@ def toml_value(value: Any) -> str:
         items = (f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items())
         return "{ " + ", ".join(items) + " }" if value else "{}"
     raise BanditConfigError(f"cannot write {value!r} ({type(value).__name__}) as TOML")
+
+
+def experiment_toml(
+    comment: str,
+    name: str,
+    env_id: str,
+    env_params: Mapping[str, Any],
+    run: Mapping[str, Any],
+    agents: Sequence[Mapping[str, Any]],
+) -> str:
+    """A platform config (the layout `experiments.config.loader` reads) as TOML
+    text: a `# comment` line, `name`, `[env]`, `[run]` and one `[[agents]]`
+    table per entry of `agents`, keys in the order given."""
+    lines = [
+        f"# {comment}",
+        f"name = {toml_value(name)}",
+        "",
+        "[env]",
+        f"id = {toml_value(env_id)}",
+        f"params = {toml_value(dict(env_params))}",
+        "",
+        "[run]",
+        *(f"{toml_key(k)} = {toml_value(v)}" for k, v in run.items()),
+    ]
+    for agent in agents:
+        lines += ["", "[[agents]]"]
+        lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in agent.items()]
+    return "\n".join(lines) + "\n"
 
 
 def toml_key(key: str) -> str:

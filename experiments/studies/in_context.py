@@ -54,7 +54,7 @@ from bandits import metrics
 from bandits.validation import BanditConfigError, positive_int
 from experiments.config import checks
 from experiments.config.loader import load_config
-from experiments.config.toml_writer import toml_value
+from experiments.config.toml_writer import experiment_toml
 from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
 
@@ -218,35 +218,30 @@ def platform_config(study: Mapping[str, Any], seeds: int) -> str:
     first = evaluation["first_seed"]
     seed_list = list(range(first, first + positive_int("evaluation.seeds", seeds)))
     spec = study["env"]
-    lines = [
-        "# Written by experiments.studies.in_context.",
-        f"name = {toml_value(str(study.get('name', 'in_context')))}",
-        "",
-        "[env]",
-        f"id = {toml_value(spec['id'])}",
-        f"params = {toml_value(dict(spec.get('params', {})))}",
-        "",
-        "[run]",
-        f"horizon = {horizon}",
-        f"seeds = {toml_value(seed_list)}",
-        "resample_params = true",
-        f"curve_points = {horizon}",
-        "prediction_seeds = 0",
-        "",
-        "[[agents]]",
-        'name = "in_context"',
-        f"label = {toml_value(DPT_LABEL)}",
-        f"checkpoint = {toml_value(CHECKPOINT_FILE)}",
+    run = {
+        "horizon": horizon,
+        "seeds": seed_list,
+        "resample_params": True,
+        "curve_points": horizon,
+        "prediction_seeds": 0,
+    }
+    agents = [{"name": "in_context", "label": DPT_LABEL, "checkpoint": CHECKPOINT_FILE}]
+    agents += [
+        {
+            "name": entry["name"],
+            "label": entry.get("label", entry["name"]),
+            "hyperparameters": dict(entry.get("hyperparameters", {})),
+        }
+        for entry in study.get("baselines", [])
     ]
-    for entry in study.get("baselines", []):
-        lines += [
-            "",
-            "[[agents]]",
-            f"name = {toml_value(entry['name'])}",
-            f"label = {toml_value(entry.get('label', entry['name']))}",
-            f"hyperparameters = {toml_value(dict(entry.get('hyperparameters', {})))}",
-        ]
-    return "\n".join(lines) + "\n"
+    return experiment_toml(
+        "Written by experiments.studies.in_context.",
+        str(study.get("name", "in_context")),
+        spec["id"],
+        spec.get("params", {}),
+        run,
+        agents,
+    )
 
 
 def evaluate(

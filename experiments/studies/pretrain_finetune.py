@@ -63,7 +63,7 @@ from bandits.validation import BanditConfigError
 from envs import logged
 from experiments.config.loader import build, build_agent, load_config
 from experiments.config.start import checkpoint_kwargs
-from experiments.config.toml_writer import toml_key, toml_value
+from experiments.config.toml_writer import experiment_toml
 from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
 from experiments.store.storage import atomic_write_text
@@ -259,24 +259,14 @@ def platform_config(cell: Cell, specs, env, study: StudyConfig) -> str:
     }
     if study.run_instances == "held_out":
         run["resample_params"] = True
-    lines = [
-        f"# Written by experiments.studies.pretrain_finetune for {cell.name}.",
-        f"name = {toml_value(f'pretrain_finetune {cell.name}')}",
-        "",
-        "[env]",
-        f"id = {toml_value(cell.env_id)}",
-        f"params = {toml_value(dict(cell.params))}",
-        "",
-        "[run]",
-        *(f"{k} = {toml_value(v)}" for k, v in run.items()),
-    ]
-    for spec in specs:
-        lines += ["", "[[agents]]"]
-        lines += [
-            f"{toml_key(k)} = {toml_value(v)}"
-            for k, v in platform_agent(spec, env, study).items()
-        ]
-    return "\n".join(lines) + "\n"
+    return experiment_toml(
+        f"Written by experiments.studies.pretrain_finetune for {cell.name}.",
+        f"pretrain_finetune {cell.name}",
+        cell.env_id,
+        cell.params,
+        run,
+        [platform_agent(spec, env, study) for spec in specs],
+    )
 
 
 def parameter_count(spec: StudyAgent, env, study: StudyConfig) -> int | None:

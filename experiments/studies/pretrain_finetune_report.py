@@ -351,9 +351,9 @@ def grid_table(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        setting = ", ".join(f"{k} = {v}" for k, v in r.get("setting", {}).items())
         lines.append(
-            f"| {r['env']} | {setting} | {r.get('events', '')} | {r['agent']} | "
+            f"| {r['env']} | {_setting_text(r)} | {r.get('events', '')} | "
+            f"{r['agent']} | "
             f"{band_text(r['final_regret'])} | {band_text(r['early_regret'])} | "
             f"{_diff(r)} | {_diff(r, 'diff_early')} |"
         )

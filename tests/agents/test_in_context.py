@@ -171,7 +171,9 @@ def test_columns_past_arm_dim_are_held_but_never_read(tokens):
     """arm_columns = 3, arm_dim = 2 (a recommendation env's id column): the
     buffer keeps whole rows, and changing only the last column of the
     candidates and of the held events leaves the action probabilities bit for
-    bit the same; changing a read column moves them."""
+    bit the same (the column is sliced off before any arithmetic, so the same
+    program sees the same numbers on any CPU); changing a read column moves
+    them."""
     cfg = InContextConfig(
         K, D, arm_dim=2, arm_columns=3, horizon=4, width=8, depth=1, heads=1,
         tokens=tokens,

@@ -35,6 +35,9 @@ def _config(tmp_path, agent: str) -> str:
 
 
 def test_the_architecture_comes_from_the_checkpoint(tmp_path):
+    """The platform's agent and the policy built from the same checkpoint run
+    as the same program (same architecture, parameters, seeds and batch) on the
+    same machine, so actions and rewards agree bit for bit."""
     cfg, params = _checkpoint(tmp_path / "ic.npz")
     config = load_config(
         _config(tmp_path, 'name = "in_context"\ncheckpoint = "ic.npz"')
