@@ -77,6 +77,12 @@ def _as_observation(obs: Any) -> Observation:
     )
 
 
+def _host_int(value: jax.Array) -> int:
+    """A scalar result as a Python int. Through NumPy: `int()` of a JAX array
+    takes a slower path (measured about 10 us more per call)."""
+    return int(np.asarray(value))
+
+
 def _own_buffers(tree: Any) -> Any:
     """A copy whose leaves share no buffer (required to donate them)."""
     return jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), tree)
@@ -94,20 +100,27 @@ class Server:
             )
         self.agent = agent
         key = jax.random.key(key) if isinstance(key, int | np.integer) else key
+        if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.wrap_key_data(key)  # a raw uint32 PRNGKey
         key_init, key = jax.random.split(key)
         if state is None:
             state = jax.jit(agent.init)(key_init)
         self._state = _own_buffers(state)
-        self._key = key
+        # The key crosses each call as its raw uint32 words: a typed key array
+        # costs the call more (measured about 5 us per call).
+        impl = jax.random.key_impl(key)
+        self._key = jax.random.key_data(key)
         self._last: tuple[Observation, Any] | None = None
 
         def act(state, key, obs):
-            key, key_act = jax.random.split(key)
-            return jnp.asarray(agent.act(key_act, state, obs), jnp.int32), key
+            key, key_act = jax.random.split(jax.random.wrap_key_data(key, impl=impl))
+            action = jnp.asarray(agent.act(key_act, state, obs), jnp.int32)
+            return action, jax.random.key_data(key)
 
         def update(state, key, obs, action, reward):
-            key, key_update = jax.random.split(key)
-            return agent.update(key_update, state, obs, action, reward), key
+            key, key_update = jax.random.split(jax.random.wrap_key_data(key, impl=impl))
+            state = agent.update(key_update, state, obs, action, reward)
+            return state, jax.random.key_data(key)
 
         def step(state, key, obs, action, reward, next_obs):
             state, key = update(state, key, obs, action, reward)
@@ -127,7 +140,7 @@ class Server:
         """The agent's action for `obs`; remembered for `step`."""
         obs = _as_observation(obs)
         action, self._key = self._act(self._state, self._key, obs)
-        action = int(action)
+        action = _host_int(action)
         self._last = (obs, action)
         return action
 
@@ -153,6 +166,6 @@ class Server:
             self._state, self._key, obs, np.int32(action), np.float32(reward),
             next_obs,
         )  # fmt: skip
-        chosen = int(chosen)
+        chosen = _host_int(chosen)
         self._last = (next_obs, chosen)
         return chosen

@@ -72,6 +72,22 @@ def test_step_gives_the_agents_own_decisions_and_state(name):
         )
 
 
+def test_int_typed_and_raw_keys_give_the_same_decisions():
+    """The server carries its key as raw words between calls; an int seed, a
+    typed key and a raw `PRNGKey` of the same seed decide alike, with the
+    decisions `reference` makes from the typed key."""
+    agent = agents.make("lints", num_arms=K, dim=D)
+    events = observations(12, seed=4)
+    rewards = [float(r) for r in np.random.default_rng(2).normal(size=12)]
+    want, _ = reference(agent, jax.random.key(7), events, rewards)
+    for key in (7, jax.random.key(7), jax.random.PRNGKey(7)):
+        server = Server(agent, key=key)
+        got = [server.act(events[0])]
+        for obs, reward in zip(events[1:], rewards[:-1], strict=True):
+            got.append(server.step(reward, obs))
+        assert got == want, type(key)
+
+
 def test_act_and_update_match_step():
     agent = agents.linucb(num_arms=K, dim=D)
     events = observations(10, seed=2)
