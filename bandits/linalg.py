@@ -16,7 +16,10 @@ docs/numerics.md:
   that tolerates numerically dependent columns, then a triangular inverse),
   which removes any drift;
 * `spd_solve`: A^{-1} b from that factor, for the offline fits (reward models
-  of off-policy evaluation), so no compiled program calls LAPACK.
+  of off-policy evaluation), so no compiled program calls LAPACK;
+* `psd_solve`: a solution of A x = b for a singular positive semi-definite A
+  (the slate pseudo-inverse estimator's Gram matrices), in place of a LAPACK
+  eigendecomposition.
 
 Everything is written in plain array operations under `fori_loop`, so it jits,
 vmaps and runs under `lax.cond` without a LAPACK custom call.
@@ -175,3 +178,51 @@ def spd_solve(A: ArrayLike, b: ArrayLike) -> jax.Array:
     """
     R = inverse_factor(A)
     return R.T @ (R @ jnp.asarray(b, R.dtype))
+
+
+def psd_solve(A: ArrayLike, b: ArrayLike, rtol: float | None = None) -> jax.Array:
+    """A solution x of A x = b for a symmetric positive semi-definite, possibly
+    singular, A (d, d) and b (d,) in the range of A.
+
+    A Cholesky factor that skips dependent columns: a column whose Schur
+    complement is at most `rtol * max_j A_jj` (default d eps) is, to the
+    precision A is stored in, a combination of the earlier ones; it is left out
+    and its unknown set to 0. The rest is the factor of a full-rank principal
+    block, solved by forward and back substitution. For b in the range of A
+    this is an exact solution, so for every y in the range of A,
+    y^T x = y^T A^+ b: the value the Moore-Penrose pseudo-inverse gives, without
+    an eigendecomposition (no LAPACK call, see `spd_solve`). Unlike
+    `cholesky_lower`, which clamps a dependent pivot (A there is a ridge
+    matrix, lambda I or more), a zero row or column (an item never shown) is
+    fine.
+    """
+    A = jnp.asarray(A)
+    A = 0.5 * (A + A.T)
+    b = jnp.asarray(b, A.dtype)
+    d = A.shape[0]
+    rows = jnp.arange(d)
+    if rtol is None:
+        rtol = d * float(jnp.finfo(A.dtype).eps)
+    floor = rtol * jnp.max(jnp.diagonal(A))
+
+    def column(j, L):
+        s = A[:, j] - L @ L[j]
+        keep = s[j] > floor
+        pivot = jnp.sqrt(jnp.where(keep, s[j], 1.0))
+        entries = jnp.where((rows >= j) & keep, s / pivot, 0.0)
+        return L.at[:, j].set(entries.at[j].set(jnp.where(keep, pivot, 0.0)))
+
+    L = jax.lax.fori_loop(0, d, column, jnp.zeros_like(A))
+    diagonal = jnp.diagonal(L)
+    kept = diagonal > 0
+    safe = jnp.where(kept, diagonal, 1.0)
+
+    def forward(i, y):  # L y = b; entries of y at and after i are still 0
+        return y.at[i].set(jnp.where(kept[i], (b[i] - L[i] @ y) / safe[i], 0.0))
+
+    def backward(step, x):  # L^T x = y; entries of x at and before i are still 0
+        i = d - 1 - step
+        return x.at[i].set(jnp.where(kept[i], (y[i] - L[:, i] @ x) / safe[i], 0.0))
+
+    y = jax.lax.fori_loop(0, d, forward, jnp.zeros_like(b))
+    return jax.lax.fori_loop(0, d, backward, jnp.zeros_like(b))

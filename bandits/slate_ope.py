@@ -66,6 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bandits.linalg import psd_solve
 from bandits.ope import (
     Estimate,
     _concrete,
@@ -192,7 +193,11 @@ def pseudo_inverse_weights(slate, gram, target) -> jax.Array:
     n, num_positions, num_items = target.shape
     q = target.reshape(n, num_positions * num_items)
     flat = jnp.arange(num_positions) * num_items + slate.astype(jnp.int32)
-    u = jnp.einsum("ni,nij->nj", q, jnp.linalg.pinv(gram, hermitian=True))
+    # u_i = Gamma_i^+ q_i, as any solution of Gamma_i u = q_i: q_i and the
+    # logged 1_{s_i} lie in the range of Gamma_i (the target shows only slates
+    # the logger can show), and on that range every solution gives the same
+    # q^T Gamma^+ 1_s (`bandits.linalg.psd_solve`; no LAPACK eigendecomposition).
+    u = jax.vmap(psd_solve)(gram, q.astype(gram.dtype))
     return jnp.sum(jnp.take_along_axis(u, flat, axis=1), axis=1)
 
 

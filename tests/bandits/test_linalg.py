@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -225,5 +226,69 @@ def test_spd_solve_calls_no_lapack():
     b = np.ones((3, 4), np.float32)
     ours = jax.jit(jax.vmap(linalg.spd_solve, in_axes=(None, 0))).lower(A, b)
     theirs = jax.jit(jax.vmap(jnp.linalg.solve, in_axes=(None, 0))).lower(A, b)
+    assert "lapack" not in ours.as_text().lower()
+    assert "lapack" in theirs.as_text().lower()
+
+
+@st.composite
+def singular_psd(draw):
+    """(A, b, Y): A (d, d) PSD of rank r <= d with non-zero eigenvalues in
+    [1, 10] (so the pseudo-inverse is well conditioned on its range), possibly
+    with a zero row and column (an item never shown) inserted; b = A z in its
+    range; the columns of Y (d, 3) in its range too."""
+    d = draw(st.integers(1, 7))
+    rank = draw(st.integers(1, d))
+    unit = st.floats(-1.0, 1.0, allow_nan=False, allow_infinity=False)
+    M = draw(hnp.arrays(np.float64, (d, d), elements=unit)) + 3.0 * np.eye(d)
+    Q = np.linalg.qr(M)[0][:, :rank]
+    eigenvalues = draw(hnp.arrays(np.float64, (rank,), elements=st.floats(1, 10)))
+    A = (Q * eigenvalues) @ Q.T
+    if draw(st.booleans()):
+        at = draw(st.integers(0, d))
+        A = np.insert(np.insert(A, at, 0.0, axis=0), at, 0.0, axis=1)
+    z = draw(hnp.arrays(np.float64, (A.shape[0], 4), elements=unit))
+    return A, A @ z[:, 0], A @ z[:, 1:]
+
+
+def _check_psd_solve(A, b, Y, dtype):
+    with jax.enable_x64(dtype == np.float64):
+        x = np.asarray(jax.jit(linalg.psd_solve)(A.astype(dtype), b.astype(dtype)))
+    assert np.all(np.isfinite(x))
+    # Any solution of A x = b gives the pseudo-inverse's value on the range.
+    x64 = x.astype(np.float64)
+    _assert_close((Y.T @ x64).astype(dtype), Y.T @ np.linalg.pinv(A) @ b, dtype)
+    _assert_close((A @ x64).astype(dtype), b, dtype)
+
+
+@PROPERTY_SETTINGS
+@given(singular_psd())
+def test_psd_solve_gives_the_pseudo_inverse_on_the_range(case):
+    A, b, Y = case
+    _check_psd_solve(A, b, Y, np.float64)
+    _check_psd_solve(A, b, Y, np.float32)
+
+
+def test_psd_solve_golden_singular():
+    """A = [[1, 1, 0], [1, 1, 0], [0, 0, 0]]: column 2 repeats column 1 and
+    column 3 is empty; the second and third unknowns are set to 0, so
+    A x = (2, 2, 0) gives x = (2, 0, 0), and y^T x = y^T A^+ b = 2 y_1 + ... for
+    y = (1, 1, 0): 2, as (1, 1, 0) A^+ (2, 2, 0) = 2."""
+    A = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    x = np.asarray(linalg.psd_solve(A, np.array([2.0, 2.0, 0.0], np.float32)))
+    np.testing.assert_allclose(x, [2.0, 0.0, 0.0], atol=1e-6)
+    assert float(np.array([1.0, 1.0, 0.0]) @ x) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_psd_solve_calls_no_lapack():
+    """As `spd_solve`: `jnp.linalg.pinv` lowers to a LAPACK eigendecomposition
+    (or SVD), so the check can fail."""
+    A = np.eye(4, dtype=np.float32)
+    b = np.ones((3, 4), np.float32)
+    ours = jax.jit(jax.vmap(linalg.psd_solve, in_axes=(None, 0))).lower(A, b)
+
+    def pinv_solve(A, b):
+        return jnp.linalg.pinv(A, hermitian=True) @ b
+
+    theirs = jax.jit(jax.vmap(pinv_solve, in_axes=(None, 0))).lower(A, b)
     assert "lapack" not in ours.as_text().lower()
     assert "lapack" in theirs.as_text().lower()
