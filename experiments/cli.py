@@ -31,6 +31,19 @@ EXIT_CONFIG_ERROR = 2
 EXIT_RUN_ERROR = 1
 
 
+def entry() -> int:
+    """The `bandits` console script: `main`, then the local worker processes
+    end at once (idle by then, they hold nothing unstored; their orderly exit,
+    JAX's teardown in each, would add half a second to every command). Code
+    that calls `main` itself keeps its warm workers for the next run."""
+    try:
+        return main()
+    finally:
+        executors = sys.modules.get("experiments.execute.executors")
+        if executors is not None:
+            executors.stop_workers()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bandits` console script; returns the exit status."""
     parser = _parser()
@@ -204,23 +217,27 @@ def _add_bench_and_list(sub) -> None:
 def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from experiments.config.loader import load_config
     from experiments.execute import compile_cache
     from experiments.execute.executors import make_executor
-    from experiments.execute.runner import SeriesFailedError, run_experiment
 
     # Before anything compiles: JAX sets its cache up at the first compilation.
     compile_cache.enable(disabled=args.no_compile_cache)
-    config = load_config(args.config)
-    if args.chunk_size is not None:
-        if args.chunk_size < 1:
-            raise BanditConfigError(f"--chunk-size must be >= 1, got {args.chunk_size}")
-        run = dataclasses.replace(config.run, chunk_size=args.chunk_size)
-        config = dataclasses.replace(config, run=run)
     executor = make_executor(
         args.executor, args.scheduler, args.workers, args.connect_timeout
     )
+    _start_workers_early(args, executor)
+    from experiments.config.loader import load_config
+    from experiments.execute.runner import SeriesFailedError, run_experiment
+
     try:
+        config = load_config(args.config)
+        if args.chunk_size is not None:
+            if args.chunk_size < 1:
+                raise BanditConfigError(
+                    f"--chunk-size must be >= 1, got {args.chunk_size}"
+                )
+            run = dataclasses.replace(config.run, chunk_size=args.chunk_size)
+            config = dataclasses.replace(config, run=run)
         result = run_experiment(
             config,
             args.out,
@@ -238,6 +255,28 @@ def _run(args: argparse.Namespace) -> int:
             close()
     _print_result(result)
     return 0
+
+
+def _start_workers_early(args: argparse.Namespace, executor: Any) -> None:
+    """Starts the local workers now, so that they import while this process
+    checks the config, when the run goes into a new folder. A missing or
+    malformed file is refused first. An existing folder may hold every result
+    already (a rerun then only re-renders the report): its workers start when
+    there is work for them."""
+    from experiments.config.sources import output_folder, parse_toml, read_source
+    from experiments.execute.executors import LocalExecutor, prestart
+
+    text, origin, stem = read_source(args.config)
+    data = parse_toml(text, origin)
+    run_table = data.get("run") if isinstance(data.get("run"), dict) else {}
+    output, name = run_table.get("output"), data.get("name", stem)
+    if (
+        isinstance(executor, LocalExecutor)
+        and isinstance(name, str)
+        and isinstance(output, str | None)
+        and not output_folder(args.out, output, name).exists()
+    ):
+        prestart(executor.workers)
 
 
 def _print_result(result) -> None:

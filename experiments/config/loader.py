@@ -41,10 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.resources
 import itertools
 import json
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -72,6 +70,12 @@ from experiments.config.schema import (
 )
 from experiments.config.schema import frozen as _frozen
 from experiments.config.schema import frozen_value as _frozen_value
+from experiments.config.sources import (
+    packaged_config_text,
+    packaged_configs,
+    parse_toml,
+    read_source,
+)
 from experiments.config.start import (
     START_KEYS,
     build_started,
@@ -106,7 +110,6 @@ TOP_KEYS = ("name", "env", "run", "agents")
 ENV_KEYS = ("id", "params", "grid", "settings")
 AGENT_KEYS = ("name", "label", "hyperparameters", "grid", *START_KEYS)
 FROM_ENV = ("num_arms", "dim")
-PACKAGED_CONFIGS = "configs"
 
 # ---------------------------------------------------------------------------
 # Loading
@@ -127,11 +130,8 @@ def load_config(
     Returns:
       The validated `ExperimentConfig` (every env and agent was built once).
     """
-    text, origin, stem = _read_source(source)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise BanditConfigError(f"{origin} is not valid TOML: {err}") from None
+    text, origin, stem = read_source(source)
+    data = parse_toml(text, origin)
     if overrides:
         data = _merged(data, overrides)
     base_dir = Path(source).resolve().parent if Path(source).is_file() else Path.cwd()
@@ -155,44 +155,6 @@ def _merged(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
         else:
             out[key] = value
     return out
-
-
-def packaged_configs() -> list[str]:
-    """Names of the configs shipped inside the `experiments` package."""
-    folder = importlib.resources.files("experiments").joinpath(PACKAGED_CONFIGS)
-    return sorted(
-        entry.name.removesuffix(".toml")
-        for entry in folder.iterdir()
-        if entry.name.endswith(".toml")
-    )
-
-
-def packaged_config_text(name: str) -> str:
-    """The TOML text of a packaged config, e.g. `packaged_config_text("quickstart")`."""
-    name = name.removesuffix(".toml")
-    if name not in packaged_configs():
-        raise BanditConfigError(
-            f"no packaged config {name!r}; available: {', '.join(packaged_configs())}"
-        )
-    folder = importlib.resources.files("experiments").joinpath(PACKAGED_CONFIGS)
-    return folder.joinpath(f"{name}.toml").read_text(encoding="utf-8")
-
-
-def _read_source(source: str | Path) -> tuple[str, str, str]:
-    """(text, description of origin, default experiment name)."""
-    path = Path(source)
-    if path.is_file():
-        return path.read_text(encoding="utf-8"), str(path), path.stem
-    if path.exists():
-        raise BanditConfigError(f"config {str(source)!r} is not a file")
-    name = str(source).removesuffix(".toml")
-    if "/" not in name and "\\" not in name and name in packaged_configs():
-        origin = f"package:experiments/{PACKAGED_CONFIGS}/{name}.toml"
-        return packaged_config_text(name), origin, name
-    raise BanditConfigError(
-        f"config {str(source)!r} not found: no such file, and not a packaged config "
-        f"(available: {', '.join(packaged_configs())})"
-    )
 
 
 # ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from rich.console import Console
 from bandits.simulation import NonFiniteAgentStateError
 from bandits.validation import BanditConfigError
 from experiments.config.loader import ExperimentConfig, build
+from experiments.config.sources import output_folder
 from experiments.config.start import unchanged_agents
 from experiments.execute.executors import Executor, LocalExecutor
 from experiments.execute.folder import Folder, now
@@ -131,11 +132,7 @@ class SeriesFailedError(NonFiniteAgentStateError):
 
 def output_dir(config: ExperimentConfig, out: str | Path | None = None) -> Path:
     """`out`, else the config's `run.output`, else `results/<name>`."""
-    if out is not None:
-        return Path(out)
-    if config.run.output is not None:
-        return Path(config.run.output)
-    return Path("results") / config.name
+    return output_folder(out, config.run.output, config.name)
 
 
 def run_experiment(

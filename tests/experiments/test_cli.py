@@ -378,3 +378,31 @@ def test_the_compile_cache_can_be_turned_off(how, tmp_path, monkeypatch):
     finally:
         jax.config.update("jax_enable_compilation_cache", before[0])
         jax.config.update("jax_compilation_cache_dir", before[1])
+
+
+def _early_starts(monkeypatch, tmp_path, argv):
+    """The worker counts `bandits run ARGV` would start ahead of its checks."""
+    from experiments.execute import executors
+
+    started: list[int] = []
+    monkeypatch.setattr(executors, "prestart", started.append)
+    args = cli._parser().parse_args(["run", *argv])
+    executor = executors.make_executor("local", None, args.workers)
+    cli._start_workers_early(args, executor)
+    return started
+
+
+def test_workers_start_early_only_into_a_new_folder(tmp_path, monkeypatch):
+    """Into a new folder the workers start before the config's checks (they
+    import meanwhile); into an existing one, which may hold every result, they
+    start only when there is work; a malformed file starts none."""
+    config = str(tiny_config(tmp_path))
+    new = ["--out", str(tmp_path / "new"), "--workers", "2"]
+    assert _early_starts(monkeypatch, tmp_path, [config, *new]) == [2]
+    (tmp_path / "old").mkdir()
+    old = ["--out", str(tmp_path / "old")]
+    assert _early_starts(monkeypatch, tmp_path, [config, *old]) == []
+    bad = tmp_path / "bad.toml"
+    bad.write_text("x = [")
+    with pytest.raises(BanditConfigError, match="is not valid TOML"):
+        _early_starts(monkeypatch, tmp_path, [str(bad), *new])

@@ -62,3 +62,32 @@ def test_workers_exit_when_their_parent_is_killed():
         for pid in workers if "workers" in locals() else []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+STOPPED = """
+import time
+from experiments.execute.executors import _POOLS, _pool, stop_workers
+pool = _pool(2)
+for _ in range(2):
+    pool.submit(time.sleep, 120)
+while len(pool._processes) < 2:
+    time.sleep(0.05)
+processes = list(pool._processes.values())
+stop_workers()
+for process in processes:
+    process.join(timeout=10)
+print(len(_POOLS), *(int(process.is_alive()) for process in processes), flush=True)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_stop_workers_ends_busy_workers_at_once():
+    """`bandits run` ends its workers with `stop_workers` when it is done (and
+    starts them ahead with `prestart`). They end at once, even busy (here in a
+    two-minute sleep, which an orderly shutdown would wait for): 10 s is the
+    margin for a loaded machine."""
+    out = subprocess.run(
+        [sys.executable, "-c", STOPPED], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "0", "0"]
