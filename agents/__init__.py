@@ -33,6 +33,7 @@ NEURAL_AGENTS = (
 )
 defer("agents.neural", NEURAL_AGENTS)
 defer("agents.transformer", ("transformer",))
+defer("agents.transformer_slate", ("transformer_slate",))
 defer("agents.in_context", ("in_context",))
 
 _LAZY_ATTRIBUTES = {

@@ -53,6 +53,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, NamedTuple
 
 import jax
@@ -233,9 +234,7 @@ class PolicyConfig:
         object.__setattr__(self, name, positive_int(name, getattr(self, name)))
 
 
-@register("transformer")
-@keyword_options(PolicyConfig)
-def transformer(
+def transformer_parts(
     num_arms: int,
     dim: int,
     arm_features: int,
@@ -253,9 +252,11 @@ def transformer(
     wide_cross: int = 0,
     checkpoint: str | None = None,
     params: Any = None,
+    random_init: bool = False,
     **options: Any,
-) -> Agent:
-    """A transformer reward model with a Bayesian last layer (see module docstring).
+) -> tuple[TransformerConfig, Any, PolicyConfig]:
+    """The architecture, parameters and policy options of a `transformer` (and
+    `transformer_slate`) agent, checked; the arguments of both.
 
     Args:
       num_arms: candidates per round K.
@@ -280,6 +281,9 @@ def transformer(
       checkpoint: path of a `.npz` checkpoint from `agents.pretrain` (its
         architecture replaces the shape arguments, which must agree).
       params: pretrained float parameters (an `nnx.State`), instead of a path.
+      random_init: with `checkpoint` or `params`, keep their architecture but
+        draw the parameters from the init key: the same model from scratch, the
+        baseline of the pretrained one.
       **options: how the policy explores and learns, the fields of
         `PolicyConfig` (exploration, nu, prior_precision, epsilon,
         ensemble_size, finetune, train_every, train_steps, batch_size, capacity,
@@ -288,10 +292,6 @@ def transformer(
 
     References:
       See the module docstring.
-
-    Examples:
-      >>> agent = transformer(num_arms=20, dim=19, arm_features=13,
-      ...                     history_length=10, history_features=14)
     """
     num_arms = positive_int("num_arms", num_arms)
     dim = positive_int("dim", dim)
@@ -326,7 +326,37 @@ def transformer(
 
         saved_cfg, params = load_checkpoint(checkpoint)
         _check_same_architecture(cfg, saved_cfg)
-    return _build_policy(cfg, params, config)
+    if not isinstance(random_init, bool):
+        raise BanditConfigError.about(
+            "random_init", f"must be a bool, got {random_init!r}"
+        )
+    return cfg, None if random_init else params, config
+
+
+def _signature_of(source: Any):
+    """Decorator: the factory shows (and `make` checks) the arguments of `source`."""
+
+    def wrap(factory):
+        factory.__signature__ = inspect.signature(source)
+        return factory
+
+    return wrap
+
+
+@register("transformer")
+@keyword_options(PolicyConfig)
+@_signature_of(transformer_parts)
+def transformer(*args: Any, **kwargs: Any) -> Agent:
+    """A transformer reward model with a Bayesian last layer (see module docstring).
+
+    Takes the arguments of `transformer_parts` (shapes, architecture, a
+    checkpoint or parameters, and the `PolicyConfig` options as keywords).
+
+    Examples:
+      >>> agent = transformer(num_arms=20, dim=19, arm_features=13,
+      ...                     history_length=10, history_features=14)
+    """
+    return _build_policy(*transformer_parts(*args, **kwargs))
 
 
 def config_for_env(env: Any, **architecture: Any) -> TransformerConfig:

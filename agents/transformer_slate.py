@@ -16,16 +16,27 @@ have no closed form: no `action_probs` or `slate_probability`.
 
     cfg = transformer.config_for_env(env)          # a ContextualRecSlate env
     agent = slate_policy(cfg, pretrained, slate_size=env.slate_size, nu=0.5)
+
+Registered as `transformer_slate` (the arguments of `agents.transformer` and
+`slate_size`), so that a config can name it, from a checkpoint or not:
+
+    [[agents]]
+    name = "transformer_slate"
+    checkpoint = "checkpoint.npz"
+    hyperparameters = { nu = 0.5 }
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from agents.exploration import GaussianWeights
+from agents.registry import register
 from agents.slate import cascade_observed
 from agents.transformer import (
     PolicyConfig,
@@ -33,6 +44,8 @@ from agents.transformer import (
     TransformerState,
     _head_update,
     _make_policy,
+    transformer,
+    transformer_parts,
 )
 from agents.transformer_model import embeddings
 from bandits.types import Agent, Observation
@@ -125,3 +138,34 @@ def slate_policy(
         context_dim=cfg.context_dim,
         slate_size=size,
     )
+
+
+@register("transformer_slate")
+def transformer_slate(num_arms: int, dim: int, slate_size: int, **kwargs: Any) -> Agent:
+    """The transformer ranking a slate of L of its K candidates (`slate_policy`).
+
+    Takes the arguments of `agents.transformer` (shapes, architecture, a
+    `checkpoint` or `params`, `random_init`, the `PolicyConfig` options;
+    `finetune` defaults to False here and must stay so) and `slate_size` L.
+    """
+    kwargs.setdefault("finetune", False)
+    cfg, params, config = transformer_parts(num_arms, dim, **kwargs)
+    return slate_policy(
+        cfg, params, slate_size=slate_size, **dataclasses.asdict(config)
+    )
+
+
+def _slate_signature() -> inspect.Signature:
+    """`transformer`'s signature with `slate_size` after `dim` and finetune
+    defaulting to False."""
+    base = inspect.signature(transformer)
+    parameters = [
+        p.replace(default=False) if p.name == "finetune" else p
+        for p in base.parameters.values()
+    ]
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters.insert(2, inspect.Parameter("slate_size", kind, annotation=int))
+    return base.replace(parameters=parameters)
+
+
+transformer_slate.__signature__ = _slate_signature()  # type: ignore[attr-defined]

@@ -14,11 +14,12 @@ fields of an `[[agents]]` table.
 * `warm_start`: a logged-data Parquet file (`envs.logged.save`). The agent
   starts every seed from the state it reaches by `update` on the logged events
   in order (`agents.warm_start.warm_start`, key 0); any agent but a slate one.
-* `checkpoint`: a pretrained model: for `name = "transformer"` a checkpoint of
-  `agents.pretrain.save_checkpoint`, for `name = "in_context"` one of
-  `agents.in_context_pretrain.save_checkpoint`. The agent's shapes and
-  architecture then come from the checkpoint (`hyperparameters` hold the
-  policy options).
+* `checkpoint`: a pretrained model: for `name = "transformer"` (or
+  `"transformer_slate"`) a checkpoint of `agents.pretrain.save_checkpoint`, for
+  `name = "in_context"` one of `agents.in_context_pretrain.save_checkpoint`.
+  The agent's shapes and architecture then come from the checkpoint
+  (`hyperparameters` hold the policy options; `random_init = true` keeps the
+  architecture and starts from random parameters).
 * `feature_map = "context_items"`: a shared-parameter agent built with
   `features = "arms"` that sees each arm as [item features, context x item
   category one-hot] (`agents.features.cross_items_for`; recommendation envs).
@@ -51,7 +52,7 @@ CHECKPOINT = "checkpoint"
 FEATURE_MAP = "feature_map"
 START_KEYS = (WARM_START, CHECKPOINT, FEATURE_MAP)
 FEATURE_MAPS = ("context_items",)
-CHECKPOINT_AGENTS = ("transformer", "in_context")
+CHECKPOINT_AGENTS = ("transformer", "transformer_slate", "in_context")
 """Agents whose factory takes pretrained `params` (and the architecture)."""
 LOGGED_COLUMNS = ("context", "arms", "mask", "action", "reward")
 

@@ -21,7 +21,12 @@ report); this command adds what only this study needs:
     python -m experiments.studies.slates                          # results/slates
     python -m experiments.studies.slates --config slates_rec
     python -m experiments.studies.slates --config cascading_bandits
+    python -m experiments.studies.slates --config slate_transformer --early 500
     python -m experiments.studies.slates --quick --out /tmp/slates
+
+`--early N` adds each agent's regret over the first rounds: at the last stored
+step at or before N (the curves are stored at a subset of the steps; the table
+names the step).
 """
 
 from __future__ import annotations
@@ -62,7 +67,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--config",
         default="slates",
         help="a TOML config path or a packaged config name (slates, slates_rec, "
-        "cascading_bandits)",
+        "cascading_bandits, slate_transformer)",
+    )
+    parser.add_argument(
+        "--early",
+        type=int,
+        metavar="N",
+        help="also tabulate the regret over the first N rounds",
     )
     parser.add_argument("--horizon", type=int, help="rounds per run")
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per agent and setting")
@@ -139,7 +150,7 @@ def check(config: ExperimentConfig) -> None:
 
 
 def summarise(
-    directory: Path, baseline: str = BASELINE
+    directory: Path, baseline: str = BASELINE, early: int | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """The study's rows and the curves behind its plot, by setting and agent.
 
@@ -174,11 +185,28 @@ def summarise(
             "gain_high": None,
             "gain_share": None,
         }
+        if early is not None:
+            row.update(_regret_at(series, early))
         reference = base.get(entry.setting)
         if reference is not None and entry.name != baseline:
             row.update(_paired_gain(reference, series))
         rows.append(row)
     return rows, bands
+
+
+def _regret_at(series: storage.Curves, step: int) -> dict[str, Any]:
+    """Regret (mean, 95% interval) at the last stored step at or before `step`."""
+    stored = np.flatnonzero(series.steps <= step)
+    if stored.size == 0:
+        return {}
+    at = stored[-1]
+    band = metrics.mean_band(series.cumulative_regret[:, at : at + 1])
+    return {
+        "early_step": int(series.steps[at]),
+        "early_regret_mean": float(band.mean[0]),
+        "early_regret_low": float(band.low[0]),
+        "early_regret_high": float(band.high[0]),
+    }
 
 
 def _paired_gain(reference: storage.Curves, series: storage.Curves) -> dict[str, Any]:
@@ -227,11 +255,14 @@ def plot(bands: Mapping[str, Mapping[str, Any]], path: Path) -> None:
 
 
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Two Markdown tables: final regret by agent and setting, and the gains."""
+    """Markdown tables: final regret by agent and setting, the regret at the
+    early step where rows have it, and the gains (a config without named
+    settings has one column, "all")."""
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     agents_ = list(dict.fromkeys(r["agent"] for r in rows))
     cell = {(r["agent"], r["setting"]): r for r in rows}
-    lines = ["| agent | " + " | ".join(settings) + " |"]
+    header = "| agent | " + " | ".join(s or "all" for s in settings) + " |"
+    lines = [header]
     lines.append("|---|" + "---:|" * len(settings))
     for agent in agents_:
         values = []
@@ -244,6 +275,23 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
                 f"[{r['final_regret_low']:.1f}, {r['final_regret_high']:.1f}]"
             )
         lines.append(f"| {agent} | " + " | ".join(values) + " |")
+    early = [r for r in rows if r.get("early_step") is not None]
+    if early:
+        steps = sorted({r["early_step"] for r in early})
+        lines += ["", f"Regret at t = {', '.join(map(str, steps))}:", ""]
+        lines.append(header)
+        lines.append("|---|" + "---:|" * len(settings))
+        for agent in agents_:
+            values = []
+            for setting in settings:
+                r = cell.get((agent, setting))
+                values.append(
+                    ""
+                    if r is None or r.get("early_step") is None
+                    else f"{r['early_regret_mean']:.1f} "
+                    f"[{r['early_regret_low']:.1f}, {r['early_regret_high']:.1f}]"
+                )
+            lines.append(f"| {agent} | " + " | ".join(values) + " |")
     gains = [r for r in rows if r["gain_mean"] is not None]
     if gains:
         lines += [
@@ -251,7 +299,7 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             "Gain over the baseline (its final regret minus the agent's):",
             "",
         ]
-        lines.append("| agent | " + " | ".join(settings) + " |")
+        lines.append(header)
         lines.append("|---|" + "---:|" * len(settings))
         for agent in dict.fromkeys(r["agent"] for r in gains):
             values = []
@@ -281,6 +329,9 @@ def cell_position_aware(rows: Sequence[Mapping[str, Any]], agent: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.early is not None and args.early < 1:
+        print(f"error: --early must be >= 1, got {args.early}", file=sys.stderr)
+        return 2
     changes = overrides(args)
     if args.settings:
         from experiments.config.loader import load_config
@@ -294,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if done is None:
         return 2
     output = done.result.output
-    rows, bands = summarise(output, args.baseline)
+    rows, bands = summarise(output, args.baseline, args.early)
     write_summary(rows, output)
     plot(bands, output / "slate_regret.png")
     text = markdown(rows)

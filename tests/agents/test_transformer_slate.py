@@ -102,24 +102,69 @@ def test_bad_options_are_refused(setting, options, field):
         slate_policy(cfg, **options)
 
 
-@pytest.mark.slow
-def test_slate_transformer_study_runs_from_a_checkpoint(tmp_path, capsys):
-    """The study's command end to end with a tiny randomly initialised
-    checkpoint (the code path, not its numbers); a missing checkpoint is one
-    error line."""
+CONFIG_CHECKPOINT = (
+    "results/pretrain_finetune/ContextualRec-v0/checkpoint_unweighted.npz"
+)
+"""Where `slate_transformer.toml` expects the pretrain/fine-tune checkpoint."""
+
+
+def tiny_checkpoint(path):
+    """A randomly initialised transformer for `ContextualRec-v0`, saved."""
     from agents import pretrain
-    from experiments.studies import slate_transformer
 
     env, _ = envs.make("ContextualRec-v0")
     cfg = tf.config_for_env(env, width=8, depth=1, heads=1)
     _, params = tf.split_model(cfg, 0)
-    checkpoint = tmp_path / "tiny.npz"
-    pretrain.save_checkpoint(checkpoint, cfg, params)
-    argv = ["--checkpoint", str(checkpoint), "--horizon", "20", "--seeds", "2"]
-    assert slate_transformer.main([*argv, "--early", "10"]) == 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pretrain.save_checkpoint(path, cfg, params)
+    return cfg, params
+
+
+def test_registered_with_a_checkpoint_or_from_random_parameters(tmp_path):
+    """`transformer_slate` is the slate ranker as the registry builds it: from a
+    checkpoint it starts from the checkpoint's parameters; with `random_init`
+    from those of the init key (the same architecture from scratch), as
+    `slate_policy` without parameters does."""
+    import agents
+    from experiments.config.start import checkpoint_kwargs
+
+    cfg, params = tiny_checkpoint(tmp_path / "tiny.npz")
+    kwargs = {**checkpoint_kwargs(cfg), "slate_size": 5, "nu": 0.5}
+    kwargs["checkpoint"] = str(tmp_path / "tiny.npz")
+    key = jax.random.key(3)
+    pretrained = agents.make("transformer_slate", **kwargs).init(key)
+    scratch = agents.make("transformer_slate", **kwargs, random_init=True).init(key)
+    reference = slate_policy(cfg, slate_size=5, nu=0.5).init(key)
+    leaves = jax.tree.leaves
+
+    def same(a, b):
+        return all(
+            np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b), strict=True)
+        )
+
+    assert same(pretrained.params, params)
+    assert same(scratch.params, reference.params)
+    assert not same(scratch.params, pretrained.params)
+
+
+@pytest.mark.slow
+def test_the_slate_transformer_config_runs_in_the_slates_study(
+    tmp_path, monkeypatch, capsys
+):
+    """`python -m experiments.studies.slates --config slate_transformer --early
+    N` end to end with a tiny randomly initialised checkpoint where the config
+    expects the study's (the code path, not its numbers); without it, one
+    error line naming the field."""
+    from experiments.studies import slates
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["--config", "slate_transformer", "--horizon", "20", "--seeds", "2"]
+    argv += ["--out", str(tmp_path / "out"), "--quiet"]
+    assert slates.main([*argv, "--early", "10"]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+    tiny_checkpoint(tmp_path / CONFIG_CHECKPOINT)
+    assert slates.main([*argv, "--early", "10"]) == 0
     table = capsys.readouterr().out
-    for label in ("pretrained + TS", "CascadeLinUCB", "Top-L LinUCB", "Random"):
+    for label in ("pretrained + TS", "scratch + TS", "CascadeLinUCB", "Random"):
         assert label in table
-    missing = ["--checkpoint", str(tmp_path / "none.npz")]
-    assert slate_transformer.main(missing) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "Regret at t = " in table

@@ -590,10 +590,25 @@ OWN_LAYOUT = {
 }
 
 
+FROM_A_STUDY = {"slate_transformer"}
+"""Configs whose agents start from a checkpoint another study writes: checked
+with a small checkpoint of the right shapes where they expect it."""
+
+
 @pytest.mark.parametrize("name", sorted(set(packaged_configs()) - OWN_LAYOUT))
-def test_every_packaged_platform_config_loads_and_validates(name):
+def test_every_packaged_platform_config_loads_and_validates(
+    name, tmp_path, monkeypatch
+):
     """Each packaged config passes the platform's checks (agent names and
-    hyperparameters included), so a documented command cannot fail on its
-    config."""
+    hyperparameters included, and a checkpoint's shapes against the env), so a
+    documented command cannot fail on its config."""
+    if name in FROM_A_STUDY:
+        from tests.agents.test_transformer_slate import (
+            CONFIG_CHECKPOINT,
+            tiny_checkpoint,
+        )
+
+        monkeypatch.chdir(tmp_path)
+        tiny_checkpoint(tmp_path / CONFIG_CHECKPOINT)
     config = load_config(name)
     assert config.agents and config.run.horizon > 0

@@ -48,7 +48,8 @@ def test_a_slate_size_that_disagrees_with_the_env_is_an_error():
 
 
 @pytest.mark.parametrize("name", ["slates", "slates_rec", "cascading_bandits"])
-def test_the_study_configs_are_slate_configs(name):
+def test_the_study_configs_are_slate_configs(name):  # slate_transformer: see
+    # tests/agents/test_transformer_slate.py (it needs a checkpoint)
     config = load_config(name)
     slates.check(config)
     assert len(config.settings) >= 3
@@ -77,6 +78,27 @@ def test_paired_gain_golden():
     assert gain["gain_low"] == pytest.approx(4.0 - half)
     assert gain["gain_high"] == pytest.approx(4.0 + half)
     assert gain["gain_share"] == pytest.approx(4.0 / 12.0)
+
+
+def test_regret_at_the_last_stored_step_golden():
+    """Curves stored at steps 10, 20, 40: `--early 30` reads step 20 (the last
+    stored at or before 30), regrets 1, 2, 3 there: mean 2, t-interval
+    2 -+ 4.303 / sqrt(3); before the first stored step there is nothing."""
+    regret = np.asarray([[0.5, 1.0, 4.0], [1.0, 2.0, 5.0], [1.5, 3.0, 6.0]])
+    curves = storage.Curves(
+        seeds=np.arange(3),
+        steps=np.asarray([10, 20, 40]),
+        cumulative_regret=regret,
+        cumulative_reward=regret,
+        cumulative_optimal=np.zeros_like(regret, np.int64),
+    )
+    early = slates._regret_at(curves, 30)
+    half = 4.302652729911275 / np.sqrt(3)
+    assert early["early_step"] == 20
+    assert early["early_regret_mean"] == pytest.approx(2.0)
+    assert early["early_regret_low"] == pytest.approx(2.0 - half)
+    assert early["early_regret_high"] == pytest.approx(2.0 + half)
+    assert slates._regret_at(curves, 9) == {}
 
 
 def test_unknown_settings_are_refused_with_the_known_ones():
