@@ -259,39 +259,41 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     early step where rows have it, and the gains (a config without named
     settings has one column, "all")."""
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    agents_ = list(dict.fromkeys(r["agent"] for r in rows))
     cell = {(r["agent"], r["setting"]): r for r in rows}
-    header = "| agent | " + " | ".join(s or "all" for s in settings) + " |"
-    lines = [header]
-    lines.append("|---|" + "---:|" * len(settings))
-    for agent in agents_:
-        values = []
-        for setting in settings:
-            r = cell.get((agent, setting))
-            values.append(
-                ""
-                if r is None
-                else f"{r['final_regret_mean']:.1f} "
-                f"[{r['final_regret_low']:.1f}, {r['final_regret_high']:.1f}]"
-            )
-        lines.append(f"| {agent} | " + " | ".join(values) + " |")
-    early = [r for r in rows if r.get("early_step") is not None]
-    if early:
-        steps = sorted({r["early_step"] for r in early})
-        lines += ["", f"Regret at t = {', '.join(map(str, steps))}:", ""]
-        lines.append(header)
+
+    def table(agents_: Sequence[str], value, marker=lambda agent: "") -> list[str]:
+        lines = ["| agent | " + " | ".join(s or "all" for s in settings) + " |"]
         lines.append("|---|" + "---:|" * len(settings))
         for agent in agents_:
-            values = []
-            for setting in settings:
-                r = cell.get((agent, setting))
-                values.append(
-                    ""
-                    if r is None or r.get("early_step") is None
-                    else f"{r['early_regret_mean']:.1f} "
-                    f"[{r['early_regret_low']:.1f}, {r['early_regret_high']:.1f}]"
-                )
-            lines.append(f"| {agent} | " + " | ".join(values) + " |")
+            values = [value(cell.get((agent, setting))) for setting in settings]
+            lines.append(f"| {agent}{marker(agent)} | " + " | ".join(values) + " |")
+        return lines
+
+    def band(prefix: str):
+        def value(r: Mapping[str, Any] | None) -> str:
+            if r is None or r.get(f"{prefix}_mean") is None:
+                return ""
+            low, high = r[f"{prefix}_low"], r[f"{prefix}_high"]
+            return f"{r[f'{prefix}_mean']:.1f} [{low:.1f}, {high:.1f}]"
+
+        return value
+
+    def gain(r: Mapping[str, Any] | None) -> str:
+        if r is None or r["gain_mean"] is None:
+            return ""
+        share = r["gain_share"]
+        share_text = f" ({100 * share:+.0f}%)" if share is not None else ""
+        return (
+            f"{r['gain_mean']:+.1f} [{r['gain_low']:+.1f}, "
+            f"{r['gain_high']:+.1f}]{share_text}"
+        )
+
+    every = list(dict.fromkeys(r["agent"] for r in rows))
+    lines = table(every, band("final_regret"))
+    steps = sorted({r["early_step"] for r in rows if r.get("early_step") is not None})
+    if steps:
+        lines += ["", f"Regret at t = {', '.join(map(str, steps))}:", ""]
+        lines += table(every, band("early_regret"))
     gains = [r for r in rows if r["gain_mean"] is not None]
     if gains:
         lines += [
@@ -299,26 +301,11 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             "Gain over the baseline (its final regret minus the agent's):",
             "",
         ]
-        lines.append(header)
-        lines.append("|---|" + "---:|" * len(settings))
-        for agent in dict.fromkeys(r["agent"] for r in gains):
-            values = []
-            for setting in settings:
-                r = cell.get((agent, setting))
-                if r is None or r["gain_mean"] is None:
-                    values.append("")
-                    continue
-                share = (
-                    f" ({100 * r['gain_share']:+.0f}%)"
-                    if r["gain_share"] is not None
-                    else ""
-                )
-                values.append(
-                    f"{r['gain_mean']:+.1f} [{r['gain_low']:+.1f}, "
-                    f"{r['gain_high']:+.1f}]{share}"
-                )
-            marker = " *" if cell_position_aware(gains, agent) else ""
-            lines.append(f"| {agent}{marker} | " + " | ".join(values) + " |")
+        lines += table(
+            list(dict.fromkeys(r["agent"] for r in gains)),
+            gain,
+            lambda agent: " *" if cell_position_aware(gains, agent) else "",
+        )
         lines += ["", "\\* models positions (cascade or PBM)."]
     return "\n".join(lines)
 
