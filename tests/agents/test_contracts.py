@@ -76,7 +76,9 @@ def _cases() -> list:
                 "num_arms and dim"
             )
         if "slate_size" in hyper:
-            params.append(pytest.param((name, "slate"), id=f"{name}-slate"))
+            params.append(
+                pytest.param((name, "slate"), id=f"{name}-slate", marks=marks)
+            )
             continue
         params.append(
             pytest.param((name, "context"), id=f"{name}-context", marks=marks)
