@@ -35,14 +35,20 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bandits.files import check_logged_events, read_logged, read_logged_shapes
+from bandits.files import (
+    check_logged_events,
+    check_logged_file,
+    iter_logged,
+    read_logged,
+    read_logged_shapes,
+)
 from bandits.simulation import PROGRAM_CACHE_SIZE
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, positive_int
@@ -193,15 +199,18 @@ def replay_logged(
     """
     chunk_size = positive_int("chunk_size", chunk_size)
     check_fits(agent, data)
-    events = as_events(data, REPLAY_COLUMNS)
-    n = len(events["action"])
     if max_events is not None:
-        n = min(n, positive_int("max_events", max_events))
+        max_events = positive_int("max_events", max_events)
+    total, chunks = _event_chunks(data, chunk_size, max_events)
+    n = total if max_events is None else min(total, max_events)
     program = _replay_program(agent, chunk_size)
-    for first in range(0, n, chunk_size):
+    for first, events in chunks:
+        if first >= n:
+            break
         index = np.arange(first, first + chunk_size)
         valid = index < n
-        rows = np.where(valid, index, n - 1)
+        # Padding rows repeat the chunk's last event; they are not replayed.
+        rows = np.minimum(np.arange(chunk_size), len(events["action"]) - 1)
         fields: dict[str, Any] = {
             name: events[name][rows]
             for name in ("context", "arms", "mask", "history", "history_mask")
@@ -219,6 +228,32 @@ def replay_logged(
         if progress is not None:
             progress(min(first + chunk_size, n), n)
     return state
+
+
+def _event_chunks(
+    data: Any, chunk_size: int, max_events: int | None
+) -> tuple[int, Iterator[tuple[int, dict[str, np.ndarray]]]]:
+    """(events in `data`, consecutive chunks of `chunk_size` events as
+    `(first row, columns)`). A Parquet path is checked whole first, then read
+    one chunk at a time (`bandits.files.iter_logged`), so a warm start from
+    millions of logged events holds about one chunk of them in memory."""
+    if isinstance(data, str | os.PathLike):
+        total = check_logged_file(
+            data, REPLAY_COLUMNS, OPTIONAL_COLUMNS, batch_size=chunk_size
+        )
+        return total, iter_logged(
+            data, REPLAY_COLUMNS, OPTIONAL_COLUMNS, batch_size=chunk_size
+        )
+    events = as_events(data, REPLAY_COLUMNS)
+    total = len(events["action"])
+    end = total if max_events is None else min(total, max_events)
+
+    def chunks() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        for first in range(0, end, chunk_size):
+            last = min(first + chunk_size, total)
+            yield first, {name: v[first:last] for name, v in events.items()}
+
+    return total, chunks()
 
 
 def warm_start(

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,55 +101,90 @@ def check_logged_events(columns: Mapping[str, np.ndarray], where: str) -> None:
     absent are not checked (real logs have no `action_probs` or
     `expected_rewards`, simulated ones no `position`).
     """
-    action = columns.get("action")
-    widths = [
-        np.shape(columns[n])[1]
-        for n in ("mask", "action_probs", "arms")
-        if n in columns and np.ndim(columns[n]) >= 2
-    ]
-    if action is not None:
-        action = np.asarray(action)
-        if not np.issubdtype(action.dtype, np.integer):
-            raise BanditConfigError(
-                f"{where}: column 'action' must hold integers, got {action.dtype}"
-            )
-        if widths:
-            _first_bad(
-                where,
-                "action",
-                (action < 0) | (action >= widths[0]),
-                action,
-                f"an arm in [0, {widths[0]})",
-            )
-        if "mask" in columns and widths:
-            mask = np.asarray(columns["mask"], bool)
-            inside = np.clip(action, 0, widths[0] - 1)
-            allowed = mask[np.arange(action.shape[0]), inside]
-            _first_bad(where, "action", ~allowed, action, "allowed by the row's mask")
-    if "reward" in columns:
-        reward = np.asarray(columns["reward"], np.float64)
-        _first_bad(where, "reward", ~np.isfinite(reward), reward, "a finite number")
-    if "propensity" in columns:
-        p = np.asarray(columns["propensity"], np.float64)
-        bad = ~np.isfinite(p) | (p <= 0) | (p > 1)
-        _first_bad(where, "propensity", bad, p, "in (0, 1]")
-    if "position" in columns:
-        position = np.asarray(columns["position"])
-        if not np.issubdtype(position.dtype, np.integer):
-            raise BanditConfigError(
-                f"{where}: column 'position' must hold integers, got {position.dtype}"
-            )
-        _first_bad(where, "position", position < 0, position, "a slot index >= 0")
+    found = BadRows(where)
+    found.add(columns)
+    found.raise_first()
 
 
-def _first_bad(where: str, column: str, bad: np.ndarray, values, what: str) -> None:
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        value = np.asarray(values[row]).item()
-        raise BanditConfigError(
-            f"{where}: column {column!r} row {row} is {value!r}, not {what} "
-            f"({int(bad.sum())} bad row(s))"
-        )
+class BadRows:
+    """The checks of `check_logged_events` over events seen in consecutive
+    batches (a file read in parts): `add` each batch in order, then
+    `raise_first` names the first failing check's first bad row in the whole
+    file and its count of bad rows, as one pass over all the events would."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.rows = 0
+        # check index -> [column, what, first bad row, its value, bad rows]
+        self.found: dict[int, list[Any]] = {}
+
+    def add(self, columns: Mapping[str, np.ndarray]) -> None:
+        for index, (column, what, bad, values) in enumerate(self._checks(columns)):
+            if not bad.any():
+                continue
+            if index not in self.found:
+                row = int(np.flatnonzero(bad)[0])
+                value = np.asarray(values[row]).item()
+                self.found[index] = [column, what, self.rows + row, value, 0]
+            self.found[index][4] += int(bad.sum())
+        self.rows += _length(columns)
+
+    def raise_first(self) -> None:
+        if self.found:
+            column, what, row, value, count = self.found[min(self.found)]
+            raise BanditConfigError(
+                f"{self.where}: column {column!r} row {row} is {value!r}, not "
+                f"{what} ({count} bad row(s))"
+            )
+
+    def _checks(self, columns: Mapping[str, np.ndarray]):
+        """(column, what, bad rows, values) per check, in a fixed order; a
+        column of the wrong dtype is refused at once."""
+        action = columns.get("action")
+        widths = [
+            np.shape(columns[n])[1]
+            for n in ("mask", "action_probs", "arms")
+            if n in columns and np.ndim(columns[n]) >= 2
+        ]
+        checks: list[tuple[str, str, np.ndarray | None, Any]] = []
+        if action is not None:
+            action = np.asarray(action)
+            self._require_integers("action", action)
+            if widths:
+                outside = (action < 0) | (action >= widths[0])
+                checks.append(
+                    ("action", f"an arm in [0, {widths[0]})", outside, action)
+                )
+            if "mask" in columns and widths:
+                mask = np.asarray(columns["mask"], bool)
+                inside = np.clip(action, 0, widths[0] - 1)
+                allowed = mask[np.arange(action.shape[0]), inside]
+                checks.append(("action", "allowed by the row's mask", ~allowed, action))
+        if "reward" in columns:
+            reward = np.asarray(columns["reward"], np.float64)
+            checks.append(("reward", "a finite number", ~np.isfinite(reward), reward))
+        if "propensity" in columns:
+            p = np.asarray(columns["propensity"], np.float64)
+            bad = ~np.isfinite(p) | (p <= 0) | (p > 1)
+            checks.append(("propensity", "in (0, 1]", bad, p))
+        if "position" in columns:
+            position = np.asarray(columns["position"])
+            self._require_integers("position", position)
+            checks.append(("position", "a slot index >= 0", position < 0, position))
+        # The batches of one file have the same columns: a check keeps its
+        # index from batch to batch.
+        return checks
+
+    def _require_integers(self, column: str, values: np.ndarray) -> None:
+        if not np.issubdtype(values.dtype, np.integer):
+            raise BanditConfigError(
+                f"{self.where}: column {column!r} must hold integers, got "
+                f"{values.dtype}"
+            )
+
+
+def _length(columns: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
 
 
 def read_logged(
@@ -252,10 +287,18 @@ def _read_columns(path: Path, known, wanted, meta) -> tuple[dict, dict]:
     stored = [n for n in wanted if math.prod(known[n]["shape"]) > 0]
     table = pq.read_table(path, columns=stored)
     rows = pq.read_metadata(path).num_rows
+    arrays = _as_arrays(table, known, wanted, rows)
+    check_logged_events(arrays, repr(str(path)))
+    return arrays, dict(meta.get("metadata", {}))
+
+
+def _as_arrays(table, known, wanted, rows: int) -> dict[str, np.ndarray]:
+    """The `wanted` columns of a pyarrow table of `rows` events as NumPy arrays
+    (n, *shape) in their recorded dtypes."""
     arrays = {}
     for name in wanted:
         spec = known[name]
-        if name not in stored:  # zero entries per event: in the metadata only
+        if math.prod(spec["shape"]) == 0:  # no entries per event: metadata only
             arrays[name] = np.zeros((rows, *spec["shape"]), spec["dtype"])
             continue
         column = table.column(name).combine_chunks()
@@ -265,5 +308,89 @@ def _read_columns(path: Path, known, wanted, meta) -> tuple[dict, dict]:
         arrays[name] = values.astype(spec["dtype"], copy=False).reshape(
             rows, *spec["shape"]
         )
-    check_logged_events(arrays, repr(str(path)))
-    return arrays, dict(meta.get("metadata", {}))
+    return arrays
+
+
+def logged_rows(path: str | os.PathLike) -> int:
+    """How many events a logged-data Parquet file holds (its footer only)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _logged_meta(Path(path))
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (OSError, pa.ArrowException) as error:
+        raise BanditConfigError(
+            f"{str(path)!r} is not a readable Parquet file: {error}"
+        ) from None
+
+
+def iter_logged(
+    path: str | os.PathLike,
+    columns: Sequence[str],
+    optional: Sequence[str] = (),
+    batch_size: int = 65_536,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """The named columns of a logged-data Parquet file in consecutive batches of
+    `batch_size` events (the last may be shorter): `(first row, arrays)`.
+
+    For files too large to hold whole (a warm start from millions of events
+    with their histories): at most about one batch is in memory. The events
+    are not checked here; `check_logged_file` checks them all first, so that
+    a bad event is refused before anything is computed from the good ones.
+
+    Raises:
+      BanditConfigError: as `read_logged`.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    meta = _logged_meta(path)
+    known = meta["columns"]
+    missing = [n for n in columns if n not in known and n not in optional]
+    if missing:
+        raise BanditConfigError(
+            f"{str(path)!r} has no column(s) {missing}; it has {sorted(known)}"
+        )
+    wanted = tuple(n for n in columns if n in known)
+    stored = [n for n in wanted if math.prod(known[n]["shape"]) > 0]
+    try:
+        reader = pq.ParquetFile(path)
+        pending: list = []  # record batches not yet handed out
+        held, first = 0, 0
+        for batch in reader.iter_batches(batch_size=batch_size, columns=stored):
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= batch_size:
+                table = pa.Table.from_batches(pending)
+                part, rest = table.slice(0, batch_size), table.slice(batch_size)
+                yield first, _as_arrays(part, known, wanted, batch_size)
+                first += batch_size
+                held -= batch_size
+                pending = rest.to_batches()
+        if held:
+            table = pa.Table.from_batches(pending)
+            yield first, _as_arrays(table, known, wanted, held)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
+        if isinstance(error, BanditConfigError):
+            raise
+        raise BanditConfigError(
+            f"{str(path)!r} is not a readable logged dataset: {error}"
+        ) from None
+
+
+def check_logged_file(
+    path: str | os.PathLike,
+    columns: Sequence[str],
+    optional: Sequence[str] = (),
+    batch_size: int = 65_536,
+) -> int:
+    """Checks every event of the named columns as `check_logged_events` does
+    (the same first bad row and count), reading the file in batches; returns
+    the number of events."""
+    found = BadRows(repr(str(path)))
+    for _, arrays in iter_logged(path, columns, optional, batch_size):
+        found.add(arrays)
+    found.raise_first()
+    return found.rows

@@ -225,3 +225,65 @@ def test_warm_start_from_a_path_equals_from_the_dataset(env_params, logs, tmp_pa
         maybe_warm_start(_linucb(env), 3)
     with pytest.raises(BanditConfigError, match="does not exist"):
         warm_start(_linucb(env), str(tmp_path / "missing.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "max_events"), [(7, None), (16, 37), (64, None)]
+)
+def test_a_streamed_replay_equals_the_one_from_memory(
+    env_params, logs, tmp_path, chunk_size, max_events
+):
+    """A warm start from a Parquet path reads one chunk at a time
+    (`bandits.files.iter_logged`); its state is bit for bit the one from the
+    same events in memory, for chunk sizes that do and do not divide the 256
+    events, with `max_events`, and from a file written in row groups of 5
+    events (so that the reader must join and split pyarrow's batches)."""
+    import pyarrow.parquet as pq
+
+    env, _ = env_params
+    data = logs["oracle"]
+    path = logged.save(data, tmp_path / "logs.parquet")
+    small_groups = tmp_path / "groups.parquet"
+    pq.write_table(pq.read_table(path), small_groups, row_group_size=5)
+    key = jax.random.key(4)
+    start = _linucb(env).init(jax.random.key(0))
+    options = {"chunk_size": chunk_size, "max_events": max_events}
+    want = replay_logged(key, _linucb(env), start, data, **options)
+    for source in (str(path), str(small_groups)):
+        got = replay_logged(key, _linucb(env), start, source, **options)
+        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_iter_logged_gives_exact_batches_and_a_bad_event_is_refused_first(
+    logs, tmp_path
+):
+    """Batches of exactly `batch_size` events (the last shorter) that together
+    are `read_logged`'s arrays; a bad event late in the file is refused with
+    its row and the file's count of bad rows before a streamed warm start
+    computes anything."""
+    import pyarrow.parquet as pq
+
+    from bandits import files
+
+    data = logs["uniform"]
+    path = logged.save(data, tmp_path / "logs.parquet")
+    grouped = tmp_path / "groups.parquet"
+    pq.write_table(pq.read_table(path), grouped, row_group_size=5)
+    names = ("context", "arms", "mask", "history", "action", "reward")
+    whole, _ = files.read_logged(grouped, names)
+    batches = list(files.iter_logged(grouped, names, batch_size=12))
+    assert [first for first, _ in batches] == list(range(0, 256, 12))
+    assert [len(b["action"]) for _, b in batches] == [12] * 21 + [4]
+    for name in names:
+        joined = np.concatenate([b[name] for _, b in batches])
+        np.testing.assert_array_equal(joined, whole[name])
+    arrays = {k: np.array(v) for k, v in data.columns().items()}
+    arrays["reward"][[200, 250]] = np.nan
+    bad = files.write_logged(tmp_path / "bad.parquet", arrays, {})
+    replayed = []
+    agent = agents.linucb(data.mask.shape[1], data.arms.shape[2], features="arms")
+    agent = agent._replace(update=lambda *a: replayed.append(1) or a[1])
+    with pytest.raises(BanditConfigError, match=r"row 200 is nan.*\(2 bad row"):
+        replay_logged(jax.random.key(0), agent, None, str(bad), chunk_size=16)
+    assert not replayed
