@@ -15,6 +15,7 @@ recorded in the metadata only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -207,20 +208,35 @@ def read_logged(
       BanditConfigError: if the file is missing, cannot be read, is not a logged
         dataset of this version, or lacks a required column.
     """
-    import pyarrow as pa
 
     path = Path(path)
     meta = _logged_meta(path)
     known = meta["columns"]
-    wanted = tuple(known) if columns is None else tuple(columns)
-    missing = [n for n in wanted if n not in known and n not in optional]
+    wanted = _wanted(
+        path, known, tuple(known) if columns is None else columns, optional
+    )
+    with _readable(path):
+        return _read_columns(path, known, wanted, meta)
+
+
+def _wanted(path: Path, known, columns: Sequence[str], optional: Sequence[str]):
+    """The `columns` the file has; a missing one that is not `optional` is an
+    error naming what the file has."""
+    missing = [n for n in columns if n not in known and n not in optional]
     if missing:
         raise BanditConfigError(
             f"{str(path)!r} has no column(s) {missing}; it has {sorted(known)}"
         )
-    wanted = tuple(n for n in wanted if n in known)
+    return tuple(n for n in columns if n in known)
+
+
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turns a failure to read or convert the file into one clear error."""
+    import pyarrow as pa
+
     try:
-        return _read_columns(path, known, wanted, meta)
+        yield
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
         if isinstance(error, BanditConfigError):
             raise
@@ -311,20 +327,6 @@ def _as_arrays(table, known, wanted, rows: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def logged_rows(path: str | os.PathLike) -> int:
-    """How many events a logged-data Parquet file holds (its footer only)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    _logged_meta(Path(path))
-    try:
-        return int(pq.read_metadata(path).num_rows)
-    except (OSError, pa.ArrowException) as error:
-        raise BanditConfigError(
-            f"{str(path)!r} is not a readable Parquet file: {error}"
-        ) from None
-
-
 def iter_logged(
     path: str | os.PathLike,
     columns: Sequence[str],
@@ -346,16 +348,10 @@ def iter_logged(
     import pyarrow.parquet as pq
 
     path = Path(path)
-    meta = _logged_meta(path)
-    known = meta["columns"]
-    missing = [n for n in columns if n not in known and n not in optional]
-    if missing:
-        raise BanditConfigError(
-            f"{str(path)!r} has no column(s) {missing}; it has {sorted(known)}"
-        )
-    wanted = tuple(n for n in columns if n in known)
+    known = _logged_meta(path)["columns"]
+    wanted = _wanted(path, known, columns, optional)
     stored = [n for n in wanted if math.prod(known[n]["shape"]) > 0]
-    try:
+    with _readable(path):
         reader = pq.ParquetFile(path)
         pending: list = []  # record batches not yet handed out
         held, first = 0, 0
@@ -372,12 +368,6 @@ def iter_logged(
         if held:
             table = pa.Table.from_batches(pending)
             yield first, _as_arrays(table, known, wanted, held)
-    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
-        if isinstance(error, BanditConfigError):
-            raise
-        raise BanditConfigError(
-            f"{str(path)!r} is not a readable logged dataset: {error}"
-        ) from None
 
 
 def check_logged_file(
