@@ -363,7 +363,9 @@ def _list(args: argparse.Namespace) -> int:
     for name, entry in agents.registered().items():
         print(f"  {name}  {entry.description}")
         params = agents.hyperparameters(name)
-        print("      " + _params_text(params, {k: "from env" for k in FROM_ENV}))
+        notes = {k: "from env" for k in FROM_ENV}
+        notes["slate_size"] = "from a slate env"
+        print("      " + _params_text(params, notes))
     return 0
 
 

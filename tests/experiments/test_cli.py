@@ -159,6 +159,7 @@ def test_list_shows_envs_and_agents(capsys):
     assert "linucb" in out
     assert "alpha = 1.0" in out
     assert "num_arms (from env)" in out
+    assert "slate_size (from a slate env)" in out  # filled in by the loader
 
 
 def test_config_errors_are_one_line_without_traceback(tmp_path, capsys):
