@@ -27,9 +27,10 @@ the caller waits for it; for one small decision that hand-over can cost as much
 as the arithmetic. A serving process may call `synchronous_dispatch()` before
 its first JAX computation (or be started with `BANDITS_SYNC_DISPATCH=1`), so
 that each call runs on the calling thread. The decisions are the same (tested).
-On the 2-core VMs we measure on it has been as fast or faster, lately by much
-(LinUCB `step` 44.8 against 79 us median; README), but it depends on the machine:
-`tests/benchmarks/test_serving_bench.py` measures both modes.
+How much that gains depends on the machine: LinUCB's `step` took 44.8 us
+median against 79 with the default on one 2-core VM, and between 11% more and
+28% less time on another (README); `tests/benchmarks/test_serving_bench.py`
+measures both modes.
 """
 
 from __future__ import annotations
