@@ -28,8 +28,8 @@ as the arithmetic. A serving process may call `synchronous_dispatch()` before
 its first JAX computation (or be started with `BANDITS_SYNC_DISPATCH=1`), so
 that each call runs on the calling thread. The decisions are the same (tested).
 How much that gains depends on the machine: LinUCB's `step` took 44.8 us
-median against 79 with the default on one 2-core VM, and between 11% more and
-28% less time on another (README); `tests/benchmarks/test_serving_bench.py`
+median against 79 with the default on one 2-core VM, and between 12% more and
+22% less time on another (README); `tests/benchmarks/test_serving_bench.py`
 measures both modes.
 """
 
