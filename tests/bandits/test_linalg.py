@@ -292,3 +292,27 @@ def test_psd_solve_calls_no_lapack():
     theirs = jax.jit(jax.vmap(pinv_solve, in_axes=(None, 0))).lower(A, b)
     assert "lapack" not in ours.as_text().lower()
     assert "lapack" in theirs.as_text().lower()
+
+
+def test_no_compiled_library_code_calls_a_lapack_routine():
+    """jaxlib's LAPACK kernels can deadlock XLA's intra-op pool when a program
+    runs two at once (docs/ope.md), so library code solves with `spd_solve`
+    and `psd_solve`. A static guard: no `jnp.linalg` / `jax.scipy.linalg`
+    routine that lowers to LAPACK appears in the packages (NumPy's float64
+    reference solves of the numerics study run outside JAX and are allowed)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    routine = re.compile(
+        r"(jnp|jax\.numpy|jax\.scipy|lax)\.linalg\.(solve|inv|pinv|cholesky|eigh|eig|"
+        r"svd|qr|lstsq|det|slogdet|lu|solve_triangular|cho_solve|cho_factor)\b"
+    )
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for package in ("agents", "bandits", "envs", "experiments")
+        for path in sorted((root / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if routine.search(line)
+    ]
+    assert not found, found
