@@ -125,11 +125,16 @@ def ridge_add(
     theta = state.theta_hat[block]
     theta = theta + gain * (reward - x @ theta)
     updates = state.updates + 1
+    # `block` is an arm of the round (or 0), so in bounds: promising it lets
+    # XLA write the block in place instead of guarding the whole (M, ...) array.
+    inside = "promise_in_bounds"
     state = state._replace(
-        root=state.root.at[block].set(R),
-        theta_hat=state.theta_hat.at[block].set(theta),
-        recent_precision=state.recent_precision.at[block].add(jnp.outer(x, x)),
-        recent_b=state.recent_b.at[block].add(reward * x),
+        root=state.root.at[block].set(R, mode=inside),
+        theta_hat=state.theta_hat.at[block].set(theta, mode=inside),
+        recent_precision=state.recent_precision.at[block].add(
+            jnp.outer(x, x), mode=inside
+        ),
+        recent_b=state.recent_b.at[block].add(reward * x, mode=inside),
         updates=updates,
     )
     # A 0- or 1-trip loop rather than `lax.cond`: XLA updates a loop's carried
