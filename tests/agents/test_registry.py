@@ -23,6 +23,7 @@ def test_deferred_names_are_exactly_what_their_modules_register():
         "agents.neural_linear",
         "agents.ensemble",
         "agents.transformer",
+        "agents.transformer_slate",
         "agents.in_context",
     }
     defined_there = {

@@ -75,7 +75,7 @@ def test_the_architecture_comes_from_the_checkpoint(tmp_path):
             {},
             'name = "linucb"\ncheckpoint = "ic.npz"',
             r"agent 'linucb' cannot start from a checkpoint; only 'transformer', "
-            r"'in_context' can",
+            r"'transformer_slate', 'in_context' can",
         ),
     ],
 )
