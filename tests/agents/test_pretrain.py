@@ -237,7 +237,9 @@ def test_a_streamed_replay_equals_the_one_from_memory(
     (`bandits.files.iter_logged`); its state is bit for bit the one from the
     same events in memory, for chunk sizes that do and do not divide the 256
     events, with `max_events`, and from a file written in row groups of 5
-    events (so that the reader must join and split pyarrow's batches)."""
+    events (so that the reader must join and split pyarrow's batches).
+    Exact: both run the same compiled replay on the same chunks of the same
+    values on one machine; only where the values come from differs."""
     import pyarrow.parquet as pq
 
     env, _ = env_params
