@@ -201,7 +201,7 @@ def replay_logged(
     check_fits(agent, data)
     if max_events is not None:
         max_events = positive_int("max_events", max_events)
-    total, chunks = _event_chunks(data, chunk_size, max_events)
+    total, chunks = _event_chunks(data, chunk_size)
     n = total if max_events is None else min(total, max_events)
     program = _replay_program(agent, chunk_size)
     for first, events in chunks:
@@ -231,7 +231,7 @@ def replay_logged(
 
 
 def _event_chunks(
-    data: Any, chunk_size: int, max_events: int | None
+    data: Any, chunk_size: int
 ) -> tuple[int, Iterator[tuple[int, dict[str, np.ndarray]]]]:
     """(events in `data`, consecutive chunks of `chunk_size` events as
     `(first row, columns)`). A Parquet path is checked whole first, then read
@@ -246,10 +246,9 @@ def _event_chunks(
         )
     events = as_events(data, REPLAY_COLUMNS)
     total = len(events["action"])
-    end = total if max_events is None else min(total, max_events)
 
     def chunks() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        for first in range(0, end, chunk_size):
+        for first in range(0, total, chunk_size):
             last = min(first + chunk_size, total)
             yield first, {name: v[first:last] for name, v in events.items()}
 

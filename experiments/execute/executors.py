@@ -138,9 +138,8 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
 
 def _warm_up() -> None:
     """A worker's first job when the pool is started ahead of the run: the
-    imports every task needs (JAX, the registries, the simulation loop)."""
-    import agents  # noqa: F401
-    import envs  # noqa: F401
+    imports every task needs (JAX, the registries through the config loader,
+    the simulation loop)."""
     import experiments.execute.tasks  # noqa: F401
 
 
@@ -164,12 +163,11 @@ def stop_workers() -> None:
     will (the end of `bandits run`). The workers are idle then and hold nothing
     that is not stored; ending them at once saves the half second their
     orderly exit (JAX's teardown in each) would add to the command."""
-    for workers in list(_POOLS):
-        pool = _POOLS.pop(workers)
+    for workers, pool in list(_POOLS.items()):
         # CPython's pool keeps its processes here; without it, the orderly exit.
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        _discard_pool(workers)
 
 
 @atexit.register
