@@ -225,7 +225,9 @@ def _run(args: argparse.Namespace) -> int:
     executor = make_executor(
         args.executor, args.scheduler, args.workers, args.connect_timeout
     )
-    _start_workers_early(args, executor)
+    data = _start_workers_early(args, executor)
+    if "study" in data:
+        return _run_study(args, data, executor)
     from experiments.config.loader import load_config
     from experiments.execute.runner import SeriesFailedError, run_experiment
 
@@ -257,19 +259,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_workers_early(args: argparse.Namespace, executor: Any) -> None:
+def _start_workers_early(args: argparse.Namespace, executor: Any) -> dict[str, Any]:
     """Starts the local workers now, so that they import while this process
     checks the config, when the run goes into a new folder. A missing or
     malformed file is refused first. An existing folder may hold every result
     already (a rerun then only re-renders the report): its workers start when
-    there is work for them."""
+    there is work for them. Returns the config's TOML document."""
     from experiments.config.sources import output_folder, parse_toml, read_source
     from experiments.execute.executors import LocalExecutor, prestart
 
     text, origin, stem = read_source(args.config)
     data = parse_toml(text, origin)
+    data.setdefault("name", stem)
     run_table = data.get("run") if isinstance(data.get("run"), dict) else {}
-    output, name = run_table.get("output"), data.get("name", stem)
+    output = data.get("output") if "study" in data else run_table.get("output")
+    name = data["name"]
     if (
         isinstance(executor, LocalExecutor)
         and isinstance(name, str)
@@ -277,6 +281,34 @@ def _start_workers_early(args: argparse.Namespace, executor: Any) -> None:
         and not output_folder(args.out, output, name).exists()
     ):
         prestart(executor.workers)
+    return data
+
+
+def _run_study(args: argparse.Namespace, data: dict[str, Any], executor: Any) -> int:
+    """Runs a study config (a top-level `study`) with the study runner."""
+    from experiments.config.sources import output_folder
+    from experiments.execute import cells
+
+    if args.chunk_size is not None:
+        raise BanditConfigError("--chunk-size applies to regret experiments, not to "
+                                f"study {data['study']!r}")  # fmt: skip
+    study = str(data["study"])
+    config = cells.study_module(study).read(data)
+    out = output_folder(args.out, data.get("output"), str(data["name"]))
+    try:
+        result = cells.run_cells(
+            study, config, out, executor=executor, overwrite=args.overwrite,
+            progress=not args.quiet,
+        )  # fmt: skip
+    finally:
+        close = getattr(executor, "close", None)
+        if close is not None:
+            close()
+    print(f"computed {len(result.computed)} cell(s), reused {len(result.reused)}")
+    print(f"results: {out / cells.RECORDS}")
+    for path in result.files:
+        print(f"         {path}")
+    return 0
 
 
 def _print_result(result) -> None:

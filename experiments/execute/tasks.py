@@ -119,7 +119,9 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Simulates one task and returns its results as plain data.
 
     Args:
-      spec: a task spec (`experiments.plan.planner.Task.spec`).
+      spec: a task spec (`experiments.plan.planner.Task.spec`), or a study
+        cell's (`kind = "cell"`, `experiments.execute.cells`), whose result is
+        `cells.execute_cell`'s.
 
     Returns:
       `{"task", "series": [{"label", "curves": {...}, "prediction", "failed"}],
@@ -135,6 +137,11 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
       WorkerSetupError: the process has more than one JAX device, or the spec
         comes from another version.
     """
+    if spec.get("kind") == "cell":
+        from experiments.execute import cells  # it imports the executors
+
+        _check_devices()
+        return cells.execute_cell(spec)
     _check_worker(spec)
     release_compiled_programs_if_crowded()
     env = spec_env(spec)
@@ -298,6 +305,11 @@ def _check_worker(spec: Mapping[str, Any]) -> None:
             f"task format {spec.get('format')!r} is not {SPEC_FORMAT}: the worker "
             "runs another version of the bandits package"
         )
+    _check_devices()
+
+
+def _check_devices() -> None:
+    """Refuses a process with several JAX devices."""
     if jax.local_device_count() != 1:
         raise WorkerSetupError(
             f"a worker must have exactly one JAX device, found "

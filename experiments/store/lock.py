@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import platform
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,15 +26,32 @@ LOCK_FILE = ".bandits.lock"
 
 
 @contextlib.contextmanager
-def exclusive(directory: Path, command: str | None = None) -> Iterator[Path]:
+def exclusive(
+    directory: Path, command: str | None = None, *, wait_s: float = 0.0
+) -> Iterator[Path]:
     """Holds the folder's lock; creates the folder if needed.
 
+    Args:
+      wait_s: how long to wait for another process that holds it (0: refuse
+        at once).
+
     Raises:
-      BanditConfigError: another live process holds the lock, or the folder or
-        its lock file cannot be created.
+      BanditConfigError: another live process holds the lock (for `wait_s`),
+        or the folder or its lock file cannot be created.
     """
     path = directory / LOCK_FILE
-    fd = _acquire(directory, path)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fd = _acquire(directory, path)
+            break
+        except _BusyError as busy:
+            if time.monotonic() >= deadline:
+                raise BanditConfigError(
+                    f"output folder {str(directory)!r} is in use by another run "
+                    f"({busy.holder}); wait for it to finish or choose another --out"
+                ) from None
+            time.sleep(0.05)
     try:
         _write_holder(fd, command)
         try:
@@ -46,6 +64,11 @@ def exclusive(directory: Path, command: str | None = None) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+class _BusyError(Exception):
+    def __init__(self, holder: str):
+        self.holder = holder
 
 
 def _acquire(directory: Path, path: Path) -> int:
@@ -63,10 +86,7 @@ def _acquire(directory: Path, path: Path) -> int:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise BanditConfigError(
-                f"output folder {str(directory)!r} is in use by another run "
-                f"({holder}); wait for it to finish or choose another --out"
-            ) from None
+            raise _BusyError(holder) from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:

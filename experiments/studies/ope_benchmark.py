@@ -62,13 +62,19 @@ from agents.features import cross_items_for, with_arm_features
 from bandits import offline, ope
 from bandits.validation import BanditConfigError
 from envs import logged
-from experiments.store.storage import atomic_write_text, read_jsonl
+from experiments.execute import compile_cache
+from experiments.execute.cells import Cell, run_cells
+from experiments.execute.executors import LocalExecutor
+from experiments.store import storage
+from experiments.store.storage import atomic_write_text
 from experiments.studies import ope_benchmark_streamed as streamed
 from experiments.studies.ope_benchmark_config import (
     EnvCell,
     Study,
     Target,
+    env_cell,
     logging_policy,
+    parse_study,
     read_study,
 )
 from experiments.studies.ope_benchmark_report import plot, summary_markdown
@@ -393,65 +399,123 @@ def score(estimates: np.ndarray, truth: float) -> dict[str, dict[str, float]]:
 # The study
 
 
-def run_study(study: Study, out: Path) -> list[dict]:
-    """Every (env, target, logger, log size) cell not yet in `out`; returns all
-    records. The file is rewritten (atomically) after each cell, merged with
-    the cells other runs added to it meanwhile."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.jsonl"
-    records = read_jsonl(path) if path.exists() else []
-    done = {_cell_key(r) for r in records}
-    root = jax.random.key(study.seed)
+def cells(study: Study) -> list[Cell]:
+    """One cell per (env, target, logger, log size) selected: its spec is the
+    part of the config it depends on, and its position in the full config
+    (which fixes its seeds, so a filtered run reproduces the full one). Every
+    target is built here, before any compute, so a bad one is refused first."""
+    out = []
     for e, cell in enumerate(study.envs):
         if not _selected(cell.id, study.only_envs):
             continue
-        env, params = envs.make(cell.id, **cell.params)
+        env, _ = envs.make(cell.id, **cell.params)
         for t, target in enumerate(cell.targets):
             if not _selected(target.label, study.only_targets):
                 continue
-            trained = None
-            for g, spec in enumerate(study.loggers):
-                if not _selected(spec["label"], study.only_loggers):
+            build_target(target, env)
+            for g, logger in enumerate(study.loggers):
+                if not _selected(logger["label"], study.only_loggers):
                     continue
-                todo = [
-                    (n, reps)
-                    for n, reps in zip(study.log_sizes, study.replicates, strict=True)
-                    if (
-                        cell.id,
-                        target.label,
-                        spec["label"],
-                        n,
-                        reps,
-                        study.truth_events,
-                    )
-                    not in done
-                ]
-                if not todo:
-                    continue
-                if trained is None:
-                    trained = train_target(target, env, params)
-                key = jax.random.fold_in(jax.random.fold_in(root, e), t * 97 + g)
-                for record in run_logger(study, cell, env, params, target, trained,
-                                         spec, todo, key):  # fmt: skip
-                    records = _append_records(path, record)
+                for n, reps in zip(study.log_sizes, study.replicates, strict=True):
+                    spec = _cell_spec(study, cell, target, logger, n, reps)
+                    out.append(Cell(_cell_name(spec), {**spec, "position": [e, t, g]}))
+    return out
+
+
+def _cell_spec(study, cell, target, logger, n, reps) -> dict[str, Any]:
+    """The config of one cell, in the TOML layout (`read` parses it back)."""
+    table = {
+        "label": target.label, "name": target.name,
+        "train_rounds": target.train_rounds,
+        "hyperparameters": dict(target.hyperparameters),
+    }  # fmt: skip
+    if target.feature_map is not None:
+        table["feature_map"] = target.feature_map
+    if target.checkpoint is not None:
+        table["checkpoint"] = target.checkpoint
+        # A changed checkpoint file is a changed cell.
+        table["checkpoint_sha256"] = storage.file_checksum(target.checkpoint)[1]
+    return {
+        "log_sizes": [n],
+        "replicates": [reps],
+        "truth_events": study.truth_events,
+        "streams_per_replicate": study.streams_per_replicate,
+        "folds": study.folds,
+        "seed": study.seed,
+        "estimators": dict(study.estimator_options),
+        "logging": [dict(logger)],
+        "envs": [
+            {"id": cell.id, "params": dict(cell.params),
+             "reward_model": cell.reward_model, "targets": [table]}
+        ],
+    }  # fmt: skip
+
+
+def _cell_name(spec: Mapping[str, Any]) -> str:
+    env = spec["envs"][0]
+    return (
+        f"{env['id']} | {env['targets'][0]['label']} | {spec['logging'][0]['label']} "
+        f"| n={spec['log_sizes'][0]} x {spec['replicates'][0]} "
+        f"| truth {spec['truth_events']}"
+    )
+
+
+def run_cell(spec: Mapping[str, Any]) -> list[dict]:
+    """The records of one cell (one per estimator), in a worker process."""
+    data = {k: v for k, v in spec.items() if k != "position"}
+    target_table = dict(data["envs"][0]["targets"][0])
+    target_table.pop("checkpoint_sha256", None)
+    data["envs"] = [{**data["envs"][0], "targets": [target_table]}]
+    study = parse_study(data)
+    cell, (e, t, g) = study.envs[0], spec["position"]
+    target, logger = cell.targets[0], study.loggers[0]
+    env, params = envs.make(cell.id, **cell.params)
+    trained = _trained(json.dumps(data["envs"][0], sort_keys=True))
+    root = jax.random.key(study.seed)
+    key = jax.random.fold_in(jax.random.fold_in(root, e), t * 97 + g)
+    todo = list(zip(study.log_sizes, study.replicates, strict=True))
+    records = []
+    for part in run_logger(study, cell, env, params, target, trained, logger, todo,
+                           key):  # fmt: skip
+        records += part
     return records
 
 
-def _append_records(path: Path, new: list[dict]) -> list[dict]:
-    """Adds `new` to the records file, keeping what other runs (say, another
-    env in another process) wrote since this one started; returns them all."""
-    records = read_jsonl(path) if path.exists() else []
-    added = {_cell_key(r) for r in new}
-    records = [r for r in records if _cell_key(r) not in added] + new
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-    return records
+@functools.lru_cache(maxsize=4)
+def _trained(env_table: str):
+    """The trained target of a one-target `[[envs]]` table (JSON), kept for the
+    worker's next cells: training is deterministic (seed 0)."""
+    cell = env_cell("envs[0]", json.loads(env_table), None)
+    env, params = envs.make(cell.id, **cell.params)
+    return train_target(cell.targets[0], env, params)
+
+
+def read(data: Mapping[str, Any]) -> Study:
+    """The study config of a TOML document (`experiments.execute.cells`)."""
+    return parse_study(data)
+
+
+def report(records: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
+    """`summary.md` and the figures (`experiments.execute.cells`)."""
+    summary = atomic_write_text(out / "summary.md", summary_markdown(records))
+    return [summary, *plot(records, out)]
+
+
+def describe(records: Sequence[Mapping[str, Any]]) -> str:
+    """One progress line for a finished cell: V and the RMSE and coverage of
+    IPS and DR."""
+    by = {r["estimator"]: r for r in records}
+    ips, dr = by["ips"], by["dr"]
+    return (
+        f"V={records[0]['truth']:.4f}  IPS rmse {ips['rmse']:.4f} cov "
+        f"{ips['coverage']:.2f}  DR rmse {dr['rmse']:.4f} cov {dr['coverage']:.2f}"
+    )
 
 
 def run_logger(study, cell, env, params, target, trained, spec, todo, key):
     """Yields the records of each log size in `todo` for one logger."""
     agent, state = trained
     policy = logging_policy(spec)
-    start = time.perf_counter()
     for n, reps in todo:
         k = jax.random.fold_in(key, n)
         truth, truth_se = true_value(
@@ -468,14 +532,6 @@ def run_logger(study, cell, env, params, target, trained, spec, todo, key):
             "truth_events": study.truth_events,
             "min_propensity": min_propensity,
         }  # fmt: skip
-        ips, dr = scores["ips"], scores["dr"]
-        print(
-            f"{cell.id} | {target.label} | {spec['label']} | n={n:,} x {reps}: "
-            f"V={truth:.4f}  IPS rmse {ips['rmse']:.4f} cov {ips['coverage']:.2f}  "
-            f"DR rmse {dr['rmse']:.4f} cov {dr['coverage']:.2f}  "
-            f"({time.perf_counter() - start:.0f} s)",
-            flush=True,
-        )
         yield [{**cell_fields, "estimator": name, **s} for name, s in scores.items()]
 
 
@@ -522,13 +578,6 @@ def _selected(name: str, only: tuple[str, ...] | None) -> bool:
     return only is None or name in only
 
 
-def _cell_key(r: Mapping[str, Any]) -> tuple:
-    return (
-        r["env"], r["target"], r["logger"], r["log_size"], r["replicates"],
-        r.get("truth_events"),
-    )  # fmt: skip
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="ope_benchmark")
@@ -548,6 +597,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--loggers", nargs="+", metavar="LABEL", help="logging policy labels to run"
     )
+    parser.add_argument(
+        "--workers", type=int, metavar="N",
+        help="worker processes, one cell each at a time (default: one per core)",
+    )  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     return parser.parse_args(argv)
 
 
@@ -591,20 +645,21 @@ def select(study: Study, args: argparse.Namespace) -> Study:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    compile_cache.enable()
     try:
         study = select(read_study(args.config, overrides(args)), args)
-    except BanditConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out or study.output)
-    try:
-        records = run_study(study, out)
+        out = Path(args.out or study.output)
+        result = run_cells(
+            "ope_benchmark", study, out, executor=LocalExecutor(args.workers),
+            progress=not args.quiet,
+        )  # fmt: skip
     except BanditConfigError as err:  # e.g. a checkpoint that does not fit
         print(f"error: {err}", file=sys.stderr)
         return 2
-    atomic_write_text(out / "summary.md", summary_markdown(records))
-    figures = plot(records, out)
-    print(f"wrote {out / 'summary.md'} and {len(figures)} figures")
+    print(
+        f"computed {len(result.computed)} cell(s), reused {len(result.reused)}; "
+        f"wrote {out / 'summary.md'} and {len(result.files) - 1} figures"
+    )
     return 0
 
 

@@ -6,9 +6,7 @@ platform's checks (`experiments.config.checks`), so errors read the same."""
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -17,7 +15,7 @@ import jax.numpy as jnp
 from bandits.validation import BanditConfigError, positive_int, real
 from envs import logged
 from experiments.config.checks import check_keys, table
-from experiments.config.loader import packaged_config_text, packaged_configs
+from experiments.config.sources import parse_toml, read_source
 
 LOGGER_KINDS = ("uniform", "softmax", "epsilon_greedy")
 REWARD_MODELS = ("context", "context_items")
@@ -63,17 +61,8 @@ class Study:
 
 def read_study(source: str, overrides: Mapping[str, Any] | None = None) -> Study:
     """The study config from a TOML path or a packaged config name, checked."""
-    path = Path(source)
-    if path.is_file():
-        text, origin = path.read_text(encoding="utf-8"), str(path)
-    elif source.removesuffix(".toml") in packaged_configs():
-        text, origin = packaged_config_text(source), f"package:{source}"
-    else:
-        raise BanditConfigError(f"config {source!r} not found")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise BanditConfigError(f"{origin} is not valid TOML: {err}") from None
+    text, origin, _ = read_source(source)
+    data = parse_toml(text, origin)
     data.update(overrides or {})
     return parse_study(data)
 
@@ -82,7 +71,7 @@ def parse_study(data: Mapping[str, Any]) -> Study:
     keys = (
         "name", "output", "log_sizes", "replicates", "truth_events",
         "streams_per_replicate", "folds", "seed", "estimators", "logging", "envs",
-        "train_rounds",
+        "train_rounds", "study",
     )  # fmt: skip
     check_keys(data, keys, "the study config", required=("log_sizes", "envs"))
     sizes = tuple(
@@ -118,7 +107,7 @@ def parse_study(data: Mapping[str, Any]) -> Study:
         raise BanditConfigError("logging must list at least one logging policy")
     default_rounds = data.get("train_rounds")
     cells = tuple(
-        _env_cell(f"envs[{i}]", t, default_rounds) for i, t in enumerate(data["envs"])
+        env_cell(f"envs[{i}]", t, default_rounds) for i, t in enumerate(data["envs"])
     )
     return Study(
         name=str(data.get("name", "ope_benchmark")),
@@ -148,7 +137,7 @@ def _logger(path: str, spec: Any) -> dict[str, Any]:
     return spec
 
 
-def _env_cell(path: str, spec: Any, default_rounds: Any) -> EnvCell:
+def env_cell(path: str, spec: Any, default_rounds: Any) -> EnvCell:
     spec = table(path, spec)
     check_keys(spec, ("id", "params", "reward_model", "targets"), path,
                required=("id", "targets"))  # fmt: skip

@@ -205,19 +205,27 @@ def test_an_unknown_logger_label_is_refused(tiny_run, tmp_path, capsys):
     assert not (tmp_path / "results.jsonl").exists()
 
 
-def test_records_written_meanwhile_by_another_run_are_kept(tmp_path):
-    """Two runs on one results folder (say, one env each, in two processes):
-    each rewrite keeps the other's cells, and replaces only its own."""
-    path = tmp_path / "results.jsonl"
-    cell = {"env": "E", "target": "T", "logger": "L", "log_size": 10,
-            "replicates": 2, "truth_events": 100, "estimator": "ips"}  # fmt: skip
-    theirs = {**cell, "env": "F", "rmse": 1.0}
-    path.write_text(json.dumps(theirs) + "\n")
-    mine = {**cell, "rmse": 2.0}
-    assert ope_benchmark._append_records(path, [mine]) == [theirs, mine]
-    again = {**cell, "rmse": 3.0}
-    ope_benchmark._append_records(path, [again])
-    assert [json.loads(line) for line in path.open()] == [theirs, again]
+def test_cells_of_another_config_in_the_folder_are_kept(tiny_run, tmp_path):
+    """Two configs writing to one folder (the transformer target config shares
+    the benchmark's folder): each run stores its own cells, and the records and
+    summary list both, this config's cells first."""
+    config, out = tiny_run
+    folder = tmp_path / "shared"
+    softmax_only = ["--loggers", "softmax"]
+    assert ope_benchmark.main(["--config", str(config), "--out", str(folder),
+                               *softmax_only]) == 0  # fmt: skip
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace('label = "LinUCB"', 'label = "B"'))
+    assert ope_benchmark.main(["--config", str(other), "--out", str(folder),
+                               "--loggers", "uniform"]) == 0  # fmt: skip
+    records = [json.loads(line) for line in (folder / "results.jsonl").open()]
+    pairs = [(r["target"], r["logger"]) for r in records[:: len(ope.ESTIMATORS)]]
+    assert pairs == [("B", "uniform"), ("LinUCB", "softmax")]
+    assert "target B, logger uniform" in (folder / "summary.md").read_text()
+    full = [json.loads(line) for line in (out / "results.jsonl").open()]
+    assert records[len(ope.ESTIMATORS) :] == [
+        r for r in full if r["logger"] == "softmax"
+    ]
 
 
 def test_coverage_carries_its_binomial_interval():
