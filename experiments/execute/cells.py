@@ -63,6 +63,7 @@ from experiments.store import lock, storage
 
 STUDIES = {
     "ope_benchmark": "experiments.studies.ope_benchmark",
+    "obd_ope": "experiments.studies.obd_ope",
 }
 """Study name -> the module that implements it."""
 

@@ -32,9 +32,15 @@ with its own 95% interval, and whether that interval covers V.
     python -m experiments.studies.obd_ope          # campaign all, 30 resamples
     python -m experiments.studies.obd_ope --campaigns all men women
     python -m experiments.studies.obd_ope --quick --out /tmp/obd_ope  # smoke run
+    bandits run obd_ope                            # the config, as it is
 
-Writes `summary.json` (every number, per resample too), `summary.md` (the tables)
-and `obd_ope.png` (relative error by estimator, both directions) to `--out`.
+The settings are `experiments/configs/obd_ope.toml`; the options replace them.
+Each (campaign, direction) is a cell of the study runner
+(`experiments.execute.cells`): the cells run side by side in worker processes,
+each is stored as it finishes (`cells/`), and a rerun computes only the cells
+it lacks or whose settings changed. Writes `summary.json` (every number, per
+resample too), `summary.md` (the tables) and `obd_ope.png` (relative error by
+estimator, both directions) to `--out`, from every cell in the folder.
 """
 
 from __future__ import annotations
@@ -58,6 +64,11 @@ from bandits.files import atomic_write
 from bandits.validation import BanditConfigError, positive_int, real
 from envs import obd
 from envs.logged import LoggedData
+from experiments.config.checks import check_keys
+from experiments.config.sources import parse_toml, read_source
+from experiments.execute import compile_cache
+from experiments.execute.cells import Cell, run_cells
+from experiments.execute.executors import LocalExecutor
 
 DIRECTIONS = {
     "bts_from_random": ("bts", "random"),  # (evaluation policy, logging policy)
@@ -91,10 +102,10 @@ LABELS = {
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    """Command-line arguments of the OBD study."""
+    """Settings of the OBD study (the config, with the options applied)."""
 
     out: str = "results/obd_ope"
-    """Folder for summary.json, summary.md and obd_ope.png."""
+    """Folder for the cells, summary.json, summary.md and obd_ope.png."""
     campaigns: tuple[str, ...] = ("all",)
     """Campaigns from `envs.obd.CAMPAIGNS`."""
     directions: tuple[str, ...] = tuple(DIRECTIONS)
@@ -117,8 +128,14 @@ class Args:
     """Use only the first `rows` logged events (time order); None: all."""
     seed: int = 0
     """Seed of the resamples, the folds and the Monte Carlo draws."""
-    quick: bool = False
-    """Smoke settings: 3 resamples, 20,000 draws, the first 3,000 events."""
+
+
+SETTINGS = tuple(
+    f.name for f in dataclasses.fields(Args) if f.name not in ("out", "campaigns",
+                                                               "directions")
+)  # fmt: skip
+"""The settings a cell's numbers depend on (beside its campaign and direction)."""
+QUICK = {"resamples": 3, "draws": 20_000, "rows": 3_000}
 
 
 # ---------------------------------------------------------------------------
@@ -291,6 +308,9 @@ def format_tables(records: Sequence[dict[str, Any]]) -> str:
             f"{r['mean_weight']:.3f} (max {r['max_weight']:.1f}); "
             f"{r['resamples']} bootstrap resamples.\n"
         )
+        if "settings" in r:
+            settings = ", ".join(f"{k} = {v}" for k, v in r["settings"].items())
+            parts[-1] += f"\nSettings: {settings}.\n"
         reference = any(e["published_mean"] is not None for e in r["estimators"])
         header = (
             "| estimator | relative error: mean | 95% interval | std | "
@@ -359,34 +379,111 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(records: list[dict[str, Any]], args: Args, command: str) -> Path:
-    out = Path(args.out)
-    summary = {
-        "command": command,
-        "machine": machine(),
-        "args": dataclasses.asdict(args),
-        "records": records,
-    }
+def report(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    """`summary.json`, `summary.md` and `obd_ope.png` from the records of every
+    cell in the folder (`experiments.execute.cells`)."""
+    records = sorted(records, key=_order)
+    summary = {"machine": machine(), "records": list(records)}
     text = json.dumps(summary, indent=1)
-    atomic_write(out / "summary.json", lambda tmp: tmp.write_text(text))
-    tables = format_tables(records)
+    files = [atomic_write(out / "summary.json", lambda tmp: tmp.write_text(text))]
     page = (
-        f"# Open Bandit Dataset: off-policy estimators against on-policy truth\n\n"
-        f"`{command}` on {machine()}.\n\n{tables}"
+        "# Open Bandit Dataset: off-policy estimators against on-policy truth\n\n"
+        f"Measured on {machine()}; each table gives the settings of its cell "
+        f"(`python -m experiments.studies.obd_ope` with those options).\n\n"
+        f"{format_tables(records)}"
     )
-    atomic_write(out / "summary.md", lambda tmp: tmp.write_text(page))
-    plot(records, out / "obd_ope.png")
-    return out
+    files.append(atomic_write(out / "summary.md", lambda tmp: tmp.write_text(page)))
+    if records:
+        plot(records, out / "obd_ope.png")
+        files.append(out / "obd_ope.png")
+    return files
+
+
+def _order(record: dict[str, Any]) -> tuple:
+    campaign, direction = record["campaign"], record["direction"]
+    known = campaign in obd.CAMPAIGNS and direction in DIRECTIONS
+    return (
+        obd.CAMPAIGNS.index(campaign) if known else len(obd.CAMPAIGNS),
+        list(DIRECTIONS).index(direction) if known else len(DIRECTIONS),
+        campaign, direction,
+    )  # fmt: skip
+
+
+def describe(records: Sequence[dict[str, Any]]) -> str:
+    """The progress line of a finished cell."""
+    return f"V = {100 * records[0]['truth']:.3f}%"
+
+
+# ---------------------------------------------------------------------------
+# The study runner's side
+
+
+def read(data: dict[str, Any]) -> Args:
+    """The settings of a TOML document (`experiments/configs/obd_ope.toml`)."""
+    keys = ("study", "name", "output", "campaigns", "directions", *SETTINGS)
+    check_keys(data, keys, "the study config")
+    values = {k: data[k] for k in (*SETTINGS, "campaigns", "directions") if k in data}
+    for key in ("campaigns", "directions"):
+        if key in values:
+            values[key] = tuple(values[key])
+    args = dataclasses.replace(Args(), out=str(data.get("output", Args.out)), **values)
+    return checked(args)
+
+
+def checked(args: Args) -> Args:
+    """`args`, or a `BanditConfigError` naming the first bad field."""
+    for campaign in args.campaigns:
+        if campaign not in obd.CAMPAIGNS:
+            raise BanditConfigError.about(
+                "campaigns", f"must be among {list(obd.CAMPAIGNS)}, got {campaign!r}"
+            )
+    for direction in args.directions:
+        if direction not in DIRECTIONS:
+            raise BanditConfigError.about(
+                "directions", f"must be among {list(DIRECTIONS)}, got {direction!r}"
+            )
+    positive_int("resamples", args.resamples)
+    positive_int("draws", args.draws)
+    positive_int("folds", args.folds)
+    if args.rows is not None:
+        positive_int("rows", args.rows)
+    for field in ("regularization", "max_weight", "tau", "shrinkage"):
+        real(field, getattr(args, field), low=0.0, low_open=True)
+    if args.resamples < 2:
+        raise BanditConfigError.about(
+            "resamples", f"must be at least 2, got {args.resamples}"
+        )
+    return args
+
+
+def cells(args: Args) -> list[Cell]:
+    """One cell per (campaign, direction)."""
+    settings = {k: getattr(args, k) for k in SETTINGS}
+    return [
+        Cell(f"{campaign} | {direction}",
+             {"campaign": campaign, "direction": direction, **settings})
+        for campaign in args.campaigns
+        for direction in args.directions
+    ]  # fmt: skip
+
+
+def run_cell(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record of one (campaign, direction), in a worker process."""
+    args = Args(**{k: spec[k] for k in SETTINGS})
+    record = run_direction(spec["campaign"], spec["direction"], args)
+    return [{**record, "settings": {k: spec[k] for k in SETTINGS}}]
 
 
 # ---------------------------------------------------------------------------
 # Command line
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Args:
-    defaults = Args()
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Args, int | None, bool]:
+    """(settings, --workers, --quiet): the config (`--config`, default
+    `obd_ope`) with the options applied, checked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=defaults.out)
+    parser.add_argument("--config", default="obd_ope")
+    parser.add_argument("--out")
     parser.add_argument("--campaigns", nargs="+", choices=obd.CAMPAIGNS)
     parser.add_argument("--directions", nargs="+", choices=tuple(DIRECTIONS))
     parser.add_argument("--resamples", type=int)
@@ -403,15 +500,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
         action="store_true",
         help="smoke run: 3 resamples, 20,000 draws, the first 3,000 events",
     )
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="worker processes (default: one per core)")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     ns = parser.parse_args(argv)
-    base = (
-        dataclasses.replace(defaults, resamples=3, draws=20_000, rows=3_000)
-        if ns.quick
-        else defaults
-    )
+    text, origin, _ = read_source(ns.config)
+    data = parse_toml(text, origin)
+    if ns.quick:
+        data.update(QUICK)
     given = {
-        "campaigns": tuple(ns.campaigns) if ns.campaigns else None,
-        "directions": tuple(ns.directions) if ns.directions else None,
+        "output": ns.out,
+        "campaigns": ns.campaigns,
+        "directions": ns.directions,
         "resamples": ns.resamples,
         "draws": ns.draws,
         "folds": ns.folds,
@@ -422,48 +522,24 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
         "rows": ns.rows,
         "seed": ns.seed,
     }
-    args = dataclasses.replace(
-        base,
-        out=ns.out,
-        quick=ns.quick,
-        **{k: v for k, v in given.items() if v is not None},
-    )
-    positive_int("resamples", args.resamples)
-    positive_int("draws", args.draws)
-    positive_int("folds", args.folds)
-    if args.rows is not None:
-        positive_int("rows", args.rows)
-    for field in ("regularization", "max_weight", "tau", "shrinkage"):
-        real(field, getattr(args, field), low=0.0, low_open=True)
-    if args.resamples < 2:
-        raise BanditConfigError.about(
-            "resamples", f"must be at least 2, got {args.resamples}"
-        )
-    return args
+    data.update({k: v for k, v in given.items() if v is not None})
+    return read(data), ns.workers, ns.quiet
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parse_args(argv)
+        args, workers, quiet = parse_args(argv)
+        compile_cache.enable()
+        result = run_cells(
+            "obd_ope", args, args.out, executor=LocalExecutor(workers),
+            progress=not quiet,
+        )  # fmt: skip
     except BanditConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    command = " ".join(["python -m experiments.studies.obd_ope", *argv])
-    records = []
-    for campaign in args.campaigns:
-        for direction in args.directions:
-            record = run_direction(campaign, direction, args)
-            records.append(record)
-            print(
-                f"{campaign:6s} {direction:16s} V = {100 * record['truth']:.3f}%  "
-                f"({record['seconds']:.0f} s)",
-                flush=True,
-            )
-    out = write_outputs(records, args, command)
-    print()
-    print(format_tables(records))
-    print(f"written to {out}/summary.json, summary.md, obd_ope.png")
+    print(format_tables(sorted(result.records, key=_order)))
+    print(f"computed {len(result.computed)} cell(s), reused {len(result.reused)}; "
+          f"written to {args.out}/summary.json, summary.md, obd_ope.png")  # fmt: skip
     return 0
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from bandits import ope
 from envs import obd
+from experiments.execute import cells
 from tests.experiments.modules import run_module
 
 MODULE = "experiments.studies.obd_ope"
@@ -54,7 +55,13 @@ def test_quick_study_scores_every_estimator_against_on_policy_truth(quick):
     assert published["dm"] == 0.156876 and published["clipped_ips"] is None
     page = (out / "summary.md").read_text()
     assert "OBP published" in page and "0.157 (0.110)" in page
-    assert summary["command"].endswith("--quick --out " + str(out))
+    for record in records.values():
+        assert record["settings"]["rows"] == 3000
+        assert record["settings"]["draws"] == 20_000
+    assert "Settings: resamples = 3, draws = 20000" in page
+    assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(
+        cells.file_name(f"all | {d}") for d in ("bts_from_random", "random_from_bts")
+    )
     assert (out / "obd_ope.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -78,3 +85,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
     assert done.returncode == 2
     assert "resamples must be at least 2" in done.stderr
     assert not (tmp_path / "summary.json").exists()
+    done = run_module(
+        MODULE, "--campaigns", "kids", "--out", str(tmp_path), timeout=120
+    )
+    assert done.returncode == 2 and "--campaigns" in done.stderr
