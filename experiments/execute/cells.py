@@ -304,6 +304,18 @@ def _prepare(directory: Path, study: str, overwrite: bool) -> None:
             f"experiment ({storage.MANIFEST}); choose another --out"
         )
     marker = directory / STUDY_FILE
+    if (
+        not overwrite
+        and not marker.exists()
+        and (directory / RECORDS).exists()
+        and not (directory / CELLS_DIR).exists()
+    ):
+        raise BanditConfigError(
+            f"output folder {str(directory)!r} holds a {RECORDS} of an earlier "
+            f"version of the study (no {CELLS_DIR}/ beside it), which this run "
+            "would replace; nothing was changed. Choose another --out, move the "
+            "file away, or pass --overwrite"
+        )
     theirs = _study_of(marker)
     if theirs not in (None, study) and not overwrite:
         raise BanditConfigError(

@@ -12,7 +12,11 @@ import pytest
 
 from bandits.validation import BanditConfigError
 from experiments import cli
-from experiments.config.sources import parse_toml
+from experiments.config.sources import (
+    packaged_config_text,
+    packaged_configs,
+    parse_toml,
+)
 from experiments.execute import cells
 from experiments.execute.executors import LocalExecutor
 from experiments.store import lock, storage
@@ -90,6 +94,23 @@ def test_cell_specs_are_plain_json():
         assert json.loads(json.dumps(cell.spec)) == cell.spec
 
 
+def test_every_packaged_study_config_reads_and_plans():
+    """The packaged configs that name a study pass its checks; those whose
+    targets need no file from another study plan their cells."""
+    found = set()
+    for name in packaged_configs():
+        data = parse_toml(packaged_config_text(name), name)
+        if "study" not in data:
+            continue
+        found.add(name)
+        module = cells.study_module(data["study"])
+        config = module.read(data)
+        if name != "ope_benchmark_transformer":  # its checkpoint: another study's
+            planned = module.cells(config)
+            assert planned and len({c.name for c in planned}) == len(planned)
+    assert found == {"ope_benchmark", "ope_benchmark_transformer", "obd_ope"}
+
+
 def test_a_rerun_reuses_every_intact_cell(first_run, tmp_path):
     out = tmp_path / "out"
     _copy(first_run, out)
@@ -153,6 +174,12 @@ def test_a_folder_of_other_results_is_refused(tmp_path):
     with pytest.raises(BanditConfigError, match="study 'obd_ope'"):
         _run(CONFIG, other)
     assert not (other / cells.CELLS_DIR).exists()
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "results.jsonl").write_text('{"env": "Linear-v0"}\n')
+    with pytest.raises(BanditConfigError, match="earlier version"):
+        _run(CONFIG, earlier)
+    assert (earlier / "results.jsonl").read_text() == '{"env": "Linear-v0"}\n'
 
 
 def test_an_unknown_study_is_refused_by_name(tmp_path, capsys):
@@ -160,7 +187,7 @@ def test_an_unknown_study_is_refused_by_name(tmp_path, capsys):
     config.write_text(CONFIG.replace('study = "ope_benchmark"', 'study = "os.system"'))
     assert cli.main(["run", str(config), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "study must be one of ['ope_benchmark']" in err
+    assert "study must be one of ['obd_ope', 'ope_benchmark']" in err
     assert "'os.system'" in err
 
 

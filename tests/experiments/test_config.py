@@ -580,6 +580,7 @@ OWN_LAYOUT = {
     "pretrain_finetune",
     "ope_benchmark",
     "ope_benchmark_transformer",
+    "obd_ope",
     "in_context",
     "in_context_fixed_arms",
     "in_context_fixed_arms_per_instance",
