@@ -64,6 +64,7 @@ from experiments.store import lock, storage
 STUDIES = {
     "ope_benchmark": "experiments.studies.ope_benchmark",
     "obd_ope": "experiments.studies.obd_ope",
+    "ridge_numerics": "experiments.studies.ridge_numerics",
 }
 """Study name -> the module that implements it."""
 

@@ -18,16 +18,26 @@ Two measurements, printed as Markdown tables (docs/numerics.md shows them):
     python -m experiments.studies.ridge_numerics --quick        # smoke run
     python -m experiments.studies.ridge_numerics --logs \
         results/pretrain_finetune/ContextualRec-v0/logs.parquet --env ContextualRec-v0
+    bandits run ridge_numerics                    # 1 and 2, the config as it is
+
+The cases are `experiments/configs/ridge_numerics.toml`. Every case of 1, every
+agent of 2 and the warm start of 3 is a cell of the study runner
+(`experiments.execute.cells`): they run side by side in worker processes and
+are stored in `<out>/cells/` as they finish (`--out`, default
+`results/ridge_numerics`); a rerun computes only what is missing or changed.
+`summary.md` holds the tables, from every cell in the folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import platform
-import time
-from collections.abc import Sequence
-from typing import NamedTuple
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,18 +49,22 @@ import envs
 from agents.exploration import masked_argmax
 from agents.ridge import mean_and_width
 from bandits.types import Agent, Observation
+from bandits.validation import BanditConfigError, positive_int, real
+from experiments.config.checks import check_keys, table
+from experiments.config.sources import parse_toml, read_source
+from experiments.execute import compile_cache
+from experiments.execute.cells import Cell, run_cells
+from experiments.execute.executors import LocalExecutor
+from experiments.store import storage
 
-CASES = (
-    # (kind, n, d, scale)
-    ("onehot", 100_000, 120, 1.0),
-    ("onehot", 300_000, 120, 1.0),
-    ("collinear", 100_000, 64, 1.0),
-    ("collinear", 100_000, 64, 1e3),
-    ("gaussian", 100_000, 32, 1e3),
-    ("gaussian", 100_000, 32, 1e-3),
-    ("graded", 100_000, 16, 1.0),
-)
+KINDS = ("onehot", "collinear", "gaussian", "graded")
 HELD_OUT = 2_000
+MUSHROOM_AGENTS = {
+    "float32": "linucb, float32 (shipped)",
+    "float64": "linucb, float64",
+    "sherman_morrison": "Sherman-Morrison, float32",
+}
+QUICK = {"horizon": 500, "seeds": 2, "n": 2_000, "cases": 2}
 
 
 class ShermanMorrisonState(NamedTuple):
@@ -143,63 +157,57 @@ def _widths(agent_name: str, state, X) -> np.ndarray:
     return np.asarray(one(jnp.asarray(X))[:, 0], np.float64)
 
 
-def accuracy_rows(cases: Sequence[tuple], seed: int = 0) -> list[dict]:
-    """Prediction and width errors against a float64 direct solve, per case."""
-    rows = []
-    for kind, n, d, scale in cases:
-        rng = np.random.default_rng(seed)
-        X = features(kind, n, d, scale, rng)
-        held_out = features(kind, HELD_OUT, d, scale, rng)
-        f = X.shape[1]
-        theta_star = rng.normal(size=f) / (scale * np.sqrt(f))
-        rewards = (X.astype(np.float64) @ theta_star + 0.1 * rng.normal(size=n)).astype(
-            np.float32
+def accuracy_row(kind: str, n: int, d: int, scale: float, seed: int = 0) -> dict:
+    """Prediction and width errors against a float64 direct solve, one case."""
+    rng = np.random.default_rng(seed)
+    X = features(kind, n, d, scale, rng)
+    held_out = features(kind, HELD_OUT, d, scale, rng)
+    f = X.shape[1]
+    theta_star = rng.normal(size=f) / (scale * np.sqrt(f))
+    rewards = (X.astype(np.float64) @ theta_star + 0.1 * rng.normal(size=n)).astype(
+        np.float32
+    )
+    X64, H64 = X.astype(np.float64), held_out.astype(np.float64)
+    A = np.eye(f) + X64.T @ X64
+    theta = np.linalg.solve(A, X64.T @ rewards.astype(np.float64))
+    exact_mean = H64 @ theta
+    exact_width = np.sqrt(np.sum(H64 * np.linalg.solve(A, H64.T).T, axis=1))
+    row = {"case": f"{kind}, n={n:,}, f={f}, scale={scale:g}"}
+    for name, agent in (
+        ("sherman_morrison", sherman_morrison_linucb(1, f)),
+        ("exact", agents.linucb(1, f)),
+    ):
+        state = _learn(agent, jnp.asarray(X), jnp.asarray(rewards))
+        mean = np.asarray(
+            jax.jit(jax.vmap(lambda x, s=state, a=agent: a.predict(s, _obs(x))))(
+                jnp.asarray(held_out)
+            )[:, 0],
+            np.float64,
         )
-        X64, H64 = X.astype(np.float64), held_out.astype(np.float64)
-        A = np.eye(f) + X64.T @ X64
-        theta = np.linalg.solve(A, X64.T @ rewards.astype(np.float64))
-        exact_mean = H64 @ theta
-        exact_width = np.sqrt(np.sum(H64 * np.linalg.solve(A, H64.T).T, axis=1))
-        row = {"case": f"{kind}, n={n:,}, f={f}, scale={scale:g}"}
-        for name, agent in (
-            ("sherman_morrison", sherman_morrison_linucb(1, f)),
-            ("exact", agents.linucb(1, f)),
-        ):
-            state = _learn(agent, jnp.asarray(X), jnp.asarray(rewards))
-            mean = np.asarray(
-                jax.jit(jax.vmap(lambda x, s=state, a=agent: a.predict(s, _obs(x))))(
-                    jnp.asarray(held_out)
-                )[:, 0],
-                np.float64,
+        width = _widths(name, state, H64)
+        with np.errstate(invalid="ignore"):
+            row[f"{name}_prediction"] = float(
+                np.linalg.norm(mean - exact_mean) / np.linalg.norm(exact_mean)
             )
-            width = _widths(name, state, H64)
-            with np.errstate(invalid="ignore"):
-                row[f"{name}_prediction"] = float(
-                    np.linalg.norm(mean - exact_mean) / np.linalg.norm(exact_mean)
-                )
-                row[f"{name}_width"] = float(
-                    np.max(np.abs(width - exact_width) / exact_width)
-                )
-        rows.append(row)
-        print(row, flush=True)
-    return rows
+            row[f"{name}_width"] = float(
+                np.max(np.abs(width - exact_width) / exact_width)
+            )
+    return row
 
 
-def mushroom_mistakes(horizon: int, seeds: int) -> dict[str, list[float]]:
-    """Mistakes (regret) at `horizon` per seed on mushroom for three LinUCBs."""
+def mushroom_mistakes(agent: str, horizon: int, seeds: int) -> list[float]:
+    """Mistakes (regret) at `horizon` per seed on mushroom for one of the three
+    LinUCBs (`MUSHROOM_AGENTS`)."""
     env, params = envs.make("Classification-v0", dataset="mushroom")
     K, d = env.num_arms, env.dim
-    out = {}
-    for label, make, x64 in (
-        ("linucb, float32 (shipped)", lambda: agents.linucb(K, d), False),
-        ("linucb, float64", lambda: agents.linucb(K, d, dtype="float64"), True),
-        ("Sherman-Morrison, float32", lambda: sherman_morrison_linucb(K, d), False),
-    ):
-        with jax.enable_x64(x64):
-            traj = bandits.run(env, make(), horizon=horizon, seeds=seeds, params=params)
-            out[label] = np.asarray(traj.regret, np.float64).sum(axis=1).tolist()
-        print(label, out[label], flush=True)
-    return out
+    make = {
+        "float32": lambda: agents.linucb(K, d),
+        "float64": lambda: agents.linucb(K, d, dtype="float64"),
+        "sherman_morrison": lambda: sherman_morrison_linucb(K, d),
+    }[agent]
+    with jax.enable_x64(agent == "float64"):
+        traj = bandits.run(env, make(), horizon=horizon, seeds=seeds, params=params)
+        return np.asarray(traj.regret, np.float64).sum(axis=1).tolist()
 
 
 def warm_start_error(logs: str, env_id: str, events: int) -> dict[str, float]:
@@ -265,46 +273,193 @@ def _fmt(value: float) -> str:
     return "nan" if not np.isfinite(value) else f"{value:.1e}"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+# ---------------------------------------------------------------------------
+# The study runner's side
+
+
+def read(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The study's settings from a TOML document
+    (`experiments/configs/ridge_numerics.toml`), checked."""
+    check_keys(data, ("study", "name", "output", "seed", "cases", "mushroom",
+                      "warm_start"), "the study config")  # fmt: skip
+    cases = []
+    for i, case in enumerate(data.get("cases", [])):
+        where = f"cases[{i}]"
+        case = table(where, case)
+        check_keys(case, ("kind", "n", "d", "scale"), where,
+                   required=("kind", "n", "d"))  # fmt: skip
+        if case["kind"] not in KINDS:
+            raise BanditConfigError.about(
+                f"{where}.kind", f"must be one of {list(KINDS)}, got {case['kind']!r}"
+            )
+        cases.append({
+            "kind": case["kind"], "n": positive_int(f"{where}.n", case["n"]),
+            "d": positive_int(f"{where}.d", case["d"]),
+            "scale": real(f"{where}.scale", case.get("scale", 1.0), low=0.0,
+                          low_open=True),
+        })  # fmt: skip
+    mushroom = dict(table("mushroom", data.get("mushroom", {})))
+    check_keys(mushroom, ("horizon", "seeds", "agents"), "[mushroom]")
+    agents_ = list(mushroom.get("agents", list(MUSHROOM_AGENTS)))
+    for name in agents_:
+        if name not in MUSHROOM_AGENTS:
+            raise BanditConfigError.about(
+                "mushroom.agents",
+                f"must be among {list(MUSHROOM_AGENTS)}, got {name!r}",
+            )
+    settings: dict[str, Any] = {
+        "output": str(data.get("output", "results/ridge_numerics")),
+        "seed": int(data.get("seed", 0)),
+        "cases": cases,
+        "mushroom": {
+            "horizon": positive_int(
+                "mushroom.horizon", mushroom.get("horizon", 60_000)
+            ),
+            "seeds": positive_int("mushroom.seeds", mushroom.get("seeds", 4)),
+            "agents": agents_,
+        },
+        "warm_start": None,
+    }
+    if "warm_start" in data:
+        warm = dict(table("warm_start", data["warm_start"]))
+        check_keys(warm, ("logs", "env", "events"), "[warm_start]", required=("logs",))
+        settings["warm_start"] = {
+            "logs": str(warm["logs"]),
+            "env": str(warm.get("env", "ContextualRec-v0")),
+            "events": positive_int("warm_start.events", warm.get("events", 450_000)),
+        }
+    return settings
+
+
+def cells(settings: Mapping[str, Any]) -> list[Cell]:
+    """A cell per accuracy case, per mushroom agent, and the warm start."""
+    out = []
+    for case in settings["cases"]:
+        spec = {"part": "accuracy", **case, "seed": settings["seed"]}
+        shape = f"n={case['n']} d={case['d']} scale={case['scale']:g}"
+        out.append(Cell(f"accuracy | {case['kind']} {shape}", spec))
+    mushroom = settings["mushroom"]
+    for agent in mushroom["agents"]:
+        spec = {"part": "mushroom", "agent": agent, "horizon": mushroom["horizon"],
+                "seeds": mushroom["seeds"]}  # fmt: skip
+        out.append(Cell(f"mushroom | {agent} | T={mushroom['horizon']}", spec))
+    warm = settings["warm_start"]
+    if warm is not None:
+        path = Path(warm["logs"])
+        if not path.is_file():
+            raise BanditConfigError.about("warm_start.logs", f"no file {str(path)!r}")
+        spec = {"part": "warm_start", **warm,
+                "logs_sha256": storage.file_checksum(path)[1]}  # fmt: skip
+        out.append(Cell(f"warm start | {warm['env']} | {warm['events']} events", spec))
+    return out
+
+
+def run_cell(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The record of one cell, in a worker process."""
+    part = spec["part"]
+    if part == "accuracy":
+        row = accuracy_row(spec["kind"], spec["n"], spec["d"], spec["scale"],
+                           spec["seed"])  # fmt: skip
+        return [{"part": part, **row}]
+    if part == "mushroom":
+        mistakes = mushroom_mistakes(spec["agent"], spec["horizon"], spec["seeds"])
+        return [{"part": part, "agent": MUSHROOM_AGENTS[spec["agent"]],
+                 "horizon": spec["horizon"], "mistakes": mistakes}]  # fmt: skip
+    errors = warm_start_error(spec["logs"], spec["env"], spec["events"])
+    return [{"part": part, "env": spec["env"], "events": spec["events"], **errors}]
+
+
+def report(records: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
+    """`summary.md`: the tables of every cell in the folder."""
+    lines = [
+        "# Ridge statistics in float32 against a float64 direct solve\n",
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; "
+        f"jax {jax.__version__}.\n",
+    ]
+    rows = [r for r in records if r["part"] == "accuracy"]
+    if rows:
+        lines += [
+            "| case | prediction, exact | width, exact | prediction, S-M "
+            "| width, S-M |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['case']} | {_fmt(r['exact_prediction'])} | {_fmt(r['exact_width'])}"
+            f" | {_fmt(r['sherman_morrison_prediction'])}"
+            f" | {_fmt(r['sherman_morrison_width'])} |"
+            for r in rows
+        ]
+    for horizon in sorted({r["horizon"] for r in records if r["part"] == "mushroom"}):
+        lines += [
+            f"\nMushroom, LinUCB defaults, mistakes at T = {horizon:,} per seed:\n",
+            "| agent | mistakes per seed | mean |",
+            "|---|---|---|",
+        ]
+        for r in records:
+            if r["part"] == "mushroom" and r["horizon"] == horizon:
+                per_seed = ", ".join(f"{v:.0f}" for v in r["mistakes"])
+                lines.append(f"| {r['agent']} | {per_seed} | "
+                             f"{np.mean(r['mistakes']):.1f} |")  # fmt: skip
+    for r in records:
+        if r["part"] == "warm_start":
+            lines.append(
+                f"\n{r['env']}, linucb_context_items warm-started on "
+                f"{r['events']:,} events (float32) against a float64 direct solve: "
+                f"theta_hat {r['theta']:.1e}, predictions {r['predictions']:.1e} "
+                "(relative)."
+            )
+    return [storage.atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")]
+
+
+def describe(records: Sequence[Mapping[str, Any]]) -> str:
+    r = records[0]
+    if r["part"] == "accuracy":
+        return (f"prediction {_fmt(r['exact_prediction'])}, "
+                f"S-M {_fmt(r['sherman_morrison_prediction'])}")  # fmt: skip
+    if r["part"] == "mushroom":
+        return f"mistakes {', '.join(f'{v:.0f}' for v in r['mistakes'])}"
+    return f"theta_hat {r['theta']:.1e}, predictions {r['predictions']:.1e}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="ridge_numerics")
+    parser.add_argument("--out", help="results folder (default: the config's)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--logs", help="a study's logs.parquet: warm-start check only")
     parser.add_argument("--env", default="ContextualRec-v0", help="env of --logs")
     parser.add_argument("--events", type=int, default=450_000, help="events replayed")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="worker processes (default: one per core)")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    if args.logs:
-        errors = warm_start_error(args.logs, args.env, args.events)
-        print(
-            f"{args.env}, linucb_context_items warm-started on {args.events:,} "
-            f"events (float32) against a float64 direct solve: theta_hat "
-            f"{errors['theta']:.1e}, predictions {errors['predictions']:.1e} "
-            f"(relative); {time.perf_counter() - start:.0f} s"
-        )
-        return
-    cases = [(k, 2_000, d, s) for k, _, d, s in CASES[:2]] if args.quick else CASES
-    rows = accuracy_rows(cases)
-    horizon, seeds = (500, 2) if args.quick else (60_000, 4)
-    mistakes = mushroom_mistakes(horizon, seeds)
-    print(
-        f"\nMachine: {platform.machine()}, {platform.processor() or 'cpu'}; jax "
-        f"{jax.__version__}; {time.perf_counter() - start:.0f} s\n"
-    )
-    print("| case | prediction, exact | width, exact | prediction, S-M | width, S-M |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['case']} | {_fmt(r['exact_prediction'])} | {_fmt(r['exact_width'])}"
-            f" | {_fmt(r['sherman_morrison_prediction'])}"
-            f" | {_fmt(r['sherman_morrison_width'])} |"
-        )
-    print(f"\nMushroom, LinUCB defaults, mistakes at T = {horizon:,} per seed:\n")
-    print("| agent | mistakes per seed | mean |")
-    print("|---|---|---|")
-    for label, values in mistakes.items():
-        per_seed = ", ".join(f"{v:.0f}" for v in values)
-        print(f"| {label} | {per_seed} | {np.mean(values):.1f} |")
+    try:
+        text, origin, _ = read_source(args.config)
+        data = parse_toml(text, origin)
+        if args.logs:
+            data["cases"], data["mushroom"] = [], {"agents": []}
+            data["warm_start"] = {"logs": args.logs, "env": args.env,
+                                  "events": args.events}  # fmt: skip
+        if args.quick:
+            # The first cases that differ once n is cut to QUICK["n"].
+            shrunk = {json.dumps({**c, "n": QUICK["n"]}, sort_keys=True): None
+                      for c in data.get("cases", [])}  # fmt: skip
+            data["cases"] = [json.loads(c) for c in shrunk][: QUICK["cases"]]
+            mushroom = {"horizon": QUICK["horizon"], "seeds": QUICK["seeds"]}
+            data["mushroom"] = {**data.get("mushroom", {}), **mushroom}
+        settings = read(data)
+        compile_cache.enable()
+        out = Path(args.out or settings["output"])
+        result = run_cells("ridge_numerics", settings, out,
+                           executor=LocalExecutor(args.workers),
+                           progress=not args.quiet)  # fmt: skip
+    except BanditConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((out / "summary.md").read_text())
+    print(f"computed {len(result.computed)} cell(s), reused {len(result.reused)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -108,7 +108,12 @@ def test_every_packaged_study_config_reads_and_plans():
         if name != "ope_benchmark_transformer":  # its checkpoint: another study's
             planned = module.cells(config)
             assert planned and len({c.name for c in planned}) == len(planned)
-    assert found == {"ope_benchmark", "ope_benchmark_transformer", "obd_ope"}
+    assert found == {
+        "ope_benchmark",
+        "ope_benchmark_transformer",
+        "obd_ope",
+        "ridge_numerics",
+    }
 
 
 def test_a_rerun_reuses_every_intact_cell(first_run, tmp_path):
@@ -187,7 +192,7 @@ def test_an_unknown_study_is_refused_by_name(tmp_path, capsys):
     config.write_text(CONFIG.replace('study = "ope_benchmark"', 'study = "os.system"'))
     assert cli.main(["run", str(config), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "study must be one of ['obd_ope', 'ope_benchmark']" in err
+    assert "study must be one of ['obd_ope', 'ope_benchmark', 'ridge_numerics']" in err
     assert "'os.system'" in err
 
 

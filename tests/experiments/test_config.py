@@ -581,6 +581,7 @@ OWN_LAYOUT = {
     "ope_benchmark",
     "ope_benchmark_transformer",
     "obd_ope",
+    "ridge_numerics",
     "in_context",
     "in_context_fixed_arms",
     "in_context_fixed_arms_per_instance",
