@@ -47,6 +47,7 @@ import json
 import os
 import platform
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -158,9 +159,9 @@ def run_cells(
     if len(set(names)) != len(names):
         raise BanditConfigError(f"study {study!r} planned two cells of one name")
     directory = Path(out)
-    _prepare(directory, study, overwrite)
     executor = executor or LocalExecutor()
     executor.check()
+    _prepare(directory, study, overwrite)
     stored = {c.name for c in planned if stored_cell(directory, c) is not None}
     pending = [c for c in planned if c.name not in stored]
     computed = _run(module, study, pending, directory, executor, progress, console)
@@ -176,6 +177,31 @@ def run_cells(
         tuple(records),
         files,
     )
+
+
+def command(
+    study: str, config: Any, out: str | Path, workers: int | None, quiet: bool
+) -> CellsResult | int:
+    """`run_cells` for a study's command line: the result, or the exit status
+    after one `error:` line (2: a bad config or folder; 1: the run failed, what
+    finished is stored; 130: interrupted)."""
+    from experiments.execute.executors import RunFailedError
+
+    try:
+        return run_cells(
+            study, config, out, executor=LocalExecutor(workers), progress=not quiet
+        )
+    except BanditConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (RunFailedError, OSError) as err:
+        print(f"error: {err}; finished cells are stored, rerun to resume",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are stored, rerun to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
 
 
 def _run(

@@ -67,8 +67,7 @@ from envs.logged import LoggedData
 from experiments.config.checks import check_keys
 from experiments.config.sources import parse_toml, read_source
 from experiments.execute import compile_cache
-from experiments.execute.cells import Cell, run_cells
-from experiments.execute.executors import LocalExecutor
+from experiments.execute.cells import Cell, command
 
 DIRECTIONS = {
     "bts_from_random": ("bts", "random"),  # (evaluation policy, logging policy)
@@ -529,14 +528,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Args, int | None, boo
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, workers, quiet = parse_args(argv)
-        compile_cache.enable()
-        result = run_cells(
-            "obd_ope", args, args.out, executor=LocalExecutor(workers),
-            progress=not quiet,
-        )  # fmt: skip
     except BanditConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    compile_cache.enable()
+    result = command("obd_ope", args, args.out, workers, quiet)
+    if isinstance(result, int):
+        return result
     print(format_tables(sorted(result.records, key=_order)))
     print(f"computed {len(result.computed)} cell(s), reused {len(result.reused)}; "
           f"written to {args.out}/summary.json, summary.md, obd_ope.png")  # fmt: skip

@@ -63,8 +63,7 @@ from bandits import offline, ope
 from bandits.validation import BanditConfigError
 from envs import logged
 from experiments.execute import compile_cache
-from experiments.execute.cells import Cell, run_cells
-from experiments.execute.executors import LocalExecutor
+from experiments.execute.cells import Cell, command
 from experiments.store import storage
 from experiments.store.storage import atomic_write_text
 from experiments.studies import ope_benchmark_streamed as streamed
@@ -645,17 +644,16 @@ def select(study: Study, args: argparse.Namespace) -> Study:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    compile_cache.enable()
     try:
         study = select(read_study(args.config, overrides(args)), args)
-        out = Path(args.out or study.output)
-        result = run_cells(
-            "ope_benchmark", study, out, executor=LocalExecutor(args.workers),
-            progress=not args.quiet,
-        )  # fmt: skip
-    except BanditConfigError as err:  # e.g. a checkpoint that does not fit
+    except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    compile_cache.enable()
+    out = Path(args.out or study.output)
+    result = command("ope_benchmark", study, out, args.workers, args.quiet)
+    if isinstance(result, int):
+        return result
     print(
         f"computed {len(result.computed)} cell(s), reused {len(result.reused)}; "
         f"wrote {out / 'summary.md'} and {len(result.files) - 1} figures"

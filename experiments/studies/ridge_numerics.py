@@ -53,8 +53,7 @@ from bandits.validation import BanditConfigError, positive_int, real
 from experiments.config.checks import check_keys, table
 from experiments.config.sources import parse_toml, read_source
 from experiments.execute import compile_cache
-from experiments.execute.cells import Cell, run_cells
-from experiments.execute.executors import LocalExecutor
+from experiments.execute.cells import Cell, command
 from experiments.store import storage
 
 KINDS = ("onehot", "collinear", "gaussian", "graded")
@@ -448,14 +447,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             mushroom = {"horizon": QUICK["horizon"], "seeds": QUICK["seeds"]}
             data["mushroom"] = {**data.get("mushroom", {}), **mushroom}
         settings = read(data)
-        compile_cache.enable()
-        out = Path(args.out or settings["output"])
-        result = run_cells("ridge_numerics", settings, out,
-                           executor=LocalExecutor(args.workers),
-                           progress=not args.quiet)  # fmt: skip
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    compile_cache.enable()
+    out = Path(args.out or settings["output"])
+    result = command("ridge_numerics", settings, out, args.workers, args.quiet)
+    if isinstance(result, int):
+        return result
     print((out / "summary.md").read_text())
     print(f"computed {len(result.computed)} cell(s), reused {len(result.reused)}")
     return 0

@@ -18,7 +18,7 @@ from experiments.config.sources import (
     parse_toml,
 )
 from experiments.execute import cells
-from experiments.execute.executors import LocalExecutor
+from experiments.execute.executors import LocalExecutor, RunFailedError
 from experiments.store import lock, storage
 from experiments.studies import ope_benchmark
 
@@ -235,3 +235,24 @@ def _copy(source, target):
     for path in (source / cells.CELLS_DIR).glob("*.json"):
         (target / cells.CELLS_DIR / path.name).write_bytes(path.read_bytes())
     (target / cells.STUDY_FILE).write_bytes((source / cells.STUDY_FILE).read_bytes())
+
+
+@pytest.mark.parametrize(
+    "error, status, words",
+    [
+        (BanditConfigError("folds must be >= 1"), 2, "error: folds must be >= 1"),
+        (RunFailedError("a local worker process died"), 1, "finished cells are stored"),
+        (OSError(28, "No space left on device"), 1, "No space left on device"),
+        (KeyboardInterrupt(), 130, "interrupted; finished cells are stored"),
+    ],
+)
+def test_a_study_command_turns_failures_into_one_line(
+    monkeypatch, capsys, error, status, words
+):
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cells, "run_cells", failing)
+    assert cells.command("ope_benchmark", None, "unused", 1, True) == status
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
