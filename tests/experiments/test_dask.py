@@ -4,6 +4,8 @@ same per-seed results as local execution; misconfigured workers are refused."""
 from __future__ import annotations
 
 import copy
+import json
+import os
 
 import numpy as np
 import pytest
@@ -109,3 +111,35 @@ def test_missing_executor_arguments():
     with pytest.raises(BanditConfigError, match="--scheduler ADDRESS is required"):
         DaskExecutor("")
     assert LocalExecutor(2).describe() == "local (2 worker processes)"
+
+
+@pytest.mark.slow
+def test_a_study_runs_its_cells_on_dask(tmp_path, monkeypatch):
+    """The study runner hands its cells to the same executors: on a Dask
+    cluster it stores the records a local run stores."""
+    from experiments.config.sources import parse_toml
+    from experiments.execute import cells
+    from experiments.studies import ope_benchmark
+    from tests.experiments.test_cells import CONFIG as STUDY
+
+    monkeypatch.setenv("BANDITS_CPU_DEVICES", "1")
+    study = ope_benchmark.read(parse_toml(STUDY, "test"))
+    local = cells.run_cells(
+        "ope_benchmark", study, tmp_path / "local", executor=LocalExecutor(1),
+        progress=False,
+    )  # fmt: skip
+    with local_cluster() as cluster:
+        executor = DaskExecutor(cluster.scheduler_address, timeout_s=60)
+        try:
+            remote = cells.run_cells(
+                "ope_benchmark", study, tmp_path / "dask", executor=executor,
+                progress=False,
+            )  # fmt: skip
+        finally:
+            executor.close()
+    assert (
+        sorted(remote.computed) == sorted(local.computed) and len(local.computed) == 2
+    )
+    assert remote.records == local.records
+    stored = json.loads(next((tmp_path / "dask" / "cells").glob("*.json")).read_text())
+    assert stored["worker"]["pid"] != os.getpid()
