@@ -325,10 +325,11 @@ def _prepare(directory: Path, study: str, overwrite: bool) -> None:
     any compute; with `overwrite`, removes the cells and files a study wrote."""
     if directory.exists() and not directory.is_dir():
         raise BanditConfigError(f"output {str(directory)!r} exists and is not a folder")
-    if (directory / storage.MANIFEST).exists() and not overwrite:
+    if (directory / storage.MANIFEST).exists():  # even with --overwrite
         raise BanditConfigError(
             f"output folder {str(directory)!r} holds the results of a regret "
-            f"experiment ({storage.MANIFEST}); choose another --out"
+            f"experiment ({storage.MANIFEST}); nothing was changed. Choose another "
+            "--out"
         )
     marker = directory / STUDY_FILE
     if (

@@ -173,6 +173,10 @@ def test_a_folder_of_other_results_is_refused(tmp_path):
     (experiment / storage.MANIFEST).write_text("{}")
     with pytest.raises(BanditConfigError, match="regret experiment"):
         _run(CONFIG, experiment)
+    study = ope_benchmark.read(parse_toml(CONFIG, "test"))
+    with pytest.raises(BanditConfigError, match="regret experiment"):
+        cells.run_cells("ope_benchmark", study, experiment, overwrite=True)
+    assert sorted(p.name for p in experiment.iterdir()) == [storage.MANIFEST]
     other = tmp_path / "other"
     other.mkdir()
     (other / cells.STUDY_FILE).write_text('{"study": "obd_ope"}')
