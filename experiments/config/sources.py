@@ -1,6 +1,7 @@
 """Where a config's text comes from: a TOML file, or a config shipped with the
 package. Light on imports (no registries), so that `bandits run` can refuse a
-missing or malformed file before it starts anything."""
+missing or malformed file before it starts anything (and before it imports
+JAX)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bandits.validation import BanditConfigError
+
+def _error(message: str) -> Exception:
+    """A `BanditConfigError`, imported only when there is one to raise (the
+    kernel brings JAX, which `bandits run` imports after starting its workers)."""
+    from bandits.validation import BanditConfigError
+
+    return BanditConfigError(message)
 
 PACKAGED_CONFIGS = "configs"
 
@@ -28,7 +35,7 @@ def packaged_config_text(name: str) -> str:
     """The TOML text of a packaged config, e.g. `packaged_config_text("quickstart")`."""
     name = name.removesuffix(".toml")
     if name not in packaged_configs():
-        raise BanditConfigError(
+        raise _error(
             f"no packaged config {name!r}; available: {', '.join(packaged_configs())}"
         )
     folder = importlib.resources.files("experiments").joinpath(PACKAGED_CONFIGS)
@@ -41,12 +48,12 @@ def read_source(source: str | Path) -> tuple[str, str, str]:
     if path.is_file():
         return path.read_text(encoding="utf-8"), str(path), path.stem
     if path.exists():
-        raise BanditConfigError(f"config {str(source)!r} is not a file")
+        raise _error(f"config {str(source)!r} is not a file")
     name = str(source).removesuffix(".toml")
     if "/" not in name and "\\" not in name and name in packaged_configs():
         origin = f"package:experiments/{PACKAGED_CONFIGS}/{name}.toml"
         return packaged_config_text(name), origin, name
-    raise BanditConfigError(
+    raise _error(
         f"config {str(source)!r} not found: no such file, and not a packaged config "
         f"(available: {', '.join(packaged_configs())})"
     )
@@ -57,7 +64,7 @@ def parse_toml(text: str, origin: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise BanditConfigError(f"{origin} is not valid TOML: {err}") from None
+        raise _error(f"{origin} is not valid TOML: {err}") from None
 
 
 def output_folder(out: str | Path | None, output: str | None, name: str) -> Path:
