@@ -18,6 +18,7 @@ def _error(message: str) -> Exception:
 
     return BanditConfigError(message)
 
+
 PACKAGED_CONFIGS = "configs"
 
 

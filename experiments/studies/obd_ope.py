@@ -129,10 +129,10 @@ class Args:
     """Seed of the resamples, the folds and the Monte Carlo draws."""
 
 
+_NOT_SETTINGS = ("out", "campaigns", "directions")
 SETTINGS = tuple(
-    f.name for f in dataclasses.fields(Args) if f.name not in ("out", "campaigns",
-                                                               "directions")
-)  # fmt: skip
+    f.name for f in dataclasses.fields(Args) if f.name not in _NOT_SETTINGS
+)
 """The settings a cell's numbers depend on (beside its campaign and direction)."""
 QUICK = {"resamples": 3, "draws": 20_000, "rows": 3_000}
 
@@ -424,6 +424,10 @@ def read(data: dict[str, Any]) -> Args:
     values = {k: data[k] for k in (*SETTINGS, "campaigns", "directions") if k in data}
     for key in ("campaigns", "directions"):
         if key in values:
+            if not isinstance(values[key], list):
+                raise BanditConfigError.about(
+                    key, f"must be a list, got {values[key]!r}"
+                )
             values[key] = tuple(values[key])
     args = dataclasses.replace(Args(), out=str(data.get("output", Args.out)), **values)
     return checked(args)

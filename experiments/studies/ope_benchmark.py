@@ -462,14 +462,14 @@ def _cell_name(spec: Mapping[str, Any]) -> str:
 def run_cell(spec: Mapping[str, Any]) -> list[dict]:
     """The records of one cell (one per estimator), in a worker process."""
     data = {k: v for k, v in spec.items() if k != "position"}
-    target_table = dict(data["envs"][0]["targets"][0])
-    target_table.pop("checkpoint_sha256", None)
-    data["envs"] = [{**data["envs"][0], "targets": [target_table]}]
+    # The trained target is kept per env table, its checkpoint's checksum
+    # included (a rewritten file is another target).
+    trained = _trained(json.dumps(data["envs"][0], sort_keys=True))
+    data["envs"] = [_without_checksum(data["envs"][0])]
     study = parse_study(data)
     cell, (e, t, g) = study.envs[0], spec["position"]
     target, logger = cell.targets[0], study.loggers[0]
     env, params = envs.make(cell.id, **cell.params)
-    trained = _trained(json.dumps(data["envs"][0], sort_keys=True))
     root = jax.random.key(study.seed)
     key = jax.random.fold_in(jax.random.fold_in(root, e), t * 97 + g)
     todo = list(zip(study.log_sizes, study.replicates, strict=True))
@@ -484,9 +484,18 @@ def run_cell(spec: Mapping[str, Any]) -> list[dict]:
 def _trained(env_table: str):
     """The trained target of a one-target `[[envs]]` table (JSON), kept for the
     worker's next cells: training is deterministic (seed 0)."""
-    cell = env_cell("envs[0]", json.loads(env_table), None)
+    cell = env_cell("envs[0]", _without_checksum(json.loads(env_table)), None)
     env, params = envs.make(cell.id, **cell.params)
     return train_target(cell.targets[0], env, params)
+
+
+def _without_checksum(env_table: Mapping[str, Any]) -> dict[str, Any]:
+    """A cell's `[[envs]]` table without the checkpoint checksum it carries."""
+    targets = [
+        {k: v for k, v in t.items() if k != "checkpoint_sha256"}
+        for t in env_table["targets"]
+    ]
+    return {**env_table, "targets": targets}
 
 
 def read(data: Mapping[str, Any]) -> Study:
