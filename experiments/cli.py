@@ -361,6 +361,12 @@ def _report(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
         raise BanditConfigError(f"results folder {args.directory!r} does not exist")
+    from experiments.execute import cells
+
+    if cells.is_study_folder(directory):
+        for path in cells.render(directory):
+            print(f"report: {path}")
+        return 0
     files = report.render(directory)
     print(f"report: {files.html}")
     print(f"        {files.markdown}")

@@ -165,11 +165,7 @@ def run_cells(
     stored = {c.name for c in planned if stored_cell(directory, c) is not None}
     pending = [c for c in planned if c.name not in stored]
     computed = _run(module, study, pending, directory, executor, progress, console)
-    with _locked(directory):
-        records = all_records(directory, first=names)
-        lines = "".join(json.dumps(r) + "\n" for r in records)
-        storage.atomic_write_text(directory / RECORDS, lines)
-        files = tuple(module.report(records, directory))
+    records, files = _write_results(module, directory, names)
     return CellsResult(
         directory,
         tuple(computed),
@@ -177,6 +173,39 @@ def run_cells(
         tuple(records),
         files,
     )
+
+
+def _write_results(
+    module: ModuleType, directory: Path, first: Sequence[str] = ()
+) -> tuple[tuple[dict[str, Any], ...], tuple[Path, ...]]:
+    """`results.jsonl` and the study's report from every cell in the folder
+    (`first` in that order, then the others by name), under its lock."""
+    with _locked(directory):
+        records = all_records(directory, first=first)
+        lines = "".join(json.dumps(r) + "\n" for r in records)
+        storage.atomic_write_text(directory / RECORDS, lines)
+        files = tuple(module.report(records, directory))
+    return tuple(records), files
+
+
+def is_study_folder(directory: Path) -> bool:
+    """Whether `directory` holds a study's cells (its `study.json`)."""
+    return (directory / STUDY_FILE).is_file()
+
+
+def render(directory: Path) -> tuple[Path, ...]:
+    """Rewrites `results.jsonl` and the report of a study's folder from its
+    stored cells (`bandits report DIR`); returns the files written."""
+    study = _study_of(directory / STUDY_FILE)
+    if study not in STUDIES:
+        raise BanditConfigError(
+            f"{str(directory / STUDY_FILE)!r} names study {study!r}, not one of "
+            f"{sorted(STUDIES)}"
+        )
+    if not all_records(directory):
+        raise BanditConfigError(f"results folder {str(directory)!r} holds no cells")
+    _, files = _write_results(study_module(study), directory)
+    return (directory / RECORDS, *files)
 
 
 def command(

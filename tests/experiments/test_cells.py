@@ -88,6 +88,21 @@ def test_bandits_run_stores_one_file_per_cell(first_run):
     )
 
 
+def test_bandits_report_rerenders_a_study_folder(first_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    _copy(first_run, out)
+    assert cli.main(["report", str(out)]) == 0
+    assert _records(out) == _records(first_run)
+    assert (out / "summary.md").read_text() == (first_run / "summary.md").read_text()
+    assert "summary.md" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / cells.STUDY_FILE).write_text('{"study": "ope_benchmark"}')
+    assert cli.main(["report", str(empty)]) == 2
+    assert "holds no cells" in capsys.readouterr().err
+    assert sorted(p.name for p in empty.iterdir()) == [cells.STUDY_FILE]
+
+
 def test_cell_specs_are_plain_json():
     study = ope_benchmark.read(parse_toml(CONFIG, "test"))
     for cell in ope_benchmark.cells(study):
