@@ -40,13 +40,16 @@ and a config never names code to load.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import importlib
+import io
 import json
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -54,6 +57,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import rich.markup
 from rich.console import Console
 
@@ -243,7 +247,13 @@ def _run(
     console: Console | None,
 ) -> list[str]:
     specs = [
-        {"kind": TASK_KIND, "study": study, "task": c.name, "spec": dict(c.spec)}
+        {
+            "kind": TASK_KIND,
+            "study": study,
+            "task": c.name,
+            "spec": dict(c.spec),
+            "scratch": str(scratch_folder(directory, c)),
+        }
         for c in pending
     ]
     computed: list[str] = []
@@ -256,6 +266,7 @@ def _run(
         )
         for done, (spec, result) in enumerate(executor.run(specs), 1):
             store_cell(directory, spec["task"], spec["spec"], result)
+            shutil.rmtree(spec["scratch"], ignore_errors=True)
             computed.append(spec["task"])
             line = f"{spec['task']}: {result['cost']['wall_s']:.0f} s"
             if hasattr(module, "describe"):
@@ -270,8 +281,13 @@ def execute_cell(task: Mapping[str, Any]) -> dict[str, Any]:
     """Runs one cell in a worker: `{"task", "records", "cost", "worker"}`."""
     module = study_module(task["study"])
     start = time.perf_counter()
-    with CompileClock() as clock, PeakMemory() as memory:
-        records = [dict(r) for r in module.run_cell(task["spec"])]
+    folder = task.get("scratch")
+    token = _SCRATCH.set(Scratch(Path(folder) if folder else None))
+    try:
+        with CompileClock() as clock, PeakMemory() as memory:
+            records = [dict(r) for r in module.run_cell(task["spec"])]
+    finally:
+        _SCRATCH.reset(token)
     return {
         "task": task["task"],
         "records": records,
@@ -283,6 +299,63 @@ def execute_cell(task: Mapping[str, Any]) -> dict[str, Any]:
         },
         "worker": {"host": platform.node(), "pid": os.getpid()},
     }
+
+
+# ---------------------------------------------------------------------------
+# Partial results of a cell in flight
+
+
+class Scratch:
+    """Where a running cell keeps what it has finished (say, each replicate's
+    estimates), so that a cell killed half way resumes from there.
+
+    Arrays are stored as `.npy` files (read back without pickle) in the cell's
+    scratch folder, whose name carries the digest of the cell's spec: a changed
+    spec never reads another's partial results. The folder is removed when the
+    cell is stored. Without a folder (or one that cannot be written, as on a
+    Dask worker that does not share the results folder) nothing is kept.
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The array saved under `key`, or None (also for an unreadable file)."""
+        if self.folder is None:
+            return None
+        try:
+            return np.load(self.folder / f"{key}.npy", allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value: Any) -> None:
+        """Saves `value` (an array) under `key`, atomically; best effort."""
+        if self.folder is None:
+            return
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(value), allow_pickle=False)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            storage.atomic_write_bytes(self.folder / f"{key}.npy", buffer.getvalue())
+        except OSError:
+            self.folder = None
+
+
+_SCRATCH: contextvars.ContextVar[Scratch | None] = contextvars.ContextVar(
+    "cell_scratch", default=None
+)
+
+
+def scratch() -> Scratch:
+    """The scratch space of the cell this worker is running (`Scratch(None)`
+    outside a cell: nothing kept)."""
+    return _SCRATCH.get() or Scratch(None)
+
+
+def scratch_folder(directory: Path, cell: Cell) -> Path:
+    """The scratch folder of `cell` in a results folder."""
+    stem = file_name(cell.name).removesuffix(".json")
+    return directory / CELLS_DIR / f"{stem}.{digest(cell.spec)[:16]}.partial"
 
 
 # ---------------------------------------------------------------------------
@@ -385,6 +458,8 @@ def _prepare(directory: Path, study: str, overwrite: bool) -> None:
             cells = directory / CELLS_DIR
             for path in cells.glob("*.json") if cells.is_dir() else ():
                 path.unlink()
+            for path in cells.glob("*.partial") if cells.is_dir() else ():
+                shutil.rmtree(path, ignore_errors=True)
             (directory / RECORDS).unlink(missing_ok=True)
         storage.write_json(marker, {"study": study, "format": CELL_FORMAT})
 

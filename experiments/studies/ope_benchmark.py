@@ -63,7 +63,7 @@ from bandits import offline, ope
 from bandits.validation import BanditConfigError
 from envs import logged
 from experiments.execute import compile_cache
-from experiments.execute.cells import Cell, command
+from experiments.execute.cells import Cell, command, scratch
 from experiments.store import storage
 from experiments.store.storage import atomic_write_text
 from experiments.studies import ope_benchmark_streamed as streamed
@@ -526,10 +526,15 @@ def run_logger(study, cell, env, params, target, trained, spec, todo, key):
     policy = logging_policy(spec)
     for n, reps in todo:
         k = jax.random.fold_in(key, n)
-        truth, truth_se = true_value(
-            jax.random.fold_in(k, 2), env, params, policy, agent, state,
-            study.truth_events, n // study.streams_per_replicate,
-        )  # fmt: skip
+        kept = scratch()
+        truth_and_se = kept.get(f"n{n}-truth")
+        if truth_and_se is None:
+            truth_and_se = np.asarray(true_value(
+                jax.random.fold_in(k, 2), env, params, policy, agent, state,
+                study.truth_events, n // study.streams_per_replicate,
+            ))  # fmt: skip
+            kept.put(f"n{n}-truth", truth_and_se)
+        truth, truth_se = float(truth_and_se[0]), float(truth_and_se[1])
         estimates, min_propensity = replicate_estimates(
             study, cell, env, params, policy, trained, n, reps, k
         )
@@ -559,27 +564,48 @@ def replicate_estimates(study, cell, env, params, policy, trained, n, reps, key)
         )
         start = time.perf_counter()
         for r in range(reps):
-            values, low = estimate_streamed(
+            values, low = _kept(f"n{n}-replicate{r}", lambda r=r: estimate_streamed(
                 study, env, params, cell, policy, trained, n,
                 jax.random.fold_in(key, 1000 + r), parts,
-            )  # fmt: skip
+            ))  # fmt: skip
             estimates.append(values)
             min_propensity = min(min_propensity, low)
             print(f"  replicate {r + 1} of {reps} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
         return np.concatenate(estimates), min_propensity
     group = max(1, min(reps, MAX_EVENTS_IN_MEMORY // n))
-    for g, first in enumerate(range(0, reps, group)):
-        count = min(group, reps - first)
+
+    def one_group(g: int, count: int) -> tuple[np.ndarray, float]:
         kg = jax.random.fold_in(key, 1000 + g)
         data, order = logs_by_replicate(
             kg, env, params, policy, count, n, study.streams_per_replicate
         )
         obs = jax.tree.map(jnp.asarray, data.observations())
         probs = offline.policy_probs(agent, state, obs, jax.random.fold_in(kg, 1))
-        estimates.append(estimate_replicates(study, env, cell, data, order, probs, kg))
-        min_propensity = min(min_propensity, float(data.propensity.min()))
+        values = estimate_replicates(study, env, cell, data, order, probs, kg)
+        return values, float(data.propensity.min())
+
+    for g, first in enumerate(range(0, reps, group)):
+        count = min(group, reps - first)
+        values, low = _kept(f"n{n}-group{g}", lambda g=g, c=count: one_group(g, c))
+        estimates.append(values)
+        min_propensity = min(min_propensity, low)
     return np.concatenate(estimates), min_propensity
+
+
+def _kept(name: str, compute) -> tuple[np.ndarray, float]:
+    """`compute()`'s (estimates, smallest propensity), kept in the running
+    cell's scratch space (`experiments.execute.cells.scratch`): a cell killed
+    half way takes the replicates it finished from there when it runs again
+    (their logs come from their own keys, so they are the same replicates)."""
+    kept = scratch()
+    values, low = kept.get(name), kept.get(f"{name}-min-propensity")
+    if values is not None and low is not None:
+        return values, float(low)
+    values, low = compute()
+    kept.put(name, values)
+    kept.put(f"{name}-min-propensity", np.asarray(low))
+    return np.asarray(values), low
 
 
 def _selected(name: str, only: tuple[str, ...] | None) -> bool:

@@ -4,6 +4,7 @@ and planned from the same spec, and `bandits run` takes a study config."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -275,3 +276,43 @@ def test_a_study_command_turns_failures_into_one_line(
     assert cells.command("ope_benchmark", None, "unused", 1, True) == status
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cell_killed_half_way_resumes_from_its_finished_replicates(
+    tmp_path, monkeypatch
+):
+    """The OPE cell keeps each group of replicates and its truth in the cell's
+    scratch folder as it finishes them: run again (after a kill), it computes
+    only what is missing, and gives the same records. Run here in this process,
+    with groups of 4 replicates (three groups for 10)."""
+    monkeypatch.setattr(ope_benchmark, "MAX_EVENTS_IN_MEMORY", 800)
+    study = ope_benchmark.read(parse_toml(CONFIG, "test"))
+    cell = ope_benchmark.cells(study)[0]
+    folder = cells.scratch_folder(tmp_path, cell)
+    task = {"study": "ope_benchmark", "task": cell.name, "spec": dict(cell.spec),
+            "scratch": str(folder)}  # fmt: skip
+    computed = []
+    estimate = ope_benchmark.estimate_replicates
+
+    def counted(*args, **kwargs):
+        computed.append(1)
+        return estimate(*args, **kwargs)
+
+    monkeypatch.setattr(ope_benchmark, "estimate_replicates", counted)
+    full = cells.execute_cell(task)["records"]
+    assert len(computed) == 3
+    kept = sorted(p.name for p in folder.iterdir())
+    assert "n200-truth.npy" in kept and "n200-group2.npy" in kept
+    (folder / "n200-group2.npy").unlink()  # killed before the last group
+    computed.clear()
+    assert cells.execute_cell(task)["records"] == full
+    assert len(computed) == 1
+    computed.clear()
+    assert cells.execute_cell(task)["records"] == full  # every group kept now
+    assert computed == []
+    changed = dataclasses.replace(cell, spec={**cell.spec, "folds": 3})
+    assert cells.scratch_folder(tmp_path, changed) != folder
+
+
+def test_a_finished_run_leaves_no_scratch_folders(first_run):
+    assert not list((first_run / cells.CELLS_DIR).glob("*.partial"))
