@@ -168,6 +168,9 @@ def run_cells(
     _prepare(directory, study, overwrite)
     stored = {c.name for c in planned if stored_cell(directory, c) is not None}
     pending = [c for c in planned if c.name not in stored]
+    for cell in planned:  # a run killed between storing a cell and this cleanup
+        if cell.name in stored:
+            shutil.rmtree(scratch_folder(directory, cell), ignore_errors=True)
     computed = _run(module, study, pending, directory, executor, progress, console)
     records, files = _write_results(module, directory, names)
     return CellsResult(

@@ -314,5 +314,15 @@ def test_a_cell_killed_half_way_resumes_from_its_finished_replicates(
     assert cells.scratch_folder(tmp_path, changed) != folder
 
 
-def test_a_finished_run_leaves_no_scratch_folders(first_run):
+def test_a_finished_run_leaves_no_scratch_folders(first_run, tmp_path):
     assert not list((first_run / cells.CELLS_DIR).glob("*.partial"))
+    # Killed after storing a cell and before removing its scratch folder: the
+    # next run removes it.
+    out = tmp_path / "out"
+    _copy(first_run, out)
+    study = ope_benchmark.read(parse_toml(CONFIG, "test"))
+    left = cells.scratch_folder(out, ope_benchmark.cells(study)[0])
+    left.mkdir()
+    (left / "n200-truth.npy").write_bytes(b"")
+    assert _run(CONFIG, out).computed == ()
+    assert not left.exists()
