@@ -255,7 +255,7 @@ def _run(
             "study": study,
             "task": c.name,
             "spec": dict(c.spec),
-            "scratch": str(scratch_folder(directory, c)),
+            "scratch": str(scratch_folder(directory.resolve(), c)),
         }
         for c in pending
     ]
@@ -338,7 +338,9 @@ class Scratch:
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(value), allow_pickle=False)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            # Not its parents: a worker that does not share the results
+            # folder (a Dask worker elsewhere) keeps nothing.
+            self.folder.mkdir(exist_ok=True)
             storage.atomic_write_bytes(self.folder / f"{key}.npy", buffer.getvalue())
         except OSError:
             self.folder = None
@@ -465,6 +467,7 @@ def _prepare(directory: Path, study: str, overwrite: bool) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             (directory / RECORDS).unlink(missing_ok=True)
         storage.write_json(marker, {"study": study, "format": CELL_FORMAT})
+        (directory / CELLS_DIR).mkdir(exist_ok=True)
 
 
 def _study_of(marker: Path) -> str | None:

@@ -291,6 +291,7 @@ def test_a_cell_killed_half_way_resumes_from_its_finished_replicates(
     folder = cells.scratch_folder(tmp_path, cell)
     task = {"study": "ope_benchmark", "task": cell.name, "spec": dict(cell.spec),
             "scratch": str(folder)}  # fmt: skip
+    (tmp_path / cells.CELLS_DIR).mkdir()
     computed = []
     estimate = ope_benchmark.estimate_replicates
 
@@ -312,6 +313,11 @@ def test_a_cell_killed_half_way_resumes_from_its_finished_replicates(
     assert computed == []
     changed = dataclasses.replace(cell, spec={**cell.spec, "folds": 3})
     assert cells.scratch_folder(tmp_path, changed) != folder
+    # A worker that does not see the results folder (a Dask worker elsewhere)
+    # keeps nothing, and still computes the cell.
+    elsewhere = {**task, "scratch": str(tmp_path / "absent" / "cells" / folder.name)}
+    assert cells.execute_cell(elsewhere)["records"] == full
+    assert not (tmp_path / "absent").exists()
 
 
 def test_a_finished_run_leaves_no_scratch_folders(first_run, tmp_path):
