@@ -62,7 +62,7 @@ import rich.markup
 from rich.console import Console
 
 from bandits.validation import BanditConfigError
-from experiments.execute.executors import Executor, LocalExecutor
+from experiments.execute.executors import Executor, LocalExecutor, RunFailedError
 from experiments.execute.progress import CompileClock, PeakMemory, chunk_progress
 from experiments.store import lock, storage
 
@@ -221,8 +221,6 @@ def command(
     """`run_cells` for a study's command line: the result, or the exit status
     after one `error:` line (2: a bad config or folder; 1: the run failed, what
     finished is stored; 130: interrupted)."""
-    from experiments.execute.executors import RunFailedError
-
     try:
         return run_cells(
             study, config, out, executor=LocalExecutor(workers), progress=not quiet
