@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -75,6 +76,9 @@ def _exit_status(err: Exception) -> int | None:
         # bandits.NonFiniteAgentStateError; a worker died, a cluster went away
         print(f"error: {err}", file=sys.stderr)
         return EXIT_RUN_ERROR
+    if isinstance(err, BrokenPipeError):  # `bandits list | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if isinstance(err, OSError):  # a full disk, a folder made read-only mid-run
         where = f" ({err.filename})" if err.filename else ""
         print(
@@ -423,6 +427,12 @@ def _list(args: argparse.Namespace) -> int:
         notes = {k: "from env" for k in FROM_ENV}
         notes["slate_size"] = "from a slate env"
         print("      " + _params_text(params, notes))
+    from experiments.execute import cells
+
+    print()
+    print('Studies of cells (a config with study = "..."; bandits run NAME):')
+    for name, module in cells.STUDIES.items():
+        print(f"  {name}  (experiments/configs/{name}.toml, {module})")
     return 0
 
 

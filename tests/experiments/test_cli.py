@@ -438,3 +438,20 @@ def test_bandits_run_starts_its_workers_before_importing_jax(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.stdout.strip().splitlines()[-1] == "[False]", done.stderr[-2000:]
+
+
+def test_list_names_the_studies_and_a_closed_pipe_is_no_error(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "ope_benchmark  (experiments/configs/ope_benchmark.toml" in out
+    assert "ridge_numerics" in out and "obd_ope" in out
+    # `bandits list | head -1`: the reader leaves early; no error line.
+    lister = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert lister.stdout is not None and lister.stdout.readline()
+    lister.stdout.close()
+    _, err = lister.communicate(timeout=120)
+    assert lister.returncode == 0 and err == b"", err
