@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bandits.validation import BanditConfigError
+
 EXIT_CONFIG_ERROR = 2
 EXIT_RUN_ERROR = 1
 
@@ -49,37 +51,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except Exception as err:
-        status = _exit_status(err)
-        if status is None:
-            raise  # a bug: keep the traceback
-        return status
-    except KeyboardInterrupt:
-        print(
-            "interrupted; finished chunks are stored, rerun to resume", file=sys.stderr
-        )
-        return 130
-
-
-def _exit_status(err: Exception) -> int | None:
-    """Prints the one `error:` line of an expected failure and returns the exit
-    status; None for anything else (a bug). The kernel and the executors are
-    imported here, not at the top: `bandits run` starts its workers before it
-    imports JAX."""
-    from bandits.validation import BanditConfigError
-    from experiments.execute.executors import RunFailedError
-
-    if isinstance(err, BanditConfigError):
+    except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    if isinstance(err, FloatingPointError | RunFailedError):
-        # bandits.NonFiniteAgentStateError; a worker died, a cluster went away
+    except FloatingPointError as err:  # bandits.NonFiniteAgentStateError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_RUN_ERROR
-    if isinstance(err, BrokenPipeError):  # `bandits list | head`: the reader left
+    except RuntimeError as err:
+        from experiments.execute.executors import RunFailedError
+
+        if not isinstance(err, RunFailedError):
+            raise  # a bug: keep the traceback
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_RUN_ERROR
+    except BrokenPipeError:  # `bandits list | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    if isinstance(err, OSError):  # a full disk, a folder made read-only mid-run
+    except OSError as err:  # a full disk, a folder made read-only mid-run
         where = f" ({err.filename})" if err.filename else ""
         print(
             f"error: {err.strerror or err}{where}; finished chunks are stored, "
@@ -87,7 +75,11 @@ def _exit_status(err: Exception) -> int | None:
             file=sys.stderr,
         )
         return EXIT_RUN_ERROR
-    return None
+    except KeyboardInterrupt:
+        print(
+            "interrupted; finished chunks are stored, rerun to resume", file=sys.stderr
+        )
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -230,17 +222,14 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from experiments.execute import compile_cache
-
-    # Before anything compiles: JAX sets its cache up at the first compilation,
-    # and the workers read it from the environment.
-    compile_cache.enable(disabled=args.no_compile_cache)
-    data = _start_workers_early(args)
-    from bandits.validation import BanditConfigError
     from experiments.execute.executors import make_executor
 
+    # Before anything compiles: JAX sets its cache up at the first compilation.
+    compile_cache.enable(disabled=args.no_compile_cache)
     executor = make_executor(
         args.executor, args.scheduler, args.workers, args.connect_timeout
     )
+    data = _start_workers_early(args, executor)
     if "study" in data:
         return _run_study(args, data, executor)
     from experiments.config.loader import load_config
@@ -274,15 +263,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_workers_early(args: argparse.Namespace) -> dict[str, Any]:
-    """Starts the local workers now, before this process imports JAX, so that
-    their imports (the longest step of a short run's start) overlap its own and
-    its checks of the config, when the run goes into a new folder. A missing or
+def _start_workers_early(args: argparse.Namespace, executor: Any) -> dict[str, Any]:
+    """Starts the local workers now, so that they import while this process
+    checks the config, when the run goes into a new folder. A missing or
     malformed file is refused first. An existing folder may hold every result
     already (a rerun then only re-renders the report): its workers start when
     there is work for them. Returns the config's TOML document."""
     from experiments.config.sources import output_folder, parse_toml, read_source
-    from experiments.execute import pool
+    from experiments.execute.executors import LocalExecutor, prestart
 
     text, origin, stem = read_source(args.config)
     data = parse_toml(text, origin)
@@ -290,22 +278,18 @@ def _start_workers_early(args: argparse.Namespace) -> dict[str, Any]:
     run_table = data.get("run") if isinstance(data.get("run"), dict) else {}
     output = data.get("output") if "study" in data else run_table.get("output")
     name = data["name"]
-    workers = pool.workers_from_environment() if args.workers is None else args.workers
     if (
-        args.executor == "local"
-        and isinstance(workers, int)
-        and workers >= 1
+        isinstance(executor, LocalExecutor)
         and isinstance(name, str)
         and isinstance(output, str | None)
         and not output_folder(args.out, output, name).exists()
     ):
-        pool.prestart(workers)
+        prestart(executor.workers)
     return data
 
 
 def _run_study(args: argparse.Namespace, data: dict[str, Any], executor: Any) -> int:
     """Runs a study config (a top-level `study`) with the study runner."""
-    from bandits.validation import BanditConfigError
     from experiments.config.sources import output_folder
     from experiments.execute import cells
 
@@ -359,7 +343,6 @@ def _command_from(args: argparse.Namespace) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from bandits.validation import BanditConfigError
     from experiments.report import render as report
 
     directory = Path(args.directory)
@@ -378,7 +361,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from bandits.validation import BanditConfigError
     from experiments.report import compare
 
     for directory in (args.dir_a, args.dir_b):
@@ -394,7 +376,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from bandits.validation import BanditConfigError
     from experiments.bench import bench
 
     if args.no_run and not args.compare:

@@ -1,7 +1,6 @@
 """Where a config's text comes from: a TOML file, or a config shipped with the
 package. Light on imports (no registries), so that `bandits run` can refuse a
-missing or malformed file before it starts anything (and before it imports
-JAX)."""
+missing or malformed file before it starts anything."""
 
 from __future__ import annotations
 
@@ -10,14 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-
-def _error(message: str) -> Exception:
-    """A `BanditConfigError`, imported only when there is one to raise (the
-    kernel brings JAX, which `bandits run` imports after starting its workers)."""
-    from bandits.validation import BanditConfigError
-
-    return BanditConfigError(message)
-
+from bandits.validation import BanditConfigError
 
 PACKAGED_CONFIGS = "configs"
 
@@ -36,7 +28,7 @@ def packaged_config_text(name: str) -> str:
     """The TOML text of a packaged config, e.g. `packaged_config_text("quickstart")`."""
     name = name.removesuffix(".toml")
     if name not in packaged_configs():
-        raise _error(
+        raise BanditConfigError(
             f"no packaged config {name!r}; available: {', '.join(packaged_configs())}"
         )
     folder = importlib.resources.files("experiments").joinpath(PACKAGED_CONFIGS)
@@ -49,12 +41,12 @@ def read_source(source: str | Path) -> tuple[str, str, str]:
     if path.is_file():
         return path.read_text(encoding="utf-8"), str(path), path.stem
     if path.exists():
-        raise _error(f"config {str(source)!r} is not a file")
+        raise BanditConfigError(f"config {str(source)!r} is not a file")
     name = str(source).removesuffix(".toml")
     if "/" not in name and "\\" not in name and name in packaged_configs():
         origin = f"package:experiments/{PACKAGED_CONFIGS}/{name}.toml"
         return packaged_config_text(name), origin, name
-    raise _error(
+    raise BanditConfigError(
         f"config {str(source)!r} not found: no such file, and not a packaged config "
         f"(available: {', '.join(packaged_configs())})"
     )
@@ -65,7 +57,7 @@ def parse_toml(text: str, origin: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise _error(f"{origin} is not valid TOML: {err}") from None
+        raise BanditConfigError(f"{origin} is not valid TOML: {err}") from None
 
 
 def output_folder(out: str | Path | None, output: str | None, name: str) -> Path:

@@ -15,16 +15,15 @@ Where: `$BANDITS_COMPILE_CACHE` if set, else JAX's own
 `$JAX_COMPILATION_CACHE_DIR`).
 
 The setting goes into the environment (`JAX_COMPILATION_CACHE_DIR`), so the
-worker processes the run spawns use the same cache. JAX reads it when it is
-imported; if it already is, its config is updated too. This module imports
-nothing heavy, so `bandits run` can call it before it starts its workers.
+worker processes the run spawns use the same cache.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+
+import jax
 
 ENV_VAR = "BANDITS_COMPILE_CACHE"
 OFF = ("0", "off", "false", "no")
@@ -44,7 +43,7 @@ def enable(disabled: bool = False) -> Path | None:
         # Off also overrides JAX's own $JAX_COMPILATION_CACHE_DIR, here and in
         # the worker processes (they read the environment).
         os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-        _update_jax(jax_enable_compilation_cache=False)
+        jax.config.update("jax_enable_compilation_cache", False)
         return None
     jax_own = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
     folder = Path(chosen or jax_own) if (chosen or jax_own) else default_folder()
@@ -57,18 +56,7 @@ def enable(disabled: bool = False) -> Path | None:
     # Cache every program: the simulations compile in well under a second each,
     # below JAX's default threshold of one second, and there are many of them.
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    _update_jax(
-        jax_enable_compilation_cache=True,
-        jax_compilation_cache_dir=str(folder),
-        jax_persistent_cache_min_compile_time_secs=0.0,
-    )
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return folder
-
-
-def _update_jax(**settings: object) -> None:
-    """Sets JAX's config if JAX is imported already (else it reads the
-    environment when it is)."""
-    jax = sys.modules.get("jax")
-    if jax is not None:
-        for name, value in settings.items():
-            jax.config.update(name, value)

@@ -40,7 +40,6 @@ from bandits.metrics import click_rate_per_position, ndcg
 from bandits.types import SlateRecord
 from experiments.config.loader import build_agent
 from experiments.execute import evaluation
-from experiments.execute.pool import SINGLE_DEVICE_ENV
 from experiments.execute.progress import CompileClock, PeakMemory
 from experiments.plan.planner import (
     SPEC_FORMAT,
@@ -50,6 +49,8 @@ from experiments.plan.planner import (
     spec_env,
 )
 from experiments.store import storage
+
+SINGLE_DEVICE_ENV = "BANDITS_CPU_DEVICES"
 
 
 class WorkerSetupError(RuntimeError):

@@ -385,12 +385,13 @@ def test_the_compile_cache_can_be_turned_off(how, tmp_path, monkeypatch):
 
 def _early_starts(monkeypatch, tmp_path, argv):
     """The worker counts `bandits run ARGV` would start ahead of its checks."""
-    from experiments.execute import pool
+    from experiments.execute import executors
 
     started: list[int] = []
-    monkeypatch.setattr(pool, "prestart", started.append)
+    monkeypatch.setattr(executors, "prestart", started.append)
     args = cli._parser().parse_args(["run", *argv])
-    cli._start_workers_early(args)
+    executor = executors.make_executor("local", None, args.workers)
+    cli._start_workers_early(args, executor)
     return started
 
 
@@ -408,36 +409,6 @@ def test_workers_start_early_only_into_a_new_folder(tmp_path, monkeypatch):
     bad.write_text("x = [")
     with pytest.raises(BanditConfigError, match="is not valid TOML"):
         _early_starts(monkeypatch, tmp_path, [str(bad), *new])
-    # A worker count the executor will refuse starts none (it names the error).
-    assert (
-        _early_starts(monkeypatch, tmp_path, [config, *new[:2], "--workers", "0"]) == []
-    )
-    monkeypatch.setenv("BANDITS_WORKERS", "two")
-    assert _early_starts(monkeypatch, tmp_path, [config, *new[:2]]) == []
-    assert (
-        _early_starts(monkeypatch, tmp_path, [config, *new[:2], "--executor", "dask"])
-        == []
-    )
-
-
-def test_bandits_run_starts_its_workers_before_importing_jax(tmp_path):
-    """The workers' imports are the longest step of a short run's start: the
-    command starts them before it imports JAX itself."""
-    argv = ["run", str(tiny_config(tmp_path)), "--out", str(tmp_path / "o"), "--quiet"]
-    code = (
-        "import sys\n"
-        "from experiments.execute import pool\n"
-        "from experiments import cli\n"
-        "seen = []\n"
-        "pool.prestart = lambda n: seen.append('jax' in sys.modules)\n"
-        "try:\n"
-        f"    cli.main({argv!r})\n"
-        "finally:\n"
-        "    print(seen)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    assert done.stdout.strip().splitlines()[-1] == "[False]", done.stderr[-2000:]
 
 
 def test_list_names_the_studies_and_a_closed_pipe_is_no_error(capsys):
