@@ -13,7 +13,8 @@ the platform gives a regret experiment:
   * each finished cell is stored at once, atomically, as `cells/<name>.json`:
     its spec (everything that determines its numbers), its records, its cost
     and a SHA-256 of spec and records; a killed run loses only the cells in
-    flight;
+    flight, and of those only the part not kept in their scratch space
+    (`scratch()`: the OPE benchmark keeps each finished group of replicates);
   * a rerun reuses a stored cell only if its spec is the one planned now; a cell
     file that cannot be read, fails its checksum or was computed from another
     spec (a changed setting, a changed checkpoint file) is computed again;
@@ -326,7 +327,7 @@ class Scratch:
             return None
         try:
             return np.load(self.folder / f"{key}.npy", allow_pickle=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # missing, cut short, not .npy
             return None
 
     def put(self, key: str, value: Any) -> None:
