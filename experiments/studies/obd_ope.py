@@ -61,7 +61,7 @@ import numpy as np
 
 from bandits import offline, ope
 from bandits.files import atomic_write
-from bandits.validation import BanditConfigError, positive_int, real
+from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
 from envs import obd
 from envs.logged import LoggedData
 from experiments.config.checks import check_keys
@@ -446,6 +446,7 @@ def checked(args: Args) -> Args:
                 "directions", f"must be among {list(DIRECTIONS)}, got {direction!r}"
             )
     positive_int("resamples", args.resamples)
+    non_negative_int("seed", args.seed)
     positive_int("draws", args.draws)
     positive_int("folds", args.folds)
     if args.rows is not None:

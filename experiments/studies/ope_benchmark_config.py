@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bandits.validation import BanditConfigError, positive_int, real
+from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
 from envs import logged
 from experiments.config.checks import check_keys, table
 from experiments.config.sources import parse_toml, read_source
@@ -117,7 +117,7 @@ def parse_study(data: Mapping[str, Any]) -> Study:
         truth_events=positive_int("truth_events", data.get("truth_events", 2_000_000)),
         streams_per_replicate=streams,
         folds=positive_int("folds", data.get("folds", 2)),
-        seed=int(data.get("seed", 0)),
+        seed=non_negative_int("seed", data.get("seed", 0)),
         estimator_options=options,
         loggers=loggers,
         envs=cells,

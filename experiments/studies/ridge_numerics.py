@@ -49,7 +49,7 @@ import envs
 from agents.exploration import masked_argmax
 from agents.ridge import mean_and_width
 from bandits.types import Agent, Observation
-from bandits.validation import BanditConfigError, positive_int, real
+from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
 from experiments.config.checks import check_keys, table
 from experiments.config.sources import parse_toml, read_source
 from experiments.execute import compile_cache
@@ -308,7 +308,7 @@ def read(data: Mapping[str, Any]) -> dict[str, Any]:
             )
     settings: dict[str, Any] = {
         "output": str(data.get("output", "results/ridge_numerics")),
-        "seed": int(data.get("seed", 0)),
+        "seed": non_negative_int("seed", data.get("seed", 0)),
         "cases": cases,
         "mushroom": {
             "horizon": positive_int(
