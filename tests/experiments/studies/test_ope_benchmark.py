@@ -85,6 +85,7 @@ def test_a_rerun_computes_nothing(tiny_run, capsys):
         (("replicates = 40", "replicates = [40, 40]"), "replicates must be one"),
         (('reward_model = "context"', 'reward_model = "deep"'), "reward_model must"),
         (("temperature = 1.0", "temperature = -1.0"), "temperature must be in"),
+        (("folds = 2", 'folds = 2\nseed = "x"'), "seed must be an integer >= 0"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path, capsys, change, message):
