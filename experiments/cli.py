@@ -294,16 +294,22 @@ def _run_study(args: argparse.Namespace, data: dict[str, Any], executor: Any) ->
     from experiments.execute import cells
 
     if args.chunk_size is not None:
-        raise BanditConfigError("--chunk-size applies to regret experiments, not to "
-                                f"study {data['study']!r}")  # fmt: skip
+        raise BanditConfigError(
+            f"--chunk-size applies to regret experiments, not to study "
+            f"{data['study']!r}"
+        )
     study = str(data["study"])
     config = cells.study_module(study).read(data)
     out = output_folder(args.out, data.get("output"), str(data["name"]))
     try:
         result = cells.run_cells(
-            study, config, out, executor=executor, overwrite=args.overwrite,
+            study,
+            config,
+            out,
+            executor=executor,
+            overwrite=args.overwrite,
             progress=not args.quiet,
-        )  # fmt: skip
+        )
     finally:
         close = getattr(executor, "close", None)
         if close is not None:
