@@ -216,6 +216,15 @@ def test_an_unknown_study_is_refused_by_name(tmp_path, capsys):
     assert "'os.system'" in err
 
 
+def test_chunk_size_is_refused_for_a_study(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(CONFIG)
+    argv = ["run", str(config), "--out", str(tmp_path / "o"), "--chunk-size", "4"]
+    assert cli.main(argv) == 2
+    assert "--chunk-size applies to regret experiments" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_bad_study_config_names_the_field(tmp_path, capsys):
     config = tmp_path / "bad.toml"
     config.write_text(CONFIG.replace("folds = 2", "folds = 0"))
