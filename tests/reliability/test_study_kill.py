@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 
 from experiments.execute import cells
 from tests.experiments.test_cells import CONFIG
+from tests.experiments.test_resume import start_run as start
 
 # Four cells (two loggers x two sizes) in order on one worker.
 KILLED = CONFIG.replace(
@@ -32,19 +31,6 @@ kind = "softmax"
 temperature = 1.0
 """,
 )
-
-
-def start(config: Path, out: Path) -> subprocess.Popen:
-    """`bandits run` in its own process group, one worker (cells in order)."""
-    command = [sys.executable, "-m", "experiments.cli", "run", str(config)]
-    return subprocess.Popen(
-        [*command, "--out", str(out), "--workers", "1", "--quiet"],
-        cwd=config.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def stored(out: Path) -> list[str]:
