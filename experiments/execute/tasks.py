@@ -142,6 +142,11 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
 
         _check_devices()
         return cells.execute_cell(spec)
+    return _simulate_task(spec)
+
+
+def _simulate_task(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """`execute_task` for a chunk of a regret experiment."""
     _check_worker(spec)
     release_compiled_programs_if_crowded()
     env = spec_env(spec)
