@@ -65,6 +65,7 @@ from rich.console import Console
 from bandits.validation import BanditConfigError
 from experiments.execute.executors import Executor, LocalExecutor, RunFailedError
 from experiments.execute.progress import CompileClock, PeakMemory, chunk_progress
+from experiments.execute.tasks import CELL_TASK
 from experiments.store import lock, storage
 
 STUDIES = {
@@ -78,7 +79,6 @@ CELLS_DIR = "cells"
 RECORDS = "results.jsonl"
 STUDY_FILE = "study.json"
 CELL_FORMAT = 1
-TASK_KIND = "cell"
 LOCK_WAIT_S = 120.0
 """How long the final write waits for another command that holds the folder."""
 
@@ -250,7 +250,7 @@ def _run(
 ) -> list[str]:
     specs = [
         {
-            "kind": TASK_KIND,
+            "kind": CELL_TASK,
             "study": study,
             "task": c.name,
             "spec": dict(c.spec),

@@ -53,6 +53,10 @@ from experiments.store import storage
 SINGLE_DEVICE_ENV = "BANDITS_CPU_DEVICES"
 
 
+CELL_TASK = "cell"
+"""The `kind` of a study cell's spec (`experiments.execute.cells`)."""
+
+
 class WorkerSetupError(RuntimeError):
     """A worker process cannot run tasks (e.g. it has several JAX devices)."""
 
@@ -137,7 +141,7 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
       WorkerSetupError: the process has more than one JAX device, or the spec
         comes from another version.
     """
-    if spec.get("kind") == "cell":
+    if spec.get("kind") == CELL_TASK:
         from experiments.execute import cells  # it imports the executors
 
         _check_devices()
