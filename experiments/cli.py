@@ -17,8 +17,10 @@ failed series with its first bad seed and step, and exit status 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
+import logging
 import os
 import shlex
 import sys
@@ -33,16 +35,33 @@ EXIT_RUN_ERROR = 1
 
 
 def entry() -> int:
-    """The `bandits` console script: `main`, then the local worker processes
-    end at once (idle by then, they hold nothing unstored; their orderly exit,
-    JAX's teardown in each, would add half a second to every command). Code
-    that calls `main` itself keeps its warm workers for the next run."""
+    """The `bandits` console script (and `python -m experiments.cli`): `main`,
+    then the local worker processes end at once (idle by then, they hold
+    nothing unstored; their orderly exit, JAX's teardown in each, would add
+    half a second to every command), and so does this process (`end_now`).
+    Code that calls `main` itself keeps its warm workers for the next run."""
     try:
-        return main()
+        status = main()
     finally:
         executors = sys.modules.get("experiments.execute.executors")
         if executors is not None:
             executors.stop_workers()
+    end_now(status)
+    return status  # not reached: for callers that replace `end_now`
+
+
+def end_now(status: int) -> None:
+    """Ends the command with `status` once its output is flushed, skipping the
+    interpreter's teardown (JAX's backends, the process pool's threads: about
+    0.4 s of a short run on two cores). Nothing is lost: by the time `main`
+    returns, every result file is written, closed and renamed into place, the
+    folder lock is released, and the worker processes are stopped."""
+    for stream in (sys.stdout, sys.stderr):
+        # A reader gone, a stream closed: nothing more can reach it.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -450,4 +469,4 @@ def _toml(value: Any) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

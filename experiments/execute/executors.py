@@ -152,10 +152,10 @@ def prestart(workers: int) -> None:
         pool.submit(_warm_up)
 
 
-def _discard_pool(workers: int) -> None:
+def _discard_pool(workers: int, wait: bool = False) -> None:
     pool = _POOLS.pop(workers, None)
     if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def stop_workers() -> None:
@@ -167,7 +167,9 @@ def stop_workers() -> None:
         # CPython's pool keeps its processes here; without it, the orderly exit.
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
-        _discard_pool(workers)
+        # Waiting joins the ended processes and closes the pool's queues (their
+        # semaphores unlinked), so a caller may then end with `os._exit`.
+        _discard_pool(workers, wait=True)
 
 
 @atexit.register

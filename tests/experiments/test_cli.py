@@ -426,3 +426,29 @@ def test_list_names_the_studies_and_a_closed_pipe_is_no_error(capsys):
     lister.stdout.close()
     _, err = lister.communicate(timeout=120)
     assert lister.returncode == 0 and err == b"", err
+
+
+def test_the_command_ends_at_once_with_its_output_whole(smoke, tmp_path):
+    """`entry` (the console script, and `python -m experiments.cli`) ends the
+    process with `os._exit` once the output is flushed: a listing larger than
+    the pipe's buffer arrives to its last line, the exit status is kept, and the
+    pool's semaphores are released first (no resource-tracker warning)."""
+    result, _ = smoke
+    assert result.returncode == 0
+    assert "leaked" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout.endswith("report.md\n")
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    listing = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "list"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=buffered,
+        cwd=tmp_path,
+    )
+    assert listing.returncode == 0 and listing.stderr == ""
+    assert len(listing.stdout) > 8192  # more than one buffer: flushed at the end
+    assert listing.stdout.endswith(")\n") and "ridge_numerics" in listing.stdout
+    failed = bandits_cli("run", str(tmp_path / "missing.toml"), cwd=tmp_path)
+    assert failed.returncode == cli.EXIT_CONFIG_ERROR
+    assert failed.stderr.startswith("error: ")
