@@ -250,6 +250,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     data = _start_workers_early(args, executor)
     if "study" in data:
+        from experiments.execute import cells
+
+        if isinstance(data["study"], str) and data["study"] in cells.PIPELINES:
+            return _run_pipeline(args, data, executor)
         return _run_study(args, data, executor)
     from experiments.config.loader import load_config
     from experiments.execute.runner import SeriesFailedError, run_experiment
@@ -338,6 +342,35 @@ def _run_study(args: argparse.Namespace, data: dict[str, Any], executor: Any) ->
     for path in result.files:
         print(f"         {path}")
     return 0
+
+
+def _run_pipeline(args: argparse.Namespace, data: dict[str, Any], executor: Any) -> int:
+    """Runs a config of a study with a stage of its own (`cells.PIPELINES`:
+    pretraining, then platform runs on `executor`)."""
+    from experiments.config.sources import output_folder
+    from experiments.execute import cells
+
+    if args.chunk_size is not None:
+        raise BanditConfigError(
+            f"--chunk-size applies to regret experiments, not to study "
+            f"{data['study']!r}"
+        )
+    output = data.get("output")
+    if output is not None and not isinstance(output, str):
+        raise BanditConfigError.about("output", "must be a string (a folder)")
+    out = output_folder(args.out, output, str(data["name"]))
+    try:
+        return cells.pipeline_module(data["study"]).run_config(
+            args.config,
+            out,
+            executor=executor,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    finally:
+        close = getattr(executor, "close", None)
+        if close is not None:
+            close()
 
 
 def _print_result(result) -> None:
@@ -433,13 +466,30 @@ def _list(args: argparse.Namespace) -> int:
         notes = {k: "from env" for k in FROM_ENV}
         notes["slate_size"] = "from a slate env"
         print("      " + _params_text(params, notes))
+    from experiments.config.sources import packaged_config_text, packaged_configs
     from experiments.execute import cells
 
     print()
     print('Studies of cells (a config with study = "..."; bandits run NAME):')
     for name, module in cells.STUDIES.items():
         print(f"  {name}  (experiments/configs/{name}.toml, {module})")
+    print()
+    print("Studies that pretrain before their platform runs (bandits run NAME):")
+    for name, module in cells.PIPELINES.items():
+        configs = sorted(
+            stem
+            for stem in packaged_configs()
+            if _study_of(packaged_config_text(stem)) == name
+        )
+        print(f"  {name}  ({module}; configs: {', '.join(configs)})")
     return 0
+
+
+def _study_of(text: str) -> Any:
+    """The `study` of a packaged config's TOML text (None if it has none)."""
+    import tomllib
+
+    return tomllib.loads(text).get("study")
 
 
 def _params_text(params: dict[str, Any], notes: dict[str, str]) -> str:

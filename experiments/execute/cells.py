@@ -75,6 +75,17 @@ STUDIES = {
 }
 """Study name -> the module that implements it."""
 
+PIPELINES = {
+    "in_context": "experiments.studies.in_context",
+    "pretrain_finetune": "experiments.studies.pretrain_finetune",
+}
+"""Studies with a stage of their own before their platform runs (pretraining
+on generated logs or problem instances), named by `study = "..."` in their
+configs: study name -> module. The module's `run_config(source, out, *,
+executor, overwrite, progress)` does what its `python -m` command does with
+the config as it is (reusing what the folder holds), its platform runs on
+`executor`, and returns the exit status."""
+
 CELLS_DIR = "cells"
 RECORDS = "results.jsonl"
 STUDY_FILE = "study.json"
@@ -111,6 +122,15 @@ def study_module(name: str) -> ModuleType:
             "study", f"must be one of {sorted(STUDIES)}, got {name!r}"
         )
     return importlib.import_module(STUDIES[name])
+
+
+def pipeline_module(name: str) -> ModuleType:
+    """The module of pipeline study `name` (one of `PIPELINES`)."""
+    if name not in PIPELINES:
+        raise BanditConfigError.about(
+            "study", f"must be one of {sorted(PIPELINES)}, got {name!r}"
+        )
+    return importlib.import_module(PIPELINES[name])
 
 
 def digest(spec: Mapping[str, Any]) -> str:

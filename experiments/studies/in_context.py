@@ -42,7 +42,6 @@ import platform
 import sys
 import textwrap
 import time
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,15 +51,27 @@ import numpy as np
 import envs
 from bandits import metrics
 from bandits.validation import BanditConfigError, positive_int
-from experiments.config import checks
+from experiments.config import checks, sources
 from experiments.config.loader import load_config
 from experiments.config.toml_writer import experiment_toml
+from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
 
 CHECKPOINT_FILE = "checkpoint.npz"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "in_context.toml"
-SECTIONS = ("name", "output", "env", "model", "pretrain", "evaluation", "baselines")
+SECTIONS = (
+    "study",
+    "name",
+    "output",
+    "env",
+    "model",
+    "pretrain",
+    "evaluation",
+    "baselines",
+)
+STUDY = "in_context"
+"""The config's `study` key: `bandits run` runs it with this module."""
 PRETRAIN_KEYS = ("seed", "steps", "batch_size", "learning_rate")
 EVALUATION_KEYS = ("horizon", "seeds", "first_seed")
 QUICK = {
@@ -101,15 +112,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
-    """The config, structure and types checked (values are checked where used:
-    the env, the model config, `pretrain` and the agent factories)."""
+    """The config (a TOML path or a packaged config's name), structure and types
+    checked (values are checked where used: the env, the model config,
+    `pretrain` and the agent factories)."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
+        text, origin, _ = sources.read_source(path)
+    except (OSError, UnicodeDecodeError) as err:
         raise BanditConfigError(
             f"cannot read study config {str(path)!r}: {err}"
         ) from None
-    checks.check_keys(data, SECTIONS, "the study config", required=SECTIONS[2:6])
+    data = sources.parse_toml(text, origin)
+    checks.check_keys(data, SECTIONS, "the study config", required=SECTIONS[3:7])
+    if data.get("study", STUDY) != STUDY:
+        raise BanditConfigError.about(
+            "study", f"must be {STUDY!r} in an in-context config, got {data['study']!r}"
+        )
+    if not isinstance(data.get("output", ""), str):
+        raise BanditConfigError.about("output", "must be a string (a folder)")
     env = checks.table("env", data["env"])
     checks.check_keys(env, ("id", "params"), "env", required=("id",))
     checks.check_type("env.id", env["id"], str, "a string")
@@ -245,11 +264,17 @@ def platform_config(study: Mapping[str, Any], seeds: int) -> str:
 
 
 def evaluate(
-    study, out: Path, seeds: int, overwrite: bool = False
+    study,
+    out: Path,
+    seeds: int,
+    overwrite: bool = False,
+    executor: Executor | None = None,
+    progress: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Cumulative regret (S, T) of the in-context policy and every baseline,
     run by the experiment platform into `out/results` (resumable; a rerun
-    with the same checkpoint and settings computes nothing)."""
+    with the same checkpoint and settings computes nothing) on `executor`
+    (default: local workers); progress shown by default on a terminal."""
     path = out / "config.toml"
     storage.atomic_write_text(path, platform_config(study, seeds))
     config = load_config(path)
@@ -258,8 +283,9 @@ def evaluate(
         config,
         results,
         overwrite=overwrite,
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr.isatty() if progress is None else progress,
         command=f"bandits run {path} --out {results}",
+        executor=executor,
     )
     curves = {}
     for entry in manifest.read(results).agents:
@@ -352,15 +378,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = load_study(args.config, quick=args.quick)
         if args.tokens:
             study["model"]["tokens"] = args.tokens
-        spec = study["env"]
-        env, _ = envs.make(spec["id"], **spec.get("params", {}))
         out = Path(args.out or study.get("output", "results/in_context"))
         seeds = args.seeds or study["evaluation"]["seeds"]
-        _, _, record = pretrained(study, env, out)
-        curves = evaluate(study, out, seeds, overwrite=args.overwrite)
+        return _run(study, out, seeds, overwrite=args.overwrite, figure=args.figure)
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def run_config(
+    source: str | Path,
+    out: str | Path,
+    *,
+    executor: Executor | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> int:
+    """`bandits run` of an in-context config (`study = "in_context"`): the
+    study as its command runs it with the config as it is, into `out`, the
+    platform runs on `executor`. Bad input raises `BanditConfigError`."""
+    study = load_study(source)
+    seeds = study["evaluation"]["seeds"]
+    return _run(
+        study, Path(out), seeds, overwrite, executor=executor, progress=progress
+    )
+
+
+def _run(
+    study: dict[str, Any],
+    out: Path,
+    seeds: int,
+    overwrite: bool,
+    figure: str | None = None,
+    executor: Executor | None = None,
+    progress: bool | None = None,
+) -> int:
+    """Pretrains (or reuses the checkpoint), runs the platform config, writes
+    the summary and the figure; returns the exit status."""
+    spec = study["env"]
+    env, _ = envs.make(spec["id"], **spec.get("params", {}))
+    _, _, record = pretrained(study, env, out)
+    curves = evaluate(study, out, seeds, overwrite, executor, progress)
     summary = rows(curves)
     text = table(summary, record)
     storage.atomic_write_text(
@@ -369,11 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     storage.atomic_write_text(out / "summary.md", text)
     title = f"{spec['id']} {spec.get('params', {})}, new instances"
-    figure = plot(curves, record, out / "regret.png", title, env.num_arms)
-    if args.figure:
-        plot(curves, record, Path(args.figure), title, env.num_arms)
+    written = plot(curves, record, out / "regret.png", title, env.num_arms)
+    if figure:
+        plot(curves, record, Path(figure), title, env.num_arms)
     print(text)
-    print(f"wrote {figure}, {out / 'summary.json'}, {out / 'summary.md'}")
+    print(f"wrote {written}, {out / 'summary.json'}, {out / 'summary.md'}")
     return 0
 
 

@@ -64,6 +64,7 @@ from envs import logged
 from experiments.config.loader import build, build_agent, load_config
 from experiments.config.start import checkpoint_kwargs
 from experiments.config.toml_writer import experiment_toml
+from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
 from experiments.store.storage import atomic_write_text
@@ -429,9 +430,18 @@ def check_instances(cell: Cell, study: StudyConfig) -> None:
     check_disjoint([k for k, _ in keys], platform_instance_keys(range(study.seeds)))
 
 
-def run_env(cell: Cell, study, specs, folder: Path, args: Args):
-    """Logs, pretrains and runs one cell's agents on the platform: the config,
-    the runner's result and the held-out logged events."""
+def run_env(
+    cell: Cell,
+    study,
+    specs,
+    folder: Path,
+    args: Args,
+    executor: Executor | None = None,
+    progress: bool | None = None,
+):
+    """Logs, pretrains and runs one cell's agents on the platform (on
+    `executor`, default local workers; progress shown by default on a
+    terminal): the config, the runner's result and the held-out logged events."""
     env, params = envs.make(cell.env_id, **cell.params)
     train, holdout = prepare_logs(cell, env, params, study, folder)
     prepare_pretrained(
@@ -450,8 +460,9 @@ def run_env(cell: Cell, study, specs, folder: Path, args: Args):
         config,
         folder / "results",
         overwrite=args.overwrite,
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr.isatty() if progress is None else progress,
         command=f"bandits run {path} --out {folder / 'results'}",
+        executor=executor,
     )
     return config, result, holdout
 
@@ -531,7 +542,28 @@ def held_out_by_agent(env, config, specs, holdout, folder: Path) -> dict[str, An
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    return _run(parse_args(argv))
+
+
+def run_config(
+    source: str | Path,
+    out: str | Path,
+    *,
+    executor: Executor | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> int:
+    """`bandits run` of a pretrain/fine-tune config (`study =
+    "pretrain_finetune"`): the study as its command runs it with the config as
+    it is, into `out`, the platform runs on `executor`."""
+    args = Args(out=str(out), config=str(source), overwrite=overwrite)
+    return _run(args, executor, progress)
+
+
+def _run(
+    args: Args, executor: Executor | None = None, progress: bool | None = None
+) -> int:
+    """Every cell of the selected study, then the summary; the exit status."""
     try:
         study = select(load_study(args.config), args)
         cells = study_cells(study)
@@ -552,7 +584,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = out / cell.name
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            config, result, holdout = run_env(cell, study, specs, folder, args)
+            config, result, holdout = run_env(
+                cell, study, specs, folder, args, executor, progress
+            )
         except BanditConfigError as err:  # e.g. results of another selection
             print(f"error: [{cell.name}] {err}", file=sys.stderr)
             return 2

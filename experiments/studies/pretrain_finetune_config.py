@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,11 @@ from bandits.validation import BanditConfigError
 from envs import logged
 from experiments.config.checks import check_keys, is_int, table
 from experiments.config.loader import AGENT_KEYS, parse_agent
+from experiments.config.sources import parse_toml
 
+STUDY = "pretrain_finetune"
+"""The config's `study` key: `bandits run` runs it with this study."""
+TOP_KEYS = {"study", "name", "run", "logs", "model", "pretrain", "envs", "agents"}
 RUN_INSTANCES = ("logged", "held_out")
 """`run.instances`: the online runs use the instance the logs came from, or
 draw a fresh instance per seed that no log came from."""
@@ -138,12 +141,18 @@ def load_study(config: str) -> StudyConfig:
         path = CONFIG_DIR / f"{config}.toml"
     if not path.exists():
         raise BanditConfigError(f"config {config!r} not found (looked for {path})")
-    raw = tomllib.loads(path.read_text())
-    unknown = sorted(
-        set(raw) - {"name", "run", "logs", "model", "pretrain", "envs", "agents"}
-    )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BanditConfigError(f"cannot read config {str(path)!r}: {err}") from None
+    raw = parse_toml(text, str(path))
+    unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise BanditConfigError(f"unknown top-level key(s) {unknown} in {path}")
+    if raw.get("study", STUDY) != STUDY:
+        raise BanditConfigError.about(
+            "study", f"must be {STUDY!r} in this study's config, got {raw['study']!r}"
+        )
     run = _table(raw, "run", {"horizon", "seeds", "early_steps", "instances"})
     logs = _table(raw, "logs", LOGS_KEYS)
     _check_logs(logs)

@@ -113,10 +113,13 @@ def test_cell_specs_are_plain_json():
 def test_every_packaged_study_config_reads_and_plans():
     """The packaged configs that name a study pass its checks; those whose
     targets need no file from another study plan their cells."""
-    found = set()
+    found, pipelines = set(), set()
     for name in packaged_configs():
         data = parse_toml(packaged_config_text(name), name)
         if "study" not in data:
+            continue
+        if data["study"] in cells.PIPELINES:  # their own loaders: tests of theirs
+            pipelines.add(name)
             continue
         found.add(name)
         module = cells.study_module(data["study"])
@@ -129,6 +132,16 @@ def test_every_packaged_study_config_reads_and_plans():
         "ope_benchmark_transformer",
         "obd_ope",
         "ridge_numerics",
+    }
+    assert pipelines == {
+        "in_context",
+        "in_context_fixed_arms",
+        "in_context_fixed_arms_per_instance",
+        "in_context_rec",
+        "pretrain_finetune",
+        "large_models",
+        "large_models_cold",
+        "large_models_scaling",
     }
 
 

@@ -8,6 +8,8 @@ import json
 import pytest
 
 import envs
+from experiments import cli
+from experiments.config.toml_writer import toml_value
 from experiments.studies import in_context as study
 
 
@@ -37,7 +39,11 @@ def test_a_bad_config_is_refused_naming_the_field(tmp_path, capsys):
     assert "pretrain.steps must be an integer" in capsys.readouterr().err
     missing = tmp_path / "missing.toml"
     assert study.main(["--config", str(missing)]) == 2
-    assert "cannot read study config" in capsys.readouterr().err
+    assert f"config {str(missing)!r} not found" in capsys.readouterr().err
+    other = tmp_path / "other.toml"
+    other.write_text(study.CONFIG.read_text().replace('"in_context"', '"ope"', 1))
+    assert study.main(["--config", str(other), "--out", str(tmp_path / "o")]) == 2
+    assert "study must be 'in_context'" in capsys.readouterr().err
 
 
 def test_fixed_arms_config_runs_with_arm_feature_baselines(tmp_path):
@@ -134,3 +140,38 @@ def test_recommendation_config_reads_item_features_not_ids(tmp_path):
         "LinUCB, context x item crosses",
         "Uniform random",
     ]
+
+
+def test_bandits_run_runs_the_config_as_the_study_command_does(tmp_path, capsys):
+    """A config with `study = "in_context"` goes to the study through `bandits
+    run` (pretraining, then its platform runs on the command's executor), with
+    the numbers of `python -m experiments.studies.in_context` on that config."""
+    quick = study.load_study(study.CONFIG, quick=True)
+    del quick["output"]
+    path = tmp_path / "tiny.toml"
+    path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in quick.items()))
+    by_cli, by_command = tmp_path / "cli", tmp_path / "command"
+    assert cli.main(["run", str(path), "--out", str(by_cli), "--quiet"]) == 0
+    assert (by_cli / "checkpoint.npz").is_file()
+    assert (by_cli / "results" / "manifest.json").is_file()
+    assert study.main(["--config", str(path), "--out", str(by_command)]) == 0
+
+    def rows(folder):
+        return json.loads((folder / "summary.json").read_text())["rows"]
+
+    assert rows(by_cli) == rows(by_command)
+    assert rows(by_cli)[0]["agent"] == study.DPT_LABEL
+    capsys.readouterr()
+    chunked = ["run", str(path), "--out", str(by_cli), "--chunk-size", "2"]
+    assert cli.main(chunked) == cli.EXIT_CONFIG_ERROR
+    assert "--chunk-size applies to regret" in capsys.readouterr().err
+    # The packaged configs name their study (read by name, as `bandits run`
+    # gives it), and `bandits list` names them.
+    for name in ("in_context", "in_context_rec", "in_context_fixed_arms_per_instance"):
+        assert study.load_study(name)["study"] == "in_context"
+    assert cli.main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "in_context  (experiments.studies.in_context; configs: in_context, " in (
+        listing
+    )
+    assert "large_models, large_models_cold, large_models_scaling, " in listing

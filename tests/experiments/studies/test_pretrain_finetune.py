@@ -14,6 +14,9 @@ import pytest
 
 from bandits.validation import BanditConfigError
 from envs import logged
+from experiments import cli
+from experiments.execute.executors import LocalExecutor
+from experiments.studies import pretrain_finetune
 from experiments.studies.pretrain_finetune import Args, main, select
 from experiments.studies.pretrain_finetune_config import load_study
 from tests.experiments.modules import run_module
@@ -117,3 +120,34 @@ def test_bad_config_raises(tmp_path):
         load_study(str(path))  # a path is checked by the platform's parser
     path.write_text('[[agents]]\nname = "random"\nenvs = ["ContextualRec-v0"]\n')
     assert load_study(str(path)).agents[0].envs == ("ContextualRec-v0",)
+    path.write_text('study = "in_context"\n')
+    with pytest.raises(BanditConfigError, match="study must be 'pretrain_finetune'"):
+        load_study(str(path))
+    path.write_text("[run\nhorizon = 10\n")
+    with pytest.raises(BanditConfigError, match="is not valid TOML"):
+        load_study(str(path))
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(BanditConfigError, match="cannot read config"):
+        load_study(str(path))
+
+
+def test_bandits_run_hands_a_config_of_this_layout_to_the_study(tmp_path, monkeypatch):
+    """The four packaged configs of this layout say `study =
+    "pretrain_finetune"`: `bandits run NAME` runs the study with the config as
+    it is, into `--out` (or `results/<name>`), its platform runs on the
+    command's executor, `--quiet` without progress."""
+    seen = {}
+
+    def study_run(args, executor=None, progress=None):
+        seen.update(args=args, executor=executor, progress=progress)
+        return 0
+
+    monkeypatch.setattr(pretrain_finetune, "_run", study_run)
+    out = tmp_path / "lm"
+    argv = ["run", "large_models", "--out", str(out), "--overwrite", "--quiet"]
+    assert cli.main([*argv, "--workers", "1"]) == 0
+    assert seen["args"] == Args(out=str(out), config="large_models", overwrite=True)
+    assert isinstance(seen["executor"], LocalExecutor)
+    assert seen["executor"].workers == 1 and seen["progress"] is False
+    for name in ("pretrain_finetune", "large_models_cold", "large_models_scaling"):
+        assert load_study(name).agents  # the `study` key is the study's own
