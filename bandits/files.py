@@ -32,7 +32,7 @@ FORMAT_KEY = b"bandits.logged"
 FORMAT_VERSION = 1
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Calls `write(tmp)` on a temporary path next to `path`, then renames it.
 
     The temporary file lives in the same folder, so `os.replace` is atomic on

@@ -121,11 +121,11 @@ def format_rows(rows: Sequence[BenchRow], before: Path, after: Path) -> str:
         )
     widths = [max(len(c[i]) for c in cells) for i in range(5)]
     lines = [f"before: {before}", f"after:  {after}", ""]
-    for i, row in enumerate(cells):
+    for i, line in enumerate(cells):
         lines.append(
             "  ".join(
                 c.ljust(w) if j < 2 else c.rjust(w)
-                for j, (c, w) in enumerate(zip(row, widths, strict=True))
+                for j, (c, w) in enumerate(zip(line, widths, strict=True))
             )
         )
         if i == 0:

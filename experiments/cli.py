@@ -298,7 +298,8 @@ def _start_workers_early(args: argparse.Namespace, executor: Any) -> dict[str, A
     text, origin, stem = read_source(args.config)
     data = parse_toml(text, origin)
     data.setdefault("name", stem)
-    run_table = data.get("run") if isinstance(data.get("run"), dict) else {}
+    run_value = data.get("run")
+    run_table = run_value if isinstance(run_value, dict) else {}
     output = data.get("output") if "study" in data else run_table.get("output")
     name = data["name"]
     if (
@@ -460,8 +461,8 @@ def _list(args: argparse.Namespace) -> int:
         print("      " + _params_text(params, {}))
     print()
     print("Agents ([[agents]] name, hyperparameters = {...}):")
-    for name, entry in agents.registered().items():
-        print(f"  {name}  {entry.description}")
+    for name, agent_entry in agents.registered().items():
+        print(f"  {name}  {agent_entry.description}")
         params = agents.hyperparameters(name)
         notes = {k: "from env" for k in FROM_ENV}
         notes["slate_size"] = "from a slate env"

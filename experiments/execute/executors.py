@@ -23,10 +23,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bandits.validation import BanditConfigError
 from experiments.execute.tasks import SINGLE_DEVICE_ENV
+
+if TYPE_CHECKING:
+    import distributed
 
 EXECUTORS = ("local", "dask")
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -246,7 +249,7 @@ class DaskExecutor:
             )
         self.scheduler = scheduler
         self.timeout_s = timeout_s
-        self._client = None
+        self._client: distributed.Client | None = None
 
     def describe(self) -> str:
         return f"dask ({self.scheduler})"
@@ -301,6 +304,7 @@ class DaskExecutor:
             return
         distributed = _import_distributed()
         self.check()
+        assert self._client is not None  # check() connects or raises
         from experiments.execute.tasks import execute_task
 
         batch = uuid.uuid4().hex[:8]

@@ -29,7 +29,7 @@ import platform
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -218,7 +218,7 @@ def _simulate_task(spec: Mapping[str, Any]) -> dict[str, Any]:
         "series": [
             {
                 "label": spec["labels"][g],
-                "curves": None if curves[g] is None else curves[g]._asdict(),
+                "curves": None if (c := curves[g]) is None else c._asdict(),
                 "prediction": prediction[g] if prediction else None,
                 "failed": failed.get(g),
                 **({} if slates[g] is None else {"slate": slates[g]}),
@@ -327,14 +327,18 @@ def _check_devices() -> None:
         )
 
 
+# A `Trajectory` field the consumer does not read (the type says array).
+_UNUSED = cast(jax.Array, None)
+
+
 def _curves(spec, seeds, regret, reward, optimal) -> storage.Curves:
     """The stored curves of one series (padding seeds dropped)."""
     n = len(seeds)
     trajectory = bandits.Trajectory(
-        action=None,
+        action=_UNUSED,
         reward=reward[:n],
-        expected_reward=None,
-        optimal_expected_reward=None,
+        expected_reward=_UNUSED,
+        optimal_expected_reward=_UNUSED,
         regret=regret[:n],
         optimal=optimal[:n],
     )
@@ -359,14 +363,15 @@ def slate_summaries(slate: SlateRecord, seeds: Sequence[int]) -> dict[str, list]
       (`bandits.metrics.ndcg`).
     """
     n = len(seeds)
-    kept = SlateRecord(*(np.asarray(leaf)[:n] for leaf in slate))
+    # NumPy leaves, where the type says jax.Array: the metrics take either.
+    kept = SlateRecord(*(cast(jax.Array, np.asarray(leaf)[:n]) for leaf in slate))
     trajectory = bandits.Trajectory(
-        action=None,
-        reward=None,
-        expected_reward=None,
-        optimal_expected_reward=None,
-        regret=None,
-        optimal=None,
+        action=_UNUSED,
+        reward=_UNUSED,
+        expected_reward=_UNUSED,
+        optimal_expected_reward=_UNUSED,
+        regret=_UNUSED,
+        optimal=_UNUSED,
         slate=kept,
     )
     expected = np.asarray(kept.expected_clicks, np.float64).mean(axis=-2)

@@ -165,7 +165,7 @@ def plan(experiment: Experiment, config_hash: str) -> Plan:
         setting = settings[program.setting]
         for c, chunk in enumerate(chunks):
             files = tuple(storage.chunk_file_name(s, c) for s in program.series)
-            spec = {
+            task_spec = {
                 "format": SPEC_FORMAT,
                 "task": f"p{program.index:04d}-c{c:04d}",
                 "config_hash": config_hash,
@@ -185,7 +185,7 @@ def plan(experiment: Experiment, config_hash: str) -> Plan:
                 "prediction_seeds": [s for s in chunk if s in evaluated],
                 "prediction_contexts": config.run.prediction_contexts,
             }
-            tasks.append(Task(program.index, c, files, spec))
+            tasks.append(Task(program.index, c, files, task_spec))
     return Plan(tuple(series), tuple(programs), chunks, size, tuple(tasks))
 
 

@@ -434,10 +434,15 @@ def ordered_records(
     records: Iterable[Mapping[str, Any]], order: Mapping[str, int]
 ) -> list[Mapping[str, Any]]:
     """Summary records by series (in `order`), each series' seed lines first."""
-    return sorted(
-        records,
-        key=lambda r: (order.get(r.get("agent"), len(order)), r["kind"] != "seed"),
-    )
+
+    def key(r: Mapping[str, Any]) -> tuple[int, bool]:
+        agent = r.get("agent")  # none sorts last, like an unknown agent
+        return (
+            len(order) if agent is None else order.get(agent, len(order)),
+            r["kind"] != "seed",
+        )
+
+    return sorted(records, key=key)
 
 
 def chunk_file_name(series: int, chunk: int) -> str:

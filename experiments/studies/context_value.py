@@ -35,7 +35,7 @@ from experiments.store import manifest, storage
 from experiments.studies.common import require_grid, run_study, write_summary
 
 PARAMETER = "context_strength"
-QUICK = {"strengths": [0.0, 1.0], "horizon": 200, "seeds": 2}
+QUICK: dict[str, Any] = {"strengths": [0.0, 1.0], "horizon": 200, "seeds": 2}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -164,7 +164,8 @@ def summarise(
     """The study's table and its smoothed curves, by env setting and agent."""
     stored = manifest.read(directory)
     curves = manifest.read_series_curves(directory, stored)
-    rows, bands = [], {}
+    rows: list[dict[str, Any]] = []
+    bands: dict[str, dict[str, metrics.Band]] = {}
     for entry in stored.agents:
         regret = per_step_regret(curves[entry.label])
         band = metrics.mean_band(moving_average(regret, window))

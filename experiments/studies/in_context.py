@@ -74,7 +74,7 @@ STUDY = "in_context"
 """The config's `study` key: `bandits run` runs it with this module."""
 PRETRAIN_KEYS = ("seed", "steps", "batch_size", "learning_rate")
 EVALUATION_KEYS = ("horizon", "seeds", "first_seed")
-QUICK = {
+QUICK: dict[str, dict[str, Any]] = {
     # the config's env, made small (the parameters it takes of these)
     "env": {
         "params": {
@@ -244,7 +244,9 @@ def platform_config(study: Mapping[str, Any], seeds: int) -> str:
         "curve_points": horizon,
         "prediction_seeds": 0,
     }
-    agents = [{"name": "in_context", "label": DPT_LABEL, "checkpoint": CHECKPOINT_FILE}]
+    agents: list[dict[str, Any]] = [
+        {"name": "in_context", "label": DPT_LABEL, "checkpoint": CHECKPOINT_FILE}
+    ]
     agents += [
         {
             "name": entry["name"],

@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -119,11 +119,17 @@ def clopper_pearson(successes: int, trials: int) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _as_array(value: np.ndarray) -> jax.Array:
+    """`value` itself, typed as the jax.Array the bandits functions take (they
+    take NumPy arrays too)."""
+    return cast(jax.Array, value)
+
+
 def _observations(data: LoggedData) -> Observation:
     return Observation(
-        context=np.asarray(data.context),
-        arms=np.ascontiguousarray(data.arms),
-        mask=np.asarray(data.mask),
+        context=_as_array(np.asarray(data.context)),
+        arms=_as_array(np.ascontiguousarray(data.arms)),
+        mask=_as_array(np.asarray(data.mask)),
     )
 
 
@@ -139,7 +145,12 @@ def compare(name: str, train: LoggedData, test: LoggedData, reward_hat, args: Ar
     state = agent.init(key_warm)
     observations = _observations(test)
     replayed = offline.replay(
-        agent, key_replay, observations, test.action, test.reward, state=state
+        agent,
+        key_replay,
+        observations,
+        _as_array(test.action),
+        _as_array(test.reward),
+        state=state,
     )
     target = np.asarray(
         offline.policy_probs(agent, state, observations, key_probs, args.samples),
@@ -176,13 +187,13 @@ def run(args: Args) -> dict[str, Any]:
         offline.cross_fit(
             model,
             obd.pair_features(test),
-            test.action,
-            test.reward,
+            _as_array(test.action),
+            _as_array(test.reward),
             jax.random.key(args.seed + 1),
             args.folds,
         )
     )
-    baseline = ope.mean_estimate(test.reward.astype(np.float64))
+    baseline = ope.mean_estimate(_as_array(test.reward.astype(np.float64)))
     rows = []
     for name in args.agents:
         row = compare(name, train, test, reward_hat, args)

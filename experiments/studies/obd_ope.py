@@ -226,7 +226,7 @@ def run_direction(campaign: str, direction: str, args: Args) -> dict[str, Any]:
         everything,
         args,
     )
-    values = {name: [] for name in ESTIMATORS}
+    values: dict[str, list[float]] = {name: [] for name in ESTIMATORS}
     rng = np.random.default_rng(args.seed)
     for b in range(args.resamples):
         rows = rng.integers(0, n, n)

@@ -230,6 +230,7 @@ def true_value(key, env, params, policy, agent, state, events, steps) -> tuple:
         )  # fmt: skip
         obs = jax.tree.map(jnp.asarray, data.observations())
         probs = offline.policy_probs(agent, state, obs, jax.random.fold_in(k, 1))
+        assert data.expected_rewards is not None  # generate always records them
         v = np.sum(np.asarray(probs, np.float64) * data.expected_rewards, axis=1)
         values.append(v)
         # Stream ids restart in every part; made distinct across parts.

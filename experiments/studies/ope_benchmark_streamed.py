@@ -158,7 +158,7 @@ def stream_log(
 
 
 def _observations(columns: dict[str, np.ndarray], rows: slice) -> bandits.Observation:
-    fields = {
+    fields: dict[str, Any] = {
         name: None if name not in columns else jnp.asarray(columns[name][rows])
         for name in bandits.Observation._fields
     }

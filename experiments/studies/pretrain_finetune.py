@@ -315,6 +315,8 @@ def held_out_metrics(predict, state, data: logged.LoggedData) -> dict[str, float
         scores.append(np.asarray(taken(part.observations(), part.action)))
     p = np.clip(np.concatenate(scores), 0.0, 1.0)
     rows = np.arange(len(data))
+    # simulated logs (`generate_logs`, or their saved copy) record them
+    assert data.expected_rewards is not None
     return pretraining.prediction_metrics(
         data.reward, p, data.expected_rewards[rows, data.action]
     )

@@ -37,7 +37,7 @@ import platform
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +55,10 @@ from experiments.config.sources import parse_toml, read_source
 from experiments.execute import compile_cache
 from experiments.execute.cells import Cell, command
 from experiments.store import storage
+
+if TYPE_CHECKING:
+    from envs.classification import ClassificationEnv
+    from envs.recommendation import RecommendationEnv
 
 KINDS = ("onehot", "collinear", "gaussian", "graded")
 HELD_OUT = 2_000
@@ -171,7 +175,7 @@ def accuracy_row(kind: str, n: int, d: int, scale: float, seed: int = 0) -> dict
     theta = np.linalg.solve(A, X64.T @ rewards.astype(np.float64))
     exact_mean = H64 @ theta
     exact_width = np.sqrt(np.sum(H64 * np.linalg.solve(A, H64.T).T, axis=1))
-    row = {"case": f"{kind}, n={n:,}, f={f}, scale={scale:g}"}
+    row: dict[str, str | float] = {"case": f"{kind}, n={n:,}, f={f}, scale={scale:g}"}
     for name, agent in (
         ("sherman_morrison", sherman_morrison_linucb(1, f)),
         ("exact", agents.linucb(1, f)),
@@ -198,7 +202,7 @@ def mushroom_mistakes(agent: str, horizon: int, seeds: int) -> list[float]:
     """Mistakes (regret) at `horizon` per seed on mushroom for one of the three
     LinUCBs (`MUSHROOM_AGENTS`)."""
     env, params = envs.make("Classification-v0", dataset="mushroom")
-    K, d = env.num_arms, env.dim
+    K, d = env.num_arms, cast("ClassificationEnv", env).dim
     make = {
         "float32": lambda: agents.linucb(K, d),
         "float64": lambda: agents.linucb(K, d, dtype="float64"),
@@ -216,7 +220,8 @@ def warm_start_error(logs: str, env_id: str, events: int) -> dict[str, float]:
     from agents.warm_start import warm_start
     from envs.logged import read_columns
 
-    env = envs.make_env(env_id)
+    # the env of warm-start logs is a recommendation env (item features)
+    env = cast("RecommendationEnv", envs.make_env(env_id))
     agent = agents.make(
         "linucb_context_items",
         num_arms=env.num_arms,

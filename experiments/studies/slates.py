@@ -163,7 +163,8 @@ def summarise(
     curves = manifest.read_series_curves(directory, stored)
     entries = [e for e in stored.agents if e.label in curves]
     base = {e.setting: curves[e.label] for e in entries if e.name == baseline}
-    rows, bands = [], {}
+    rows: list[dict[str, Any]] = []
+    bands: dict[str, dict[str, Any]] = {}
     for entry in entries:
         series = curves[entry.label]
         band = metrics.mean_band(series.cumulative_regret)

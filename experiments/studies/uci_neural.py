@@ -47,7 +47,7 @@ from experiments.studies.common import require_grid, run_study, write_summary
 
 ENV_ID = "Classification-v0"
 PARAMETER = "dataset"
-QUICK = {"datasets": ["mushroom"], "horizon": 300, "trials": 2}
+QUICK: dict[str, Any] = {"datasets": ["mushroom"], "horizon": 300, "trials": 2}
 REFERENCE_DEVICES = 2
 """Cores of the machine that computed docs/results.md: one `bandits.run` per cell
 gave each core ceil(trials / 2) seeds, the chunk size `--trials` sets."""
@@ -149,7 +149,9 @@ def cell(
         "fingerprint": fingerprint(dataset),
     }
     at = REFERENCE_HORIZON.get(dataset)
-    kept = np.flatnonzero(curves.steps == at) if at is not None else []
+    kept: np.ndarray | list[int] = (
+        np.flatnonzero(curves.steps == at) if at is not None else []
+    )
     if at is not None and at < horizon and len(kept):
         early = curves.cumulative_regret[:, kept[0]]
         mean, se = mean_se(early)

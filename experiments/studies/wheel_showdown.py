@@ -41,7 +41,7 @@ from experiments.store import manifest, storage
 from experiments.studies.common import require_grid, run_study, write_summary
 
 PARAMETER = "delta"
-QUICK = {"deltas": [0.5, 0.95], "horizon": 1_000, "trials": 2}
+QUICK: dict[str, Any] = {"deltas": [0.5, 0.95], "horizon": 1_000, "trials": 2}
 # Riquelme, Tucker & Snoek (2018), wheel bandit table (normalised cumulative
 # regret w.r.t. uniform = 100), row NeuralLinear.
 PUBLISHED_NEURAL_LINEAR = {0.5: 0.95, 0.7: 1.60, 0.9: 4.65, 0.95: 9.56, 0.99: 49.63}
