@@ -176,7 +176,8 @@ def _cost_machine() -> str:
 
 def pretrained(study: Mapping[str, Any], env, out: Path):
     """(config, params, record): the checkpoint in `out` if it matches the study,
-    else a new pretraining run, saved there."""
+    else (another architecture or settings, or a damaged file) a new
+    pretraining run, saved there."""
     import jax
 
     from agents.in_context import InContextConfig
@@ -197,11 +198,15 @@ def pretrained(study: Mapping[str, Any], env, out: Path):
     settings = {"env": spec["id"], "env_params": spec.get("params", {}), **training}
     path = out / CHECKPOINT_FILE
     if path.is_file():
-        saved, params, record = load_checkpoint(path)
-        if saved == cfg and record.get("settings") == settings:
-            print(f"reusing {path} (same architecture and pretraining settings)")
-            return saved, params, record
-        print(f"{path} was trained otherwise; pretraining anew")
+        try:
+            saved, params, record = load_checkpoint(path)
+        except BanditConfigError as err:  # damaged: made again
+            print(f"{err}; pretraining anew")
+        else:
+            if saved == cfg and record.get("settings") == settings:
+                print(f"reusing {path} (same architecture and pretraining settings)")
+                return saved, params, record
+            print(f"{path} was trained otherwise; pretraining anew")
     print(f"pretraining: {training['steps']} steps x {training['batch_size']} tasks")
     result = pretrain(
         jax.random.key(training["seed"]),

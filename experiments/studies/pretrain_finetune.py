@@ -31,7 +31,10 @@ from several problem instances and the online runs from others
     python -m experiments.studies.pretrain_finetune --config large_models --quick
 
 Logs, checkpoints and the platform's results are reused by a rerun (a killed run
-resumes; new logs or checkpoints recompute the agents that read them).
+resumes; new logs or checkpoints recompute the agents that read them): logs
+only while `logs.json` names the same settings and the files' checksums hold,
+a checkpoint only while its report names the same architecture, options and
+events and the logs were kept; a damaged file is made again.
 `summary.md` and `summary.json` (and `results.jsonl`, one row per cell and
 agent, with the paired difference to the reference transformer) hold the
 tables, `<cell>/regret.png` the curves and `<cell>/pretrain_<variant>.png` the
@@ -336,51 +339,135 @@ def _band(values: np.ndarray) -> dict[str, float]:
 
 
 def _read_rows(path: Path) -> list[dict]:
+    """The rows of an earlier run (cells this run does not compute keep theirs);
+    a damaged file is said and left out: rerun those cells to restore them."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    except (OSError, ValueError) as err:
+        print(f"{path} is unreadable ({err}); its rows are left out", flush=True)
+        return []
+    return [r for r in rows if isinstance(r, dict) and "env" in r]
+
+
+LOGS_FILE = "logs.parquet"
+LOGS_STAMP = "logs.json"
+"""What the cell's logs were made with (`settings`) and the SHA-256 of the two
+log files (`sha256`); a stamp of the earlier layout is the settings alone."""
 
 
 def prepare_logs(cell: Cell, env, params, study: StudyConfig, folder: Path):
-    """Generates (or reuses) the cell's logs; returns (train, holdout)."""
+    """Generates (or reuses) the cell's logs; returns (train, holdout, fresh),
+    `fresh` when they were made now. Logs are reused only when their stamp
+    names the same settings and the files are intact (their checksums, or, with
+    a stamp of the earlier layout, they read back); otherwise, and for a
+    missing, damaged or unreadable file, they are made again."""
     spec = {**study.logs, "events": cell.events}
-    path = folder / "logs.parquet"
-    stamp = folder / "logs.json"
+    path = folder / LOGS_FILE
     wanted = {"env": cell.env_id, **{k: spec.get(k) for k in sorted(spec)}}
     if cell.params:  # logs of other env params are not reused
         wanted["env_params"] = dict(cell.params)
-    if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
-        data = logged.load(path)
-    else:
+    stamp = _read_stamp(folder / LOGS_STAMP)
+    data = _reused_logs(folder, stamp, wanted, cell.name)
+    fresh = data is None
+    if data is None:
         start = time.perf_counter()
         data = generate_logs(env, params, spec, cell.events)
         logged.save(data, path)
-        atomic_write_text(stamp, json.dumps(wanted))
         print(
             f"[{cell.name}] logged {len(data)} events in "
             f"{time.perf_counter() - start:.1f}s: {data.summary()}",
             flush=True,
         )
-        (folder / TRAIN_FILE).unlink(missing_ok=True)
     train, holdout = split_logs(data, spec, cell.events)
-    if not (folder / TRAIN_FILE).exists():  # what warm-started agents replay
+    digests = (stamp or {}).get("sha256") if not fresh else None
+    train_ok = not fresh and _intact(folder / TRAIN_FILE, digests, TRAIN_FILE)
+    if not train_ok:  # what warm-started agents replay
         logged.save(train, folder / TRAIN_FILE)
-    return train, holdout
+    if fresh or not train_ok or digests is None:
+        checksums = {
+            name: storage.file_checksum(folder / name)[1]
+            for name in (LOGS_FILE, TRAIN_FILE)
+        }
+        atomic_write_text(
+            folder / LOGS_STAMP,
+            json.dumps({"settings": wanted, "sha256": checksums}),
+        )
+    return train, holdout, fresh
 
 
-def prepare_pretrained(env_id, env, train, holdout, study, specs, folder: Path):
-    """Pretrains one transformer per distinct checkpoint tag (a checkpoint of
-    the same architecture already there is kept)."""
+def _read_stamp(path: Path) -> dict[str, Any] | None:
+    """The logs' stamp as `{"settings", "sha256"}` (an earlier stamp, the
+    settings alone, without checksums); None if missing or unreadable."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    if "settings" in value and isinstance(value.get("sha256"), dict):
+        return value
+    return {"settings": value, "sha256": None}
+
+
+def _reused_logs(folder: Path, stamp, wanted, name: str) -> logged.LoggedData | None:
+    """The stored logs if made with `wanted` and intact, else None (said why)."""
+    path = folder / LOGS_FILE
+    if stamp is None or not path.is_file() or stamp["settings"] != wanted:
+        return None
+    if not _intact(path, stamp["sha256"], LOGS_FILE):
+        print(f"[{name}] {path} is damaged; logging anew", flush=True)
+        return None
+    try:
+        return logged.load(path)
+    except BanditConfigError as err:
+        print(f"[{name}] {err}; logging anew", flush=True)
+        return None
+
+
+def _intact(path: Path, digests: Mapping[str, str] | None, key: str) -> bool:
+    """Whether `path` holds what the stamp's checksums say (without checksums:
+    whether it reads back as logged data)."""
+    if not path.is_file():
+        return False
+    if digests is not None:
+        return storage.file_checksum(path)[1] == digests.get(key)
+    try:
+        logged.read_columns(path, ())
+    except BanditConfigError:
+        return False
+    return True
+
+
+def prepare_pretrained(
+    env_id, env, train, holdout, study, specs, folder: Path, logs_fresh: bool = False
+):
+    """Pretrains one transformer per distinct checkpoint tag. A checkpoint
+    already there is kept only when its report names the same architecture,
+    pretraining options and number of training events, the logs were not made
+    anew, and it reads back; otherwise (a damaged file included) the model is
+    pretrained again."""
     for tag in dict.fromkeys(spec.checkpoint_tag for spec in specs):
         spec = next(s for s in specs if s.checkpoint_tag == tag)
         cfg = agent_config(spec, env, study)
         path = folder / f"checkpoint_{tag}.npz"
         report = folder / f"pretrain_{tag}.json"
-        fresh = path.exists() and report.exists()
-        if fresh and pretraining.load_checkpoint(path)[0] == cfg:
-            continue
         options = {**study.pretrain, **spec.pretrain}
         seed = int(options.pop("seed", 0))
+        settings = {
+            "model": cfg.to_json(),
+            "options": {**options, "seed": seed, "ips": spec.pretrained == "ips"},
+            "events": len(train),
+        }
+        if not logs_fresh and _pretrained_matches(path, report, cfg, settings):
+            continue
+        if path.exists():
+            print(
+                f"[{env_id}] {path.name} was pretrained otherwise, on other logs, "
+                "or is damaged; pretraining anew",
+                flush=True,
+            )
         result = pretraining.pretrain(
             jax.random.key(seed),
             cfg,
@@ -401,9 +488,7 @@ def prepare_pretrained(env_id, env, train, holdout, study, specs, folder: Path):
         summary = {
             "env": env_id,
             "tag": tag,
-            "model": cfg.to_json(),
-            "options": {**options, "seed": seed, "ips": spec.pretrained == "ips"},
-            "events": len(train),
+            **settings,
             "steps": len(result.losses),
             "seconds": round(result.seconds, 1),
             "loss_first": float(result.losses[:stride].mean()),
@@ -417,6 +502,25 @@ def prepare_pretrained(env_id, env, train, holdout, study, specs, folder: Path):
             f"{result.seconds:.1f}s; held-out {quality}",
             flush=True,
         )
+
+
+def _pretrained_matches(
+    path: Path, report: Path, cfg, settings: Mapping[str, Any]
+) -> bool:
+    """Whether the checkpoint at `path` and its report were made with `settings`
+    (JSON values compared) and the checkpoint reads back as `cfg`."""
+    try:
+        summary = json.loads(report.read_text(encoding="utf-8"))
+        saved = pretraining.load_checkpoint(path)[0]
+    except (OSError, ValueError, BanditConfigError):
+        return False
+    expected = json.loads(json.dumps(settings))
+    made = (
+        {key: summary.get(key) for key in expected}
+        if isinstance(summary, dict)
+        else None
+    )
+    return saved == cfg and made == expected
 
 
 def check_instances(cell: Cell, study: StudyConfig) -> None:
@@ -445,7 +549,7 @@ def run_env(
     `executor`, default local workers; progress shown by default on a
     terminal): the config, the runner's result and the held-out logged events."""
     env, params = envs.make(cell.env_id, **cell.params)
-    train, holdout = prepare_logs(cell, env, params, study, folder)
+    train, holdout, fresh = prepare_logs(cell, env, params, study, folder)
     prepare_pretrained(
         cell.name,
         env,
@@ -454,6 +558,7 @@ def run_env(
         study,
         [s for s in specs if s.pretrained],
         folder,
+        logs_fresh=fresh,
     )
     path = folder / "config.toml"
     atomic_write_text(path, platform_config(cell, specs, env, study))
@@ -521,8 +626,13 @@ def held_out_by_agent(env, config, specs, holdout, folder: Path) -> dict[str, An
     reward model in its starting state (the platform's build of the agent);
     kept in `held_out.json` while the agent and the logs are unchanged."""
     cache_path = folder / "held_out.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    logs = json.loads((folder / "logs.json").read_text())
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing or damaged: computed again
+        cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
+    logs = json.loads((folder / LOGS_STAMP).read_text(encoding="utf-8"))
     experiment = build(config)
     out = {}
     for i, spec in enumerate(specs):

@@ -29,6 +29,15 @@ def test_quick_run_writes_its_files_and_reuses_the_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     study.pretrained(config, env, out)
     assert "reusing" in capsys.readouterr().out
+    # A damaged checkpoint is pretrained again (the same steps, the same model).
+    checkpoint = out / "checkpoint.npz"
+    whole = checkpoint.read_bytes()
+    checkpoint.write_bytes(whole[: len(whole) // 2])
+    _, _, record = study.pretrained(config, env, out)
+    assert "pretraining anew" in capsys.readouterr().out
+    assert record["tasks"] == 20 * 8
+    study.pretrained(config, env, out)
+    assert "reusing" in capsys.readouterr().out
 
 
 def test_a_bad_config_is_refused_naming_the_field(tmp_path, capsys):

@@ -7,17 +7,22 @@ width-16 transformer) with 1,000 logged events and three of the config's agents
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
+import envs
+from agents import pretrain as pretraining
+from agents import transformer as tf
 from bandits.validation import BanditConfigError
 from envs import logged
 from experiments import cli
 from experiments.execute.executors import LocalExecutor
 from experiments.studies import pretrain_finetune
 from experiments.studies.pretrain_finetune import Args, main, select
+from experiments.studies.pretrain_finetune_cells import study_cells
 from experiments.studies.pretrain_finetune_config import load_study
 from tests.experiments.modules import run_module
 
@@ -151,3 +156,96 @@ def test_bandits_run_hands_a_config_of_this_layout_to_the_study(tmp_path, monkey
     assert seen["executor"].workers == 1 and seen["progress"] is False
     for name in ("pretrain_finetune", "large_models_cold", "large_models_scaling"):
         assert load_study(name).agents  # the `study` key is the study's own
+
+
+def _small_cell(events: int = 600):
+    study = select(load_study("pretrain_finetune"), Args(quick=True, events=events))
+    cell = study_cells(study)[0]
+    env, params = envs.make(cell.env_id, **cell.params)
+    return study, cell, env, params
+
+
+def test_logs_are_reused_only_with_their_settings_and_intact(tmp_path, monkeypatch):
+    """`logs.json` holds the settings and the checksums of both log files: a
+    rerun reuses the logs only then; a damaged `train.parquet` is written again
+    from the logs, damaged logs or a damaged stamp make the logs again (the
+    same events: the same keys), and a stamp of the earlier layout (the
+    settings alone) is reused once the files read back."""
+    study, cell, env, params = _small_cell()
+    made = []
+    real = pretrain_finetune.generate_logs
+
+    def counted(*args):
+        made.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(pretrain_finetune, "generate_logs", counted)
+
+    def prepare():
+        return pretrain_finetune.prepare_logs(cell, env, params, study, tmp_path)
+
+    train, _, fresh = prepare()
+    assert fresh and len(made) == 1
+    stamp = json.loads((tmp_path / "logs.json").read_text())
+    assert set(stamp) == {"settings", "sha256"}
+    assert set(stamp["sha256"]) == {"logs.parquet", "train.parquet"}
+    again, _, fresh = prepare()
+    assert not fresh and len(made) == 1
+    np.testing.assert_array_equal(again.reward, train.reward)
+
+    (tmp_path / "train.parquet").write_bytes(b"not parquet")
+    _, _, fresh = prepare()
+    assert not fresh and len(made) == 1
+    np.testing.assert_array_equal(
+        logged.load(tmp_path / "train.parquet").reward, train.reward
+    )
+    logs = tmp_path / "logs.parquet"
+    logs.write_bytes(logs.read_bytes()[:-100])
+    again, _, fresh = prepare()
+    assert fresh and len(made) == 2
+    np.testing.assert_array_equal(again.reward, train.reward)
+    (tmp_path / "logs.json").write_text("{")
+    _, _, fresh = prepare()
+    assert fresh and len(made) == 3
+    settings = json.loads((tmp_path / "logs.json").read_text())["settings"]
+    (tmp_path / "logs.json").write_text(json.dumps(settings))  # earlier layout
+    _, _, fresh = prepare()
+    assert not fresh and len(made) == 3
+    assert "sha256" in json.loads((tmp_path / "logs.json").read_text())
+    other = dataclasses.replace(study, logs={**study.logs, "seed": 99})
+    _, _, fresh = pretrain_finetune.prepare_logs(cell, env, params, other, tmp_path)
+    assert fresh and len(made) == 4
+
+
+def test_a_checkpoint_is_kept_only_with_its_settings_and_intact(tmp_path):
+    """`prepare_pretrained` keeps `checkpoint_<tag>.npz` only if its report
+    names the same architecture, options and number of events and the file
+    reads back: other options, other logs or a damaged file pretrain again."""
+    study, _, env, _ = _small_cell()
+    spec = next(s for s in study.agents if s.pretrained)
+    cfg = pretrain_finetune.agent_config(spec, env, study)
+    path = tmp_path / "checkpoint.npz"
+    pretraining.save_checkpoint(path, cfg, tf.split_model(cfg, 7)[1])
+    settings = {
+        "model": cfg.to_json(),
+        "options": {"epochs": 1, "learning_rate": 0.001, "seed": 0, "ips": False},
+        "events": 540,
+    }
+    report = tmp_path / "pretrain.json"
+    report.write_text(json.dumps({"env": "x", **settings, "seconds": 1.0}))
+    assert pretrain_finetune._pretrained_matches(path, report, cfg, settings)
+    for changed in (
+        {"events": 541},
+        {"options": {**settings["options"], "seed": 1}},
+        {"options": {**settings["options"], "ips": True}},
+    ):
+        assert not pretrain_finetune._pretrained_matches(
+            path, report, cfg, {**settings, **changed}
+        )
+    wider = dataclasses.replace(cfg, width=cfg.width * 2)
+    assert not pretrain_finetune._pretrained_matches(path, report, wider, settings)
+    report.write_text("{")
+    assert not pretrain_finetune._pretrained_matches(path, report, cfg, settings)
+    report.write_text(json.dumps(settings))
+    path.write_bytes(path.read_bytes()[:200])
+    assert not pretrain_finetune._pretrained_matches(path, report, cfg, settings)
