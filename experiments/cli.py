@@ -250,10 +250,6 @@ def _run(args: argparse.Namespace) -> int:
     )
     data = _start_workers_early(args, executor)
     if "study" in data:
-        from experiments.execute import cells
-
-        if isinstance(data["study"], str) and data["study"] in cells.PIPELINES:
-            return _run_pipeline(args, data, executor)
         return _run_study(args, data, executor)
     from experiments.config.loader import load_config
     from experiments.execute.runner import SeriesFailedError, run_experiment
@@ -313,8 +309,9 @@ def _start_workers_early(args: argparse.Namespace, executor: Any) -> dict[str, A
 
 
 def _run_study(args: argparse.Namespace, data: dict[str, Any], executor: Any) -> int:
-    """Runs a study config (a top-level `study`) with the study runner."""
-    from experiments.config.sources import output_folder
+    """Runs a study config (a top-level `study`): a study of cells with the
+    study runner, or a study that pretrains first (`cells.PIPELINES`) with
+    its module; either on `executor`."""
     from experiments.execute import cells
 
     if args.chunk_size is not None:
@@ -322,22 +319,32 @@ def _run_study(args: argparse.Namespace, data: dict[str, Any], executor: Any) ->
             f"--chunk-size applies to regret experiments, not to study "
             f"{data['study']!r}"
         )
-    study = str(data["study"])
-    config = cells.study_module(study).read(data)
-    out = output_folder(args.out, data.get("output"), str(data["name"]))
+    study = data["study"]
     try:
-        result = cells.run_cells(
-            study,
-            config,
-            out,
-            executor=executor,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
+        if isinstance(study, str) and study in cells.PIPELINES:
+            return _run_pipeline(args, data, executor)
+        return _run_cells(args, data, executor)
     finally:
         close = getattr(executor, "close", None)
         if close is not None:
             close()
+
+
+def _run_cells(args: argparse.Namespace, data: dict[str, Any], executor: Any) -> int:
+    from experiments.config.sources import output_folder
+    from experiments.execute import cells
+
+    study = str(data["study"])
+    config = cells.study_module(study).read(data)
+    out = output_folder(args.out, data.get("output"), str(data["name"]))
+    result = cells.run_cells(
+        study,
+        config,
+        out,
+        executor=executor,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     print(f"computed {len(result.computed)} cell(s), reused {len(result.reused)}")
     print(f"results: {out / cells.RECORDS}")
     for path in result.files:
@@ -346,32 +353,20 @@ def _run_study(args: argparse.Namespace, data: dict[str, Any], executor: Any) ->
 
 
 def _run_pipeline(args: argparse.Namespace, data: dict[str, Any], executor: Any) -> int:
-    """Runs a config of a study with a stage of its own (`cells.PIPELINES`:
-    pretraining, then platform runs on `executor`)."""
     from experiments.config.sources import output_folder
     from experiments.execute import cells
 
-    if args.chunk_size is not None:
-        raise BanditConfigError(
-            f"--chunk-size applies to regret experiments, not to study "
-            f"{data['study']!r}"
-        )
     output = data.get("output")
     if output is not None and not isinstance(output, str):
         raise BanditConfigError.about("output", "must be a string (a folder)")
     out = output_folder(args.out, output, str(data["name"]))
-    try:
-        return cells.pipeline_module(data["study"]).run_config(
-            args.config,
-            out,
-            executor=executor,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-    finally:
-        close = getattr(executor, "close", None)
-        if close is not None:
-            close()
+    return cells.pipeline_module(data["study"]).run_config(
+        args.config,
+        out,
+        executor=executor,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
 
 
 def _print_result(result) -> None:
