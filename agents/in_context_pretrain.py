@@ -44,7 +44,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from agents import checkpoints
+from agents import checkpoints, resumable
 from agents.in_context import (
     Events,
     InContextConfig,
@@ -144,6 +144,7 @@ def pretrain(
     learning_rate: float = 1e-3,
     steps_per_call: int = 50,
     progress: bool = False,
+    resume: str | os.PathLike | None = None,
 ) -> PretrainResult:
     """Pretrains the in-context model on instances of `env` (module docstring).
 
@@ -158,6 +159,9 @@ def pretrain(
       learning_rate: Adam step size, cosine-decayed to 10% over the steps.
       steps_per_call: Adam steps per compiled call.
       progress: print the mean loss after every call.
+      resume: a file for the training's progress (`agents.resumable`): saved
+        every 30 s, and a call with the same arguments continues from it to
+        the same result; the caller deletes it once the result is kept.
 
     Returns:
       A `PretrainResult`.
@@ -186,23 +190,50 @@ def pretrain(
         return jax.lax.scan(step, carry, keys)
 
     keys = jax.random.split(key_train, steps)
-    carry = (params, optimizer.init(params))
-    losses = []
+    settings: dict[str, Any] = {}
+    if resume is not None:  # what the result depends on
+        settings = {
+            "training": "agents.in_context_pretrain",
+            "config": cfg.to_json(),
+            "env": repr(env),
+            "key": np.asarray(jax.random.key_data(key)).tolist(),
+            "steps": steps,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "steps_per_call": steps_per_call,
+        }
     start = time.perf_counter()
-    for first in range(0, steps, steps_per_call):
-        carry, loss = run_steps(carry, keys[first : first + steps_per_call])
-        losses.append(np.asarray(loss))
+
+    def report(done: int, loss: np.ndarray) -> None:
         if progress:
-            done = min(first + steps_per_call, steps)
             elapsed = time.perf_counter() - start
-            mean = float(np.mean(losses[-1]))
+            mean = float(np.mean(loss))
             print(
                 f"  step {done}/{steps}: loss {mean:.4f} ({elapsed:.0f} s)", flush=True
             )
-    seconds = time.perf_counter() - start
-    return PretrainResult(
-        cfg, carry[0], np.concatenate(losses), seconds, steps * batch_size
+
+    calls = (
+        (min(steps_per_call, steps - first), _keys_of(keys, first, steps_per_call))
+        for first in range(0, steps, steps_per_call)
     )
+    (params, _), (losses,), seconds = resumable.run_calls(
+        lambda carry, keys: _one_curve(*run_steps(carry, keys)),
+        (params, optimizer.init(params)),
+        calls,
+        resumable.Progress(resume, settings),
+        curves=1,
+        report=report,
+    )
+    return PretrainResult(cfg, params, losses, seconds, steps * batch_size)
+
+
+def _one_curve(carry, loss):
+    return carry, (loss,)
+
+
+def _keys_of(keys: jax.Array, first: int, count: int):
+    """The arguments of one call: its steps' keys."""
+    return lambda: (keys[first : first + count],)
 
 
 def held_out_loss(

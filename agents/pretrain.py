@@ -40,7 +40,6 @@ References:
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,7 +50,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from agents import checkpoints
+from agents import checkpoints, resumable
 from agents.transformer_model import (
     TransformerConfig,
     binary_cross_entropy,
@@ -193,6 +192,7 @@ def pretrain(
     steps_per_call: int = 50,
     params: Any = None,
     progress: bool = True,
+    resume: str | os.PathLike | None = None,
 ) -> PretrainResult:
     """Fits the transformer to logged events (see the module docstring).
 
@@ -211,9 +211,13 @@ def pretrain(
       steps_per_call: Adam steps per compiled call.
       params: parameters to continue from (default: a fresh initialisation).
       progress: show a progress bar.
+      resume: a file for the training's progress (`agents.resumable`): saved
+        every 30 s, and a call with the same arguments and data continues from
+        it to the same result; the caller deletes it once the result is kept.
 
     Returns:
-      A `PretrainResult` with the trained parameters and the loss curves.
+      A `PretrainResult` with the trained parameters and the loss curves
+      (`seconds` includes the interrupted calls' training time).
     """
     if cfg.quantization != "none":
         raise BanditConfigError("pretrain needs a float model (quantization='none')")
@@ -244,8 +248,21 @@ def pretrain(
         "mask_probability": mask_probability,
     }
     run_steps = _training_program(graphdef, optimizer, loss_options)
-    start = time.perf_counter()
-    params, (losses, clicks, histories) = _run_epochs(
+    settings: dict[str, Any] = {}
+    if resume is not None:  # what the result depends on (the data by checksum)
+        settings = {
+            "training": "agents.pretrain",
+            "config": cfg.to_json(),
+            "key": np.asarray(jax.random.key_data(key)).tolist(),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "loss": loss_options,
+            "steps_per_call": steps_per_call,
+            "data": resumable.digest(columns),
+            "params": None if params is fresh else resumable.digest(params),
+        }
+    params, (losses, clicks, histories), seconds = _run_epochs(
         key_train,
         run_steps,
         (params, optimizer.init(params)),
@@ -254,6 +271,7 @@ def pretrain(
         batch_size=batch_size,
         steps_per_call=steps_per_call,
         progress=progress,
+        saved=resumable.Progress(resume, settings),
     )
     return PretrainResult(
         config=cfg,
@@ -261,7 +279,7 @@ def pretrain(
         losses=losses,
         click_losses=clicks,
         history_losses=histories,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         ips=ips,
     )
 
@@ -297,34 +315,51 @@ def _run_epochs(
     batch_size: int,
     steps_per_call: int,
     progress: bool,
-) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """`epochs` shuffled passes, `steps_per_call` Adam steps per compiled call.
+    saved: resumable.Progress,
+) -> tuple[Any, tuple[np.ndarray, ...], float]:
+    """`epochs` shuffled passes, `steps_per_call` Adam steps per compiled call,
+    resumed from `saved` where it holds this training's progress.
 
-    Returns the trained parameters and the (loss, click, history) curves, (steps,).
+    Returns the trained parameters, the (loss, click, history) curves, (steps,),
+    and the training's seconds.
     """
     n = len(columns["action"])
     steps_per_epoch = n // batch_size
     total = epochs * steps_per_epoch
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     step_keys = jax.random.split(key, max(total, 1))
-    params, opt_state = carry
-    curves: tuple[list, list, list] = ([], [], [])
-    with _ProgressBar(progress, total) as bar:
+
+    def calls():
         done = 0
-        for _ in range(epochs):
+        for _ in range(epochs):  # every epoch's order is drawn, skipped or not
             order = rng.permutation(n)[: steps_per_epoch * batch_size]
             order = order.reshape(steps_per_epoch, batch_size)
             for first in range(0, steps_per_epoch, steps_per_call):
                 index = order[first : first + steps_per_call]
-                batches = {name: value[index] for name, value in columns.items()}
-                keys = step_keys[done : done + len(index)]
-                (params, opt_state), parts = run_steps(params, opt_state, keys, batches)
-                for curve, part in zip(curves, parts, strict=True):
-                    curve.append(np.asarray(part))
+                yield len(index), _batch_of(columns, index, step_keys, done)
                 done += len(index)
-                bar(done, float(np.mean(curves[0][-1])))
-    losses, clicks, histories = (np.concatenate(curve) for curve in curves)
-    return params, (losses, clicks, histories)
+
+    def run(carry, keys, batches):
+        return run_steps(carry[0], carry[1], keys, batches)
+
+    with _ProgressBar(progress, total) as bar:
+        (params, _), curves, seconds = resumable.run_calls(
+            run,
+            carry,
+            calls(),
+            saved,
+            curves=3,
+            report=lambda done, losses: bar(done, float(np.mean(losses))),
+        )
+    return params, tuple(curves), seconds
+
+
+def _batch_of(columns, index, step_keys, done):
+    """The arguments of one call (assembled only if the call runs)."""
+    return lambda: (
+        step_keys[done : done + len(index)],
+        {name: value[index] for name, value in columns.items()},
+    )
 
 
 def _training_columns(data: Any, cfg: TransformerConfig) -> dict[str, np.ndarray]:

@@ -59,6 +59,8 @@ from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
 
 CHECKPOINT_FILE = "checkpoint.npz"
+PARTIAL_FILE = "checkpoint.partial.npz"
+"""Pretraining's progress (`agents.resumable`): a killed run continues from it."""
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "in_context.toml"
 SECTIONS = (
     "study",
@@ -216,6 +218,7 @@ def pretrained(study: Mapping[str, Any], env, out: Path):
         batch_size=training["batch_size"],
         learning_rate=training["learning_rate"],
         progress=True,
+        resume=out / PARTIAL_FILE,
     )
     record = {
         "settings": settings,
@@ -227,6 +230,7 @@ def pretrained(study: Mapping[str, Any], env, out: Path):
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
     save_checkpoint(path, cfg, result.params, record)
+    (out / PARTIAL_FILE).unlink(missing_ok=True)
     return cfg, result.params, record
 
 

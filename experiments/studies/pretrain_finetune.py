@@ -468,15 +468,18 @@ def prepare_pretrained(
                 "or is damaged; pretraining anew",
                 flush=True,
             )
+        partial = folder / f"pretrain_{tag}.partial.npz"  # survives a kill
         result = pretraining.pretrain(
             jax.random.key(seed),
             cfg,
             train,
             ips=spec.pretrained == "ips",
             progress=sys.stderr.isatty(),
+            resume=partial,
             **options,
         )
         pretraining.save_checkpoint(path, cfg, result.params)
+        partial.unlink(missing_ok=True)
         pretraining.plot_losses(result, folder / f"pretrain_{tag}.png")
         graphdef, _ = tf.split_model(cfg)
         p = pretraining.predict_logged(graphdef, result.params, holdout)

@@ -330,3 +330,42 @@ def test_observation_and_env_shapes_are_checked():
         pretrain(jax.random.key(0), other_env, CFG, steps=1)
     with pytest.raises(BanditConfigError, match="steps must be a positive integer"):
         pretrain(jax.random.key(0), ENV, CFG, steps=0)
+
+
+def test_an_interrupted_pretraining_resumes_to_the_same_model(tmp_path, monkeypatch):
+    """With `resume` the progress is saved (here after every call); stopped
+    after 2 of its 4 calls and run again, pretraining continues from it to the
+    parameters and losses of an uninterrupted run, bit for bit; a run of other
+    settings does not resume from that file."""
+    from agents import resumable
+
+    options = dict(steps=40, batch_size=8, learning_rate=3e-3, steps_per_call=10)
+    whole = pretrain(jax.random.key(5), TRAIN_ENV, TRAIN_CFG, **options)
+    monkeypatch.setattr(resumable, "SAVE_EVERY_S", 0.0)
+    real_call, calls = resumable._call, []
+
+    class StopError(Exception):
+        pass
+
+    def counted(run, carry, args):
+        calls.append(1)
+        if stop and len(calls) == 3:
+            raise StopError
+        return real_call(run, carry, args)
+
+    monkeypatch.setattr(resumable, "_call", counted)
+    path = tmp_path / "checkpoint.partial.npz"
+    stop = True
+    with pytest.raises(StopError):
+        pretrain(jax.random.key(5), TRAIN_ENV, TRAIN_CFG, resume=path, **options)
+    stop, calls[:] = False, []
+    again = pretrain(jax.random.key(5), TRAIN_ENV, TRAIN_CFG, resume=path, **options)
+    assert len(calls) == 2
+    leaves = jax.tree.leaves(whole.params), jax.tree.leaves(again.params)
+    for a, b in zip(*leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(whole.losses, again.losses)
+    calls.clear()
+    other = {**options, "learning_rate": 1e-3}
+    pretrain(jax.random.key(5), TRAIN_ENV, TRAIN_CFG, resume=path, **other)
+    assert len(calls) == 4

@@ -289,3 +289,58 @@ def test_iter_logged_gives_exact_batches_and_a_bad_event_is_refused_first(
     with pytest.raises(BanditConfigError, match=r"row 200 is nan.*\(2 bad row"):
         replay_logged(jax.random.key(0), agent, None, str(bad), chunk_size=16)
     assert not replayed
+
+
+class _KilledError(Exception):
+    """Stands for a kill between two compiled calls."""
+
+
+def test_an_interrupted_pretraining_resumes_to_the_same_parameters(
+    cfg, logs, tmp_path, monkeypatch
+):
+    """With `resume`, progress is saved (here after every call); a run stopped
+    after 3 of its 8 calls and run again continues from the saved state, to the
+    parameters and loss curves of an uninterrupted run, bit for bit. A file of
+    other settings (another seed, other data) is not resumed from."""
+    from agents import resumable
+
+    options = dict(epochs=2, batch_size=16, steps_per_call=4, progress=False)
+    whole = pt.pretrain(jax.random.key(3), cfg, logs["oracle"], **options)
+    monkeypatch.setattr(resumable, "SAVE_EVERY_S", 0.0)
+    real_call, calls = resumable._call, []
+
+    def stopping(run, carry, args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise _KilledError
+        return real_call(run, carry, args)
+
+    path = tmp_path / "pretrain.partial.npz"
+    monkeypatch.setattr(resumable, "_call", stopping)
+    with pytest.raises(_KilledError):
+        pt.pretrain(jax.random.key(3), cfg, logs["oracle"], resume=path, **options)
+    assert path.is_file()
+    monkeypatch.setattr(resumable, "_call", real_call)
+    resumed_calls = []
+    monkeypatch.setattr(
+        resumable,
+        "_call",
+        lambda run, carry, args: resumed_calls.append(1) or real_call(run, carry, args),
+    )
+    again = pt.pretrain(jax.random.key(3), cfg, logs["oracle"], resume=path, **options)
+    assert len(resumed_calls) == 16 * 2 // 4 - 3  # (256 // 16) x 2 steps, 4 a call
+    leaves = jax.tree.leaves(whole.params), jax.tree.leaves(again.params)
+    for a, b in zip(*leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(whole.losses, again.losses)
+    np.testing.assert_array_equal(whole.history_losses, again.history_losses)
+    # The saved state is of this training only: another seed or other data
+    # start afresh (all calls run).
+    for key, data in ((4, logs["oracle"]), (3, logs["uniform"])):
+        resumed_calls.clear()
+        pt.pretrain(jax.random.key(key), cfg, data, resume=path, **options)
+        assert len(resumed_calls) == 8
+    path.write_bytes(b"not an npz")
+    resumed_calls.clear()
+    pt.pretrain(jax.random.key(3), cfg, logs["oracle"], resume=path, **options)
+    assert len(resumed_calls) == 8

@@ -18,6 +18,7 @@ def test_quick_run_writes_its_files_and_reuses_the_checkpoint(tmp_path, capsys):
     assert study.main(["--quick", "--out", str(out)]) == 0
     for name in ("checkpoint.npz", "regret.png", "summary.json", "summary.md"):
         assert (out / name).is_file(), name
+    assert not (out / study.PARTIAL_FILE).exists()  # the progress file goes
     summary = json.loads((out / "summary.json").read_text())
     labels = [row["agent"] for row in summary["rows"]]
     assert labels == ["In-context (DPT)", "LinUCB", "LinTS", "Uniform random"]

@@ -54,6 +54,7 @@ def test_quick_run_writes_tables_checkpoints_and_plots(tmp_path, capsys):
     data = logged.load(folder / "logs.parquet")
     assert len(data) == 1000
     assert (folder / "checkpoint_unweighted.npz").exists()
+    assert not list(folder.glob("*.partial.npz"))  # the progress file goes
     assert (folder / "pretrain_unweighted.png").stat().st_size > 0
     assert (folder / "regret.png").stat().st_size > 0
     assert "| Transformer pretrained + TS |" in (tmp_path / "summary.md").read_text()
