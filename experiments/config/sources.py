@@ -39,7 +39,16 @@ def read_source(source: str | Path) -> tuple[str, str, str]:
     """(text, description of origin, default experiment name)."""
     path = Path(source)
     if path.is_file():
-        return path.read_text(encoding="utf-8"), str(path), path.stem
+        try:
+            return path.read_text(encoding="utf-8"), str(path), path.stem
+        except UnicodeDecodeError as err:
+            raise BanditConfigError(
+                f"config {str(source)!r} is not UTF-8 text (TOML is): {err}"
+            ) from None
+        except OSError as err:
+            raise BanditConfigError(
+                f"cannot read config {str(source)!r}: {err.strerror or err}"
+            ) from None
     if path.exists():
         raise BanditConfigError(f"config {str(source)!r} is not a file")
     name = str(source).removesuffix(".toml")

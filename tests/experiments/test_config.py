@@ -358,6 +358,9 @@ def test_invalid_toml_and_missing_files(tmp_path):
         load_config(bad)
     with pytest.raises(BanditConfigError, match="not found: no such file"):
         load_config(tmp_path / "missing.toml")
+    bad.write_bytes(b"\xff\xfename = 1\n")  # not UTF-8: no raw UnicodeDecodeError
+    with pytest.raises(BanditConfigError, match="is not UTF-8 text"):
+        load_config(bad)
 
 
 # --- env grids, chunks, curve spacing, reward-model evaluation ------------------
