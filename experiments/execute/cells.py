@@ -118,9 +118,8 @@ class CellsResult:
 def study_module(name: str) -> ModuleType:
     """The module of study `name` (one of `STUDIES`)."""
     if name not in STUDIES:
-        raise BanditConfigError.about(
-            "study", f"must be one of {sorted(STUDIES)}, got {name!r}"
-        )
+        every = sorted({*STUDIES, *PIPELINES})
+        raise BanditConfigError.about("study", f"must be one of {every}, got {name!r}")
     return importlib.import_module(STUDIES[name])
 
 

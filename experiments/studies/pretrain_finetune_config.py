@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import envs
-from bandits.validation import BanditConfigError
+from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
 from envs import logged
 from experiments.config.checks import check_keys, is_int, table
 from experiments.config.loader import AGENT_KEYS, parse_agent
@@ -117,10 +117,32 @@ class StudyConfig:
     """`run.instances` (`RUN_INSTANCES`)."""
 
 
+POSITIVE_INTS = {"horizon", "seeds", "early_steps", "num_streams", "epochs"}
+POSITIVE_INTS |= {"batch_size", "width", "depth", "heads", "mlp_ratio"}
+SEEDS = {"seed"}
+POSITIVE_REALS = {"learning_rate", "max_weight"}
+"""Keys whose values are checked by type and range wherever they stand (the
+study's tables and an agent's overrides), before anything runs."""
+
+
 def _table(raw: Mapping, name: str, allowed: set[str], where: str = "") -> dict:
     path = f"{where}.{name}" if where else name
     value = table(path, raw.get(name, {}))
     check_keys(value, sorted(allowed), f"[{path}]")
+    for key, item in value.items():
+        field = f"{path}.{key}"
+        if key in POSITIVE_INTS:
+            positive_int(field, item)
+        elif key in SEEDS:
+            non_negative_int(field, item)
+        elif key in POSITIVE_REALS:
+            real(field, item, low=0.0, low_open=True)
+        elif key == "ssl_weight":
+            real(field, item, low=0.0)
+        elif key == "holdout":
+            real(field, item, low=0.0, high=1.0, low_open=True, high_open=True)
+        elif key == "wide_cross":  # c >= 0 item columns crossed with the context
+            non_negative_int(field, item)
     return value
 
 

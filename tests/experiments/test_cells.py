@@ -225,7 +225,8 @@ def test_an_unknown_study_is_refused_by_name(tmp_path, capsys):
     config.write_text(CONFIG.replace('study = "ope_benchmark"', 'study = "os.system"'))
     assert cli.main(["run", str(config), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "study must be one of ['obd_ope', 'ope_benchmark', 'ridge_numerics']" in err
+    every = ["in_context", "obd_ope", "ope_benchmark", "pretrain_finetune"]
+    assert f"study must be one of {[*every, 'ridge_numerics']}" in err
     assert "'os.system'" in err
 
 

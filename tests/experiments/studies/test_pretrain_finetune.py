@@ -126,6 +126,20 @@ def test_bad_config_raises(tmp_path):
         load_study(str(path))  # a path is checked by the platform's parser
     path.write_text('[[agents]]\nname = "random"\nenvs = ["ContextualRec-v0"]\n')
     assert load_study(str(path)).agents[0].envs == ("ContextualRec-v0",)
+    # Numbers are checked by type and range before anything runs.
+    for text, field in (
+        ('[run]\nhorizon = "x"\n', r"run\.horizon must be a positive integer"),
+        ("[logs]\nholdout = 1.5\n", r"logs\.holdout"),
+        ("[pretrain]\nlearning_rate = 0\n", r"pretrain\.learning_rate"),
+        ("[model]\nwide_cross = -1\n", r"model\.wide_cross must be an integer >= 0"),
+        (
+            '[[agents]]\nname = "transformer"\npretrain = { epochs = 0 }\n',
+            r"agents\[0\]\.pretrain\.epochs must be a positive integer",
+        ),
+    ):
+        path.write_text(text)
+        with pytest.raises(BanditConfigError, match=field):
+            load_study(str(path))
     path.write_text('study = "in_context"\n')
     with pytest.raises(BanditConfigError, match="study must be 'pretrain_finetune'"):
         load_study(str(path))
