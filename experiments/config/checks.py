@@ -77,3 +77,27 @@ def check_value(path: str, value: Any, default: Any) -> None:
 def type_name(value: Any) -> str:
     names = {dict: "table", list: "array", bool: "bool", str: "str", int: "int"}
     return names.get(type(value), type(value).__name__)
+
+
+def positive_option(text: str) -> int:
+    """An argparse `type` for a count on a study's command line (`--seeds 8`):
+    a positive integer, else argparse's one-line usage error (exit status 2)
+    before anything runs, rather than 0 read as "not given"."""
+    return _int_option(text, 1, "a positive integer")
+
+
+def seed_option(text: str) -> int:
+    """An argparse `type` for a seed: an integer >= 0."""
+    return _int_option(text, 0, "an integer >= 0")
+
+
+def _int_option(text: str, low: int, what: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+    return value

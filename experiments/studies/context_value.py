@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.config import checks
 from experiments.store import manifest, storage
 from experiments.studies.common import require_grid, run_study, write_summary
 
@@ -52,8 +53,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         help="context strengths in [0, 1] (default: the config's grid)",
     )
-    parser.add_argument("--horizon", type=int, help="rounds per run")
-    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per agent and s")
+    parser.add_argument("--horizon", type=checks.positive_option, help="rounds per run")
+    parser.add_argument(
+        "--seeds", type=checks.positive_option, help="seeds 0..N-1 per agent and s"
+    )
     parser.add_argument("--agents", nargs="+", metavar="LABEL")
     parser.add_argument(
         "--quick",

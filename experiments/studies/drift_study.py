@@ -38,6 +38,7 @@ import numpy as np
 
 from bandits import metrics
 from bandits.validation import BanditConfigError
+from experiments.config import checks
 from experiments.config.loader import ExperimentConfig
 from experiments.store import manifest, storage
 from experiments.studies.common import run_study, write_summary
@@ -52,13 +53,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="results folder (default: the config's)")
     parser.add_argument("--config", default="drift")
-    parser.add_argument("--horizon", type=int, help="rounds per run")
-    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per agent")
+    parser.add_argument("--horizon", type=checks.positive_option, help="rounds per run")
     parser.add_argument(
-        "--shift-steps", type=int, nargs="*", help="steps of the abrupt shifts"
+        "--seeds", type=checks.positive_option, help="seeds 0..N-1 per agent"
     )
     parser.add_argument(
-        "--window", type=int, default=WINDOW, help="moving-average window (steps)"
+        "--shift-steps",
+        type=checks.positive_option,
+        nargs="*",
+        help="steps of the abrupt shifts",
+    )
+    parser.add_argument(
+        "--window",
+        type=checks.positive_option,
+        default=WINDOW,
+        help="moving-average window (steps)",
     )
     parser.add_argument(
         "--tolerance",

@@ -97,7 +97,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIG), help="the study's TOML")
     parser.add_argument("--out", help="results folder (default: the config's)")
-    parser.add_argument("--seeds", type=int, help="evaluation instances")
+    parser.add_argument(
+        "--seeds", type=checks.positive_option, help="evaluation instances"
+    )
     parser.add_argument("--figure", help="also save the figure at this path")
     parser.add_argument(
         "--tokens",

@@ -50,6 +50,7 @@ from bandits.types import Observation
 from bandits.validation import BanditConfigError, positive_int, real
 from envs import obd
 from envs.logged import LoggedData
+from experiments.config import checks
 from experiments.studies.obd_ope import machine, reward_model
 
 AGENTS = ("random", "thompson_bernoulli", "lin_greedy", "linucb", "lints", "neural_ts")
@@ -246,9 +247,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     parser.add_argument("--campaign", choices=obd.CAMPAIGNS)
     parser.add_argument("--agents", nargs="+", choices=AGENTS)
     parser.add_argument("--train-fraction", type=float)
-    parser.add_argument("--samples", type=int)
-    parser.add_argument("--rows", type=int)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--samples", type=checks.positive_option)
+    parser.add_argument("--rows", type=checks.positive_option)
+    parser.add_argument("--seed", type=checks.seed_option)
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -64,6 +64,7 @@ from bandits.files import atomic_write
 from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
 from envs import obd
 from envs.logged import LoggedData
+from experiments.config import checks
 from experiments.config.checks import check_keys
 from experiments.config.sources import parse_toml, read_source
 from experiments.execute import compile_cache
@@ -490,21 +491,21 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Args, int | None, boo
     parser.add_argument("--out")
     parser.add_argument("--campaigns", nargs="+", choices=obd.CAMPAIGNS)
     parser.add_argument("--directions", nargs="+", choices=tuple(DIRECTIONS))
-    parser.add_argument("--resamples", type=int)
-    parser.add_argument("--draws", type=int)
-    parser.add_argument("--folds", type=int)
+    parser.add_argument("--resamples", type=checks.positive_option)
+    parser.add_argument("--draws", type=checks.positive_option)
+    parser.add_argument("--folds", type=checks.positive_option)
     parser.add_argument("--regularization", type=float)
     parser.add_argument("--max-weight", type=float)
     parser.add_argument("--tau", type=float)
     parser.add_argument("--shrinkage", type=float)
-    parser.add_argument("--rows", type=int)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--rows", type=checks.positive_option)
+    parser.add_argument("--seed", type=checks.seed_option)
     parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 3 resamples, 20,000 draws, the first 3,000 events",
     )
-    parser.add_argument("--workers", type=int, metavar="N",
+    parser.add_argument("--workers", type=checks.positive_option, metavar="N",
                         help="worker processes (default: one per core)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     ns = parser.parse_args(argv)

@@ -62,6 +62,7 @@ from agents.features import cross_items_for, with_arm_features
 from bandits import offline, ope
 from bandits.validation import BanditConfigError
 from envs import logged
+from experiments.config import checks
 from experiments.execute import compile_cache
 from experiments.execute.cells import Cell, command, scratch
 from experiments.store import storage
@@ -620,11 +621,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: sizes 200 and 1,000"
     )
-    parser.add_argument("--sizes", type=int, nargs="+", help="log sizes")
     parser.add_argument(
-        "--replicates", type=int, nargs="+", help="one per size, or one for all"
+        "--sizes", type=checks.positive_option, nargs="+", help="log sizes"
     )
-    parser.add_argument("--truth-events", type=int, help="events of the truth log")
+    parser.add_argument(
+        "--replicates",
+        type=checks.positive_option,
+        nargs="+",
+        help="one per size, or one for all",
+    )
+    parser.add_argument(
+        "--truth-events", type=checks.positive_option, help="events of the truth log"
+    )
     parser.add_argument("--envs", nargs="+", metavar="ID", help="env ids to run")
     parser.add_argument(
         "--targets", nargs="+", metavar="LABEL", help="target labels to run"
@@ -633,7 +641,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--loggers", nargs="+", metavar="LABEL", help="logging policy labels to run"
     )
     parser.add_argument(
-        "--workers", type=int, metavar="N",
+        "--workers", type=checks.positive_option, metavar="N",
         help="worker processes, one cell each at a time (default: one per core)",
     )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress display")
@@ -643,12 +651,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config values the command-line options replace."""
     out: dict[str, Any] = dict(QUICK) if args.quick else {}
-    if args.sizes:
+    # `is not None`: a zero is refused by the config's checks, not ignored.
+    if args.sizes is not None:
         out["log_sizes"] = args.sizes
-    if args.replicates:
+    if args.replicates is not None:
         reps = args.replicates
         out["replicates"] = reps[0] if len(reps) == 1 else reps
-    if args.truth_events:
+    if args.truth_events is not None:
         out["truth_events"] = args.truth_events
     return out
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 import envs
 from bandits import offline
+from experiments.config import checks
 from experiments.studies import ope_benchmark as study_module
 
 
@@ -93,9 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="ope_benchmark")
     parser.add_argument("--env", default="Linear-v0")
-    parser.add_argument("--size", type=int, default=100_000)
-    parser.add_argument("--replicates", type=int, default=3)
-    parser.add_argument("--truth-events", type=int, default=500_000)
+    parser.add_argument("--size", type=checks.positive_option, default=100_000)
+    parser.add_argument("--replicates", type=checks.positive_option, default=3)
+    parser.add_argument("--truth-events", type=checks.positive_option, default=500_000)
     parser.add_argument(
         "--streamed", action="store_true", help="replicates through the streamed path"
     )

@@ -64,6 +64,7 @@ from agents.networks import make_network
 from bandits import metrics
 from bandits.validation import BanditConfigError
 from envs import logged
+from experiments.config import checks
 from experiments.config.loader import build, build_agent, load_config
 from experiments.config.start import checkpoint_kwargs
 from experiments.config.toml_writer import experiment_toml
@@ -135,9 +136,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     parser.add_argument("--config", default=defaults.config)
     parser.add_argument("--envs", nargs="+", default=None, metavar="ID")
     parser.add_argument("--agents", nargs="+", default=None, metavar="LABEL")
-    parser.add_argument("--horizon", type=int, default=None)
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--horizon", type=checks.positive_option, default=None)
+    parser.add_argument("--seeds", type=checks.positive_option, default=None)
+    parser.add_argument("--events", type=checks.positive_option, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     ns = parser.parse_args(argv)

@@ -50,6 +50,7 @@ from agents.exploration import masked_argmax
 from agents.ridge import mean_and_width
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
+from experiments.config import checks
 from experiments.config.checks import check_keys, table
 from experiments.config.sources import parse_toml, read_source
 from experiments.execute import compile_cache
@@ -432,8 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--logs", help="a study's logs.parquet: warm-start check only")
     parser.add_argument("--env", default="ContextualRec-v0", help="env of --logs")
-    parser.add_argument("--events", type=int, default=450_000, help="events replayed")
-    parser.add_argument("--workers", type=int, metavar="N",
+    parser.add_argument(
+        "--events", type=checks.positive_option, default=450_000, help="events replayed"
+    )
+    parser.add_argument("--workers", type=checks.positive_option, metavar="N",
                         help="worker processes (default: one per core)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     args = parser.parse_args(argv)

@@ -45,6 +45,7 @@ import numpy as np
 
 from bandits import metrics
 from bandits.validation import BanditConfigError
+from experiments.config import checks
 from experiments.config.schema import ExperimentConfig
 from experiments.store import manifest, storage
 from experiments.studies.common import run_study, write_summary
@@ -71,12 +72,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--early",
-        type=int,
+        type=checks.positive_option,
         metavar="N",
         help="also tabulate the regret over the first N rounds",
     )
-    parser.add_argument("--horizon", type=int, help="rounds per run")
-    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per agent and setting")
+    parser.add_argument("--horizon", type=checks.positive_option, help="rounds per run")
+    parser.add_argument(
+        "--seeds",
+        type=checks.positive_option,
+        help="seeds 0..N-1 per agent and setting",
+    )
     parser.add_argument("--agents", nargs="+", metavar="LABEL")
     parser.add_argument(
         "--settings",

@@ -42,6 +42,7 @@ import numpy as np
 
 import envs
 from envs.classification import fingerprint, load_dataset
+from experiments.config import checks
 from experiments.store import manifest, storage
 from experiments.studies.common import require_grid, run_study, write_summary
 
@@ -78,9 +79,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--datasets", nargs="+", help="datasets (default: the config's grid)"
     )
     parser.add_argument("--agents", nargs="+", metavar="LABEL")
-    parser.add_argument("--horizon", type=int, help="rounds T per trial")
     parser.add_argument(
-        "--trials", type=int, help="trials (seeds 0..N-1) per dataset and agent"
+        "--horizon", type=checks.positive_option, help="rounds T per trial"
+    )
+    parser.add_argument(
+        "--trials",
+        type=checks.positive_option,
+        help="trials (seeds 0..N-1) per dataset and agent",
     )
     parser.add_argument(
         "--scaling", help='feature scaling, "standardize" or "unit_norm"'

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from envs.wheel import uniform_regret_per_step
+from experiments.config import checks
 from experiments.store import manifest, storage
 from experiments.studies.common import require_grid, run_study, write_summary
 
@@ -61,9 +62,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         help="inner-disk radii in [0, 1] (default: the config's grid)",
     )
-    parser.add_argument("--horizon", type=int, help="rounds T per trial")
     parser.add_argument(
-        "--trials", type=int, help="trials (seeds 0..N-1) per agent and delta"
+        "--horizon", type=checks.positive_option, help="rounds T per trial"
+    )
+    parser.add_argument(
+        "--trials",
+        type=checks.positive_option,
+        help="trials (seeds 0..N-1) per agent and delta",
     )
     parser.add_argument("--agents", nargs="+", metavar="LABEL")
     parser.add_argument(

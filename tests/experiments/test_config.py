@@ -617,3 +617,28 @@ def test_every_packaged_platform_config_loads_and_validates(
         tiny_checkpoint(tmp_path / CONFIG_CHECKPOINT)
     config = load_config(name)
     assert config.agents and config.run.horizon > 0
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        ("ope_benchmark", ["--truth-events", "0"], "must be a positive integer, got 0"),
+        ("ope_benchmark", ["--sizes", "1000", "-5"], "must be a positive integer"),
+        ("pretrain_finetune", ["--seeds", "0"], "must be a positive integer, got 0"),
+        ("in_context", ["--seeds", "0"], "must be a positive integer, got 0"),
+        ("obd_ope", ["--seed", "-1"], "must be an integer >= 0, got -1"),
+        ("wheel_showdown", ["--trials", "x"], "must be a positive integer, got 'x'"),
+        ("drift_study", ["--horizon", "0"], "must be a positive integer, got 0"),
+        ("uci_neural", ["--horizon", "1.5"], "must be a positive integer"),
+    ],
+)
+def test_study_options_refuse_counts_below_one(module, argv, message, capsys):
+    """A study command's counts are checked when parsed: `--seeds 0` is refused
+    (argparse's usage error, exit status 2) instead of read as "not given"."""
+    import importlib
+
+    parse_args = importlib.import_module(f"experiments.studies.{module}").parse_args
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(argv)
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
