@@ -247,6 +247,14 @@ class DaskExecutor:
                 "--scheduler ADDRESS is required with --executor dask "
                 "(e.g. tcp://127.0.0.1:8786)"
             )
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, int | float)
+            or not 0 < timeout_s < float("inf")
+        ):
+            raise BanditConfigError(
+                f"--connect-timeout must be a number of seconds > 0, got {timeout_s!r}"
+            )
         self.scheduler = scheduler
         self.timeout_s = timeout_s
         self._client: distributed.Client | None = None

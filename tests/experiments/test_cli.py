@@ -289,6 +289,10 @@ def test_unreachable_scheduler_is_refused_before_anything_runs(
         (["--workers", "0"], "--workers must be >= 1"),
         (["--chunk-size", "0"], "--chunk-size must be >= 1"),
         (["--executor", "dask"], "--scheduler ADDRESS is required"),
+        (
+            ["--executor", "dask", "--scheduler", "tcp://x:1", "--connect-timeout=-1"],
+            "--connect-timeout must be a number of seconds > 0",
+        ),
     ],
 )
 def test_bad_run_options_are_one_line_errors(tmp_path, capsys, extra, message):
