@@ -17,6 +17,12 @@ buffers donated to the call (updated in place, never copied), the key split
 inside the program. An observation is a `bandits.Observation` or a mapping with
 its fields (a Gymnasium observation); fields are NumPy or JAX arrays.
 
+Every call first checks what it is given, in Python, before anything is
+compiled or run: the observation's shapes against the agent's declared K and d
+and the first observation served (a list becomes an array), and a played arm
+against the observation's arms; a mismatch is a `BanditConfigError` naming
+the field (about 1 us per call).
+
 The decisions are the agent's own: `act`/`update` use the keys a `Server`
 derives from its key (`split` into the act and update keys, in that order), so a
 run through `Server` is reproducible from its key, and the state after each
@@ -71,12 +77,19 @@ def _as_observation(obs: Any) -> Observation:
                 f"an observation needs the fields context, arms and mask; this one "
                 f"lacks {', '.join(missing)}"
             )
-        fields: dict[str, Any] = {f: obs.get(f) for f in _FIELDS}
+        fields: dict[str, Any] = {f: _array(obs.get(f)) for f in _FIELDS}
         return Observation(**fields)
     raise BanditConfigError(
         f"an observation must be a bandits.Observation or a mapping of its fields, "
         f"got {type(obs).__name__}"
     )
+
+
+def _array(value: Any) -> Any:
+    """An observation field as an array (a list or a number becomes one)."""
+    if value is None or type(value) is np.ndarray:  # the common case, first
+        return value
+    return value if isinstance(value, np.ndarray | jax.Array) else np.asarray(value)
 
 
 def _host_int(value: jax.Array) -> int:
@@ -129,6 +142,7 @@ class Server:
             action, key = act(state, key, next_obs)
             return state, key, action
 
+        self._shapes: tuple[tuple[int, ...], ...] | None = None
         self._act = jax.jit(act)
         self._update = jax.jit(update, donate_argnums=(0,))
         self._step = jax.jit(step, donate_argnums=(0,))
@@ -138,9 +152,47 @@ class Server:
         """The agent's current state (read-only: the next update donates it)."""
         return self._state
 
+    def _checked(self, obs: Any) -> Observation:
+        """`obs` as an `Observation` whose shapes are the agent's (its declared
+        K and d, and those of the first observation served), before any call:
+        a mismatch is a named error, not a shape error inside JAX or a silent
+        new compilation."""
+        obs = _as_observation(obs)
+        shapes = (np.shape(obs.context), np.shape(obs.arms), np.shape(obs.mask))
+        if shapes == self._shapes:
+            return obs
+        agent, expected = self.agent, self._shapes
+        if expected is None:
+            k, d = agent.num_arms, agent.context_dim
+            expected = (
+                shapes[0] if d is None else (d,),
+                shapes[1],
+                shapes[2] if k is None else (k,),
+            )
+        names = ("context", "arms", "mask")
+        for field, got, wanted in zip(names, shapes, expected, strict=True):
+            if got != wanted:
+                raise BanditConfigError.about(
+                    f"observation {field}",
+                    f"has shape {got}, the agent {agent.name!r} takes {wanted}",
+                )
+        self._shapes = shapes
+        return obs
+
+    def _action(self, obs: Observation, action: Any) -> np.int32:
+        """A played arm, checked against the observation's arms."""
+        num_arms = np.shape(obs.mask)[0]
+        if isinstance(action, bool) or not isinstance(action, int | np.integer):
+            raise BanditConfigError.about("action", f"must be an int, got {action!r}")
+        if not 0 <= action < num_arms:
+            raise BanditConfigError.about(
+                "action", f"must be an arm in [0, {num_arms}), got {action}"
+            )
+        return np.int32(action)
+
     def act(self, obs: Any) -> int:
         """The agent's action for `obs`; remembered for `step`."""
-        obs = _as_observation(obs)
+        obs = self._checked(obs)
         action, self._key = self._act(self._state, self._key, obs)
         action = _host_int(action)
         self._last = (obs, action)
@@ -148,9 +200,9 @@ class Server:
 
     def update(self, obs: Any, action: int, reward: float) -> None:
         """Learns from the feedback `reward` to `action` on `obs`."""
-        obs = _as_observation(obs)
+        obs = self._checked(obs)
         self._state, self._key = self._update(
-            self._state, self._key, obs, np.int32(action), np.float32(reward)
+            self._state, self._key, obs, self._action(obs, action), np.float32(reward)
         )
         self._last = None
 
@@ -163,7 +215,7 @@ class Server:
                 "an explicit update)"
             )
         obs, action = self._last
-        next_obs = _as_observation(next_obs)
+        next_obs = self._checked(next_obs)
         self._state, self._key, chosen = self._step(
             self._state, self._key, obs, np.int32(action), np.float32(reward),
             next_obs,

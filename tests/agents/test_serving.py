@@ -126,6 +126,21 @@ def test_misuse_is_named():
         server.act({"context": np.zeros(D), "arms": np.zeros((K, 0))})
     with pytest.raises(BanditConfigError, match=r"needs a bandits\.Agent"):
         Server("linucb")
+    # Shapes and actions are checked before any compiled call; plain lists are
+    # observations too.
+    obs = {"context": [0.5] * D, "arms": np.zeros((K, 0)), "mask": [True] * K}
+    wide = {**obs, "context": [0.5] * (D + 1)}
+    with pytest.raises(BanditConfigError, match=rf"context has shape \({D + 1},\)"):
+        server.act(wide)
+    action = server.act(obs)
+    assert 0 <= action < K
+    more_arms = {**obs, "arms": np.zeros((K + 1, 0)), "mask": [True] * (K + 1)}
+    with pytest.raises(BanditConfigError, match="observation arms has shape"):
+        server.step(1.0, more_arms)
+    for bad in (K, -1, 1.5, True):
+        with pytest.raises(BanditConfigError, match="action must be"):
+            server.update(obs, bad, 1.0)
+    server.update(obs, K - 1, 1.0)
 
 
 def test_a_warm_state_can_be_served():
