@@ -84,6 +84,12 @@ class Progress:
         carry = jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in restored])
         return done, carry, curves, seconds
 
+    def due(self) -> bool:
+        """Whether `every_s` has passed since the last save (and there is a file)."""
+        return self.path is not None and (
+            time.monotonic() - self._saved_at >= self.every_s
+        )
+
     def save(
         self,
         done: int,
@@ -92,13 +98,10 @@ class Progress:
         seconds: float,
         force: bool = False,
     ) -> bool:
-        """Saves the progress if `every_s` has passed since the last save (or
-        `force`); returns whether it did."""
-        if self.path is None:
+        """Saves the progress if it is `due` (or `force`); returns whether it did."""
+        if self.path is None or not (force or self.due()):
             return False
         now = time.monotonic()
-        if not force and now - self._saved_at < self.every_s:
-            return False
         arrays: dict[str, Any] = {
             _FINGERPRINT: np.asarray(self.fingerprint),
             _DONE: np.asarray(done, np.int64),
@@ -176,7 +179,9 @@ def run_calls(
         for curve, part in zip(kept, parts, strict=True):
             curve.append(np.asarray(part))
         done += steps
-        progress.save(done, carry, _joined(kept), spent + time.perf_counter() - start)
+        if progress.due():
+            elapsed = spent + time.perf_counter() - start
+            progress.save(done, carry, _joined(kept), elapsed)
         if report is not None:
             report(done, kept[0][-1])
     seconds = spent + time.perf_counter() - start
