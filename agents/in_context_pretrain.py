@@ -195,7 +195,7 @@ def pretrain(
         settings = {
             "training": "agents.in_context_pretrain",
             "config": cfg.to_json(),
-            "env": repr(env),
+            "env": resumable.describe(env),
             "key": np.asarray(jax.random.key_data(key)).tolist(),
             "steps": steps,
             "batch_size": batch_size,

@@ -18,6 +18,7 @@ Nothing is unpickled: the file is an `.npz` of plain arrays read with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -137,6 +138,20 @@ def digest(tree: Any) -> str:
     return sha.hexdigest()
 
 
+def describe(obj: Any) -> Any:
+    """A JSON-ready description of a configuration object for a training's
+    settings: a dataclass field by field, an array by its checksum (a `repr`
+    would elide an array's middle), anything else by `repr`."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {
+            f.name: describe(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+        }
+        return {"type": type(obj).__qualname__, **fields}
+    if isinstance(obj, np.ndarray | jax.Array):
+        return digest(obj)
+    return repr(obj)
+
+
 def _count(saved: Any, prefix: str) -> int:
     """How many arrays `prefix0`, `prefix1`, ... the file holds."""
     suffixes = [name[len(prefix) :] for name in saved.files if name.startswith(prefix)]
@@ -200,4 +215,4 @@ def _joined(curves: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
     ]
 
 
-__all__ = ["SAVE_EVERY_S", "Progress", "digest", "run_calls"]
+__all__ = ["SAVE_EVERY_S", "Progress", "describe", "digest", "run_calls"]
