@@ -119,12 +119,7 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
     """The config (a TOML path or a packaged config's name), structure and types
     checked (values are checked where used: the env, the model config,
     `pretrain` and the agent factories)."""
-    try:
-        text, origin, _ = sources.read_source(path)
-    except (OSError, UnicodeDecodeError) as err:
-        raise BanditConfigError(
-            f"cannot read study config {str(path)!r}: {err}"
-        ) from None
+    text, origin, _ = sources.read_source(path)  # unreadable: a named error
     data = sources.parse_toml(text, origin)
     checks.check_keys(data, SECTIONS, "the study config", required=SECTIONS[3:7])
     if data.get("study", STUDY) != STUDY:
