@@ -40,6 +40,7 @@ these: their files are as before.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -603,9 +604,20 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     """Reads `manifest.json` from a results folder."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
+        # A pretraining study's folder holds its platform runs deeper (at most
+        # `<out>/<env>/<setting>/events=<n>/results/`); no deeper search.
+        patterns = ("/".join(["*"] * depth + [MANIFEST]) for depth in range(1, 6))
+        found = (
+            p.parent for pattern in patterns for p in Path(directory).glob(pattern)
+        )
+        inside = sorted(str(folder) for folder in itertools.islice(found, 3))
+        hint = (
+            f"; results folders inside it: {', '.join(inside)}"
+            if inside
+            else " (run `bandits run` first)"
+        )
         raise BanditConfigError(
-            f"{directory} holds no results: {MANIFEST} not found (run `bandits run` "
-            "first)"
+            f"{directory} holds no results: {MANIFEST} not found{hint}"
         )
     manifest = read_json(path)
     if not isinstance(manifest, dict):

@@ -168,7 +168,13 @@ def test_render_again_reproduces_the_tables(rendered):
 
 
 def test_render_without_results_is_a_clear_error(tmp_path):
-    with pytest.raises(BanditConfigError, match="holds no results"):
+    with pytest.raises(BanditConfigError, match=r"holds no results.*run `bandits"):
+        report.render(tmp_path)
+    # A pretraining study's folder: its platform results are deeper; named.
+    deeper = tmp_path / "ContextualRec-v0" / "results"
+    deeper.mkdir(parents=True)
+    (deeper / "manifest.json").write_text("{}")
+    with pytest.raises(BanditConfigError, match=rf"folders inside it: {deeper}$"):
         report.render(tmp_path)
 
 
