@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,10 @@ def entry() -> int:
     then the local worker processes end at once (idle by then, they hold
     nothing unstored; their orderly exit, JAX's teardown in each, would add
     half a second to every command), and so does this process (`end_now`).
-    Code that calls `main` itself keeps its warm workers for the next run."""
+    Code that calls `main` itself keeps its warm workers for the next run.
+    A SIGTERM (`kill`, `timeout`) ends the command as Ctrl-C does: one line,
+    exit status 130, finished results kept, workers stopped."""
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         status = main()
     finally:
@@ -48,6 +52,11 @@ def entry() -> int:
             executors.stop_workers()
     end_now(status)
     return status  # not reached: for callers that replace `end_now`
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 def end_now(status: int) -> None:

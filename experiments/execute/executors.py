@@ -216,7 +216,9 @@ class LocalExecutor:
             for future in concurrent.futures.as_completed(futures):
                 yield futures[future], future.result()
         except concurrent.futures.process.BrokenProcessPool as err:
-            _discard_pool(workers)
+            # Waiting closes the broken pool's queues (their semaphores
+            # unlinked): the command may end with `os._exit` next.
+            _discard_pool(workers, wait=True)
             raise RunFailedError(
                 f"a local worker process died ({err}); finished chunks are stored, "
                 "rerun to resume"

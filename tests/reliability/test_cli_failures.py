@@ -117,3 +117,38 @@ def test_a_killed_worker_ends_the_run_with_one_line(tmp_path):
         assert "Traceback" not in err
     finally:
         run.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
+def test_sigterm_ends_the_run_as_an_interrupt_does(tmp_path):
+    """`kill` or `timeout` (SIGTERM) ends `bandits run` as Ctrl-C does: one
+    line, exit status 130, its worker gone, and no resource-tracker warning
+    about semaphores left behind."""
+    config = tmp_path / "long.toml"
+    config.write_text(LONG)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", "run", str(config), "--quiet",
+         "--out", str(tmp_path / "o"), "--workers", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not workers:
+            time.sleep(0.5)
+            workers = [
+                c
+                for c in _children(run.pid)
+                if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()
+            ]
+        assert workers, "no worker process started"
+        time.sleep(1)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 130, err
+        assert err.strip().splitlines()[-1].startswith("interrupted;")
+        assert "Traceback" not in err and "leaked" not in err
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        run.kill()
