@@ -87,27 +87,38 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
-def test_a_killed_worker_ends_the_run_with_one_line(tmp_path):
+def _long_run(tmp_path: Path) -> subprocess.Popen:
+    """`bandits run` of a long config with one worker (stderr captured)."""
     config = tmp_path / "long.toml"
     config.write_text(LONG)
-    run = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "experiments.cli", "run", str(config), "--quiet",
          "--out", str(tmp_path / "o"), "--workers", "1"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def _started_workers(run: subprocess.Popen) -> list[int]:
+    """The run's worker processes, once one has started (two minutes at most)."""
+    workers: list[int] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not workers:
+        time.sleep(0.5)
+        workers = [
+            c
+            for c in _children(run.pid)
+            if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()
+        ]
+    assert workers, "no worker process started"
+    return workers
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
+def test_a_killed_worker_ends_the_run_with_one_line(tmp_path):
+    run = _long_run(tmp_path)
     try:
-        workers: list[int] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not workers:
-            time.sleep(0.5)
-            workers = [
-                c
-                for c in _children(run.pid)
-                if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()
-            ]
-        assert workers, "no worker process started"
+        workers = _started_workers(run)
         time.sleep(2)
         os.kill(workers[0], signal.SIGKILL)
         _, err = run.communicate(timeout=120)
@@ -125,24 +136,9 @@ def test_sigterm_ends_the_run_as_an_interrupt_does(tmp_path):
     """`kill` or `timeout` (SIGTERM) ends `bandits run` as Ctrl-C does: one
     line, exit status 130, its worker gone, and no resource-tracker warning
     about semaphores left behind."""
-    config = tmp_path / "long.toml"
-    config.write_text(LONG)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "run", str(config), "--quiet",
-         "--out", str(tmp_path / "o"), "--workers", "1"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    run = _long_run(tmp_path)
     try:
-        workers: list[int] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not workers:
-            time.sleep(0.5)
-            workers = [
-                c
-                for c in _children(run.pid)
-                if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()
-            ]
-        assert workers, "no worker process started"
+        workers = _started_workers(run)
         time.sleep(1)
         run.send_signal(signal.SIGTERM)
         _, err = run.communicate(timeout=120)
