@@ -43,7 +43,8 @@ def read_source(source: str | Path) -> tuple[str, str, str]:
             return path.read_text(encoding="utf-8"), str(path), path.stem
         except UnicodeDecodeError as err:
             raise BanditConfigError(
-                f"config {str(source)!r} is not UTF-8 text (TOML is): {err}"
+                f"cannot read config {str(source)!r}: it is not UTF-8 text (TOML "
+                f"is): {err}"
             ) from None
         except OSError as err:
             raise BanditConfigError(

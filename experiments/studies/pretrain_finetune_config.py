@@ -37,7 +37,7 @@ from bandits.validation import BanditConfigError, non_negative_int, positive_int
 from envs import logged
 from experiments.config.checks import check_keys, is_int, table
 from experiments.config.loader import AGENT_KEYS, parse_agent
-from experiments.config.sources import parse_toml
+from experiments.config.sources import parse_toml, read_source
 
 STUDY = "pretrain_finetune"
 """The config's `study` key: `bandits run` runs it with this study."""
@@ -163,11 +163,8 @@ def load_study(config: str) -> StudyConfig:
         path = CONFIG_DIR / f"{config}.toml"
     if not path.exists():
         raise BanditConfigError(f"config {config!r} not found (looked for {path})")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise BanditConfigError(f"cannot read config {str(path)!r}: {err}") from None
-    raw = parse_toml(text, str(path))
+    text, origin, _ = read_source(path)  # unreadable: a named error
+    raw = parse_toml(text, origin)
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise BanditConfigError(f"unknown top-level key(s) {unknown} in {path}")
