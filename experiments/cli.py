@@ -25,7 +25,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,22 @@ def entry() -> int:
     Code that calls `main` itself keeps its warm workers for the next run.
     A SIGTERM (`kill`, `timeout`) ends the command as Ctrl-C does: one line,
     exit status 130, finished results kept, workers stopped."""
+    return run_command(main)
+
+
+def run_command(command: Callable[[], int]) -> int:
+    """Runs a command's `main` (`bandits`, every `python -m
+    experiments.studies.*`) as `entry` describes: SIGTERM handled as Ctrl-C,
+    an interruption that `command` does not report itself reported in one
+    line (exit status 130), the workers stopped, the process ended once its
+    output is flushed."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        status = main()
+        status = command()
+    except KeyboardInterrupt:
+        print("interrupted; finished results are stored, rerun to resume",
+              file=sys.stderr)  # fmt: skip
+        status = 130
     finally:
         executors = sys.modules.get("experiments.execute.executors")
         if executors is not None:

@@ -38,6 +38,7 @@ import numpy as np
 
 from bandits import metrics
 from bandits.validation import BanditConfigError
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.config.loader import ExperimentConfig
 from experiments.store import manifest, storage
@@ -256,4 +257,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_command(lambda: main(sys.argv[1:]))

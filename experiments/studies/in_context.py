@@ -51,6 +51,7 @@ import numpy as np
 import envs
 from bandits import metrics
 from bandits.validation import BanditConfigError, positive_int
+from experiments.cli import run_command
 from experiments.config import checks, sources
 from experiments.config.loader import load_config
 from experiments.config.toml_writer import experiment_toml
@@ -448,4 +449,4 @@ def _cost(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(lambda: main(sys.argv[1:]))

@@ -50,6 +50,7 @@ from bandits.types import Observation
 from bandits.validation import BanditConfigError, positive_int, real
 from envs import obd
 from envs.logged import LoggedData
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.studies.obd_ope import machine, reward_model
 
@@ -314,4 +315,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(lambda: main(sys.argv[1:]))

@@ -64,6 +64,7 @@ from bandits.files import atomic_write
 from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
 from envs import obd
 from envs.logged import LoggedData
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.config.checks import check_keys
 from experiments.config.sources import parse_toml, read_source
@@ -548,4 +549,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(lambda: main(sys.argv[1:]))

@@ -62,6 +62,7 @@ from agents.features import cross_items_for, with_arm_features
 from bandits import offline, ope
 from bandits.validation import BanditConfigError
 from envs import logged
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.execute import compile_cache
 from experiments.execute.cells import Cell, command, scratch
@@ -707,4 +708,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(lambda: main(sys.argv[1:]))

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 import envs
 from bandits import offline
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.studies import ope_benchmark as study_module
 
@@ -112,4 +113,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(lambda: main(sys.argv[1:]))

@@ -64,6 +64,7 @@ from agents.networks import make_network
 from bandits import metrics
 from bandits.validation import BanditConfigError
 from envs import logged
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.config.loader import build, build_agent, load_config
 from experiments.config.start import checkpoint_kwargs
@@ -731,4 +732,4 @@ def _run(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(lambda: main(sys.argv[1:]))

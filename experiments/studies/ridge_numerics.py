@@ -50,6 +50,7 @@ from agents.exploration import masked_argmax
 from agents.ridge import mean_and_width
 from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.config.checks import check_keys, table
 from experiments.config.sources import parse_toml, read_source
@@ -469,4 +470,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(lambda: main(sys.argv[1:]))

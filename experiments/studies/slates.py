@@ -45,6 +45,7 @@ import numpy as np
 
 from bandits import metrics
 from bandits.validation import BanditConfigError
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.config.schema import ExperimentConfig
 from experiments.store import manifest, storage
@@ -349,4 +350,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_command(lambda: main(sys.argv[1:]))

@@ -42,6 +42,7 @@ import numpy as np
 
 import envs
 from envs.classification import fingerprint, load_dataset
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.store import manifest, storage
 from experiments.studies.common import require_grid, run_study, write_summary
@@ -251,4 +252,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_command(lambda: main(sys.argv[1:]))

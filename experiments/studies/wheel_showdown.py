@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from envs.wheel import uniform_regret_per_step
+from experiments.cli import run_command
 from experiments.config import checks
 from experiments.store import manifest, storage
 from experiments.studies.common import require_grid, run_study, write_summary
@@ -218,4 +219,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_command(lambda: main(sys.argv[1:]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -456,3 +457,20 @@ def test_the_command_ends_at_once_with_its_output_whole(smoke, tmp_path):
     failed = bandits_cli("run", str(tmp_path / "missing.toml"), cwd=tmp_path)
     assert failed.returncode == cli.EXIT_CONFIG_ERROR
     assert failed.stderr.startswith("error: ")
+
+
+def test_an_interrupt_a_command_does_not_report_is_one_line(monkeypatch, capsys):
+    """`run_command` (every study's `python -m`) reports an interruption its
+    command lets through in one line with exit status 130; the status reaches
+    `end_now`."""
+    ended = []
+    monkeypatch.setattr(cli, "end_now", ended.append)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    assert cli.run_command(interrupted) == 130
+    assert ended == [130]
+    assert capsys.readouterr().err.startswith("interrupted; finished results")
+    assert cli.run_command(lambda: 3) == 3 and ended == [130, 3]

@@ -130,13 +130,45 @@ def test_a_killed_worker_ends_the_run_with_one_line(tmp_path):
         run.kill()
 
 
+LONG_OPE = """
+name = "long"
+log_sizes = [1000]
+replicates = 10
+truth_events = 400000000
+[[logging]]
+label = "uniform"
+kind = "uniform"
+[[envs]]
+id = "Linear-v0"
+params = { num_arms = 3, dim = 2 }
+reward_model = "context"
+  [[envs.targets]]
+  label = "random"
+  name = "random"
+  train_rounds = 0
+"""
+
+
+def _long_study(tmp_path: Path) -> subprocess.Popen:
+    """A study command (`python -m experiments.studies.ope_benchmark`) of a
+    long cell with one worker (stderr captured)."""
+    config = tmp_path / "long_ope.toml"
+    config.write_text(LONG_OPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.studies.ope_benchmark", "--config",
+         str(config), "--quiet", "--out", str(tmp_path / "o"), "--workers", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
-def test_sigterm_ends_the_run_as_an_interrupt_does(tmp_path):
-    """`kill` or `timeout` (SIGTERM) ends `bandits run` as Ctrl-C does: one
-    line, exit status 130, its worker gone, and no resource-tracker warning
-    about semaphores left behind."""
-    run = _long_run(tmp_path)
+@pytest.mark.parametrize("launch", [_long_run, _long_study], ids=["run", "study"])
+def test_sigterm_ends_the_run_as_an_interrupt_does(tmp_path, launch):
+    """`kill` or `timeout` (SIGTERM) ends `bandits run` and a study command as
+    Ctrl-C does: one line, exit status 130, the worker gone, and no
+    resource-tracker warning about semaphores left behind."""
+    run = launch(tmp_path)
     try:
         workers = _started_workers(run)
         time.sleep(1)
