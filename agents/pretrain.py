@@ -219,15 +219,10 @@ def pretrain(
       A `PretrainResult` with the trained parameters and the loss curves
       (`seconds` includes the interrupted calls' training time).
     """
-    if cfg.quantization != "none":
-        raise BanditConfigError("pretrain needs a float model (quantization='none')")
-    epochs = positive_int("epochs", epochs)
-    batch_size = positive_int("batch_size", batch_size)
-    steps_per_call = positive_int("steps_per_call", steps_per_call)
-    real("learning_rate", learning_rate, low=0.0, low_open=True)
-    real("max_weight", max_weight, low=0.0, low_open=True)
-    real("ssl_weight", ssl_weight, low=0.0)
-    real("mask_probability", mask_probability, low=0.0, high=1.0)
+    epochs, batch_size, steps_per_call = _checked_options(
+        cfg, epochs, batch_size, steps_per_call, learning_rate, max_weight,
+        ssl_weight, mask_probability,
+    )  # fmt: skip
     columns = _training_columns(data, cfg)
     n = len(columns["action"])
     if n < batch_size:
@@ -281,6 +276,30 @@ def pretrain(
         history_losses=histories,
         seconds=seconds,
         ips=ips,
+    )
+
+
+def _checked_options(
+    cfg: TransformerConfig,
+    epochs: int,
+    batch_size: int,
+    steps_per_call: int,
+    learning_rate: float,
+    max_weight: float,
+    ssl_weight: float,
+    mask_probability: float,
+) -> tuple[int, int, int]:
+    """`pretrain`'s options checked (a named error for each); the counts as ints."""
+    if cfg.quantization != "none":
+        raise BanditConfigError("pretrain needs a float model (quantization='none')")
+    real("learning_rate", learning_rate, low=0.0, low_open=True)
+    real("max_weight", max_weight, low=0.0, low_open=True)
+    real("ssl_weight", ssl_weight, low=0.0)
+    real("mask_probability", mask_probability, low=0.0, high=1.0)
+    return (
+        positive_int("epochs", epochs),
+        positive_int("batch_size", batch_size),
+        positive_int("steps_per_call", steps_per_call),
     )
 
 
