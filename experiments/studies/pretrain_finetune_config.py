@@ -158,12 +158,9 @@ def _env_ids(value: Any, field: str) -> tuple[str, ...] | None:
 
 def load_study(config: str) -> StudyConfig:
     """Parses and checks the study's TOML config (a path or a packaged name)."""
-    path = Path(config)
-    if not path.suffix:
-        path = CONFIG_DIR / f"{config}.toml"
-    if not path.exists():
-        raise BanditConfigError(f"config {config!r} not found (looked for {path})")
-    text, origin, _ = read_source(path)  # unreadable: a named error
+    # A file, else a packaged config's name; missing or unreadable: a named error.
+    text, origin, name = read_source(config)
+    path = Path(config) if Path(config).is_file() else CONFIG_DIR / f"{name}.toml"
     raw = parse_toml(text, origin)
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:

@@ -149,6 +149,11 @@ def test_bad_config_raises(tmp_path):
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(BanditConfigError, match="cannot read config"):
         load_study(str(path))
+    # Found as every config is (`sources.read_source`): a folder, a missing name.
+    with pytest.raises(BanditConfigError, match="is not a file"):
+        load_study(str(tmp_path))
+    with pytest.raises(BanditConfigError, match="not found: no such file, and not a "):
+        load_study("no_such_config")
 
 
 def test_bandits_run_hands_a_config_of_this_layout_to_the_study(tmp_path, monkeypatch):
