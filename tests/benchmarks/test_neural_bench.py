@@ -63,3 +63,30 @@ def test_neural_rounds_per_second(benchmark, record_ratio, name):
         **{f"{name}_rounds_per_s": neural_rate, "linucb_rounds_per_s": linear_rate},
     )
     assert neural_rate > 0 and linear_rate > 0
+
+
+def test_the_breakdowns_first_layer_layouts_compute_the_same_gradient():
+    """The layouts `python -m tests.benchmarks.neural_breakdown` times are one
+    function: the same loss gradient (float32 tolerance: the sums run in other
+    orders)."""
+    import jax
+    import numpy as np
+
+    from tests.benchmarks import neural_breakdown as nb
+
+    k = jax.random.split(jax.random.key(1), 5)
+    params = (
+        jax.random.normal(k[0], (nb.NUM_ARMS * nb.DIM, 6)),
+        jax.random.normal(k[1], (6,)),
+        jax.random.normal(k[2], (6,)),
+    )
+    x = jax.random.normal(k[3], (16, nb.DIM))
+    action = jax.random.randint(k[4], (16,), 0, nb.NUM_ARMS)
+    reward = x[:, 0]
+    grads = [
+        jax.grad(nb._loss(layer))(params, x, action, reward)
+        for layer in nb.LAYOUTS.values()
+    ]
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
