@@ -16,6 +16,7 @@ import pytest
 from experiments import cli
 from experiments.execute import runner
 from experiments.execute.executors import RunFailedError
+from tests.experiments.studies.test_ope_benchmark import TINY as OPE_TINY
 
 TOML = """
 name = "fails"
@@ -130,23 +131,8 @@ def test_a_killed_worker_ends_the_run_with_one_line(tmp_path):
         run.kill()
 
 
-LONG_OPE = """
-name = "long"
-log_sizes = [1000]
-replicates = 10
-truth_events = 400000000
-[[logging]]
-label = "uniform"
-kind = "uniform"
-[[envs]]
-id = "Linear-v0"
-params = { num_arms = 3, dim = 2 }
-reward_model = "context"
-  [[envs.targets]]
-  label = "random"
-  name = "random"
-  train_rounds = 0
-"""
+# The OPE study's tiny config with a truth log that takes minutes to draw.
+LONG_OPE = OPE_TINY.replace("truth_events = 40000", "truth_events = 400000000")
 
 
 def _long_study(tmp_path: Path) -> subprocess.Popen:
