@@ -20,8 +20,8 @@ whether that pays on this CPU.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import bandits
 import envs
 from agents.neural import neural_ts, neural_ucb
+from tests.benchmarks.conftest import interleaved_best_times
 
 NUM_ARMS, DIM, HORIZON = 4, 10, 2_000
 AGENTS = {"neural_ts": neural_ts, "neural_ucb": neural_ucb}
@@ -40,28 +41,21 @@ VARIANTS = {
 }
 
 
-def best_seconds(run: Callable[[], object], repeats: int = 3) -> float:
-    """Best wall time of `repeats` calls after one warm-up call."""
-    jax.block_until_ready(run())
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run())
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def run_times(agent_name: str, seeds: int) -> dict[str, float]:
+    """Best of three runs of each variant, timed in turn (`interleaved_best_times`)."""
     env, params = envs.make("Linear-v0", num_arms=NUM_ARMS, dim=DIM)
-    times = {}
-    for label, change in VARIANTS.items():
-        agent = AGENTS[agent_name](num_arms=NUM_ARMS, dim=DIM, **change)
-        times[label] = best_seconds(
-            lambda agent=agent: bandits.run(
-                env, agent, horizon=HORIZON, seeds=seeds, params=params
-            )
+    runs = [
+        functools.partial(
+            bandits.run,
+            env,
+            AGENTS[agent_name](num_arms=NUM_ARMS, dim=DIM, **change),
+            horizon=HORIZON,
+            seeds=seeds,
+            params=params,
         )
-    return times
+        for change in VARIANTS.values()
+    ]
+    return dict(zip(VARIANTS, interleaved_best_times(runs, 3), strict=True))
 
 
 def _loss(first_layer):
@@ -102,17 +96,19 @@ def step_times(seeds: int = 8, rows: int = 64, hidden: int = 100) -> dict[str, f
     x = jax.random.normal(k[2], (seeds, rows, DIM))
     action = jax.random.randint(k[3], (seeds, rows), 0, NUM_ARMS)
     reward = jax.random.normal(k[4], (seeds, rows))
-    times, calls = {}, 200
-    for label, layer in LAYOUTS.items():
-        grad = jax.jit(jax.vmap(jax.grad(_loss(layer))))
+    calls = 200
 
-        def many(grad=grad):
+    def many(grad):
+        def call():
             for _ in range(calls):
                 out = grad(params, x, action, reward)
             return out
 
-        times[label] = best_seconds(many, repeats=5) / calls * 1e6
-    return times
+        return call
+
+    grads = [jax.jit(jax.vmap(jax.grad(_loss(layer)))) for layer in LAYOUTS.values()]
+    seconds = interleaved_best_times([many(g) for g in grads], 5)
+    return {label: t / calls * 1e6 for label, t in zip(LAYOUTS, seconds, strict=True)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
