@@ -234,7 +234,8 @@ def platform_agent(spec: StudyAgent, env, study: StudyConfig) -> dict[str, Any]:
     elif spec.name == "transformer":  # from scratch: the env's shapes
         shapes = checkpoint_kwargs(agent_config(spec, env, study))
         del shapes["num_arms"], shapes["dim"]  # the platform fills these in
-        hyper = {**shapes, **hyper}
+        # TOML has no null: an unset field (None) is the factory's default
+        hyper = {**{k: v for k, v in shapes.items() if v is not None}, **hyper}
     if spec.name == "linucb_context_items":
         hyper.setdefault("item_dim", env.item_dim)
         hyper.setdefault("cross_dim", env.num_categories)

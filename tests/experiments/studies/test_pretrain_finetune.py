@@ -19,6 +19,7 @@ from agents import transformer as tf
 from bandits.validation import BanditConfigError
 from envs import logged
 from experiments import cli
+from experiments.config.loader import load_config
 from experiments.execute.executors import LocalExecutor
 from experiments.studies import pretrain_finetune
 from experiments.studies.pretrain_finetune import Args, main, select
@@ -269,3 +270,35 @@ def test_a_checkpoint_is_kept_only_with_its_settings_and_intact(tmp_path):
     report.write_text(json.dumps(settings))
     path.write_bytes(path.read_bytes()[:200])
     assert not pretrain_finetune._pretrained_matches(path, report, cfg, settings)
+
+
+@pytest.mark.parametrize("name", ["pretrain_finetune", "large_models"])
+def test_every_agent_of_a_packaged_config_gets_a_platform_config(name, tmp_path):
+    """The platform config written for each cell names every agent that runs
+    there in a form the platform reads back (an unset architecture field of a
+    transformer trained from scratch is left to the factory's default: TOML
+    has no null)."""
+    study = select(load_study(name), Args(quick=True))
+    seen = set()
+    for cell in study_cells(study):
+        if (cell.env_id, repr(cell.params)) in seen:
+            continue
+        seen.add((cell.env_id, repr(cell.params)))
+        specs = [s for s in study.agents if s.envs is None or cell.env_id in s.envs]
+        env = envs.make_env(cell.env_id, **cell.params)
+        folder = tmp_path / str(len(seen))
+        folder.mkdir()
+        text = pretrain_finetune.platform_config(cell, specs, env, study)
+        for spec in specs:  # the checkpoints the study pretrains first
+            if spec.pretrained:
+                cfg = pretrain_finetune.agent_config(spec, env, study)
+                path = folder / f"checkpoint_{spec.checkpoint_tag}.npz"
+                pretraining.save_checkpoint(path, cfg, tf.split_model(cfg, 0)[1])
+        if any(spec.warm_start for spec in specs):  # and the logs they replay
+            _, params = envs.make(cell.env_id, **cell.params)
+            logs = {**study.logs, "events": 32, "num_streams": 1}
+            data = pretrain_finetune.generate_logs(env, params, logs, 32)
+            logged.save(data, folder / pretrain_finetune.TRAIN_FILE)
+        (folder / "config.toml").write_text(text)
+        config = load_config(folder / "config.toml")
+        assert [a.label for a in config.agents] == [s.label for s in specs]
