@@ -12,8 +12,9 @@ evaluation. The study
 
 1. pretrains the in-context model across instances `env.sample_params(key)`
    (`agents.in_context_pretrain.pretrain`), or reuses `checkpoint.npz` in the
-   output folder when its architecture and pretraining settings are the
-   config's (a rerun costs no training);
+   output folder while its stage stamp `checkpoint.json` names the config's
+   architecture and pretraining settings and the file's checksum holds
+   (`experiments.store.stages`; a rerun costs no training);
 2. writes a platform config (`config.toml`: the frozen model as
    `name = "in_context"` with `checkpoint = "checkpoint.npz"`, and every
    baseline) and runs it with the experiment platform's runner into
@@ -36,6 +37,7 @@ settings into `<out>/results`; `--overwrite` replaces them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -58,8 +60,12 @@ from experiments.config.toml_writer import experiment_toml
 from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
+from experiments.store.stages import Stage
 
 CHECKPOINT_FILE = "checkpoint.npz"
+CHECKPOINT_STAMP = "checkpoint.json"
+"""The pretraining stage's stamp (`experiments.store.stages`): the architecture
+and pretraining settings, and the checkpoint's SHA-256."""
 PARTIAL_FILE = "checkpoint.partial.npz"
 """Pretraining's progress (`agents.resumable`): a killed run continues from it."""
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "in_context.toml"
@@ -197,16 +203,24 @@ def pretrained(study: Mapping[str, Any], env, out: Path):
     training = dict(study["pretrain"])
     settings = {"env": spec["id"], "env_params": spec.get("params", {}), **training}
     path = out / CHECKPOINT_FILE
-    if path.is_file():
+    stage = Stage(
+        out,
+        CHECKPOINT_STAMP,
+        {"model": dataclasses.asdict(cfg), **settings},
+        [path.name],
+    )
+    state = stage.state()
+    if state == "kept":
         try:
             saved, params, record = load_checkpoint(path)
-        except BanditConfigError as err:  # damaged: made again
-            print(f"{err}; pretraining anew")
+        except BanditConfigError as err:  # checksum held, contents do not
+            state = str(err)
         else:
-            if saved == cfg and record.get("settings") == settings:
-                print(f"reusing {path} (same architecture and pretraining settings)")
-                return saved, params, record
-            print(f"{path} was trained otherwise; pretraining anew")
+            print(f"reusing {path} (same architecture and pretraining settings)")
+            return saved, params, record
+    if state != "missing":
+        print(f"{path}: {state}; pretraining anew")
+    stage.begin()
     print(f"pretraining: {training['steps']} steps x {training['batch_size']} tasks")
     result = pretrain(
         jax.random.key(training["seed"]),
@@ -229,6 +243,7 @@ def pretrained(study: Mapping[str, Any], env, out: Path):
     }
     save_checkpoint(path, cfg, result.params, record)
     (out / PARTIAL_FILE).unlink(missing_ok=True)
+    stage.finish()
     return cfg, result.params, record
 
 

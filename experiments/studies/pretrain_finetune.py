@@ -31,10 +31,12 @@ from several problem instances and the online runs from others
     python -m experiments.studies.pretrain_finetune --config large_models --quick
 
 Logs, checkpoints and the platform's results are reused by a rerun (a killed run
-resumes; new logs or checkpoints recompute the agents that read them): logs
-only while `logs.json` names the same settings and the files' checksums hold,
-a checkpoint only while its report names the same architecture, options and
-events and the logs were kept; a damaged file is made again.
+resumes; new logs or checkpoints recompute the agents that read them). Logs
+and checkpoints are stages (`experiments.store.stages`): the logs are kept
+while `logs.json` names the same settings and both files' checksums hold, a
+checkpoint while `pretrain_<tag>.json` names the same architecture, options
+and training events (the checksum of `train.parquet`) and the checkpoint's
+checksum holds; anything else, a damaged file included, is made again.
 `summary.md` and `summary.json` (and `results.jsonl`, one row per cell and
 agent, with the paired difference to the reference transformer) hold the
 tables, `<cell>/regret.png` the curves and `<cell>/pretrain_<variant>.png` the
@@ -72,6 +74,7 @@ from experiments.config.toml_writer import experiment_toml
 from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
+from experiments.store.stages import Stage
 from experiments.store.storage import atomic_write_text
 from experiments.studies.pretrain_finetune_cells import (
     Cell,
@@ -356,132 +359,100 @@ def _read_rows(path: Path) -> list[dict]:
 
 LOGS_FILE = "logs.parquet"
 LOGS_STAMP = "logs.json"
-"""What the cell's logs were made with (`settings`) and the SHA-256 of the two
-log files (`sha256`); a stamp of the earlier layout is the settings alone."""
+"""The logs' stage stamp (`experiments.store.stages`): the settings they were
+made with and the SHA-256 of `logs.parquet` and `train.parquet`."""
+
+
+def logs_stage(cell: Cell, study: StudyConfig, folder: Path) -> Stage:
+    """The cell's logs as a stage: both log files, from the logging settings."""
+    spec = {**study.logs, "events": cell.events}
+    settings = {"env": cell.env_id, **{k: spec.get(k) for k in sorted(spec)}}
+    if cell.params:  # logs of other env params are not reused
+        settings["env_params"] = dict(cell.params)
+    return Stage(folder, LOGS_STAMP, settings, (LOGS_FILE, TRAIN_FILE))
 
 
 def prepare_logs(cell: Cell, env, params, study: StudyConfig, folder: Path):
-    """Generates (or reuses) the cell's logs; returns (train, holdout, fresh),
-    `fresh` when they were made now. Logs are reused only when their stamp
-    names the same settings and the files are intact (their checksums, or, with
-    a stamp of the earlier layout, they read back); otherwise, and for a
-    missing, damaged or unreadable file, they are made again."""
+    """Generates (or reuses) the cell's logs; returns (train, holdout, stage).
+    The logs are reused only while their stage is kept (the same settings, both
+    files intact); otherwise they are made again (the same keys: the same
+    events)."""
     spec = {**study.logs, "events": cell.events}
-    path = folder / LOGS_FILE
-    wanted = {"env": cell.env_id, **{k: spec.get(k) for k in sorted(spec)}}
-    if cell.params:  # logs of other env params are not reused
-        wanted["env_params"] = dict(cell.params)
-    stamp = _read_stamp(folder / LOGS_STAMP)
-    data = _reused_logs(folder, stamp, wanted, cell.name)
-    fresh = data is None
+    stage = logs_stage(cell, study, folder)
+    state = stage.state()
+    data = None
+    if state == "kept":
+        try:
+            data = logged.load(folder / LOGS_FILE)
+        except BanditConfigError as err:
+            state = str(err)
     if data is None:
+        if state not in ("missing", "made otherwise"):
+            print(f"[{cell.name}] the logs in {folder} are {state}; logging anew")
+        stage.begin()
         start = time.perf_counter()
         data = generate_logs(env, params, spec, cell.events)
-        logged.save(data, path)
+        logged.save(data, folder / LOGS_FILE)
         print(
             f"[{cell.name}] logged {len(data)} events in "
             f"{time.perf_counter() - start:.1f}s: {data.summary()}",
             flush=True,
         )
     train, holdout = split_logs(data, spec, cell.events)
-    digests = (stamp or {}).get("sha256") if not fresh else None
-    train_ok = not fresh and _intact(folder / TRAIN_FILE, digests, TRAIN_FILE)
-    if not train_ok:  # what warm-started agents replay
-        logged.save(train, folder / TRAIN_FILE)
-    if fresh or not train_ok or digests is None:
-        checksums = {
-            name: storage.file_checksum(folder / name)[1]
-            for name in (LOGS_FILE, TRAIN_FILE)
-        }
-        atomic_write_text(
-            folder / LOGS_STAMP,
-            json.dumps({"settings": wanted, "sha256": checksums}),
-        )
-    return train, holdout, fresh
+    if state != "kept":
+        logged.save(train, folder / TRAIN_FILE)  # what warm-started agents replay
+        stage.finish()
+    return train, holdout, stage
 
 
-def _read_stamp(path: Path) -> dict[str, Any] | None:
-    """The logs' stamp as `{"settings", "sha256"}` (an earlier stamp, the
-    settings alone, without checksums); None if missing or unreadable."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(value, dict):
-        return None
-    if "settings" in value and isinstance(value.get("sha256"), dict):
-        return value
-    return {"settings": value, "sha256": None}
+def pretrain_stage(
+    tag: str, cfg, options: Mapping[str, Any], logs: Stage, folder: Path
+) -> Stage:
+    """Checkpoint `tag` as a stage: from the architecture, the pretraining
+    options and the exact training events (their file's checksum)."""
+    settings = {
+        "model": cfg.to_json(),
+        "options": dict(options),
+        "train": logs.checksums()[TRAIN_FILE],
+    }
+    files = (f"checkpoint_{tag}.npz",)
+    return Stage(folder, f"pretrain_{tag}.json", settings, files)
 
 
-def _reused_logs(folder: Path, stamp, wanted, name: str) -> logged.LoggedData | None:
-    """The stored logs if made with `wanted` and intact, else None (said why)."""
-    path = folder / LOGS_FILE
-    if stamp is None or not path.is_file() or stamp["settings"] != wanted:
-        return None
-    if not _intact(path, stamp["sha256"], LOGS_FILE):
-        print(f"[{name}] {path} is damaged; logging anew", flush=True)
-        return None
-    try:
-        return logged.load(path)
-    except BanditConfigError as err:
-        print(f"[{name}] {err}; logging anew", flush=True)
-        return None
-
-
-def _intact(path: Path, digests: Mapping[str, str] | None, key: str) -> bool:
-    """Whether `path` holds what the stamp's checksums say (without checksums:
-    whether it reads back as logged data)."""
-    if not path.is_file():
-        return False
-    if digests is not None:
-        return storage.file_checksum(path)[1] == digests.get(key)
-    try:
-        logged.read_columns(path, ())
-    except BanditConfigError:
-        return False
-    return True
-
-
-def prepare_pretrained(
-    env_id, env, train, holdout, study, specs, folder: Path, logs_fresh: bool = False
-):
-    """Pretrains one transformer per distinct checkpoint tag. A checkpoint
-    already there is kept only when its report names the same architecture,
-    pretraining options and number of training events, the logs were not made
-    anew, and it reads back; otherwise (a damaged file included) the model is
-    pretrained again."""
+def prepare_pretrained(env_id, env, train, holdout, study, specs, logs: Stage):
+    """Pretrains one transformer per distinct checkpoint tag, unless its stage
+    is kept (the same architecture, options and training events, the files
+    intact); its stamp `pretrain_<tag>.json` records the loss curve and the
+    held-out scores."""
+    folder = logs.folder
     for tag in dict.fromkeys(spec.checkpoint_tag for spec in specs):
         spec = next(s for s in specs if s.checkpoint_tag == tag)
         cfg = agent_config(spec, env, study)
-        path = folder / f"checkpoint_{tag}.npz"
-        report = folder / f"pretrain_{tag}.json"
         options = {**study.pretrain, **spec.pretrain}
         seed = int(options.pop("seed", 0))
-        settings = {
-            "model": cfg.to_json(),
-            "options": {**options, "seed": seed, "ips": spec.pretrained == "ips"},
-            "events": len(train),
-        }
-        if not logs_fresh and _pretrained_matches(path, report, cfg, settings):
+        ips = spec.pretrained == "ips"
+        stage = pretrain_stage(
+            tag, cfg, {**options, "seed": seed, "ips": ips}, logs, folder
+        )
+        state = stage.state()
+        if state == "kept":
             continue
-        if path.exists():
-            print(
-                f"[{env_id}] {path.name} was pretrained otherwise, on other logs, "
-                "or is damaged; pretraining anew",
-                flush=True,
-            )
+        if state != "missing":
+            print(f"[{env_id}] checkpoint_{tag}.npz: {state}; pretraining anew")
+        stage.begin()
         partial = folder / f"pretrain_{tag}.partial.npz"  # survives a kill
         result = pretraining.pretrain(
             jax.random.key(seed),
             cfg,
             train,
-            ips=spec.pretrained == "ips",
+            ips=ips,
             progress=sys.stderr.isatty(),
             resume=partial,
             **options,
         )
-        pretraining.save_checkpoint(path, cfg, result.params)
+        pretraining.save_checkpoint(
+            folder / f"checkpoint_{tag}.npz", cfg, result.params
+        )
         partial.unlink(missing_ok=True)
         pretraining.plot_losses(result, folder / f"pretrain_{tag}.png")
         graphdef, _ = tf.split_model(cfg)
@@ -491,42 +462,23 @@ def prepare_pretrained(
             holdout.reward, p, holdout.expected_rewards[rows, holdout.action]
         )
         stride = max(len(result.losses) // 100, 1)
-        summary = {
-            "env": env_id,
-            "tag": tag,
-            **settings,
-            "steps": len(result.losses),
-            "seconds": round(result.seconds, 1),
-            "loss_first": float(result.losses[:stride].mean()),
-            "loss_last": float(result.losses[-stride:].mean()),
-            "loss_curve": result.losses[::stride].round(5).tolist(),
-            "held_out": quality,
-        }
-        atomic_write_text(report, json.dumps(summary, indent=2))
+        stage.finish(
+            {
+                "env": env_id,
+                "events": len(train),
+                "steps": len(result.losses),
+                "seconds": round(result.seconds, 1),
+                "loss_first": float(result.losses[:stride].mean()),
+                "loss_last": float(result.losses[-stride:].mean()),
+                "loss_curve": result.losses[::stride].round(5).tolist(),
+                "held_out": quality,
+            }
+        )
         print(
             f"[{env_id}] pretrained ({tag}) on {len(train)} events in "
             f"{result.seconds:.1f}s; held-out {quality}",
             flush=True,
         )
-
-
-def _pretrained_matches(
-    path: Path, report: Path, cfg, settings: Mapping[str, Any]
-) -> bool:
-    """Whether the checkpoint at `path` and its report were made with `settings`
-    (JSON values compared) and the checkpoint reads back as `cfg`."""
-    try:
-        summary = json.loads(report.read_text(encoding="utf-8"))
-        saved = pretraining.load_checkpoint(path)[0]
-    except (OSError, ValueError, BanditConfigError):
-        return False
-    expected = json.loads(json.dumps(settings))
-    made = (
-        {key: summary.get(key) for key in expected}
-        if isinstance(summary, dict)
-        else None
-    )
-    return saved == cfg and made == expected
 
 
 def check_instances(cell: Cell, study: StudyConfig) -> None:
@@ -555,17 +507,9 @@ def run_env(
     `executor`, default local workers; progress shown by default on a
     terminal): the config, the runner's result and the held-out logged events."""
     env, params = envs.make(cell.env_id, **cell.params)
-    train, holdout, fresh = prepare_logs(cell, env, params, study, folder)
-    prepare_pretrained(
-        cell.name,
-        env,
-        train,
-        holdout,
-        study,
-        [s for s in specs if s.pretrained],
-        folder,
-        logs_fresh=fresh,
-    )
+    train, holdout, logs = prepare_logs(cell, env, params, study, folder)
+    pretrained = [s for s in specs if s.pretrained]
+    prepare_pretrained(cell.name, env, train, holdout, study, pretrained, logs)
     path = folder / "config.toml"
     atomic_write_text(path, platform_config(cell, specs, env, study))
     config = load_config(path)

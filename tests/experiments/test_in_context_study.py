@@ -39,6 +39,12 @@ def test_quick_run_writes_its_files_and_reuses_the_checkpoint(tmp_path, capsys):
     assert record["tasks"] == 20 * 8
     study.pretrained(config, env, out)
     assert "reusing" in capsys.readouterr().out
+    # The stage's stamp: other pretraining settings pretrain again.
+    assert (out / study.CHECKPOINT_STAMP).is_file()
+    other = {**config, "pretrain": {**config["pretrain"], "seed": 1}}
+    _, _, record = study.pretrained(other, env, out)
+    assert "made otherwise; pretraining anew" in capsys.readouterr().out
+    assert record["settings"]["seed"] == 1
 
 
 def test_a_bad_config_is_refused_naming_the_field(tmp_path, capsys):

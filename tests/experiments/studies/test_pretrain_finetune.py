@@ -21,6 +21,7 @@ from envs import logged
 from experiments import cli
 from experiments.config.loader import load_config
 from experiments.execute.executors import LocalExecutor
+from experiments.store.stages import Stage
 from experiments.studies import pretrain_finetune
 from experiments.studies.pretrain_finetune import Args, main, select
 from experiments.studies.pretrain_finetune_cells import study_cells
@@ -187,11 +188,10 @@ def _small_cell(events: int = 600):
 
 
 def test_logs_are_reused_only_with_their_settings_and_intact(tmp_path, monkeypatch):
-    """`logs.json` holds the settings and the checksums of both log files: a
-    rerun reuses the logs only then; a damaged `train.parquet` is written again
-    from the logs, damaged logs or a damaged stamp make the logs again (the
-    same events: the same keys), and a stamp of the earlier layout (the
-    settings alone) is reused once the files read back."""
+    """The logs are a stage (`logs.json`: the settings and the checksums of
+    both log files): a rerun reuses them only then; a damaged log file or a
+    damaged stamp makes the logs again (the same events: the same keys), and so
+    do other logging settings."""
     study, cell, env, params = _small_cell()
     made = []
     real = pretrain_finetune.generate_logs
@@ -202,74 +202,64 @@ def test_logs_are_reused_only_with_their_settings_and_intact(tmp_path, monkeypat
 
     monkeypatch.setattr(pretrain_finetune, "generate_logs", counted)
 
-    def prepare():
+    def prepare(study=study):
         return pretrain_finetune.prepare_logs(cell, env, params, study, tmp_path)
 
-    train, _, fresh = prepare()
-    assert fresh and len(made) == 1
+    train, _, stage = prepare()
+    assert len(made) == 1 and stage.state() == "kept"
     stamp = json.loads((tmp_path / "logs.json").read_text())
-    assert set(stamp) == {"settings", "sha256"}
+    assert set(stamp) == {"settings", "sha256", "record"}
     assert set(stamp["sha256"]) == {"logs.parquet", "train.parquet"}
-    again, _, fresh = prepare()
-    assert not fresh and len(made) == 1
+    again, _, _ = prepare()
+    assert len(made) == 1
     np.testing.assert_array_equal(again.reward, train.reward)
-
-    (tmp_path / "train.parquet").write_bytes(b"not parquet")
-    _, _, fresh = prepare()
-    assert not fresh and len(made) == 1
+    for damaged in ("train.parquet", "logs.parquet"):
+        path = tmp_path / damaged
+        path.write_bytes(path.read_bytes()[:-100])
+        again, _, _ = prepare()
+        np.testing.assert_array_equal(again.reward, train.reward)
+    assert len(made) == 3
     np.testing.assert_array_equal(
         logged.load(tmp_path / "train.parquet").reward, train.reward
     )
-    logs = tmp_path / "logs.parquet"
-    logs.write_bytes(logs.read_bytes()[:-100])
-    again, _, fresh = prepare()
-    assert fresh and len(made) == 2
-    np.testing.assert_array_equal(again.reward, train.reward)
     (tmp_path / "logs.json").write_text("{")
-    _, _, fresh = prepare()
-    assert fresh and len(made) == 3
-    settings = json.loads((tmp_path / "logs.json").read_text())["settings"]
-    (tmp_path / "logs.json").write_text(json.dumps(settings))  # earlier layout
-    _, _, fresh = prepare()
-    assert not fresh and len(made) == 3
-    assert "sha256" in json.loads((tmp_path / "logs.json").read_text())
-    other = dataclasses.replace(study, logs={**study.logs, "seed": 99})
-    _, _, fresh = pretrain_finetune.prepare_logs(cell, env, params, other, tmp_path)
-    assert fresh and len(made) == 4
+    prepare()
+    assert len(made) == 4
+    prepare(dataclasses.replace(study, logs={**study.logs, "seed": 99}))
+    assert len(made) == 5
 
 
 def test_a_checkpoint_is_kept_only_with_its_settings_and_intact(tmp_path):
-    """`prepare_pretrained` keeps `checkpoint_<tag>.npz` only if its report
-    names the same architecture, options and number of events and the file
-    reads back: other options, other logs or a damaged file pretrain again."""
+    """A checkpoint is a stage made from the architecture, the pretraining
+    options and the exact training events (the checksum of `train.parquet`):
+    another of any of them, or a damaged checkpoint, pretrains again."""
     study, _, env, _ = _small_cell()
     spec = next(s for s in study.agents if s.pretrained)
     cfg = pretrain_finetune.agent_config(spec, env, study)
-    path = tmp_path / "checkpoint.npz"
+    (tmp_path / "train.parquet").write_bytes(b"events")
+    logs = Stage(tmp_path, "logs.json", {"events": 1}, ("train.parquet",))
+    logs.finish()
+    options = {"epochs": 1, "learning_rate": 0.001, "seed": 0, "ips": False}
+
+    def stage(cfg=cfg, options=options):
+        return pretrain_finetune.pretrain_stage("t", cfg, options, logs, tmp_path)
+
+    path = tmp_path / stage().files[0]
     pretraining.save_checkpoint(path, cfg, tf.split_model(cfg, 7)[1])
-    settings = {
-        "model": cfg.to_json(),
-        "options": {"epochs": 1, "learning_rate": 0.001, "seed": 0, "ips": False},
-        "events": 540,
-    }
-    report = tmp_path / "pretrain.json"
-    report.write_text(json.dumps({"env": "x", **settings, "seconds": 1.0}))
-    assert pretrain_finetune._pretrained_matches(path, report, cfg, settings)
-    for changed in (
-        {"events": 541},
-        {"options": {**settings["options"], "seed": 1}},
-        {"options": {**settings["options"], "ips": True}},
-    ):
-        assert not pretrain_finetune._pretrained_matches(
-            path, report, cfg, {**settings, **changed}
-        )
+    stage().finish({"seconds": 1.0})
+    assert stage().state() == "kept"
+    assert stage().record() == {"seconds": 1.0}
+    assert stage(options={**options, "seed": 1}).state() == "made otherwise"
+    assert stage(options={**options, "ips": True}).state() == "made otherwise"
     wider = dataclasses.replace(cfg, width=cfg.width * 2)
-    assert not pretrain_finetune._pretrained_matches(path, report, wider, settings)
-    report.write_text("{")
-    assert not pretrain_finetune._pretrained_matches(path, report, cfg, settings)
-    report.write_text(json.dumps(settings))
+    assert stage(cfg=wider).state() == "made otherwise"
     path.write_bytes(path.read_bytes()[:200])
-    assert not pretrain_finetune._pretrained_matches(path, report, cfg, settings)
+    assert stage().state() == "damaged"
+    pretraining.save_checkpoint(path, cfg, tf.split_model(cfg, 7)[1])
+    stage().finish()
+    (tmp_path / "train.parquet").write_bytes(b"other events")
+    logs.finish()
+    assert stage().state() == "made otherwise"
 
 
 @pytest.mark.parametrize("name", ["pretrain_finetune", "large_models"])
