@@ -311,10 +311,11 @@ def evaluate(
         command=f"bandits run {path} --out {results}",
         executor=executor,
     )
+    stored = manifest.read(results)
+    series = manifest.read_series_curves(results, stored)  # checksums checked
     curves = {}
-    for entry in manifest.read(results).agents:
-        stored = storage.read_curves(results / entry.curves)[entry.label]
-        curves[entry.label] = np.asarray(stored.cumulative_regret)
+    for entry in stored.agents:
+        curves[entry.label] = np.asarray(series[entry.label].cumulative_regret)
         print(f"  {entry.label}: {entry.cost.run_time_s or 0.0:.0f} s")
     return curves
 

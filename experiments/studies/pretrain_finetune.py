@@ -73,7 +73,7 @@ from experiments.config.start import checkpoint_kwargs
 from experiments.config.toml_writer import experiment_toml
 from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
-from experiments.store import manifest, storage
+from experiments.store import manifest
 from experiments.store.stages import Stage
 from experiments.store.storage import atomic_write_text
 from experiments.studies.pretrain_finetune_cells import (
@@ -528,11 +528,13 @@ def result_rows(cell: Cell, specs, study, held: Mapping[str, Any], folder: Path)
     """The study's rows of one cell, from the platform's stored curves, with
     the paired differences to the reference transformer."""
     results = folder / "results"
-    entries = {e.label: e for e in manifest.read(results).agents}
+    stored = manifest.read(results)
+    entries = {e.label: e for e in stored.agents}
+    series = manifest.read_series_curves(results, stored)  # checksums checked
     rows, ends = [], {}
     for spec in specs:
         entry = entries[spec.label]
-        curves = storage.read_curves(results / entry.curves)[spec.label]
+        curves = series[spec.label]
         column = {int(t): i for i, t in enumerate(curves.steps)}
         regret = curves.cumulative_regret
         early = min(study.early_steps, study.horizon)
