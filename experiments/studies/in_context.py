@@ -5,10 +5,13 @@
     python -m experiments.studies.in_context --tokens paper \\
         --out results/in_context_paper        # the paper's tokens and head
 
-The config (`experiments/configs/in_context.toml`, its own layout, checked with
-`experiments.config.checks`) names the env and its parameters, the model
-(`agents.in_context.InContextConfig`), the pretraining settings and the
-evaluation. The study
+The config (`experiments/configs/in_context.toml`) is a platform config's
+`[env]`, `[run]` (horizon, seeds, first_seed) and `[[agents]]` (the baselines,
+checked by the platform's parser: names, hyperparameters, grids) plus the
+study's `[model]` (`agents.in_context.InContextConfig`) and `[pretrain]`
+tables. (Until 2026-12-05 `[run]` was called `[evaluation]` and `[[agents]]`
+`[[baselines]]`; a config of that layout is refused naming the new table.)
+The study
 
 1. pretrains the in-context model across instances `env.sample_params(key)`
    (`agents.in_context_pretrain.pretrain`), or reuses `checkpoint.npz` in the
@@ -21,7 +24,7 @@ evaluation. The study
    `results/` (chunked storage, resume, `report.html`) on `seeds` fresh
    instances (seeds first_seed.., `resample_params = true`: the instances of
    `bandits.run` with those seeds, a key stream pretraining never draws from),
-   T = `evaluation.horizon`;
+   T = `run.horizon`;
 3. writes `regret.png` (cumulative regret, mean and 95% Student-t band over
    instances; the pretraining loss beside it), `summary.json` and `summary.md`
    (final regret, mean [95% interval], and the pretraining cost: wall time,
@@ -55,7 +58,7 @@ from bandits import metrics
 from bandits.validation import BanditConfigError, positive_int
 from experiments.cli import run_command
 from experiments.config import checks, sources
-from experiments.config.loader import load_config
+from experiments.config.loader import load_config, parse_agent
 from experiments.config.toml_writer import experiment_toml
 from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
@@ -76,13 +79,18 @@ SECTIONS = (
     "env",
     "model",
     "pretrain",
-    "evaluation",
-    "baselines",
+    "run",
+    "agents",
 )
+RENAMED = {"evaluation": "run", "baselines": "agents"}
+"""Tables of the earlier layout (before 2026-12-05) -> their names now, the
+platform's."""
 STUDY = "in_context"
 """The config's `study` key: `bandits run` runs it with this module."""
 PRETRAIN_KEYS = ("seed", "steps", "batch_size", "learning_rate")
-EVALUATION_KEYS = ("horizon", "seeds", "first_seed")
+RUN_KEYS = ("horizon", "seeds", "first_seed")
+AGENT_KEYS = ("name", "label", "hyperparameters", "grid")
+"""`[[agents]]` keys: the platform's, without the files an agent starts from."""
 QUICK: dict[str, dict[str, Any]] = {
     # the config's env, made small (the parameters it takes of these)
     "env": {
@@ -96,7 +104,7 @@ QUICK: dict[str, dict[str, Any]] = {
     },
     "model": {"horizon": 8, "width": 8, "depth": 1, "heads": 1, "mlp_ratio": 2},
     "pretrain": {"steps": 20, "batch_size": 8},
-    "evaluation": {"horizon": 8, "seeds": 4},
+    "run": {"horizon": 8, "seeds": 4},
 }
 
 
@@ -105,7 +113,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default=str(CONFIG), help="the study's TOML")
     parser.add_argument("--out", help="results folder (default: the config's)")
     parser.add_argument(
-        "--seeds", type=checks.positive_option, help="evaluation instances"
+        "--seeds", type=checks.positive_option, help="online instances (run.seeds)"
     )
     parser.add_argument("--figure", help="also save the figure at this path")
     parser.add_argument(
@@ -128,6 +136,11 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
     `pretrain` and the agent factories)."""
     text, origin, _ = sources.read_source(path)  # unreadable: a named error
     data = sources.parse_toml(text, origin)
+    for old, new in RENAMED.items():
+        if old in data:
+            raise BanditConfigError.about(
+                old, f"is called [{new}] since 2026-12-05 (the platform's name)"
+            )
     checks.check_keys(data, SECTIONS, "the study config", required=SECTIONS[3:7])
     if data.get("study", STUDY) != STUDY:
         raise BanditConfigError.about(
@@ -140,7 +153,7 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
     checks.check_type("env.id", env["id"], str, "a string")
     checks.table("env.params", env.get("params", {}))
     checks.table("model", data["model"])
-    for section, keys in (("pretrain", PRETRAIN_KEYS), ("evaluation", EVALUATION_KEYS)):
+    for section, keys in (("pretrain", PRETRAIN_KEYS), ("run", RUN_KEYS)):
         table = checks.table(section, data[section])
         checks.check_keys(table, keys, section, required=keys)
         for key in keys:
@@ -149,13 +162,12 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
                 checks.check_type(where, value, int, "an integer")
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 raise BanditConfigError(f"{where} must be a number")
-    baselines = data.get("baselines", [])
-    checks.check_type("baselines", baselines, list, "an array of tables")
-    for i, entry in enumerate(baselines):
-        where = f"baselines[{i}]"
-        checks.table(where, entry)
-        checks.check_keys(entry, ("name", "label", "hyperparameters"), where, ("name",))
-        checks.table(f"{where}.hyperparameters", entry.get("hyperparameters", {}))
+    baselines = data.get("agents", [])
+    checks.check_type("agents", baselines, list, "an array of tables")
+    for i, entry in enumerate(baselines):  # checked as in any platform config
+        where = f"agents[{i}]"
+        checks.check_keys(checks.table(where, entry), AGENT_KEYS, where)
+        parse_agent(i, entry)
     if quick:
         for section, values in QUICK.items():
             data[section] = {**data[section], **values}
@@ -254,10 +266,10 @@ def platform_config(study: Mapping[str, Any], seeds: int) -> str:
     """The platform config (TOML, written beside `checkpoint.npz`) that runs
     the frozen in-context model and every baseline on `seeds` fresh instances
     (seeds first_seed.., `resample_params`), storing every step."""
-    evaluation = study["evaluation"]
-    horizon = positive_int("evaluation.horizon", evaluation["horizon"])
-    first = evaluation["first_seed"]
-    seed_list = list(range(first, first + positive_int("evaluation.seeds", seeds)))
+    online = study["run"]
+    horizon = positive_int("run.horizon", online["horizon"])
+    first = online["first_seed"]
+    seed_list = list(range(first, first + positive_int("run.seeds", seeds)))
     spec = study["env"]
     run = {
         "horizon": horizon,
@@ -269,14 +281,12 @@ def platform_config(study: Mapping[str, Any], seeds: int) -> str:
     agents: list[dict[str, Any]] = [
         {"name": "in_context", "label": DPT_LABEL, "checkpoint": CHECKPOINT_FILE}
     ]
-    agents += [
-        {
-            "name": entry["name"],
-            "label": entry.get("label", entry["name"]),
-            "hyperparameters": dict(entry.get("hyperparameters", {})),
-        }
-        for entry in study.get("baselines", [])
-    ]
+    for entry in study.get("agents", []):
+        table = {"name": entry["name"], "label": entry.get("label", entry["name"])}
+        table["hyperparameters"] = dict(entry.get("hyperparameters", {}))
+        if "grid" in entry:
+            table["grid"] = dict(entry["grid"])
+        agents.append(table)
     return experiment_toml(
         "Written by experiments.studies.in_context.",
         str(study.get("name", "in_context")),
@@ -404,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tokens:
             study["model"]["tokens"] = args.tokens
         out = Path(args.out or study.get("output", "results/in_context"))
-        seeds = args.seeds or study["evaluation"]["seeds"]
+        seeds = args.seeds or study["run"]["seeds"]
         return _run(study, out, seeds, overwrite=args.overwrite, figure=args.figure)
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -423,7 +433,7 @@ def run_config(
     study as its command runs it with the config as it is, into `out`, the
     platform runs on `executor`. Bad input raises `BanditConfigError`."""
     study = load_study(source)
-    seeds = study["evaluation"]["seeds"]
+    seeds = study["run"]["seeds"]
     return _run(
         study, Path(out), seeds, overwrite, executor=executor, progress=progress
     )

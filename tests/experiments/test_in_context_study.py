@@ -62,6 +62,27 @@ def test_a_bad_config_is_refused_naming_the_field(tmp_path, capsys):
     assert "study must be 'in_context'" in capsys.readouterr().err
 
 
+def test_the_baselines_are_checked_by_the_platform_parser(tmp_path, capsys):
+    """`[[agents]]` is read as in any platform config: an unknown agent or
+    hyperparameter is refused at load, naming its path; a table of the earlier
+    layout (`[evaluation]`, `[[baselines]]`) is refused naming the new one."""
+    path = tmp_path / "c.toml"
+    for old, new, message in (
+        (
+            "alpha = 1.0",
+            "alfa = 1.0",
+            "unknown hyperparameter 'alfa' in agents[0].hyperparameters",
+        ),
+        ('name = "lints"', 'name = "lin_ts"', "agents[1].name: unknown agent"),
+        ("[run]", "[evaluation]", "evaluation is called [run]"),
+        ("[[agents]]", "[[baselines]]", "baselines is called [agents]"),
+    ):
+        assert old in study.CONFIG.read_text()
+        path.write_text(study.CONFIG.read_text().replace(old, new))
+        assert study.main(["--config", str(path), "--out", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_fixed_arms_config_runs_with_arm_feature_baselines(tmp_path):
     path = study.CONFIG.with_name("in_context_fixed_arms.toml")
     config = study.load_study(path, quick=True)
@@ -97,7 +118,7 @@ def test_the_platform_run_is_bandits_run_on_the_same_instances(tmp_path):
     assert (out / "results" / "report.html").is_file()
     config = study.load_study(study.CONFIG, quick=True)
     env, _ = envs.make(config["env"]["id"], **config["env"]["params"])
-    first = config["evaluation"]["first_seed"]
+    first = config["run"]["first_seed"]
     seeds = list(range(first, first + 5))
     stored = study.evaluate(config, out, 5)  # a rerun: read back, nothing computed
     dpt = agents.make(
