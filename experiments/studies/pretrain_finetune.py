@@ -384,8 +384,8 @@ def prepare_logs(cell: Cell, env, params, study: StudyConfig, folder: Path):
     if state == "kept":
         try:
             data = logged.load(folder / LOGS_FILE)
-        except BanditConfigError as err:
-            state = str(err)
+        except BanditConfigError as err:  # the checksum held, the contents do not
+            state = f"unreadable ({err})"
     if data is None:
         if state not in ("missing", "made otherwise"):
             print(f"[{cell.name}] the logs in {folder} are {state}; logging anew")
