@@ -75,9 +75,9 @@ class Stage:
         """Removes the stamp: the files are about to be made again."""
         (self.folder / self.stamp).unlink(missing_ok=True)
 
-    def finish(self, record: Mapping[str, Any] | None = None) -> dict[str, str]:
-        """Writes the stamp for the files as they are now; returns their
-        checksums."""
+    def finish(self, record: Mapping[str, Any] | None = None) -> None:
+        """Writes the stamp for the files as they are now (`checksums()` reads
+        them back)."""
         sums = {name: file_checksum(self.folder / name)[1] for name in self.files}
         stamp = {
             "settings": _plain(self.settings),
@@ -85,7 +85,6 @@ class Stage:
             "record": dict(record or {}),
         }
         atomic_write_text(self.folder / self.stamp, json.dumps(stamp, indent=1))
-        return sums
 
 
 def _plain(value: Any) -> Any:
