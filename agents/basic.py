@@ -124,7 +124,8 @@ def ucb1(
       dtype: "float32" or "float64" for the statistics.
 
     Returns:
-      An `Agent` whose `action_probs` is the one-hot of its (deterministic) action.
+      An `Agent` whose `action_probs` is the one-hot of its (deterministic)
+      action and whose `predict` is mu_hat (0 for an arm never played).
 
     References:
       Auer, Cesa-Bianchi & Fischer (2002), "Finite-time analysis of the multiarmed
@@ -165,7 +166,20 @@ def ucb1(
             reward_sums=state.reward_sums.at[action].add(reward),
         )
 
-    return Agent(init, act, update, action_probs, name="ucb1", num_arms=num_arms)
+    def predict(state, obs):
+        # mu_hat_k; an arm never played has no estimate and is given 0.
+        del obs
+        return state.reward_sums / jnp.maximum(state.pulls, 1).astype(dtype)
+
+    return Agent(
+        init,
+        act,
+        update,
+        action_probs,
+        name="ucb1",
+        predict=predict,
+        num_arms=num_arms,
+    )
 
 
 @register("thompson_bernoulli")
@@ -203,7 +217,8 @@ def thompson_bernoulli(
       dtype: "float32" or "float64" for the posterior parameters.
 
     Returns:
-      An `Agent` with Monte Carlo `action_probs`.
+      An `Agent` with Monte Carlo `action_probs` and the posterior mean
+      alpha_k / (alpha_k + beta_k) as `predict`.
 
     References:
       Thompson (1933), "On the likelihood that one unknown probability exceeds
@@ -244,6 +259,17 @@ def thompson_bernoulli(
             beta=state.beta.at[action].add(1.0 - success),
         )
 
+    def predict(state, obs):
+        # The posterior mean alpha_k / (alpha_k + beta_k).
+        del obs
+        return state.alpha / (state.alpha + state.beta)
+
     return Agent(
-        init, act, update, action_probs, name="thompson_bernoulli", num_arms=num_arms
+        init,
+        act,
+        update,
+        action_probs,
+        name="thompson_bernoulli",
+        predict=predict,
+        num_arms=num_arms,
     )

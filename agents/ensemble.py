@@ -132,7 +132,19 @@ def _ensemble_agent(
             state,
         )
 
-    return Agent(init, act, update, action_probs, name=name, **network.agent_shapes())
+    def predict(state, obs):
+        # The members' mean score: the ensemble's estimate of the expected reward.
+        return jnp.mean(belief(state, obs).every(), axis=0)
+
+    return Agent(
+        init,
+        act,
+        update,
+        action_probs,
+        name=name,
+        predict=predict,
+        **network.agent_shapes(),
+    )
 
 
 def _train_members(key, state: EnsembleState, setup, coefficient) -> EnsembleState:

@@ -25,6 +25,10 @@ single compiled `scan`. The training options are one frozen `TrainConfig`
     here so that this module registers every neural agent): M networks, one
     member drawn per round chooses greedily.
 
+Every agent's `predict` (its reward model, for held-out evaluation and as an
+off-policy reward model) is the network's scores f_k; neural-linear's is its
+posterior mean phi_k^T mu, an ensemble's the mean of its members' scores.
+
 During the first `initial_pulls * K` rounds every agent plays the arms round-robin
 (`agents.networks.forced_pull`, and `forced_probs` for the propensities).
 
@@ -151,12 +155,16 @@ def neural_epsilon_greedy(
     def update(key, state, obs, action, reward):
         return net_update(key, state, replay_item(setup, obs, action, reward), setup)
 
+    def predict(state, obs):
+        return network.scores(state.params, obs)
+
     return Agent(
         init,
         act,
         update,
         action_probs,
         name="neural_epsilon_greedy",
+        predict=predict,
         **network.agent_shapes(),
     )
 
@@ -255,6 +263,10 @@ def _gradient_agent(
             net = net_update(key, state.net, item, setup)
         return GradientState(net, diag)
 
+    def predict(state, obs):
+        # The belief's mean: the network's scores, without the exploration width.
+        return network.scores(state.net.params, obs)
+
     probs_fn: Callable[..., jax.Array] | None = action_probs
     if sampled:
         if propensity_samples is None:
@@ -273,7 +285,15 @@ def _gradient_agent(
                     step, setup.initial_pulls, num_arms, probs, obs.mask
                 )
 
-    return Agent(init, act, update, probs_fn, name=name, **network.agent_shapes())
+    return Agent(
+        init,
+        act,
+        update,
+        probs_fn,
+        name=name,
+        predict=predict,
+        **network.agent_shapes(),
+    )
 
 
 def _full_batch_update(net: NeuralState, item, setup: Setup, regularization):

@@ -241,4 +241,17 @@ def neural_linear(
 
         return NeuralLinearState(net, maybe(retrained, refit, blr))
 
-    return Agent(init, act, update, name="neural_linear", **network.agent_shapes())
+    def predict(state, obs):
+        # The posterior mean phi_k^T mu_m(k) (the network's own head is not used
+        # for acting, so neither is it here).
+        phi = network.embeddings(state.net.params, obs)  # (K, h)
+        return jnp.einsum("kh,kh->k", phi, state.blr.mean[blocks])
+
+    return Agent(
+        init,
+        act,
+        update,
+        name="neural_linear",
+        predict=predict,
+        **network.agent_shapes(),
+    )

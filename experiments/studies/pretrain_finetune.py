@@ -57,12 +57,9 @@ from typing import Any
 import jax
 import numpy as np
 
-import agents
 import envs
 from agents import pretrain as pretraining
 from agents import transformer as tf
-from agents.features import cross_items_for
-from agents.networks import make_network
 from bandits import metrics
 from bandits.validation import BanditConfigError
 from envs import logged
@@ -286,29 +283,6 @@ def parameter_count(spec: StudyAgent, env, study: StudyConfig) -> int | None:
         return None
     _, state = tf.split_model(agent_config(spec, env, study))
     return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(state))
-
-
-def reward_model(spec: StudyAgent, env, agent):
-    """`predict(state, obs) -> (K,)` of the agent's reward model, or None."""
-    if spec.name == "transformer":
-        return agent.predict
-    if spec.name == "linucb_context_items":
-        base = agents.linucb(
-            env.num_arms,
-            env.item_dim + env.num_categories * env.context_dim,
-            features="arms",
-        )
-        mapped = cross_items_for(env)
-        return lambda state, obs: base.predict(state, obs._replace(arms=mapped(obs)))
-    if spec.name == "neural_ts" and spec.feature_map == "context_items":
-        width = env.item_dim + env.num_categories * env.context_dim
-        sizes = tuple(spec.hyperparameters.get("hidden_sizes", (100,)))
-        network = make_network("arms", env.num_arms, width, sizes)
-        mapped = cross_items_for(env)
-        return lambda state, obs: network.scores(
-            state.net.params, obs._replace(arms=mapped(obs))
-        )
-    return None
 
 
 def held_out_metrics(predict, state, data: logged.LoggedData) -> dict[str, float]:
@@ -595,7 +569,7 @@ def held_out_by_agent(env, config, specs, holdout, folder: Path) -> dict[str, An
             out[spec.label] = cache[spec.label]["metrics"]
             continue
         agent = build_agent(experiment.specs_by_setting[0][i])
-        predict = reward_model(spec, env, agent)
+        predict = agent.predict  # through the agent's feature map, if any
         if predict is None:
             continue
         state = agent.init(jax.random.key(0))

@@ -154,6 +154,9 @@ def test_ucb1_index_golden_value():
     assert int(agent.act(KEY, state, obs)) == 1
     assert int(agent.act(KEY, state, _obs([True, False, True]))) == 2
     np.testing.assert_array_equal(agent.action_probs(KEY, state, obs), [0, 1, 0])
+    np.testing.assert_allclose(agent.predict(state, obs), [0.5, 0.9, 0.2], rtol=1e-6)
+    # An arm never played is predicted 0.
+    np.testing.assert_array_equal(agent.predict(agent.init(KEY), obs), [0, 0, 0])
     # With c = 0 the index is the empirical mean: arm 1 (0.9) still, arm 0 if masked.
     greedy = agents.ucb1(3, c=0.0)
     assert int(greedy.act(KEY, state, _obs([True, False, True]))) == 0
@@ -173,6 +176,8 @@ def test_thompson_binary_update_is_the_conjugate_count():
         state = agent.update(key, state, obs, jnp.int32(action), reward)
     np.testing.assert_array_equal(state.alpha, [2, 3, 3])
     np.testing.assert_array_equal(state.beta, [3, 4, 3])
+    # predict is the posterior mean alpha / (alpha + beta).
+    np.testing.assert_allclose(agent.predict(state, obs), [2 / 5, 3 / 7, 3 / 6])
 
 
 def test_thompson_fractional_reward_uses_a_bernoulli_trial():

@@ -14,10 +14,12 @@ Checked: `jit(f) == f` for init/act/update/action_probs; `vmap(f)(xs) ==
 stack([f(x) for x in xs])` for act/update/action_probs; state structure, shapes and
 dtypes are preserved by `update`; actions are int32 scalars on allowed arms;
 `action_probs` are a distribution that is zero on masked arms and matches the
-frequencies of `act`. For slates: actions are (L,) int32 arrays of distinct
-allowed items; `action_probs` is (L, K), one such distribution per position,
-matching the per-position frequencies of `act`; `slate_probability` sums to one
-over every ordered slate and its per-position marginals are `action_probs`.
+frequencies of `act`; `predict`, where an agent has it, gives K finite floats,
+the same jitted, eager and under vmap. For slates: actions are (L,) int32
+arrays of distinct allowed items; `action_probs` is (L, K), one such
+distribution per position, matching the per-position frequencies of `act`;
+`slate_probability` sums to one over every ordered slate and its per-position
+marginals are `action_probs`.
 """
 
 from __future__ import annotations
@@ -298,6 +300,23 @@ def test_act_never_picks_a_masked_arm(case):
         actions = case.many_actions(i)
         mask = np.asarray(obs.mask)
         assert mask[actions].all(), f"picked masked arms {actions[~mask[actions]]}"
+
+
+def test_predict_is_finite_per_arm_under_jit_and_vmap(case):
+    """`predict(state, obs)`, the agent's reward model, needs no key: one finite
+    float per arm, the same jitted, op by op and batched."""
+    predict = case.agent.predict
+    if predict is None:
+        pytest.skip(f"agent {case.agent.name!r} exposes no predict")
+    jitted = jax.jit(predict)
+    values = [jitted(state, obs) for _, state, obs in case.batch]
+    for (_, state, obs), value in zip(case.batch, values, strict=True):
+        assert value.shape == (NUM_ARMS,)
+        assert jnp.issubdtype(value.dtype, jnp.floating)
+        assert np.isfinite(np.asarray(value)).all()
+        _assert_trees_equal(value, predict(state, obs))
+    _, states, observations = case.stacked_batch()
+    _assert_trees_equal(jax.vmap(predict)(states, observations), jnp.stack(values))
 
 
 def _needs_action_probs(case):

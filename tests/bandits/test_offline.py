@@ -236,6 +236,24 @@ def test_an_agents_predict_as_a_cross_fitted_reward_model(uniform_logs):
         offline.agent_model(agents.make("random", num_arms=K))
 
 
+def test_a_neural_agents_predict_as_a_cross_fitted_reward_model():
+    """NeuralTS's network as the reward model, cross-fitted on 2,000 uniform
+    events of a linear bandit with noise 0.1 (the network has ~500 weights, so
+    with noise 1 it needs far more events): its squared error against the exact
+    expected rewards is under 5% of a constant's. Measured 1.1% (NeuralTS) and
+    0.9% (neural-linear), LinUCB 0.03%."""
+    env, params = envs.make("Linear-v0", num_arms=K, dim=D, noise_std=0.1)
+    data = logged.generate(jax.random.key(3), env, params, logged.uniform(), 2_000)
+    model = offline.agent_model(agents.make("neural_ts", num_arms=K, dim=D))
+    obs = jax.tree.map(jnp.asarray, data.observations())
+    action, reward = jnp.asarray(data.action), jnp.asarray(data.reward)
+    hat = offline.cross_fit(model, obs, action, reward, jax.random.key(1), folds=4)
+    truth = data.expected_rewards
+    model_error = np.mean((np.asarray(hat) - truth) ** 2)
+    constant_error = np.mean((truth - truth.mean()) ** 2)
+    assert model_error < 0.05 * constant_error, (model_error, constant_error)
+
+
 @pytest.mark.parametrize("make", [offline.ridge_model, offline.logistic_model])
 def test_reward_model_fits_call_no_lapack(make):
     """The fits compile to plain arithmetic (`linalg.spd_solve`), so a program

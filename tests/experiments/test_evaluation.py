@@ -43,6 +43,34 @@ def test_linear_agents_predict_their_ridge_estimate():
     assert not evaluation.has_reward_model(agents.make("random", num_arms=3))
 
 
+NEURAL = (
+    "neural_epsilon_greedy",
+    "neural_ucb",
+    "neural_ts",
+    "neural_linear",
+    "ensemble_sampling",
+    "bootstrapped_ensemble",
+)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_neural_agents_predict_what_they_learned(name):
+    """Every neural agent's `predict` is a reward model that has learned: after
+    800 rounds of a 3-arm linear bandit with noise 0.1, its held-out squared
+    error against the exact expected rewards is under 5% of their variance
+    (0.55 here). Measured: 0.0023-0.0085 (0.4-1.5%) over the six agents and
+    both seeds, a margin of 3x for the worst against rounding that differs
+    between CPUs; a model that predicts a constant is near 100%."""
+    env, params = envs.make("Linear-v0", num_arms=3, dim=4, noise_std=0.1)
+    agent = agents.make(name, num_arms=3, dim=4)
+    assert evaluation.has_reward_model(agent)
+    (per_seed,) = evaluation.evaluate(env, params, 800, [0, 1], 200, False, agent=agent)
+    fresh = evaluation.held_out(KEY, env, params, agent, agent.init(KEY), 2_000)
+    variance = float(np.var(fresh["expected"]))
+    for metrics in per_seed:
+        assert metrics["mse"] < 0.05 * variance, (name, metrics["mse"], variance)
+
+
 def test_metrics_on_hand_computed_clicks():
     # Two contexts x two arms; the second arm of context 1 is masked out.
     prediction = np.array([[0.1, 0.4], [0.8, 0.35]])
