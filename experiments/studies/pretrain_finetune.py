@@ -68,6 +68,7 @@ from experiments.config import checks
 from experiments.config.loader import build, build_agent, load_config
 from experiments.config.start import checkpoint_kwargs
 from experiments.config.toml_writer import experiment_toml
+from experiments.execute.cells import file_name
 from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
 from experiments.store import manifest
@@ -547,26 +548,30 @@ def result_rows(cell: Cell, specs, study, held: Mapping[str, Any], folder: Path)
     return rows
 
 
-def held_out_by_agent(env, config, specs, holdout, folder: Path) -> dict[str, Any]:
+HELD_OUT = "held_out"
+"""The folder (in each cell's) of the held-out metrics' stages, one per agent."""
+
+
+def held_out_by_agent(config, specs, holdout, folder: Path) -> dict[str, Any]:
     """Held-out prediction metrics of each warm-started or pretrained agent's
-    reward model in its starting state (the platform's build of the agent);
-    kept in `held_out.json` while the agent and the logs are unchanged."""
-    cache_path = folder / "held_out.json"
-    try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # missing or damaged: computed again
-        cache = {}
-    if not isinstance(cache, dict):
-        cache = {}
-    logs = json.loads((folder / LOGS_STAMP).read_text(encoding="utf-8"))
+    reward model in its starting state (the platform's build of the agent).
+
+    Each agent's metrics are a stage (`experiments.store.stages`) with no
+    files: its stamp `held_out/<label>.json` records them, and they are kept
+    while the agent's config and the logs (their checksums) are the same.
+    (Folders written before kept them all in one `held_out.json`, removed
+    here: they are computed once again.)"""
+    (folder / "held_out.json").unlink(missing_ok=True)
+    logs = Stage(folder, LOGS_STAMP, {}, ()).checksums()  # as the stamp holds them
     experiment = build(config)
     out = {}
     for i, spec in enumerate(specs):
         if not (spec.warm_start or spec.pretrained or spec.checkpoint):
             continue
-        key = json.dumps([config.canonical()["agents"][i], logs], sort_keys=True)
-        if cache.get(spec.label, {}).get("key") == key:
-            out[spec.label] = cache[spec.label]["metrics"]
+        settings = {"agent": config.canonical()["agents"][i], "logs": logs}
+        stage = Stage(folder / HELD_OUT, file_name(spec.label), settings, ())
+        if stage.state() == "kept":
+            out[spec.label] = stage.record()
             continue
         agent = build_agent(experiment.specs_by_setting[0][i])
         predict = agent.predict  # through the agent's feature map, if any
@@ -574,8 +579,8 @@ def held_out_by_agent(env, config, specs, holdout, folder: Path) -> dict[str, An
             continue
         state = agent.init(jax.random.key(0))
         out[spec.label] = held_out_metrics(predict, state, holdout)
-        cache[spec.label] = {"key": key, "metrics": out[spec.label]}
-        atomic_write_text(cache_path, json.dumps(cache, indent=1))
+        stage.folder.mkdir(exist_ok=True)
+        stage.finish(out[spec.label])
     return out
 
 
@@ -629,7 +634,7 @@ def _run(
             print(f"error: [{cell.name}] {err}", file=sys.stderr)
             return 2
         env = envs.make_env(cell.env_id, **cell.params)
-        held = held_out_by_agent(env, config, specs, holdout, folder)
+        held = held_out_by_agent(config, specs, holdout, folder)
         mine = result_rows(cell, specs, study, held, folder)
         counts = {s.label: parameter_count(s, env, study) for s in specs}
         for row in mine:

@@ -36,7 +36,7 @@ def _run(*args: str):
 
 
 @pytest.mark.slow
-def test_quick_run_writes_tables_checkpoints_and_plots(tmp_path, capsys):
+def test_quick_run_writes_tables_checkpoints_and_plots(tmp_path, capsys, monkeypatch):
     """In this process (`main` is what the command line calls)."""
     args = ["--quick", "--events", "1000", "--out", str(tmp_path), "--agents"]
     assert main([*args, *AGENTS]) == 0
@@ -66,9 +66,19 @@ def test_quick_run_writes_tables_checkpoints_and_plots(tmp_path, capsys):
     assert 'warm_start = "train.parquet"' in platform
     assert (folder / "results" / "manifest.json").is_file()
     assert len(logged.load(folder / "train.parquet")) == 900  # before the holdout
+    # Each warm or pretrained agent's held-out metrics are a stage of their own.
+    stamps = sorted(p.name for p in (folder / "held_out").glob("*.json"))
+    assert len(stamps) == 2 and stamps[0].startswith("LinUCB-warm")
     # A rerun resumes: every agent is already done, nothing is recomputed.
     capsys.readouterr()
+
+    def not_again(*args):
+        raise AssertionError("held-out metrics computed again")
+
+    monkeypatch.setattr(pretrain_finetune, "held_out_metrics", not_again)
     assert main([*args, *AGENTS]) == 0
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert {r["agent"]: r["held_out"] for r in again} == held
     assert "regret@T" not in capsys.readouterr().out
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
 
