@@ -178,7 +178,7 @@ def parse_config(
     _check_type("name", name, str, "a string")
     if not name.strip():
         raise BanditConfigError("name must be a non-empty string")
-    env = _parse_env(_table("env", data["env"]))
+    env = parse_env(_table("env", data["env"]))
     run = parse_run(_table("run", data["run"]))
     raw_agents = data["agents"]
     if not isinstance(raw_agents, list) or not all(
@@ -197,28 +197,34 @@ def parse_config(
     return ExperimentConfig(name=name, env=env, run=run, agents=tuple(agents_))
 
 
-def _parse_env(table: Mapping[str, Any]) -> EnvConfig:
-    _check_keys(table, ENV_KEYS, "[env]", required=("id",))
+def parse_env(
+    table: Mapping[str, Any], where: str = "env", keys: Sequence[str] = ENV_KEYS
+) -> EnvConfig:
+    """The `EnvConfig` of an env table: `[env]`, or a study's table at `where`
+    (e.g. "envs[0]", which names the fields in errors) that accepts `keys`."""
+    _check_keys(table, keys, "[env]" if where == "env" else where, required=("id",))
     env_id = table["id"]
-    _check_type("env.id", env_id, str, "a string")
+    _check_type(f"{where}.id", env_id, str, "a string")
     known = env_registry.registered()
     if env_id.removeprefix("bandits/") not in known:
         raise BanditConfigError(
-            f"env.id: unknown env {env_id!r}; known envs: {', '.join(sorted(known))}"
+            f"{where}.id: unknown env {env_id!r}; known envs: "
+            f"{', '.join(sorted(known))}"
         )
     env_id = env_id.removeprefix("bandits/")
-    params = _table("env.params", table.get("params", {}))
-    grid = _table("env.grid", table.get("grid", {}))
+    paths = (f"{where}.params", f"{where}.grid")
+    params = _table(paths[0], table.get("params", {}))
+    grid = _table(paths[1], table.get("grid", {}))
     allowed = env_registry.hyperparameters(env_id)
-    _check_keys(params, list(allowed), f"env.params (env {env_id!r})")
+    _check_keys(params, list(allowed), f"{paths[0]} (env {env_id!r})")
     _check_values_and_grid(
         params,
         grid,
         allowed,
-        ("env.params", "env.grid"),
+        paths,
         noun="parameter",
         owner=f"env {env_id!r}",
-        names=("env.params", "env.grid"),
+        names=paths,
     )
     settings = parse_settings(table.get("settings"), allowed, env_id, grid)
     return EnvConfig(

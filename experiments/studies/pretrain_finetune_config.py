@@ -10,7 +10,8 @@ in its layout) into frozen dataclasses and checks it before any compute:
     [model]     width, depth, heads, mlp_ratio, wide_cross   (the transformer)
     [pretrain]  epochs, batch_size, learning_rate, max_weight, ssl_weight, seed
     [[envs]]    id, params, grid (env parameter -> list of values: one cell per
-                point of the cartesian product)
+                point of the cartesian product), parsed by the platform's env
+                parser (`experiments.config.loader.parse_env`), as `[env]` is
     [[agents]]  the platform's keys (name, label, hyperparameters, grid,
                 warm_start, checkpoint, feature_map), parsed by the platform
                 (`experiments.config.loader.parse_agent`), and the study's:
@@ -36,7 +37,7 @@ import envs
 from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
 from envs import logged
 from experiments.config.checks import check_keys, is_int, table
-from experiments.config.loader import AGENT_KEYS, parse_agent
+from experiments.config.loader import AGENT_KEYS, parse_agent, parse_env
 from experiments.config.sources import parse_toml, read_source
 
 STUDY = "pretrain_finetune"
@@ -61,6 +62,8 @@ LOGS_KEYS = {
     "seed",
     "instances",
 }
+ENV_KEYS = ("id", "params", "grid")
+"""`[[envs]]` keys: the platform's env table without named settings."""
 STUDY_AGENT_KEYS = ("pretrained", "model", "pretrain", "envs")
 """`[[agents]]` keys of the study; the others are the platform's."""
 MODEL_KEYS = {"width", "depth", "heads", "mlp_ratio", "wide_cross"}
@@ -178,12 +181,13 @@ def load_study(config: str) -> StudyConfig:
     pre = _table(raw, "pretrain", PRETRAIN_KEYS)
     env_list, grids = [], {}
     for i, entry in enumerate(raw.get("envs", [])):
-        entry = table(f"envs[{i}]", entry)
-        check_keys(entry, ("id", "params", "grid"), f"envs[{i}]", required=("id",))
-        envs.make_env(entry["id"], **entry.get("params", {}))  # checks the id early
-        env_list.append((entry["id"], dict(entry.get("params", {}))))
-        if "grid" in entry:
-            grids[entry["id"]] = _env_grid(i, entry)
+        # The platform's parser of an env table (no named settings here).
+        env = parse_env(table(f"envs[{i}]", entry), f"envs[{i}]", ENV_KEYS)
+        params = _plain(env.params)
+        _check_points(i, env.id, params, env.grid)
+        env_list.append((env.id, params))
+        if env.grid:
+            grids[env.id] = dict(env.grid)
     specs = []
     for i, entry in enumerate(raw.get("agents", [])):
         specs += _study_agents(i, table(f"agents[{i}]", entry), path.parent)
@@ -246,33 +250,25 @@ def _check_run_instances(value: Any, logs: Mapping[str, Any]) -> None:
         )
 
 
-def _env_grid(index: int, entry: Mapping[str, Any]) -> dict[str, tuple]:
-    """`envs[index].grid`: env parameters -> non-empty value lists; every grid
-    point builds (unknown parameters and bad values fail here)."""
+def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Env parameters as TOML gives them (the parser's tuples back to lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+def _check_points(
+    index: int, env_id: str, params: Mapping[str, Any], grid: Mapping[str, tuple]
+) -> None:
+    """Builds the env at every grid point (bad values fail here, before any
+    compute)."""
     where = f"envs[{index}].grid"
-    grid = table(where, entry["grid"])
-    allowed = envs.hyperparameters(entry["id"])
-    for name, values in grid.items():
-        if name not in allowed:
-            raise BanditConfigError(
-                f"{where}: unknown parameter {name!r} of env {entry['id']!r}; "
-                f"allowed: {', '.join(sorted(allowed))}"
-            )
-        if not isinstance(values, list) or not values:
-            raise BanditConfigError(
-                f"{where}.{name} must be a non-empty list of values, got {values!r}"
-            )
-        if name in entry.get("params", {}):
-            raise BanditConfigError(
-                f"{where}.{name} is also in envs[{index}].params; set it in one"
-            )
     for point in itertools.product(*grid.values()):
         setting = dict(zip(grid, point, strict=True))
         try:
-            envs.make_env(entry["id"], **entry.get("params", {}), **setting)
+            envs.make_env(env_id, **params, **setting)
         except (BanditConfigError, TypeError, ValueError) as err:
+            if not setting:
+                raise BanditConfigError(f"envs[{index}].params: {err}") from err
             raise BanditConfigError(f"{where} point {setting}: {err}") from err
-    return {name: tuple(values) for name, values in grid.items()}
 
 
 def _study_agents(index: int, entry: Mapping[str, Any], base: Path) -> list[StudyAgent]:

@@ -172,13 +172,27 @@ BAD = {
     "events empty": ("[logs]\nevents = []\n", r"logs\.events must be a positive"),
     "grid parameter": (
         f'[[envs]]\nid = "{SEQUENTIAL}"\ngrid = {{ sequence_strenght = [0.0] }}\n',
-        r"envs\[0\]\.grid: unknown parameter 'sequence_strenght'",
+        r"unknown parameter 'sequence_strenght' in envs\[0\]\.grid",
     ),
     "grid values": (
         f'[[envs]]\nid = "{SEQUENTIAL}"\ngrid = {{ sequence_strength = 1.0 }}\n',
-        r"envs\[0\]\.grid\.sequence_strength must be a non-empty list",
+        r"envs\[0\]\.grid\.sequence_strength must be a non-empty array",
     ),
     "env key": (f'[[envs]]\nid = "{SEQUENTIAL}"\ngird = 1\n', "unknown key 'gird'"),
+    "env settings": (
+        f'[[envs]]\nid = "{SEQUENTIAL}"\nsettings = []\n',
+        r"unknown key 'settings' in envs\[0\]",
+    ),
+    "env id": ('[[envs]]\nid = "Nope-v0"\n', r"envs\[0\]\.id: unknown env 'Nope-v0'"),
+    "grid and params": (
+        f'[[envs]]\nid = "{SEQUENTIAL}"\nparams = {{ sequence_strength = 1.0 }}\n'
+        "grid = { sequence_strength = [0.0] }\n",
+        r"envs\[0\]\.grid\.sequence_strength: 'sequence_strength' is set in both",
+    ),
+    "grid point": (
+        f'[[envs]]\nid = "{SEQUENTIAL}"\ngrid = {{ num_items = [100, 10] }}\n',
+        r"envs\[0\]\.grid point \{'num_items': 10\}: num_candidates must be",
+    ),
 }
 
 
