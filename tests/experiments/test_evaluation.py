@@ -43,17 +43,7 @@ def test_linear_agents_predict_their_ridge_estimate():
     assert not evaluation.has_reward_model(agents.make("random", num_arms=3))
 
 
-NEURAL = (
-    "neural_epsilon_greedy",
-    "neural_ucb",
-    "neural_ts",
-    "neural_linear",
-    "ensemble_sampling",
-    "bootstrapped_ensemble",
-)
-
-
-@pytest.mark.parametrize("name", NEURAL)
+@pytest.mark.parametrize("name", agents.NEURAL_AGENTS)
 def test_neural_agents_predict_what_they_learned(name):
     """Every neural agent's `predict` is a reward model that has learned: after
     800 rounds of a 3-arm linear bandit with noise 0.1, its held-out squared
