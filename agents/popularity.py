@@ -54,7 +54,9 @@ def popularity(
 ) -> Agent:
     """Greedy on the smoothed per-item CTR (clicks + w mu_0) / (views + w).
 
-    Ties (e.g. among unseen items) are broken uniformly at random.
+    Ties (e.g. among unseen items) are broken uniformly at random;
+    `action_probs` is that uniform distribution over the tied best candidates
+    (exact), and `predict` each candidate's smoothed CTR.
 
     Args:
       num_arms: number of candidates K.
@@ -85,15 +87,27 @@ def popularity(
         zeros = jnp.zeros((num_items,), dtype)
         return PopularityState(clicks=zeros, views=zeros)
 
-    def act(key, state, obs):
+    def ctr(state, obs):
         items = item_index(obs, num_items, id_column)
-        ctr = (state.clicks[items] + prior_weight * prior_mean) / (
+        return (state.clicks[items] + prior_weight * prior_mean) / (
             state.views[items] + prior_weight
         )
-        best = jnp.max(jnp.where(obs.mask, ctr, -jnp.inf))
-        tied = obs.mask & (ctr >= best)
+
+    def tied(state, obs):
+        """The allowed candidates with the highest smoothed CTR, (K,) bool."""
+        scores = ctr(state, obs)
+        best = jnp.max(jnp.where(obs.mask, scores, -jnp.inf))
+        return obs.mask & (scores >= best)
+
+    def act(key, state, obs):
         noise = jax.random.uniform(key, (num_arms,))
-        return masked_argmax(noise, tied)
+        return masked_argmax(noise, tied(state, obs))
+
+    def action_probs(key, state, obs):
+        # Uniform over the tied best candidates, as `act` breaks the ties.
+        del key
+        best = tied(state, obs).astype(dtype)
+        return best / jnp.sum(best)
 
     def update(key, state, obs, action, reward):
         del key
@@ -103,4 +117,12 @@ def popularity(
             views=state.views.at[item].add(jnp.ones((), dtype)),
         )
 
-    return Agent(init, act, update, name="popularity", num_arms=num_arms)
+    return Agent(
+        init,
+        act,
+        update,
+        action_probs,
+        name="popularity",
+        predict=ctr,  # the smoothed CTR of each candidate
+        num_arms=num_arms,
+    )

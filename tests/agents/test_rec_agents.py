@@ -138,6 +138,9 @@ def test_popularity_counts_per_item_and_picks_the_best_ctr():
     assert int(agent.act(jax.random.key(2), state, shuffled)) == 2
     masked = _obs(arms=ids[:, None], mask=jnp.array([False, True, True]))
     assert int(agent.act(jax.random.key(2), state, masked)) == 2  # .5 beats .3
+    # predict is the smoothed CTR of each candidate; action_probs the argmax.
+    np.testing.assert_allclose(agent.predict(state, obs), [2.5 / 3, 1.5 / 5, 0.5])
+    np.testing.assert_array_equal(agent.action_probs(None, state, masked), [0, 0, 1])
 
 
 def test_popularity_breaks_ties_at_random_among_allowed():
@@ -149,6 +152,8 @@ def test_popularity_breaks_ties_at_random_among_allowed():
     counts = np.bincount(actions, minlength=4)
     assert counts[2] == 0
     assert (counts[[0, 1, 3]] > 80).all()  # ~133 each; > 80 fails w.p. < 1e-8
+    probs = agent.action_probs(None, state, obs)
+    np.testing.assert_allclose(probs, [1 / 3, 1 / 3, 0, 1 / 3], rtol=1e-6)
 
 
 @pytest.mark.parametrize(
