@@ -58,7 +58,7 @@ from bandits import metrics
 from bandits.validation import BanditConfigError, positive_int
 from experiments.cli import run_command
 from experiments.config import checks, sources
-from experiments.config.loader import load_config, parse_agent
+from experiments.config.loader import load_config, parse_agent, parse_env
 from experiments.config.toml_writer import experiment_toml
 from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
@@ -149,9 +149,8 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
     if not isinstance(data.get("output", ""), str):
         raise BanditConfigError.about("output", "must be a string (a folder)")
     env = checks.table("env", data["env"])
-    checks.check_keys(env, ("id", "params"), "env", required=("id",))
-    checks.check_type("env.id", env["id"], str, "a string")
-    checks.table("env.params", env.get("params", {}))
+    # The platform's parser of `[env]` (no grid or named settings here).
+    parse_env(env, keys=("id", "params"))
     checks.table("model", data["model"])
     for section, keys in (("pretrain", PRETRAIN_KEYS), ("run", RUN_KEYS)):
         table = checks.table(section, data[section])

@@ -63,11 +63,19 @@ def test_a_bad_config_is_refused_naming_the_field(tmp_path, capsys):
 
 
 def test_the_baselines_are_checked_by_the_platform_parser(tmp_path, capsys):
-    """`[[agents]]` is read as in any platform config: an unknown agent or
-    hyperparameter is refused at load, naming its path; a table of the earlier
-    layout (`[evaluation]`, `[[baselines]]`) is refused naming the new one."""
+    """`[[agents]]` and `[env]` are read as in any platform config: an unknown
+    agent, hyperparameter, env or env parameter is refused at load, naming its
+    path; a table of the earlier layout (`[evaluation]`, `[[baselines]]`) is
+    refused naming the new one."""
     path = tmp_path / "c.toml"
     for old, new, message in (
+        ('id = "Linear-v0"', 'id = "Linear-v9"', "env.id: unknown env 'Linear-v9'"),
+        (
+            'id = "Linear-v0"',
+            'id = "Linear-v0"\ngrid = { dim = [2] }',
+            "unknown key 'grid' in [env]",
+        ),
+        ("noise_std = 0.3", "noise_sd = 0.3", "unknown key 'noise_sd' in env.params"),
         (
             "alpha = 1.0",
             "alfa = 1.0",
