@@ -15,10 +15,13 @@ import jax.numpy as jnp
 from bandits.validation import BanditConfigError, non_negative_int, positive_int, real
 from envs import logged
 from experiments.config.checks import check_keys, table
+from experiments.config.loader import parse_env
 from experiments.config.sources import parse_toml, read_source
 
 LOGGER_KINDS = ("uniform", "softmax", "epsilon_greedy")
 REWARD_MODELS = ("context", "context_items")
+ENV_KEYS = ("id", "params")
+"""The env's own keys of an `[[envs]]` table (no grid or named settings)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +144,8 @@ def env_cell(path: str, spec: Any, default_rounds: Any) -> EnvCell:
     spec = table(path, spec)
     check_keys(spec, ("id", "params", "reward_model", "targets"), path,
                required=("id", "targets"))  # fmt: skip
+    # The env itself as the platform's `[env]` parser reads one (names the path).
+    parse_env({k: spec[k] for k in ("id", "params") if k in spec}, path, ENV_KEYS)
     model = spec.get("reward_model", "context")
     if model not in REWARD_MODELS:
         raise BanditConfigError(

@@ -86,6 +86,8 @@ def test_a_rerun_computes_nothing(tiny_run, capsys):
         (('reward_model = "context"', 'reward_model = "deep"'), "reward_model must"),
         (("temperature = 1.0", "temperature = -1.0"), "temperature must be in"),
         (("folds = 2", 'folds = 2\nseed = "x"'), "seed must be an integer >= 0"),
+        (("dim = 4 }", "dim = 4, noise_sd = 1.0 }"), "'noise_sd' in envs[0].params"),
+        (('id = "Linear-v0"', 'id = "Linear-v9"'), "envs[0].id: unknown env"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path, capsys, change, message):
