@@ -11,6 +11,8 @@ each call as one compiled program:
     server.update(obs, action, reward)       # learn from the feedback
     action = server.step(reward, next_obs)   # both at once: learn from the last
                                              # decision's reward, decide the next
+    probs = server.action_probs(next_obs)    # its propensities, to log with it
+    scores = server.predict(next_obs)        # its reward estimate of every arm
 
 `step` is the fast path: one dispatch per event instead of two, the state's
 buffers donated to the call (updated in place, never copied), the key split
@@ -52,6 +54,7 @@ from bandits.types import Agent, Observation
 from bandits.validation import BanditConfigError
 
 _FIELDS = Observation._fields
+_PROBS_STREAM = 0x50524F42  # "PROB": folded into the key for the propensities
 
 
 def synchronous_dispatch() -> None:
@@ -117,6 +120,9 @@ class Server:
         key = jax.random.key(key) if isinstance(key, int | np.integer) else key
         if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
             key = jax.random.wrap_key_data(key)  # a raw uint32 PRNGKey
+        # The propensities draw from a stream of their own, so asking for them
+        # changes no decision.
+        self._probs_key = jax.random.key_data(jax.random.fold_in(key, _PROBS_STREAM))
         key_init, key = jax.random.split(key)
         if state is None:
             state = jax.jit(agent.init)(key_init)
@@ -142,7 +148,16 @@ class Server:
             action, key = act(state, key, next_obs)
             return state, key, action
 
+        def action_probs(state, key, obs):
+            key, key_probs = jax.random.split(jax.random.wrap_key_data(key, impl=impl))
+            probs = agent.action_probs(key_probs, state, obs)
+            return probs, jax.random.key_data(key)
+
         self._shapes: tuple[tuple[int, ...], ...] | None = None
+        self._predict = None if agent.predict is None else jax.jit(agent.predict)
+        self._action_probs = (
+            None if agent.action_probs is None else jax.jit(action_probs)
+        )
         self._act = jax.jit(act)
         self._update = jax.jit(update, donate_argnums=(0,))
         self._step = jax.jit(step, donate_argnums=(0,))
@@ -197,6 +212,33 @@ class Server:
         action = _host_int(action)
         self._last = (obs, action)
         return action
+
+    def predict(self, obs: Any) -> np.ndarray:
+        """The agent's estimate of every arm's expected reward on `obs` (its
+        `predict`, from the current state), (K,); changes nothing."""
+        if self._predict is None:
+            raise BanditConfigError(
+                f"agent {self.agent.name!r} has no predict (no reward model to serve)"
+            )
+        return np.asarray(self._predict(self._state, self._checked(obs)))
+
+    def action_probs(self, obs: Any) -> np.ndarray:
+        """pi(. | obs) of the current state, (K,): asked after a decision on
+        `obs` (`act` or `step`) and before the next update, these are the
+        propensities of the state that took it, to log beside it so that the
+        logs can be evaluated off-policy later. Exact where the
+        agent has them in closed form, a Monte Carlo frequency for Thompson
+        sampling (its `propensity_samples`); drawn from a key stream of their
+        own, so asking changes no decision."""
+        if self._action_probs is None:
+            raise BanditConfigError(
+                f"agent {self.agent.name!r} has no action_probs (build it with "
+                "propensity_samples for Monte Carlo propensities, where it takes them)"
+            )
+        probs, self._probs_key = self._action_probs(
+            self._state, self._probs_key, self._checked(obs)
+        )
+        return np.asarray(probs)
 
     def update(self, obs: Any, action: int, reward: float) -> None:
         """Learns from the feedback `reward` to `action` on `obs`."""

@@ -103,6 +103,38 @@ def test_act_and_update_match_step():
         assert a == b
 
 
+@pytest.mark.parametrize("name", ["epsilon_greedy", "lints"])
+def test_propensities_and_predictions_change_no_decision(name):
+    """`action_probs` and `predict` read the state that took the last decision
+    (asked after `act` or `step`, before the next update): the agent's own
+    `action_probs` (exact for epsilon-greedy; LinTS's Monte Carlo draws from a
+    stream of their own) and `predict`. A server asked for them every event
+    decides exactly as one that is not asked."""
+    agent = agents.make(name, num_arms=K, dim=D)
+    events = observations(15, seed=6)
+    asked, quiet = Server(agent, key=9), Server(agent, key=9)
+    a, b = asked.act(events[0]), quiet.act(events[0])
+    for obs in events[1:]:
+        a, b = asked.step(0.3, obs), quiet.step(0.3, obs)
+        assert a == b
+        probs = asked.action_probs(obs)
+        scores = asked.predict(obs)
+        assert probs.shape == (K,) and scores.shape == (K,)
+        np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(
+            scores, agent.predict(asked.state, obs), rtol=1e-5, atol=1e-6
+        )
+        if name == "epsilon_greedy":  # closed form: the agent's own, any key
+            want = agent.action_probs(jax.random.key(0), asked.state, obs)
+            np.testing.assert_allclose(probs, want, rtol=1e-5, atol=1e-6)
+            # epsilon = 0.1 over K = 4 arms: the greedy arm 0.925, others 0.025.
+            np.testing.assert_allclose(sorted(probs), [0.025] * 3 + [0.925])
+    with pytest.raises(BanditConfigError, match="has no predict"):
+        Server(agents.make("random", num_arms=K)).predict(events[0])
+    with pytest.raises(BanditConfigError, match="has no action_probs"):
+        Server(agents.make("neural_ts", num_arms=K, dim=D)).action_probs(events[0])
+
+
 def test_serving_a_gymnasium_env():
     """The Gymnasium loop of the README: a dict observation goes straight in,
     and LinUCB learns (regret of its last 300 steps below its first 300)."""
