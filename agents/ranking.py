@@ -156,10 +156,11 @@ def pbm_ucb_index(state: PBMState, epsilon, dtype) -> jax.Array:
 
 
 def _index_agent(
-    name: str, num_arms: int, slate_size: int, init, index, update
+    name: str, num_arms: int, slate_size: int, init, index, update, mean
 ) -> Agent:
     """An `Agent` showing the top L of `index(state) -> (K,)`, with one-hot
-    propensities."""
+    propensities; its `predict` is `mean(state) -> (K,)`, the estimated
+    attraction of every item."""
 
     def act(key, state, obs: Observation):
         del key
@@ -177,6 +178,7 @@ def _index_agent(
         update,
         action_probs,
         name=name,
+        predict=lambda state, obs: mean(state),
         num_arms=num_arms,
         slate_size=slate_size,
         slate_probability=slate_probability,
@@ -213,9 +215,14 @@ def _cascade_agent(name, num_arms, slate_size, dim, dtype, index_fn) -> Agent:
             rounds=state.rounds + 1,
         )
 
-    return _index_agent(
-        name, num_arms, slate_size, init, lambda s: index_fn(s, jdtype), update
-    )
+    def mean(state):
+        # w_hat(e), the click rate of item e when examined (0 before that).
+        return _observed_mean(state, jdtype)[0]
+
+    def index(state):
+        return index_fn(state, jdtype)
+
+    return _index_agent(name, num_arms, slate_size, init, index, update, mean)
 
 
 @register("cascade_ucb1")
@@ -363,4 +370,8 @@ def pbm_ucb(
     def index(state):
         return pbm_ucb_index(state, epsilon, jdtype)
 
-    return _index_agent("pbm_ucb", num_arms, slate_size, init, index, update)
+    def mean(state):
+        # S_k / N~_k, the attraction corrected for the exposure (0 before shown).
+        return state.clicks / jnp.where(state.shows > 0, state.exposure, 1.0)
+
+    return _index_agent("pbm_ucb", num_arms, slate_size, init, index, update, mean)

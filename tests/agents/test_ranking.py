@@ -153,6 +153,8 @@ def test_cascade_update_counts_positions_down_to_the_first_click(name):
     np.testing.assert_array_equal(state.pulls, [2, 0, 0, 2, 1])
     np.testing.assert_array_equal(state.clicks, [1, 0, 0, 0, 0])
     assert int(state.rounds) == 2
+    # predict: each item's click rate when examined, 0 where never examined.
+    np.testing.assert_allclose(agent.predict(state, obs), [0.5, 0, 0, 0, 0])
 
 
 def test_pbm_update_adds_every_position_with_its_kappa():
@@ -163,6 +165,8 @@ def test_pbm_update_adds_every_position_with_its_kappa():
     np.testing.assert_array_equal(state.shows, [1, 0, 0, 1, 1])
     np.testing.assert_allclose(state.exposure, [0.5, 0, 0, 1.0, 0.25])
     np.testing.assert_array_equal(state.clicks, [1, 0, 0, 0, 1])
+    # predict: the exposure-corrected attraction S_k / N~_k, 0 where never shown.
+    np.testing.assert_allclose(agent.predict(state, _observation()), [2, 0, 0, 0, 4])
 
 
 @pytest.mark.parametrize(("name", "kwargs"), NAMES)
