@@ -128,7 +128,7 @@ def test_propensities_and_predictions_change_no_decision(name):
             want = agent.action_probs(jax.random.key(0), asked.state, obs)
             np.testing.assert_allclose(probs, want, rtol=1e-5, atol=1e-6)
             # epsilon = 0.1 over K = 4 arms: the greedy arm 0.925, others 0.025.
-            np.testing.assert_allclose(sorted(probs), [0.025] * 3 + [0.925])
+            np.testing.assert_allclose(sorted(probs), [0.025] * 3 + [0.925], rtol=1e-6)
     with pytest.raises(BanditConfigError, match="has no predict"):
         Server(agents.make("random", num_arms=K)).predict(events[0])
     with pytest.raises(BanditConfigError, match="has no action_probs"):
