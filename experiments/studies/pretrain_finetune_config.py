@@ -38,6 +38,7 @@ from bandits.validation import BanditConfigError, non_negative_int, positive_int
 from envs import logged
 from experiments.config.checks import check_keys, is_int, table
 from experiments.config.loader import AGENT_KEYS, parse_agent, parse_env
+from experiments.config.schema import plain
 from experiments.config.sources import parse_toml, read_source
 
 STUDY = "pretrain_finetune"
@@ -183,7 +184,7 @@ def load_study(config: str) -> StudyConfig:
     for i, entry in enumerate(raw.get("envs", [])):
         # The platform's parser of an env table (no named settings here).
         env = parse_env(table(f"envs[{i}]", entry), f"envs[{i}]", ENV_KEYS)
-        params = _plain(env.params)
+        params = plain(env.params)  # as TOML gives them: tuples back to lists
         _check_points(i, env.id, params, env.grid)
         env_list.append((env.id, params))
         if env.grid:
@@ -248,11 +249,6 @@ def _check_run_instances(value: Any, logs: Mapping[str, Any]) -> None:
             f"came from, so it needs logs.instances = 1, got "
             f"{logs.get('instances')!r}; use run.instances = 'held_out'"
         )
-
-
-def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Env parameters as TOML gives them (the parser's tuples back to lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
 
 def _check_points(
