@@ -552,7 +552,7 @@ HELD_OUT = "held_out"
 """The folder (in each cell's) of the held-out metrics' stages, one per agent."""
 
 
-def held_out_by_agent(config, specs, holdout, folder: Path) -> dict[str, Any]:
+def held_out_by_agent(config, specs, holdout, logs: Stage) -> dict[str, Any]:
     """Held-out prediction metrics of each warm-started or pretrained agent's
     reward model in its starting state (the platform's build of the agent).
 
@@ -561,14 +561,14 @@ def held_out_by_agent(config, specs, holdout, folder: Path) -> dict[str, Any]:
     while the agent's config and the logs (their checksums) are the same.
     (Folders written before kept them all in one `held_out.json`, removed
     here: they are computed once again.)"""
+    folder, sums = logs.folder, logs.checksums()
     (folder / "held_out.json").unlink(missing_ok=True)
-    logs = Stage(folder, LOGS_STAMP, {}, ()).checksums()  # as the stamp holds them
     experiment = build(config)
     out = {}
     for i, spec in enumerate(specs):
         if not (spec.warm_start or spec.pretrained or spec.checkpoint):
             continue
-        settings = {"agent": config.canonical()["agents"][i], "logs": logs}
+        settings = {"agent": config.canonical()["agents"][i], "logs": sums}
         stage = Stage(folder / HELD_OUT, file_name(spec.label), settings, ())
         if stage.state() == "kept":
             out[spec.label] = stage.record()
@@ -634,7 +634,8 @@ def _run(
             print(f"error: [{cell.name}] {err}", file=sys.stderr)
             return 2
         env = envs.make_env(cell.env_id, **cell.params)
-        held = held_out_by_agent(config, specs, holdout, folder)
+        logs = logs_stage(cell, study, folder)
+        held = held_out_by_agent(config, specs, holdout, logs)
         mine = result_rows(cell, specs, study, held, folder)
         counts = {s.label: parameter_count(s, env, study) for s in specs}
         for row in mine:
