@@ -3,7 +3,8 @@ and checked (`experiments.config.loader` parses the rest)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -168,3 +169,51 @@ def parse_seeds(value: Any) -> tuple[int, ...]:
     if duplicates:
         raise BanditConfigError(f"run.seeds lists seed(s) {duplicates} more than once")
     return tuple(value)
+
+
+def parse_study_run(
+    table: Mapping[str, Any],
+    *,
+    own: Sequence[str],
+    fixed: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+) -> tuple[RunConfig, dict[str, Any]]:
+    """The `[run]` table of a study that writes platform configs and runs them:
+    the platform's keys (`parse_run`, checked as in any platform config) less
+    those the study sets itself, plus the study's own.
+
+    Args:
+      table: the `[run]` table as TOML gives it.
+      own: the study's own keys (checked by the study), returned apart.
+      fixed: platform keys the study sets itself -> why (a user's value is
+        refused, naming the reason).
+      defaults: values of platform keys where the table has none (for example
+        `horizon` and `seeds` of a study with defaults).
+
+    Returns:
+      (the platform's `RunConfig`, the study's own keys that the table holds).
+    """
+    for key, why in fixed.items():
+        if key in table:
+            raise BanditConfigError.about(f"run.{key}", f"is set by the study: {why}")
+    allowed = [k for k in RUN_KEYS if k not in fixed]
+    _check_keys(table, (*allowed, *own), "[run]")
+    platform = {**(defaults or {}), **{k: v for k, v in table.items() if k not in own}}
+    return parse_run(platform), {k: table[k] for k in own if k in table}
+
+
+def run_table(run: RunConfig) -> dict[str, Any]:
+    """`run` as a platform `[run]` table: the keys that differ from what
+    `parse_run` makes of horizon and seeds alone (`seeds` as a count where
+    they are 0..S-1), for a written config."""
+    count = len(run.seeds)
+    out: dict[str, Any] = {
+        "horizon": run.horizon,
+        "seeds": count if run.seeds == tuple(range(count)) else list(run.seeds),
+    }
+    defaults = parse_run({"horizon": run.horizon, "seeds": list(run.seeds)})
+    for field in dataclasses.fields(RunConfig):
+        value = getattr(run, field.name)
+        if field.name not in out and value != getattr(defaults, field.name):
+            out[field.name] = value
+    return out

@@ -6,7 +6,8 @@
         --out results/in_context_paper        # the paper's tokens and head
 
 The config (`experiments/configs/in_context.toml`) is a platform config's
-`[env]`, `[run]` (horizon, seeds, first_seed) and `[[agents]]` (the baselines,
+`[env]`, `[run]` (the platform's: horizon, seeds, chunk_size, ...; and
+first_seed) and `[[agents]]` (the baselines,
 checked by the platform's parser: names, hyperparameters, grids) plus the
 study's `[model]` (`agents.in_context.InContextConfig`) and `[pretrain]`
 tables. (Until 2026-12-05 `[run]` was called `[evaluation]` and `[[agents]]`
@@ -55,10 +56,12 @@ import numpy as np
 
 import envs
 from bandits import metrics
-from bandits.validation import BanditConfigError, positive_int
+from bandits.validation import BanditConfigError
 from experiments.cli import run_command
 from experiments.config import checks, sources
 from experiments.config.loader import load_config, parse_agent, parse_env
+from experiments.config.schema import RunConfig
+from experiments.config.tables import parse_study_run, run_table
 from experiments.config.toml_writer import experiment_toml
 from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
@@ -88,7 +91,17 @@ platform's."""
 STUDY = "in_context"
 """The config's `study` key: `bandits run` runs it with this module."""
 PRETRAIN_KEYS = ("seed", "steps", "batch_size", "learning_rate")
-RUN_KEYS = ("horizon", "seeds", "first_seed")
+RUN_OWN_KEYS = ("first_seed",)
+"""`[run]` keys of the study; the others are the platform's
+(`experiments.config.tables.parse_study_run`)."""
+RUN_FIXED = {
+    "resample_params": "every seed is a fresh instance",
+    "curve_points": "every step is stored",
+    "curve_spacing": "every step is stored",
+    "prediction_seeds": "the in-context model has no reward model to score",
+    "output": "the results go to the config's output (or --out)",
+}
+"""Platform `[run]` keys the study sets itself -> why."""
 AGENT_KEYS = ("name", "label", "hyperparameters", "grid")
 """`[[agents]]` keys: the platform's, without the files an agent starts from."""
 QUICK: dict[str, dict[str, Any]] = {
@@ -152,15 +165,15 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
     # The platform's parser of `[env]` (no grid or named settings here).
     parse_env(env, keys=("id", "params"))
     checks.table("model", data["model"])
-    for section, keys in (("pretrain", PRETRAIN_KEYS), ("run", RUN_KEYS)):
-        table = checks.table(section, data[section])
-        checks.check_keys(table, keys, section, required=keys)
-        for key in keys:
-            value, where = table[key], f"{section}.{key}"
-            if key != "learning_rate":
-                checks.check_type(where, value, int, "an integer")
-            elif isinstance(value, bool) or not isinstance(value, int | float):
-                raise BanditConfigError(f"{where} must be a number")
+    table = checks.table("pretrain", data["pretrain"])
+    checks.check_keys(table, PRETRAIN_KEYS, "pretrain", required=PRETRAIN_KEYS)
+    for key in PRETRAIN_KEYS:
+        value, where = table[key], f"pretrain.{key}"
+        if key != "learning_rate":
+            checks.check_type(where, value, int, "an integer")
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise BanditConfigError(f"{where} must be a number")
+    online_run(checks.table("run", data["run"]))
     baselines = data.get("agents", [])
     checks.check_type("agents", baselines, list, "an array of tables")
     for i, entry in enumerate(baselines):  # checked as in any platform config
@@ -261,22 +274,44 @@ def pretrained(study: Mapping[str, Any], env, out: Path):
 DPT_LABEL = "In-context (DPT)"
 
 
-def platform_config(study: Mapping[str, Any], seeds: int) -> str:
+def online_run(table: Mapping[str, Any], seeds: int | None = None) -> RunConfig:
+    """The online runs' settings: `[run]` parsed by the platform's parser
+    (its keys less `RUN_FIXED`, plus `first_seed`), with `seeds` (a count, as
+    `--seeds` gives it) in place of `run.seeds`. A count S of seeds means
+    seeds first_seed..first_seed + S - 1 (`first_seed` default 0); a list of
+    seeds is taken as it is."""
+    if seeds is not None:
+        table = {**table, "seeds": seeds}
+    run, own = parse_study_run(
+        table, own=RUN_OWN_KEYS, fixed=RUN_FIXED, defaults={"resample_params": True}
+    )
+    first = own.get("first_seed", 0)
+    if not checks.is_int(first) or not 0 <= first < 2**32:
+        raise BanditConfigError.about(
+            "run.first_seed", f"must be an integer in [0, 2**32), got {first!r}"
+        )
+    if checks.is_int(table["seeds"]):
+        if first + len(run.seeds) > 2**32:
+            raise BanditConfigError.about(
+                "run.first_seed", "+ run.seeds must be at most 2**32"
+            )
+        run = dataclasses.replace(run, seeds=tuple(s + first for s in run.seeds))
+    elif "first_seed" in own:
+        raise BanditConfigError.about(
+            "run.first_seed", "offsets a count of seeds; run.seeds lists them already"
+        )
+    return run
+
+
+def platform_config(study: Mapping[str, Any], seeds: int | None = None) -> str:
     """The platform config (TOML, written beside `checkpoint.npz`) that runs
-    the frozen in-context model and every baseline on `seeds` fresh instances
-    (seeds first_seed.., `resample_params`), storing every step."""
-    online = study["run"]
-    horizon = positive_int("run.horizon", online["horizon"])
-    first = online["first_seed"]
-    seed_list = list(range(first, first + positive_int("run.seeds", seeds)))
+    the frozen in-context model and every baseline on fresh instances (the
+    seeds of `online_run`, `resample_params`), storing every step; the other
+    `[run]` settings are the study's."""
+    online = online_run(study["run"], seeds)
     spec = study["env"]
-    run = {
-        "horizon": horizon,
-        "seeds": seed_list,
-        "resample_params": True,
-        "curve_points": horizon,
-        "prediction_seeds": 0,
-    }
+    run = run_table(online)
+    run.update(curve_points=online.horizon, prediction_seeds=0)
     agents: list[dict[str, Any]] = [
         {"name": "in_context", "label": DPT_LABEL, "checkpoint": CHECKPOINT_FILE}
     ]
@@ -299,7 +334,7 @@ def platform_config(study: Mapping[str, Any], seeds: int) -> str:
 def evaluate(
     study,
     out: Path,
-    seeds: int,
+    seeds: int | None = None,
     overwrite: bool = False,
     executor: Executor | None = None,
     progress: bool | None = None,
@@ -413,8 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tokens:
             study["model"]["tokens"] = args.tokens
         out = Path(args.out or study.get("output", "results/in_context"))
-        seeds = args.seeds or study["run"]["seeds"]
-        return _run(study, out, seeds, overwrite=args.overwrite, figure=args.figure)
+        return _run(
+            study, out, args.seeds, overwrite=args.overwrite, figure=args.figure
+        )
     except BanditConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -432,16 +468,13 @@ def run_config(
     study as its command runs it with the config as it is, into `out`, the
     platform runs on `executor`. Bad input raises `BanditConfigError`."""
     study = load_study(source)
-    seeds = study["run"]["seeds"]
-    return _run(
-        study, Path(out), seeds, overwrite, executor=executor, progress=progress
-    )
+    return _run(study, Path(out), None, overwrite, executor=executor, progress=progress)
 
 
 def _run(
     study: dict[str, Any],
     out: Path,
-    seeds: int,
+    seeds: int | None,
     overwrite: bool,
     figure: str | None = None,
     executor: Executor | None = None,

@@ -66,7 +66,9 @@ from envs import logged
 from experiments.cli import run_command
 from experiments.config import checks
 from experiments.config.loader import build, build_agent, load_config
+from experiments.config.schema import RunConfig
 from experiments.config.start import checkpoint_kwargs
+from experiments.config.tables import run_table
 from experiments.config.toml_writer import experiment_toml
 from experiments.execute.cells import file_name
 from experiments.execute.executors import Executor
@@ -189,10 +191,7 @@ def select(study: StudyConfig, args: Args) -> StudyConfig:
             f"{logs.get('instances')}"
         )
     study = dataclasses.replace(
-        study,
-        horizon=args.horizon or study.horizon,
-        seeds=args.seeds or study.seeds,
-        logs=logs,
+        study, run=_run_settings(study.run, args.horizon, args.seeds), logs=logs
     )
     if args.quick:
         small = {"num_items": 100, "num_users": 300, "steps_per_day": 48}
@@ -202,8 +201,7 @@ def select(study: StudyConfig, args: Args) -> StudyConfig:
             logs["instances"] = min(logs["instances"], 2)
         study = dataclasses.replace(
             study,
-            horizon=args.horizon or 300,
-            seeds=args.seeds or 2,
+            run=_run_settings(study.run, args.horizon or 300, args.seeds or 2),
             early_steps=100,
             logs=logs,
             grids={e: {k: v[:2] for k, v in g.items()} for e, g in study.grids.items()},
@@ -212,6 +210,15 @@ def select(study: StudyConfig, args: Args) -> StudyConfig:
             envs=tuple((e, {**p, **small}) for e, p in study.envs[:1]),
         )
     return study
+
+
+def _run_settings(run: RunConfig, horizon: int | None, seeds: int | None) -> RunConfig:
+    """`run` with --horizon and --seeds (seeds 0..S-1) where given."""
+    if horizon is not None:
+        run = dataclasses.replace(run, horizon=horizon)
+    if seeds is not None:
+        run = dataclasses.replace(run, seeds=tuple(range(seeds)))
+    return run
 
 
 # ---------------------------------------------------------------------------
@@ -256,17 +263,13 @@ def platform_config(cell: Cell, specs, env, study: StudyConfig) -> str:
     Every step is stored (`curve_points = horizon`), so the regret at
     `early_steps` is read exactly; the platform's own reward-model evaluation
     is off (`prediction_seeds = 0`): the study scores the models on its
-    held-out logged events instead. With `run.instances = "held_out"` each
-    seed draws its own instance (`resample_params = true`).
+    held-out logged events instead. The other `[run]` settings are the
+    study's, as parsed by the platform (`run_table`); with
+    `run.instances = "held_out"` each seed draws its own instance
+    (`resample_params = true`).
     """
-    run = {
-        "horizon": study.horizon,
-        "seeds": study.seeds,
-        "curve_points": study.horizon,
-        "prediction_seeds": 0,
-    }
-    if study.run_instances == "held_out":
-        run["resample_params"] = True
+    run = run_table(study.run)  # resample_params set by run.instances
+    run.update(curve_points=study.horizon, prediction_seeds=0)
     return experiment_toml(
         f"Written by experiments.studies.pretrain_finetune for {cell.name}.",
         f"pretrain_finetune {cell.name}",
@@ -466,7 +469,7 @@ def check_instances(cell: Cell, study: StudyConfig) -> None:
     keys = log_instance_keys(
         env, int(logs.get("seed", 0)), int(logs.get("instances", 1))
     )
-    check_disjoint([k for k, _ in keys], platform_instance_keys(range(study.seeds)))
+    check_disjoint([k for k, _ in keys], platform_instance_keys(study.run.seeds))
 
 
 def run_env(

@@ -3,7 +3,11 @@
 `load_study` parses `experiments/configs/pretrain_finetune.toml` (or another TOML
 in its layout) into frozen dataclasses and checks it before any compute:
 
-    [run]       horizon, seeds, early_steps, instances ("logged" or "held_out")
+    [run]       the platform's `[run]` (horizon, seeds, chunk_size, seed_key,
+                prediction_contexts; `experiments.config.tables.parse_study_run`)
+                less what the study sets itself (every step is stored, its own
+                held-out metrics), plus early_steps and instances ("logged" or
+                "held_out")
     [logs]      policy, params, events (an int or a list: a grid over data
                 size), holdout, num_streams, seed, instances (problem instances
                 the logs come from; default 1)
@@ -38,8 +42,9 @@ from bandits.validation import BanditConfigError, non_negative_int, positive_int
 from envs import logged
 from experiments.config.checks import check_keys, is_int, table
 from experiments.config.loader import AGENT_KEYS, parse_agent, parse_env
-from experiments.config.schema import plain
+from experiments.config.schema import RunConfig, plain
 from experiments.config.sources import parse_toml, read_source
+from experiments.config.tables import parse_study_run
 
 STUDY = "pretrain_finetune"
 """The config's `study` key: `bandits run` runs it with this study."""
@@ -105,10 +110,24 @@ class StudyAgent:
         return f"{self.pretrained}_{suffix}" if suffix else str(self.pretrained)
 
 
+RUN_OWN_KEYS = ("early_steps", "instances")
+"""`[run]` keys of the study; the others are the platform's."""
+RUN_FIXED = {
+    "curve_points": "every step is stored, so the regret at early_steps is exact",
+    "curve_spacing": "every step is stored",
+    "prediction_seeds": "the study scores reward models on held-out logged events",
+    "resample_params": "run.instances chooses the online instances",
+    "output": "the study writes into --out",
+}
+"""Platform `[run]` keys the study sets itself -> why."""
+RUN_DEFAULTS = {"horizon": 20_000, "seeds": 16}
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
-    horizon: int
-    seeds: int
+    run: RunConfig
+    """The platform's `[run]` settings of the online runs (the keys in
+    `RUN_FIXED` at their defaults: `platform_config` sets them)."""
     early_steps: int
     logs: Mapping[str, Any]
     model: Mapping[str, Any]
@@ -120,8 +139,17 @@ class StudyConfig:
     run_instances: str = "logged"
     """`run.instances` (`RUN_INSTANCES`)."""
 
+    @property
+    def horizon(self) -> int:
+        return self.run.horizon
 
-POSITIVE_INTS = {"horizon", "seeds", "early_steps", "num_streams", "epochs"}
+    @property
+    def seeds(self) -> int:
+        """How many seeds the online runs have."""
+        return len(self.run.seeds)
+
+
+POSITIVE_INTS = {"num_streams", "epochs"}
 POSITIVE_INTS |= {"batch_size", "width", "depth", "heads", "mlp_ratio"}
 SEEDS = {"seed"}
 POSITIVE_REALS = {"learning_rate", "max_weight"}
@@ -173,10 +201,18 @@ def load_study(config: str) -> StudyConfig:
         raise BanditConfigError.about(
             "study", f"must be {STUDY!r} in this study's config, got {raw['study']!r}"
         )
-    run = _table(raw, "run", {"horizon", "seeds", "early_steps", "instances"})
+    run_table = table("run", raw.get("run", {}))
+    held_out = run_table.get("instances", "logged") == "held_out"
+    run, own = parse_study_run(
+        run_table,
+        own=RUN_OWN_KEYS,
+        fixed=RUN_FIXED,
+        defaults={**RUN_DEFAULTS, "resample_params": held_out},
+    )
+    early_steps = positive_int("run.early_steps", own.get("early_steps", 2_000))
     logs = _table(raw, "logs", LOGS_KEYS)
     _check_logs(logs)
-    run_instances = run.get("instances", "logged")
+    run_instances = own.get("instances", "logged")
     _check_run_instances(run_instances, logs)
     model = _table(raw, "model", MODEL_KEYS)
     pre = _table(raw, "pretrain", PRETRAIN_KEYS)
@@ -196,9 +232,8 @@ def load_study(config: str) -> StudyConfig:
     if len(set(labels)) != len(labels):
         raise BanditConfigError(f"agent labels must be unique, got {labels}")
     return StudyConfig(
-        horizon=int(run.get("horizon", 20_000)),
-        seeds=int(run.get("seeds", 16)),
-        early_steps=int(run.get("early_steps", 2_000)),
+        run=run,
+        early_steps=early_steps,
         logs=logs,
         model=model,
         pretrain=pre,

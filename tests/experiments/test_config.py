@@ -642,3 +642,50 @@ def test_study_options_refuse_counts_below_one(module, argv, message, capsys):
         parse_args(argv)
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        {"horizon": 10, "seeds": 3},
+        {"horizon": 10, "seeds": [5, 2], "chunk_size": 1, "curve_points": 4},
+        {"horizon": 7, "seeds": 2, "resample_params": True, "prediction_seeds": 0},
+        {"horizon": 7, "seeds": 1, "seed_key": "direct", "curve_spacing": "log"},
+        {"horizon": 7, "seeds": 9, "output": "x", "prediction_contexts": 3},
+    ],
+)
+def test_run_table_writes_what_parse_run_reads_back(table):
+    """A study writes the `[run]` it parsed as a platform table
+    (`tables.run_table`); the platform reads back the same settings."""
+    from experiments.config.tables import parse_run, run_table
+
+    run = parse_run(table)
+    written = run_table(run)
+    assert parse_run(tomllib.loads(toml_run(written))["run"]) == run
+    assert set(written) <= set(table)  # defaults are left out
+
+
+def toml_run(run):
+    from experiments.config.toml_writer import toml_key, toml_value
+
+    return "[run]\n" + "".join(
+        f"{toml_key(k)} = {toml_value(v)}\n" for k, v in run.items()
+    )
+
+
+def test_parse_study_run_refuses_the_studys_keys_naming_why():
+    from experiments.config.tables import parse_study_run
+
+    fixed = {"curve_points": "every step is stored"}
+    run, own = parse_study_run(
+        {"seeds": 2, "early": 5}, own=("early",), fixed=fixed, defaults={"horizon": 9}
+    )
+    assert (run.horizon, run.seeds, own) == (9, (0, 1), {"early": 5})
+    with pytest.raises(BanditConfigError, match=r"run\.curve_points is set by"):
+        parse_study_run(
+            {"horizon": 1, "seeds": 1, "curve_points": 2}, own=(), fixed=fixed
+        )
+    with pytest.raises(BanditConfigError, match="unknown key 'late'"):
+        parse_study_run({"horizon": 1, "seeds": 1, "late": 2}, own=(), fixed=fixed)
+    with pytest.raises(BanditConfigError, match=r"run\.horizon must be a positive"):
+        parse_study_run({"horizon": 0, "seeds": 1}, own=(), fixed=fixed)

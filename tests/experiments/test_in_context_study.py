@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
 
 import envs
 from experiments import cli
+from experiments.config.tables import parse_run
 from experiments.config.toml_writer import toml_value
 from experiments.studies import in_context as study
 
@@ -60,6 +62,37 @@ def test_a_bad_config_is_refused_naming_the_field(tmp_path, capsys):
     other.write_text(study.CONFIG.read_text().replace('"in_context"', '"ope"', 1))
     assert study.main(["--config", str(other), "--out", str(tmp_path / "o")]) == 2
     assert "study must be 'in_context'" in capsys.readouterr().err
+
+
+def test_the_run_table_is_the_platforms(tmp_path, capsys):
+    """`[run]` goes through the platform's parser: its keys (a seed list,
+    chunk_size) reach the written platform config, `first_seed` offsets a
+    count of seeds, and keys the study sets itself are refused naming why."""
+    config = study.load_study(study.CONFIG)
+    config["run"] = {"horizon": 7, "seeds": [4, 9], "chunk_size": 1}
+    # The written config's [run], read by the platform's parser.
+    run = parse_run(tomllib.loads(study.platform_config(config))["run"])
+    assert (run.horizon, run.seeds, run.chunk_size) == (7, (4, 9), 1)
+    assert (run.resample_params, run.curve_points, run.prediction_seeds) == (
+        True,
+        7,
+        0,
+    )
+    config["run"] = {"horizon": 7, "seeds": 3, "first_seed": 10}
+    assert study.online_run(config["run"]).seeds == (10, 11, 12)
+    assert study.online_run(config["run"], seeds=2).seeds == (10, 11)  # --seeds
+    text = study.CONFIG.read_text()
+    for old, new, message in (
+        ("first_seed = 1000000", "curve_points = 3", "run.curve_points is set by"),
+        ("seeds = 200", "seeds = [1, 2]", "run.first_seed offsets a count of seeds"),
+        ("first_seed = 1000000", "first_seed = -1", "run.first_seed must be an"),
+        ("first_seed = 1000000", "chunks = 2", "unknown key 'chunks'"),
+    ):
+        assert old in text
+        path = tmp_path / "bad.toml"
+        path.write_text(text.replace(old, new))
+        assert study.main(["--config", str(path), "--out", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_the_baselines_are_checked_by_the_platform_parser(tmp_path, capsys):
@@ -128,6 +161,7 @@ def test_the_platform_run_is_bandits_run_on_the_same_instances(tmp_path):
     env, _ = envs.make(config["env"]["id"], **config["env"]["params"])
     first = config["run"]["first_seed"]
     seeds = list(range(first, first + 5))
+    assert study.online_run(config["run"], 5).seeds == tuple(seeds)
     stored = study.evaluate(config, out, 5)  # a rerun: read back, nothing computed
     dpt = agents.make(
         "in_context", num_arms=2, dim=2, checkpoint=str(out / "checkpoint.npz")

@@ -168,6 +168,64 @@ def test_bad_config_raises(tmp_path):
         load_study("no_such_config")
 
 
+def test_run_table_is_the_platforms_plus_the_studys_keys(tmp_path):
+    """`[run]` goes through the platform's parser: its keys and checks hold
+    here, those the study sets itself are refused naming why, and the written
+    platform config carries the user's settings."""
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[run]\nhorizon = 50\nseeds = [3, 7]\nchunk_size = 1\nseed_key = "direct"\n'
+        'early_steps = 10\n[[envs]]\nid = "ContextualRec-v0"\n'
+        '[[agents]]\nname = "random"\n'
+    )
+    study = load_study(str(path))
+    assert (study.horizon, study.seeds, study.run.seeds) == (50, 2, (3, 7))
+    assert (study.run.chunk_size, study.run.seed_key, study.early_steps) == (
+        1,
+        "direct",
+        10,
+    )
+    path.write_text("[run]\nseeds = 3\n")  # the study's defaults fill the rest
+    default = load_study(str(path))
+    assert (default.horizon, default.run.seeds, default.early_steps) == (
+        20_000,
+        (0, 1, 2),
+        2_000,
+    )
+    assert not default.run.resample_params
+    path.write_text('[run]\ninstances = "held_out"\n[logs]\ninstances = 2\n')
+    assert load_study(str(path)).run.resample_params
+    for text, message in (
+        ("curve_points = 5", r"run\.curve_points is set by the study: every step"),
+        ("prediction_seeds = 1", r"run\.prediction_seeds is set by the study"),
+        ("resample_params = true", r"run\.resample_params is set by the study"),
+        ("curves = 5", r"unknown key 'curves'"),
+        ("seeds = [1, 1]", r"run\.seeds lists seed\(s\) \[1\] more than once"),
+        ('chunk_size = "big"', r"run\.chunk_size must be a positive integer or"),
+        ("early_steps = 0", r"run\.early_steps must be a positive integer"),
+    ):
+        path.write_text(f"[run]\n{text}\n")
+        with pytest.raises(BanditConfigError, match=message):
+            load_study(str(path))
+    # The platform config written for a cell runs what the table says.
+    env = envs.make_env("ContextualRec-v0")
+    (cell,) = study_cells(study)
+    text = pretrain_finetune.platform_config(cell, study.agents, env, study)
+    (target := tmp_path / "platform.toml").write_text(text)
+    run = load_config(str(target)).run
+    assert (run.horizon, run.seeds, run.chunk_size, run.seed_key) == (
+        50,
+        (3, 7),
+        1,
+        "direct",
+    )
+    assert (run.curve_points, run.prediction_seeds, run.resample_params) == (
+        50,
+        0,
+        False,
+    )
+
+
 def test_bandits_run_hands_a_config_of_this_layout_to_the_study(tmp_path, monkeypatch):
     """The four packaged configs of this layout say `study =
     "pretrain_finetune"`: `bandits run NAME` runs the study with the config as
