@@ -166,10 +166,12 @@ def pretrain(
     Returns:
       A `PretrainResult`.
     """
-    steps = positive_int("steps", steps)
-    batch_size = positive_int("batch_size", batch_size)
-    steps_per_call = positive_int("steps_per_call", steps_per_call)
-    real("learning_rate", learning_rate, low=0.0, low_open=True)
+    steps, batch_size, learning_rate, steps_per_call = check_options(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        steps_per_call=steps_per_call,
+    ).values()
     check_env(env, cfg)
     key_init, key_train = jax.random.split(key)
     graphdef, params = nnx.split(build_model(cfg, key_init))
@@ -225,6 +227,25 @@ def pretrain(
         report=report,
     )
     return PretrainResult(cfg, params, losses, seconds, steps * batch_size)
+
+
+def check_options(
+    *,
+    steps: int = 1000,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    steps_per_call: int = 50,
+) -> dict[str, Any]:
+    """`pretrain`'s training options checked (a `BanditConfigError` naming the
+    option for a bad one); returns them, the counts as ints. A config that sets
+    them calls this before any compute."""
+    real("learning_rate", learning_rate, low=0.0, low_open=True)
+    return {
+        "steps": positive_int("steps", steps),
+        "batch_size": positive_int("batch_size", batch_size),
+        "learning_rate": learning_rate,
+        "steps_per_call": positive_int("steps_per_call", steps_per_call),
+    }
 
 
 def _one_curve(carry, loss):

@@ -219,10 +219,19 @@ def pretrain(
       A `PretrainResult` with the trained parameters and the loss curves
       (`seconds` includes the interrupted calls' training time).
     """
-    epochs, batch_size, steps_per_call = _checked_options(
-        cfg, epochs, batch_size, steps_per_call, learning_rate, max_weight,
-        ssl_weight, mask_probability,
-    )  # fmt: skip
+    if cfg.quantization != "none":
+        raise BanditConfigError("pretrain needs a float model (quantization='none')")
+    options = check_options(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_weight=max_weight,
+        ssl_weight=ssl_weight,
+        mask_probability=mask_probability,
+        steps_per_call=steps_per_call,
+    )
+    epochs, batch_size = options["epochs"], options["batch_size"]
+    steps_per_call = options["steps_per_call"]
     columns = _training_columns(data, cfg)
     n = len(columns["action"])
     if n < batch_size:
@@ -279,28 +288,32 @@ def pretrain(
     )
 
 
-def _checked_options(
-    cfg: TransformerConfig,
-    epochs: int,
-    batch_size: int,
-    steps_per_call: int,
-    learning_rate: float,
-    max_weight: float,
-    ssl_weight: float,
-    mask_probability: float,
-) -> tuple[int, int, int]:
-    """`pretrain`'s options checked (a named error for each); the counts as ints."""
-    if cfg.quantization != "none":
-        raise BanditConfigError("pretrain needs a float model (quantization='none')")
+def check_options(
+    *,
+    epochs: int = 2,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    max_weight: float = 20.0,
+    ssl_weight: float = 0.1,
+    mask_probability: float = 0.5,
+    steps_per_call: int = 50,
+) -> dict[str, Any]:
+    """`pretrain`'s training options checked (a `BanditConfigError` naming the
+    option for a bad one); returns them, the counts as ints. A config that sets
+    them calls this before any compute, so `pretrain` finds them valid."""
     real("learning_rate", learning_rate, low=0.0, low_open=True)
     real("max_weight", max_weight, low=0.0, low_open=True)
     real("ssl_weight", ssl_weight, low=0.0)
     real("mask_probability", mask_probability, low=0.0, high=1.0)
-    return (
-        positive_int("epochs", epochs),
-        positive_int("batch_size", batch_size),
-        positive_int("steps_per_call", steps_per_call),
-    )
+    return {
+        "epochs": positive_int("epochs", epochs),
+        "batch_size": positive_int("batch_size", batch_size),
+        "learning_rate": learning_rate,
+        "max_weight": max_weight,
+        "ssl_weight": ssl_weight,
+        "mask_probability": mask_probability,
+        "steps_per_call": positive_int("steps_per_call", steps_per_call),
+    }
 
 
 def _training_program(graphdef, optimizer, loss_options: Mapping[str, Any]):

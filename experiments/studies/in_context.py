@@ -50,13 +50,13 @@ import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import envs
 from bandits import metrics
-from bandits.validation import BanditConfigError
+from bandits.validation import BanditConfigError, non_negative_int
 from experiments.cli import run_command
 from experiments.config import checks, sources
 from experiments.config.loader import load_config, parse_agent, parse_env
@@ -67,6 +67,9 @@ from experiments.execute.executors import Executor
 from experiments.execute.runner import run_experiment
 from experiments.store import manifest, storage
 from experiments.store.stages import Stage
+
+if TYPE_CHECKING:
+    from agents.in_context import InContextConfig
 
 CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_STAMP = "checkpoint.json"
@@ -145,8 +148,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
     """The config (a TOML path or a packaged config's name), structure and types
-    checked (values are checked where used: the env, the model config,
-    `pretrain` and the agent factories)."""
+    checked, and the values of the env, the model, the pretraining options
+    and the agents (each by the parser or class that uses it)."""
     text, origin, _ = sources.read_source(path)  # unreadable: a named error
     data = sources.parse_toml(text, origin)
     for old, new in RENAMED.items():
@@ -167,12 +170,6 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
     checks.table("model", data["model"])
     table = checks.table("pretrain", data["pretrain"])
     checks.check_keys(table, PRETRAIN_KEYS, "pretrain", required=PRETRAIN_KEYS)
-    for key in PRETRAIN_KEYS:
-        value, where = table[key], f"pretrain.{key}"
-        if key != "learning_rate":
-            checks.check_type(where, value, int, "an integer")
-        elif isinstance(value, bool) or not isinstance(value, int | float):
-            raise BanditConfigError(f"{where} must be a number")
     online_run(checks.table("run", data["run"]))
     baselines = data.get("agents", [])
     checks.check_type("agents", baselines, list, "an array of tables")
@@ -188,7 +185,24 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
         )
         small = {k: v for k, v in QUICK["env"]["params"].items() if k in accepted}
         data["env"]["params"] = {**env.get("params", {}), **small}
+    check_values(data)
     return data
+
+
+def check_values(study: Mapping[str, Any]) -> None:
+    """The model and the pretraining options, checked by the library's own
+    rules for the config's env (before any compute; `--tokens` checks again)."""
+    from agents import in_context_pretrain
+
+    spec = study["env"]
+    env, _ = envs.make(spec["id"], **spec.get("params", {}))
+    model_config(study["model"], env)
+    training = dict(study["pretrain"])
+    non_negative_int("pretrain.seed", training.pop("seed"))
+    try:
+        in_context_pretrain.check_options(**training)
+    except BanditConfigError as err:
+        raise err.at(f"pretrain.{err.field}") from None
 
 
 def _cost_machine() -> str:
@@ -204,26 +218,46 @@ def _cost_machine() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs"
 
 
+MODEL_SHAPES = ("num_arms", "context_dim", "arm_columns")
+"""`InContextConfig` fields that come from the env, not from `[model]`."""
+
+
+def model_config(model: Mapping[str, Any], env) -> InContextConfig:
+    """The model of `[model]` for `env`'s shapes, checked by the library's own
+    rules (`agents.in_context.InContextConfig`); an error names `model.<field>`."""
+    from agents.in_context import InContextConfig
+
+    allowed = [
+        f.name
+        for f in dataclasses.fields(InContextConfig)
+        if f.name not in MODEL_SHAPES
+    ]
+    checks.check_keys(model, allowed, "model")
+    model = dict(model)
+    columns = env.observation_spec()["arms"].shape[1]
+    arm_dim = model.pop("arm_dim", columns)  # the first arm_dim columns are read
+    try:
+        return InContextConfig(
+            num_arms=env.num_arms,
+            context_dim=env.observation_spec()["context"].shape[0],
+            arm_dim=arm_dim,
+            arm_columns=None if arm_dim == columns else columns,
+            **model,
+        )
+    except BanditConfigError as err:
+        raise err.at(f"model.{err.field}" if err.field else "model") from None
+
+
 def pretrained(study: Mapping[str, Any], env, out: Path):
     """(config, params, record): the checkpoint in `out` if it matches the study,
     else (another architecture or settings, or a damaged file) a new
     pretraining run, saved there."""
     import jax
 
-    from agents.in_context import InContextConfig
     from agents.in_context_pretrain import load_checkpoint, pretrain, save_checkpoint
 
     spec = study["env"]
-    model = dict(study["model"])
-    columns = env.observation_spec()["arms"].shape[1]
-    arm_dim = model.pop("arm_dim", columns)  # the first arm_dim columns are read
-    cfg = InContextConfig(
-        num_arms=env.num_arms,
-        context_dim=env.observation_spec()["context"].shape[0],
-        arm_dim=arm_dim,
-        arm_columns=None if arm_dim == columns else columns,
-        **model,
-    )
+    cfg = model_config(study["model"], env)
     training = dict(study["pretrain"])
     settings = {"env": spec["id"], "env_params": spec.get("params", {}), **training}
     path = out / CHECKPOINT_FILE

@@ -11,8 +11,11 @@ in its layout) into frozen dataclasses and checks it before any compute:
     [logs]      policy, params, events (an int or a list: a grid over data
                 size), holdout, num_streams, seed, instances (problem instances
                 the logs come from; default 1)
-    [model]     width, depth, heads, mlp_ratio, wide_cross   (the transformer)
-    [pretrain]  epochs, batch_size, learning_rate, max_weight, ssl_weight, seed
+    [model]     width, depth, heads, mlp_ratio, wide_cross   (the transformer;
+                checked by building its config for each env a transformer
+                trained here runs on, `agents.transformer.config_for_env`)
+    [pretrain]  epochs, batch_size, learning_rate, max_weight, ssl_weight
+                (checked by `agents.pretrain.check_options`), seed
     [[envs]]    id, params, grid (env parameter -> list of values: one cell per
                 point of the cartesian product), parsed by the platform's env
                 parser (`experiments.config.loader.parse_env`), as `[env]` is
@@ -149,33 +152,65 @@ class StudyConfig:
         return len(self.run.seeds)
 
 
-POSITIVE_INTS = {"num_streams", "epochs"}
-POSITIVE_INTS |= {"batch_size", "width", "depth", "heads", "mlp_ratio"}
-SEEDS = {"seed"}
-POSITIVE_REALS = {"learning_rate", "max_weight"}
-"""Keys whose values are checked by type and range wherever they stand (the
-study's tables and an agent's overrides), before anything runs."""
+LOGS_CHECKS = {
+    "num_streams": lambda field, v: positive_int(field, v),
+    "seed": lambda field, v: non_negative_int(field, v),
+    "holdout": lambda field, v: real(
+        field, v, low=0.0, high=1.0, low_open=True, high_open=True
+    ),
+}
+"""`[logs]` values checked by type and range (policy, events and instances
+by `_check_logs`)."""
 
 
 def _table(raw: Mapping, name: str, allowed: set[str], where: str = "") -> dict:
+    """Table `name` of `raw` (absent: empty) with only the `allowed` keys."""
     path = f"{where}.{name}" if where else name
     value = table(path, raw.get(name, {}))
     check_keys(value, sorted(allowed), f"[{path}]")
-    for key, item in value.items():
-        field = f"{path}.{key}"
-        if key in POSITIVE_INTS:
-            positive_int(field, item)
-        elif key in SEEDS:
-            non_negative_int(field, item)
-        elif key in POSITIVE_REALS:
-            real(field, item, low=0.0, low_open=True)
-        elif key == "ssl_weight":
-            real(field, item, low=0.0)
-        elif key == "holdout":
-            real(field, item, low=0.0, high=1.0, low_open=True, high_open=True)
-        elif key == "wide_cross":  # c >= 0 item columns crossed with the context
-            non_negative_int(field, item)
     return value
+
+
+def _at(path: str, settings: Mapping[str, Any], check, fallback: str = "") -> Any:
+    """`check()`, its error reported at `path.<field>` where the field is one of
+    `settings`, else at `fallback.<field>` (or `path`)."""
+    try:
+        return check()
+    except BanditConfigError as err:
+        if err.field is not None and err.field in settings:
+            raise err.at(f"{path}.{err.field}") from None
+        if err.field is not None and fallback:
+            raise err.at(f"{fallback}.{err.field}") from None
+        raise err.at(path) from None
+
+
+def _check_pretrain(options: Mapping[str, Any], path: str, fallback: str = "") -> None:
+    """`[pretrain]` (or an agent's merged over it) checked by the library's
+    own rules (`agents.pretrain.check_options`), before any compute."""
+    from agents import pretrain as pretraining
+
+    if "seed" in options:
+        non_negative_int(f"{path}.seed", options["seed"])
+    training = {k: v for k, v in options.items() if k != "seed"}
+    _at(path, options, lambda: pretraining.check_options(**training), fallback)
+
+
+def _check_model(
+    model: Mapping[str, Any], env, path: str, overrides: Mapping[str, Any]
+) -> None:
+    """The architecture `{**model, **overrides}` checked by the library's own
+    rules: the transformer's config for `env` (`agents.transformer.config_for_env`)
+    is built, as the study builds it; errors name `path` for an override's
+    field and `model` for the study's."""
+    from agents import transformer as tf
+
+    if not hasattr(env, "item_dim"):
+        raise BanditConfigError(
+            f"{path.rsplit('.', 1)[0]}: a transformer reads a recommendation env's "
+            f"items (ContextualRec-*), not {type(env).__name__}"
+        )
+    merged = {**model, **overrides}
+    _at(path, overrides, lambda: tf.config_for_env(env, **merged), "model")
 
 
 def _env_ids(value: Any, field: str) -> tuple[str, ...] | None:
@@ -211,11 +246,15 @@ def load_study(config: str) -> StudyConfig:
     )
     early_steps = positive_int("run.early_steps", own.get("early_steps", 2_000))
     logs = _table(raw, "logs", LOGS_KEYS)
+    for key, check in LOGS_CHECKS.items():
+        if key in logs:
+            check(f"logs.{key}", logs[key])
     _check_logs(logs)
     run_instances = own.get("instances", "logged")
     _check_run_instances(run_instances, logs)
     model = _table(raw, "model", MODEL_KEYS)
     pre = _table(raw, "pretrain", PRETRAIN_KEYS)
+    _check_pretrain(pre, "pretrain")
     env_list, grids = [], {}
     for i, entry in enumerate(raw.get("envs", [])):
         # The platform's parser of an env table (no named settings here).
@@ -227,7 +266,8 @@ def load_study(config: str) -> StudyConfig:
             grids[env.id] = dict(env.grid)
     specs = []
     for i, entry in enumerate(raw.get("agents", [])):
-        specs += _study_agents(i, table(f"agents[{i}]", entry), path.parent)
+        entry = table(f"agents[{i}]", entry)
+        specs += _study_agents(i, entry, path.parent, model, pre, env_list)
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise BanditConfigError(f"agent labels must be unique, got {labels}")
@@ -302,10 +342,20 @@ def _check_points(
             raise BanditConfigError(f"{where} point {setting}: {err}") from err
 
 
-def _study_agents(index: int, entry: Mapping[str, Any], base: Path) -> list[StudyAgent]:
+def _study_agents(
+    index: int,
+    entry: Mapping[str, Any],
+    base: Path,
+    model: Mapping[str, Any],
+    pretrain_options: Mapping[str, Any],
+    env_list: list[tuple[str, Any]],
+) -> list[StudyAgent]:
     """One `[[agents]]` table: the study's keys here, the rest (name, label,
     hyperparameters, grid, warm_start as a path, checkpoint, feature_map) by
-    the platform's parser, which checks them as in any platform config."""
+    the platform's parser, which checks them as in any platform config. A
+    transformer trained here has its architecture (the study's `[model]` with
+    its own `model`) checked on every env it runs on, and its own `pretrain`
+    options, by the library's rules."""
     where = f"agents[{index}]"
     check_keys(entry, (*AGENT_KEYS, *STUDY_AGENT_KEYS), where, required=("name",))
     pretrained = entry.get("pretrained", False)
@@ -323,9 +373,17 @@ def _study_agents(index: int, entry: Mapping[str, Any], base: Path) -> list[Stud
     warm = platform.get("warm_start", False)
     if isinstance(warm, bool):  # true: this env's logs, chosen per env
         platform.pop("warm_start", None)
-    model = _table(entry, "model", MODEL_KEYS, where)
+    model_overrides = _table(entry, "model", MODEL_KEYS, where)
     pretrain = _table(entry, "pretrain", PRETRAIN_KEYS, where)
     env_ids = _env_ids(entry.get("envs"), f"{where}.envs")
+    if entry.get("name") == "transformer" and "checkpoint" not in entry:
+        if pretrain:
+            merged = {**pretrain_options, **pretrain}
+            _check_pretrain(merged, f"{where}.pretrain", "pretrain")
+        for env_id, params in env_list:
+            if env_ids is None or env_id in env_ids:
+                env = envs.make_env(env_id, **params)
+                _check_model(model, env, f"{where}.model", model_overrides)
     out = []
     for parsed in parse_agent(index, platform, base):
         start = parsed.start
@@ -338,7 +396,7 @@ def _study_agents(index: int, entry: Mapping[str, Any], base: Path) -> list[Stud
                 warm_start=warm if isinstance(warm, bool) else start.warm_start.path,  # type: ignore[union-attr]
                 feature_map=None if start is None else start.feature_map,
                 envs=env_ids,
-                model=model,
+                model=model_overrides,
                 pretrain=pretrain,
                 checkpoint=None
                 if start is None or start.checkpoint is None

@@ -54,7 +54,19 @@ def test_a_bad_config_is_refused_naming_the_field(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     assert study.main(["--config", str(path), "--out", str(tmp_path / "o")]) == 2
-    assert "pretrain.steps must be an integer" in capsys.readouterr().err
+    assert "pretrain.steps must be a positive integer" in capsys.readouterr().err
+    # The model and the pretraining options are checked by the library's own
+    # rules, for the config's env, before any compute.
+    for old, new, message in (
+        ("heads = 2", "heads = 3", "model.width must be divisible by heads (3)"),
+        ("[model]", "[model]\nwidht = 8", "unknown key 'widht' in model"),
+        ("learning_rate = 0.001", "learning_rate = 0", "pretrain.learning_rate"),
+        ("seed = 0", "seed = -1", "pretrain.seed must be an integer >= 0"),
+    ):
+        assert old in study.CONFIG.read_text()
+        path.write_text(study.CONFIG.read_text().replace(old, new, 1))
+        assert study.main(["--config", str(path), "--out", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err
     missing = tmp_path / "missing.toml"
     assert study.main(["--config", str(missing)]) == 2
     assert f"config {str(missing)!r} not found" in capsys.readouterr().err

@@ -29,6 +29,9 @@ from experiments.studies.pretrain_finetune_config import load_study
 from tests.experiments.modules import run_module
 
 AGENTS = ["Transformer pretrained + TS", "LinUCB (warm)", "Random"]
+TRANSFORMER_ON_REC = (
+    '[[envs]]\nid = "ContextualRec-v0"\n[[agents]]\nname = "transformer"\n'
+)
 
 
 def _run(*args: str):
@@ -143,7 +146,29 @@ def test_bad_config_raises(tmp_path):
         ('[run]\nhorizon = "x"\n', r"run\.horizon must be a positive integer"),
         ("[logs]\nholdout = 1.5\n", r"logs\.holdout"),
         ("[pretrain]\nlearning_rate = 0\n", r"pretrain\.learning_rate"),
-        ("[model]\nwide_cross = -1\n", r"model\.wide_cross must be an integer >= 0"),
+        (
+            "[model]\nwide_cross = -1\n" + TRANSFORMER_ON_REC,
+            r"model\.wide_cross must be an integer >= 0",
+        ),
+        (  # the library's rule, with the env's item features
+            "[model]\nwide_cross = 99\n" + TRANSFORMER_ON_REC,
+            r"model\.wide_cross must be <= arm_features",
+        ),
+        (
+            TRANSFORMER_ON_REC + "model = { heads = 3 }\n",
+            r"model\.width must be divisible by heads \(3\)",
+        ),
+        (
+            TRANSFORMER_ON_REC + "model = { depth = 0 }\n",
+            r"agents\[0\]\.model\.depth must be a positive integer",
+        ),
+        (
+            TRANSFORMER_ON_REC.replace("ContextualRec-v0", "Linear-v0"),
+            r"agents\[0\]: a transformer reads a recommendation env's items",
+        ),
+        ("[pretrain]\nssl_weight = -1\n", r"pretrain\.ssl_weight must be"),
+        ("[pretrain]\nseed = -1\n", r"pretrain\.seed must be an integer >= 0"),
+        ("[logs]\nnum_streams = 0\n", r"logs\.num_streams must be a positive"),
         (
             '[[agents]]\nname = "transformer"\npretrain = { epochs = 0 }\n',
             r"agents\[0\]\.pretrain\.epochs must be a positive integer",
