@@ -336,14 +336,17 @@ def _run_study(args: argparse.Namespace, data: dict[str, Any], executor: Any) ->
     its module; either on `executor`."""
     from experiments.execute import cells
 
-    if args.chunk_size is not None:
-        raise BanditConfigError(
-            f"--chunk-size applies to regret experiments, not to study "
-            f"{data['study']!r}"
-        )
     study = data["study"]
+    pipeline = isinstance(study, str) and study in cells.PIPELINES
+    if args.chunk_size is not None and not pipeline:
+        raise BanditConfigError(
+            f"--chunk-size applies to regret experiments and to the online runs "
+            f"of {', '.join(map(repr, cells.PIPELINES))}, not to study {study!r}"
+        )
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise BanditConfigError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     try:
-        if isinstance(study, str) and study in cells.PIPELINES:
+        if pipeline:
             return _run_pipeline(args, data, executor)
         return _run_cells(args, data, executor)
     finally:
@@ -388,6 +391,7 @@ def _run_pipeline(args: argparse.Namespace, data: dict[str, Any], executor: Any)
         executor=executor,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        chunk_size=args.chunk_size,
     )
 
 

@@ -82,9 +82,10 @@ PIPELINES = {
 """Studies with a stage of their own before their platform runs (pretraining
 on generated logs or problem instances), named by `study = "..."` in their
 configs: study name -> module. The module's `run_config(source, out, *,
-executor, overwrite, progress)` does what its `python -m` command does with
-the config as it is (reusing what the folder holds), its platform runs on
-`executor`, and returns the exit status."""
+executor, overwrite, progress, chunk_size)` does what its `python -m` command
+does with the config as it is (reusing what the folder holds; `chunk_size`
+replaces `run.chunk_size` where given), its platform runs on `executor`, and
+returns the exit status."""
 
 CELLS_DIR = "cells"
 RECORDS = "results.jsonl"

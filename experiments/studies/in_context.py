@@ -131,6 +131,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seeds", type=checks.positive_option, help="online instances (run.seeds)"
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=checks.positive_option,
+        help="seeds per compiled batch and stored chunk (replaces run.chunk_size)",
+    )
     parser.add_argument("--figure", help="also save the figure at this path")
     parser.add_argument(
         "--tokens",
@@ -479,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         study = load_study(args.config, quick=args.quick)
+        if args.chunk_size is not None:
+            study["run"]["chunk_size"] = args.chunk_size
         if args.tokens:
             study["model"]["tokens"] = args.tokens
         out = Path(args.out or study.get("output", "results/in_context"))
@@ -497,11 +504,15 @@ def run_config(
     executor: Executor | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    chunk_size: int | None = None,
 ) -> int:
     """`bandits run` of an in-context config (`study = "in_context"`): the
-    study as its command runs it with the config as it is, into `out`, the
-    platform runs on `executor`. Bad input raises `BanditConfigError`."""
+    study as its command runs it with the config as it is (`chunk_size` in
+    place of `run.chunk_size` where given), into `out`, the platform runs on
+    `executor`. Bad input raises `BanditConfigError`."""
     study = load_study(source)
+    if chunk_size is not None:
+        study["run"]["chunk_size"] = chunk_size
     return _run(study, Path(out), None, overwrite, executor=executor, progress=progress)
 
 

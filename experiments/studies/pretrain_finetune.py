@@ -120,6 +120,9 @@ class Args:
     """Rounds per run; default: the config's (20,000)."""
     seeds: int | None = None
     """Seeds per agent; default: the config's (16)."""
+    chunk_size: int | None = None
+    """Seeds per compiled batch and stored chunk of the online runs (replaces
+    `run.chunk_size`); default: the config's."""
     events: int | None = None
     """Logged events per cell (replaces a list of data sizes); default: the
     config's."""
@@ -142,6 +145,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     parser.add_argument("--agents", nargs="+", default=None, metavar="LABEL")
     parser.add_argument("--horizon", type=checks.positive_option, default=None)
     parser.add_argument("--seeds", type=checks.positive_option, default=None)
+    parser.add_argument(
+        "--chunk-size",
+        type=checks.positive_option,
+        default=None,
+        help="seeds per compiled batch and stored chunk (replaces run.chunk_size)",
+    )
     parser.add_argument("--events", type=checks.positive_option, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
@@ -153,6 +162,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
         agents=None if ns.agents is None else tuple(ns.agents),
         horizon=ns.horizon,
         seeds=ns.seeds,
+        chunk_size=ns.chunk_size,
         events=ns.events,
         overwrite=ns.overwrite,
         quick=ns.quick,
@@ -160,7 +170,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
 
 
 def select(study: StudyConfig, args: Args) -> StudyConfig:
-    """Applies --envs, --agents, --horizon, --seeds, --events and --quick."""
+    """Applies --envs, --agents, --horizon, --seeds, --chunk-size, --events and
+    --quick."""
     if args.agents is not None:
         known = [s.label for s in study.agents]
         unknown = [a for a in args.agents if a not in known]
@@ -191,7 +202,9 @@ def select(study: StudyConfig, args: Args) -> StudyConfig:
             f"{logs.get('instances')}"
         )
     study = dataclasses.replace(
-        study, run=_run_settings(study.run, args.horizon, args.seeds), logs=logs
+        study,
+        run=_run_settings(study.run, args.horizon, args.seeds, args.chunk_size),
+        logs=logs,
     )
     if args.quick:
         small = {"num_items": 100, "num_users": 300, "steps_per_day": 48}
@@ -201,7 +214,9 @@ def select(study: StudyConfig, args: Args) -> StudyConfig:
             logs["instances"] = min(logs["instances"], 2)
         study = dataclasses.replace(
             study,
-            run=_run_settings(study.run, args.horizon or 300, args.seeds or 2),
+            run=_run_settings(
+                study.run, args.horizon or 300, args.seeds or 2, args.chunk_size
+            ),
             early_steps=100,
             logs=logs,
             grids={e: {k: v[:2] for k, v in g.items()} for e, g in study.grids.items()},
@@ -212,8 +227,13 @@ def select(study: StudyConfig, args: Args) -> StudyConfig:
     return study
 
 
-def _run_settings(run: RunConfig, horizon: int | None, seeds: int | None) -> RunConfig:
-    """`run` with --horizon and --seeds (seeds 0..S-1) where given."""
+def _run_settings(
+    run: RunConfig, horizon: int | None, seeds: int | None, chunk_size: int | None
+) -> RunConfig:
+    """`run` with --horizon, --seeds (seeds 0..S-1) and --chunk-size where
+    given."""
+    if chunk_size is not None:
+        run = dataclasses.replace(run, chunk_size=chunk_size)
     if horizon is not None:
         run = dataclasses.replace(run, horizon=horizon)
     if seeds is not None:
@@ -598,11 +618,15 @@ def run_config(
     executor: Executor | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    chunk_size: int | None = None,
 ) -> int:
     """`bandits run` of a pretrain/fine-tune config (`study =
     "pretrain_finetune"`): the study as its command runs it with the config as
-    it is, into `out`, the platform runs on `executor`."""
-    args = Args(out=str(out), config=str(source), overwrite=overwrite)
+    it is (`chunk_size` in place of `run.chunk_size` where given), into `out`,
+    the platform runs on `executor`."""
+    args = Args(
+        out=str(out), config=str(source), overwrite=overwrite, chunk_size=chunk_size
+    )
     return _run(args, executor, progress)
 
 

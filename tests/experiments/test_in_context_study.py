@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import tomllib
 
+import numpy as np
 import pytest
 
 import envs
@@ -253,9 +254,23 @@ def test_bandits_run_runs_the_config_as_the_study_command_does(tmp_path, capsys)
     assert rows(by_cli) == rows(by_command)
     assert rows(by_cli)[0]["agent"] == study.DPT_LABEL
     capsys.readouterr()
-    chunked = ["run", str(path), "--out", str(by_cli), "--chunk-size", "2"]
+    # --chunk-size replaces run.chunk_size of the online runs, as for a
+    # platform config: part of the config's hash (another folder), the same
+    # numbers to float32 rounding (smaller seed batches).
+    by_chunks = tmp_path / "chunks"
+    chunked = ["run", str(path), "--out", str(by_chunks), "--chunk-size", "2"]
+    assert cli.main([*chunked, "--quiet"]) == 0
+    stored = json.loads((by_chunks / "results" / "manifest.json").read_text())
+    assert stored["config"]["run"]["chunk_size"] == 2
+    for chunked_row, row in zip(rows(by_chunks), rows(by_cli), strict=True):
+        assert chunked_row["agent"] == row["agent"]
+        np.testing.assert_allclose(
+            chunked_row["final_regret"], row["final_regret"], rtol=1e-5
+        )
+    capsys.readouterr()
+    chunked = ["run", str(path), "--out", str(by_cli), "--chunk-size", "0"]
     assert cli.main(chunked) == cli.EXIT_CONFIG_ERROR
-    assert "--chunk-size applies to regret" in capsys.readouterr().err
+    assert "--chunk-size must be >= 1" in capsys.readouterr().err
     # The packaged configs name their study (read by name, as `bandits run`
     # gives it), and `bandits list` names them.
     for name in ("in_context", "in_context_rec", "in_context_fixed_arms_per_instance"):

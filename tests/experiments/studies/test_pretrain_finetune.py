@@ -269,6 +269,11 @@ def test_bandits_run_hands_a_config_of_this_layout_to_the_study(tmp_path, monkey
     assert seen["args"] == Args(out=str(out), config="large_models", overwrite=True)
     assert isinstance(seen["executor"], LocalExecutor)
     assert seen["executor"].workers == 1 and seen["progress"] is False
+    # --chunk-size goes to the online runs' [run] (`select` applies it).
+    assert cli.main([*argv, "--workers", "1", "--chunk-size", "3"]) == 0
+    assert seen["args"].chunk_size == 3
+    study = select(load_study("large_models"), seen["args"])
+    assert study.run.chunk_size == 3 and study.run.seeds == tuple(range(16))
     for name in ("pretrain_finetune", "large_models_cold", "large_models_scaling"):
         assert load_study(name).agents  # the `study` key is the study's own
 
