@@ -211,8 +211,12 @@ class LocalExecutor:
         # fewer tasks it starts only as many processes as run at once.
         workers = self.workers
         pool = _pool(workers)
-        futures = {pool.submit(execute_task, spec): spec for spec in specs}
+        futures: dict[concurrent.futures.Future, dict[str, Any]] = {}
         try:
+            # Inside the `try`: a worker started ahead (`prestart`) may have
+            # died already, and then submitting raises.
+            for spec in specs:
+                futures[pool.submit(execute_task, spec)] = spec
             for future in concurrent.futures.as_completed(futures):
                 yield futures[future], future.result()
         except concurrent.futures.process.BrokenProcessPool as err:

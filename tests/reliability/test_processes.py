@@ -91,3 +91,36 @@ def test_stop_workers_ends_busy_workers_at_once():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "0", "0"]
+
+
+DIED_AHEAD = """
+import os, signal, time
+from experiments.execute.executors import _POOLS, LocalExecutor, RunFailedError
+from experiments.execute.executors import prestart
+prestart(1)
+pool = _POOLS[1]
+while len(pool._processes) < 1:
+    time.sleep(0.05)
+(pid,) = pool._processes
+os.kill(pid, signal.SIGKILL)
+while not pool._broken:  # the pool's manager thread notices the death
+    time.sleep(0.05)
+try:
+    list(LocalExecutor(1).run([{"kind": "never run"}]))
+except RunFailedError as err:
+    print("refused:", err, flush=True)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_a_worker_that_died_before_the_run_submits_is_one_error_line():
+    """`bandits run` starts its worker ahead (`prestart`); one killed before the
+    run submits its first task (under load, the config check can take longer
+    than a worker's life) ends the run with the executor's one-line error,
+    not a `BrokenProcessPool` traceback from the submission."""
+    out = subprocess.run(
+        [sys.executable, "-c", DIED_AHEAD], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused: a local worker process died"), out.stdout
+    assert "Traceback" not in out.stderr
