@@ -231,7 +231,6 @@ def pretrain(
         steps_per_call=steps_per_call,
     )
     epochs, batch_size = options["epochs"], options["batch_size"]
-    steps_per_call = options["steps_per_call"]
     columns = _training_columns(data, cfg)
     n = len(columns["action"])
     if n < batch_size:
@@ -245,27 +244,11 @@ def pretrain(
     total = epochs * (n // batch_size)
     schedule = optax.cosine_decay_schedule(learning_rate, max(total, 1), alpha=0.1)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
-    loss_options = {
-        "ips": ips,
-        "max_weight": max_weight,
-        "ssl_weight": ssl_weight,
-        "mask_probability": mask_probability,
-    }
+    loss = ("max_weight", "ssl_weight", "mask_probability")
+    loss_options = {"ips": ips, **{k: options[k] for k in loss}}
     run_steps = _training_program(graphdef, optimizer, loss_options)
-    settings: dict[str, Any] = {}
-    if resume is not None:  # what the result depends on (the data by checksum)
-        settings = {
-            "training": "agents.pretrain",
-            "config": cfg.to_json(),
-            "key": np.asarray(jax.random.key_data(key)).tolist(),
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "loss": loss_options,
-            "steps_per_call": steps_per_call,
-            "data": resumable.digest(columns),
-            "params": None if params is fresh else resumable.digest(params),
-        }
+    start = None if params is fresh else params  # given parameters, by checksum
+    settings = _resume_settings(resume, key, cfg, options, loss_options, columns, start)
     params, (losses, clicks, histories), seconds = _run_epochs(
         key_train,
         run_steps,
@@ -273,7 +256,7 @@ def pretrain(
         columns,
         epochs=epochs,
         batch_size=batch_size,
-        steps_per_call=steps_per_call,
+        steps_per_call=options["steps_per_call"],
         progress=progress,
         saved=resumable.Progress(resume, settings),
     )
@@ -286,6 +269,26 @@ def pretrain(
         seconds=seconds,
         ips=ips,
     )
+
+
+def _resume_settings(resume, key, cfg, options, loss_options, columns, params) -> dict:
+    """What a pretraining run's result depends on (the data and any starting
+    parameters by checksum): a progress file is resumed only with these (none
+    without a progress file)."""
+    if resume is None:
+        return {}
+    return {
+        "training": "agents.pretrain",
+        "config": cfg.to_json(),
+        "key": np.asarray(jax.random.key_data(key)).tolist(),
+        "epochs": options["epochs"],
+        "batch_size": options["batch_size"],
+        "learning_rate": options["learning_rate"],
+        "loss": loss_options,
+        "steps_per_call": options["steps_per_call"],
+        "data": resumable.digest(columns),
+        "params": None if params is None else resumable.digest(params),
+    }
 
 
 def check_options(
