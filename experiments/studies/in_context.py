@@ -196,7 +196,7 @@ def load_study(path: str | Path, quick: bool = False) -> dict[str, Any]:
 
 def check_values(study: Mapping[str, Any]) -> None:
     """The model and the pretraining options, checked by the library's own
-    rules for the config's env (before any compute; `--tokens` checks again)."""
+    rules for the config's env, before any compute."""
     from agents import in_context_pretrain
 
     spec = study["env"]

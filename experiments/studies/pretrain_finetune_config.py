@@ -264,6 +264,9 @@ def load_study(config: str) -> StudyConfig:
         env_list.append((env.id, params))
         if env.grid:
             grids[env.id] = dict(env.grid)
+        made = envs.make_env(env.id, **params)
+        if model and hasattr(made, "item_dim"):  # a transformer's env
+            _check_model(model, made, "model", {})
     specs = []
     for i, entry in enumerate(raw.get("agents", [])):
         entry = table(f"agents[{i}]", entry)

@@ -166,6 +166,10 @@ def test_bad_config_raises(tmp_path):
             TRANSFORMER_ON_REC.replace("ContextualRec-v0", "Linear-v0"),
             r"agents\[0\]: a transformer reads a recommendation env's items",
         ),
+        (  # checked on the study's envs even with no transformer to train
+            '[model]\nwidth = "x"\n[[envs]]\nid = "ContextualRec-v0"\n',
+            r"model\.width must be a positive integer",
+        ),
         ("[pretrain]\nssl_weight = -1\n", r"pretrain\.ssl_weight must be"),
         ("[pretrain]\nseed = -1\n", r"pretrain\.seed must be an integer >= 0"),
         ("[logs]\nnum_streams = 0\n", r"logs\.num_streams must be a positive"),
